@@ -1,0 +1,301 @@
+//! The public API `sv.sharedvolume.io/v1alpha1`: `SharedVolume` (namespaced, `sv`) and
+//! `ClusterSharedVolume` (cluster-scoped, `csv`), the annotations pods use to ask for them, and the
+//! labels and names every other crate shares.
+
+mod spec;
+mod status;
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use spec::*;
+pub use status::*;
+
+pub const GROUP: &str = "sv.sharedvolume.io";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "sv.sharedvolume.io/v1alpha1";
+
+/// Pod annotation listing SharedVolumes (in the pod's namespace) to mount, comma separated.
+pub const POD_ANNOTATION_SV: &str = "sharedvolume.sv";
+/// Pod annotation listing ClusterSharedVolumes to mount, comma separated.
+pub const POD_ANNOTATION_CSV: &str = "sharedvolume.csv";
+/// Label the webhook puts on every pod it mutated, so the operator watches only consumer pods.
+pub const CONSUMER_POD_LABEL: &str = "sv.sharedvolume.io/consumer";
+/// Annotation on a volume that asks its syncer for a sync now; any new value triggers one.
+pub const SYNC_REQUESTED_ANNOTATION: &str = "sv.sharedvolume.io/sync-requested";
+
+/// Labels on every object the operator creates.
+pub mod labels {
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "sharedvolume-operator";
+    pub const PART_OF: &str = "app.kubernetes.io/part-of";
+    pub const PART_OF_VALUE: &str = "sharedvolume";
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// The volume's `referenceValue`: selects everything created for one volume.
+    pub const REFERENCE: &str = "sv.sharedvolume.io/reference";
+    /// `SharedVolume` or `ClusterSharedVolume`.
+    pub const VOLUME_KIND: &str = "sv.sharedvolume.io/volume-kind";
+    /// Namespace a consumer PV/PVC serves.
+    pub const CONSUMER_NAMESPACE: &str = "sv.sharedvolume.io/consumer-namespace";
+}
+
+/// Annotations on objects the operator creates.
+pub mod annotations {
+    /// `kind/namespace/name` of the owning volume, for objects that cannot carry an ownerReference.
+    pub const OWNER: &str = "sv.sharedvolume.io/owner";
+}
+
+/// Values of the `app.kubernetes.io/component` label.
+pub mod components {
+    pub const NFS_SERVER: &str = "nfs-server";
+    pub const SYNCER: &str = "syncer";
+    pub const SYNCER_STORAGE: &str = "syncer-storage";
+    pub const CONSUMER_STORAGE: &str = "consumer-storage";
+}
+
+/// A namespaced volume: its NFS server and syncer live in its own namespace, and only pods of that
+/// namespace may mount it.
+// The repeated `printcolumn(type_ = …)` arguments are separate columns, not duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "sv.sharedvolume.io",
+    version = "v1alpha1",
+    kind = "SharedVolume",
+    namespaced,
+    shortname = "sv",
+    status = "VolumeStatus",
+    derive = "PartialEq",
+    doc = "Shared ReadWriteMany storage in one namespace, kept in sync with an external source.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "NFS Address", type_ = "string", json_path = ".status.nfsServerAddress"),
+    printcolumn(name = "Mount Path", type_ = "string", json_path = ".spec.mountPath"),
+    printcolumn(name = "SyncInterval", type_ = "string", json_path = ".spec.syncInterval"),
+    printcolumn(name = "Capacity", type_ = "string", json_path = ".spec.storage.capacity"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.sync.lastSyncTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct SharedVolumeSpec {
+    #[serde(flatten)]
+    pub volume: VolumeSpec,
+}
+
+/// A cluster-wide volume: its NFS server and syncer live in the operator's namespace, and pods of
+/// any namespace (or those matching `namespaceSelector`) may mount it.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "sv.sharedvolume.io",
+    version = "v1alpha1",
+    kind = "ClusterSharedVolume",
+    shortname = "csv",
+    status = "VolumeStatus",
+    derive = "PartialEq",
+    doc = "Shared ReadWriteMany storage for the whole cluster, kept in sync with an external source.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "NFS Address", type_ = "string", json_path = ".status.nfsServerAddress"),
+    printcolumn(name = "Mount Path", type_ = "string", json_path = ".spec.mountPath"),
+    printcolumn(name = "SyncInterval", type_ = "string", json_path = ".spec.syncInterval"),
+    printcolumn(name = "Capacity", type_ = "string", json_path = ".spec.storage.capacity"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.sync.lastSyncTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct ClusterSharedVolumeSpec {
+    #[serde(flatten)]
+    pub volume: VolumeSpec,
+    #[serde(flatten)]
+    pub access: ClusterAccessSpec,
+}
+
+impl Deref for SharedVolumeSpec {
+    type Target = VolumeSpec;
+    fn deref(&self) -> &VolumeSpec {
+        &self.volume
+    }
+}
+
+impl DerefMut for SharedVolumeSpec {
+    fn deref_mut(&mut self) -> &mut VolumeSpec {
+        &mut self.volume
+    }
+}
+
+impl Deref for ClusterSharedVolumeSpec {
+    type Target = VolumeSpec;
+    fn deref(&self) -> &VolumeSpec {
+        &self.volume
+    }
+}
+
+impl DerefMut for ClusterSharedVolumeSpec {
+    fn deref_mut(&mut self) -> &mut VolumeSpec {
+        &mut self.volume
+    }
+}
+
+/// The two volume kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VolumeKind {
+    SharedVolume,
+    ClusterSharedVolume,
+}
+
+impl VolumeKind {
+    pub const ALL: [VolumeKind; 2] = [VolumeKind::SharedVolume, VolumeKind::ClusterSharedVolume];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeKind::SharedVolume => "SharedVolume",
+            VolumeKind::ClusterSharedVolume => "ClusterSharedVolume",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            VolumeKind::SharedVolume => "sharedvolumes",
+            VolumeKind::ClusterSharedVolume => "clustersharedvolumes",
+        }
+    }
+
+    pub fn is_cluster_scoped(self) -> bool {
+        self == VolumeKind::ClusterSharedVolume
+    }
+
+    /// The finalizer; the same string as the Go operator, so volumes it created are cleaned up too.
+    pub fn finalizer(self) -> &'static str {
+        match self {
+            VolumeKind::SharedVolume => "sharedvolume.sv/finalizer",
+            VolumeKind::ClusterSharedVolume => "clustersharedvolume.sv/finalizer",
+        }
+    }
+
+    /// The pod annotation that asks for volumes of this kind.
+    pub fn pod_annotation(self) -> &'static str {
+        match self {
+            VolumeKind::SharedVolume => POD_ANNOTATION_SV,
+            VolumeKind::ClusterSharedVolume => POD_ANNOTATION_CSV,
+        }
+    }
+
+    pub fn crd(self) -> CustomResourceDefinition {
+        match self {
+            VolumeKind::SharedVolume => SharedVolume::crd(),
+            VolumeKind::ClusterSharedVolume => ClusterSharedVolume::crd(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VolumeKind> {
+        VolumeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for VolumeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the operator needs from either kind, so one reconciler serves both.
+pub trait Volume:
+    Resource<DynamicType = ()> + Clone + fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    const KIND: VolumeKind;
+    fn volume_spec(&self) -> &VolumeSpec;
+    fn volume_spec_mut(&mut self) -> &mut VolumeSpec;
+    fn volume_status(&self) -> Option<&VolumeStatus>;
+    /// Namespaces allowed to mount the volume; `None` means every namespace that may see it.
+    fn namespace_selector(&self) -> Option<&LabelSelector>;
+    /// The API of this kind, in `namespace` for a namespaced kind.
+    fn api(client: kube::Client, namespace: Option<&str>) -> kube::Api<Self>;
+
+    /// `namespace/name` or `name`, for messages and logs.
+    fn display_name(&self) -> String {
+        match self.namespace() {
+            Some(ns) => format!("{ns}/{}", self.name_any()),
+            None => self.name_any(),
+        }
+    }
+}
+
+impl Volume for SharedVolume {
+    const KIND: VolumeKind = VolumeKind::SharedVolume;
+    fn volume_spec(&self) -> &VolumeSpec {
+        &self.spec.volume
+    }
+    fn volume_spec_mut(&mut self) -> &mut VolumeSpec {
+        &mut self.spec.volume
+    }
+    fn volume_status(&self) -> Option<&VolumeStatus> {
+        self.status.as_ref()
+    }
+    fn namespace_selector(&self) -> Option<&LabelSelector> {
+        None
+    }
+    fn api(client: kube::Client, namespace: Option<&str>) -> kube::Api<Self> {
+        match namespace {
+            Some(ns) => kube::Api::namespaced(client, ns),
+            None => kube::Api::all(client),
+        }
+    }
+}
+
+impl Volume for ClusterSharedVolume {
+    const KIND: VolumeKind = VolumeKind::ClusterSharedVolume;
+    fn volume_spec(&self) -> &VolumeSpec {
+        &self.spec.volume
+    }
+    fn volume_spec_mut(&mut self) -> &mut VolumeSpec {
+        &mut self.spec.volume
+    }
+    fn volume_status(&self) -> Option<&VolumeStatus> {
+        self.status.as_ref()
+    }
+    fn namespace_selector(&self) -> Option<&LabelSelector> {
+        self.spec.access.namespace_selector.as_ref()
+    }
+    fn api(client: kube::Client, _namespace: Option<&str>) -> kube::Api<Self> {
+        kube::Api::all(client)
+    }
+}
+
+/// Names listed in a pod annotation: comma separated, trimmed, empty entries dropped, duplicates
+/// removed (first occurrence kept).
+pub fn parse_volume_list(value: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+/// Volumes of `kind` a pod asks for through its annotations.
+pub fn pod_requested_volumes(
+    annotations: &std::collections::BTreeMap<String, String>,
+    kind: VolumeKind,
+) -> Vec<String> {
+    annotations.get(kind.pod_annotation()).map(|v| parse_volume_list(v)).unwrap_or_default()
+}
+
+/// Both CRDs, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    VolumeKind::ALL.into_iter().map(VolumeKind::crd).collect()
+}
+
+/// Both CRDs as one multi-document YAML stream, as committed under `deploy/crds/`.
+pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}

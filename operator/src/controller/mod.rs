@@ -1,0 +1,456 @@
+//! The reconcile loop: kube-runtime controllers for both volume kinds that observe the cluster,
+//! ask [`crate::plan`] what should exist, and make it so.
+
+pub mod events;
+pub mod kube_io;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+
+use std::collections::HashMap;
+use std::future::ready;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use self::events::Recorder;
+use self::leader::{LeaderConfig, LeaderElector};
+use self::metrics::Metrics;
+use self::observe::{Caches, node_addresses, requested_by_pod};
+use crate::api::{
+    API_VERSION, CONSUMER_POD_LABEL, ClusterSharedVolume, Phase, SharedVolume, Volume, VolumeKind, condition, labels,
+};
+use crate::clock::SharedClock;
+use crate::plan::{PlannedEvent, Settings, plan, set_condition};
+use crate::telemetry::Health;
+
+/// Why a reconciliation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("could not apply {object}: {source}")]
+    Apply { object: String, source: kube::Error },
+    #[error("could not delete {object}: {source}")]
+    Delete { object: String, source: kube::Error },
+    #[error("could not serialize {0}: {1}")]
+    Serialize(String, serde_json::Error),
+    #[error("the operator does not manage kind {0}")]
+    UnknownKind(&'static str),
+    #[error("this replica lost the leader lease")]
+    LostLeadership,
+    #[error("the {0} cache did not sync: {1}")]
+    Cache(&'static str, String),
+}
+
+impl Error {
+    /// Short label for the `reason` of the error metric.
+    pub fn metric_label(&self) -> String {
+        fn api(e: &kube::Error) -> String {
+            match e {
+                kube::Error::Api(s) => format!("api_{}", s.code),
+                _ => "transport".to_string(),
+            }
+        }
+        match self {
+            Error::Kube(e) => api(e),
+            Error::Apply { source, .. } => format!("apply_{}", api(source)),
+            Error::Delete { source, .. } => format!("delete_{}", api(source)),
+            Error::Serialize(..) => "serialize".to_string(),
+            Error::UnknownKind(_) => "unknown_kind".to_string(),
+            Error::LostLeadership => "lost_leadership".to_string(),
+            Error::Cache(..) => "cache".to_string(),
+        }
+    }
+
+    /// The API server refused a planned object for what it is (not for load or a race): the
+    /// volume's status should say so, because retrying alone will not fix it.
+    fn is_rejection(&self) -> bool {
+        match self {
+            Error::Apply { source: kube::Error::Api(s), .. } | Error::Delete { source: kube::Error::Api(s), .. } => {
+                matches!(s.code, 400 | 403 | 404 | 422)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Delay before retrying a volume after `failures` consecutive failed reconciliations: 1 s
+/// doubling to 5 min, without jitter so that runs replay.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+/// Watch-restart backoff without jitter: 0.8 s doubling to 30 s, reset after a success.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Duration::from_millis(800) }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub clock: SharedClock,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub caches: Caches,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        instance: &str,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), clock.clone(), "sharedvolume-operator", instance);
+        Self { client, settings, clock, recorder, metrics, caches, failures: Mutex::new(HashMap::new()) }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn volume_key<V: Volume>(volume: &V) -> String {
+    format!("{}/{}", V::KIND, volume.display_name())
+}
+
+/// Reconciles one volume.
+pub async fn reconcile<V: Volume>(volume: Arc<V>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = tokio::time::Instant::now();
+    let span = tracing::info_span!("reconcile", volume = %volume_key(volume.as_ref()));
+    let result = reconcile_volume(volume.as_ref(), &ctx).instrument(span).await;
+    ctx.metrics.observe_reconcile(V::KIND, started.elapsed());
+    if result.is_ok() {
+        ctx.failures().remove(&volume_key(volume.as_ref()));
+    }
+    result
+}
+
+/// Retries a failed volume later, backing off per volume.
+pub fn error_policy<V: Volume>(volume: Arc<V>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = volume_key(volume.as_ref());
+    let failures = {
+        let mut map = ctx.failures();
+        let n = map.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    ctx.metrics.observe_error(V::KIND, &error.metric_label());
+    let delay = retry_delay(failures);
+    tracing::warn!(volume = %key, %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let key = volume_key(volume);
+    let deleting = volume.meta().deletion_timestamp.is_some();
+    let finalizer = V::KIND.finalizer();
+    let has_finalizer = volume.finalizers().iter().any(|f| f == finalizer);
+    if deleting && !has_finalizer {
+        ctx.metrics.set_phase(V::KIND, &key, None);
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer {
+        kube_io::add_finalizer(client, volume).await?;
+    }
+
+    let observed = observe::observe(client, volume, &ctx.caches, &ctx.settings, &ctx.clock).await?;
+    let plan = plan(&observed, &ctx.settings);
+    if let Some(reference) = &plan.set_reference_value
+        && !deleting
+    {
+        kube_io::set_reference_value(client, volume, reference).await?;
+    }
+
+    let mut applied = Ok(());
+    for object in &plan.objects {
+        applied = kube_io::apply(client, object).await;
+        if applied.is_err() {
+            break;
+        }
+    }
+    if applied.is_ok() {
+        for object in &plan.delete {
+            applied = kube_io::delete(client, object).await;
+            if applied.is_err() {
+                break;
+            }
+        }
+    }
+    if let Err(error) = applied {
+        if error.is_rejection() {
+            report_rejection(volume, ctx, &plan.status, &observed.status, &error).await;
+        }
+        return Err(error);
+    }
+
+    if plan.status != observed.status {
+        kube_io::apply_status(client, volume, &plan.status).await?;
+    }
+    publish_events(volume, ctx, &plan.events).await;
+    if plan.finalize {
+        kube_io::remove_finalizer(client, volume).await?;
+        ctx.metrics.set_phase(V::KIND, &key, None);
+        tracing::info!(volume = %key, "volume deleted; everything it created is gone");
+        return Ok(Action::await_change());
+    }
+    ctx.metrics.set_phase(V::KIND, &key, plan.status.phase());
+    Ok(Action::requeue(plan.requeue_after))
+}
+
+/// Puts an object the API server refused on the volume's status and Events.
+async fn report_rejection<V: Volume>(
+    volume: &V,
+    ctx: &Context,
+    planned: &crate::api::VolumeStatus,
+    current: &crate::api::VolumeStatus,
+    error: &Error,
+) {
+    let message = error.to_string();
+    let mut status = planned.clone();
+    status.phase = Some(Phase::Failed.as_str().to_string());
+    status.message = Some(message.clone());
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        false,
+        "ApplyFailed",
+        &message,
+        volume.meta().generation,
+        ctx.clock.now(),
+    );
+    if status != *current
+        && let Err(e) = kube_io::apply_status(&ctx.client, volume, &status).await
+    {
+        tracing::warn!(error = %e, "could not report the failure on the volume's status");
+    }
+    publish_events(volume, ctx, &[PlannedEvent { warning: true, reason: "ApplyFailed".to_string(), note: message }])
+        .await;
+}
+
+async fn publish_events<V: Volume>(volume: &V, ctx: &Context, events: &[PlannedEvent]) {
+    let reference = volume.object_ref(&());
+    for event in events {
+        if event.warning {
+            tracing::warn!(volume = %volume.display_name(), reason = %event.reason, "{}", event.note);
+        } else {
+            tracing::info!(volume = %volume.display_name(), reason = %event.reason, "{}", event.note);
+        }
+        if let Err(error) = ctx.recorder.publish(&reference, event).await {
+            tracing::warn!(%error, reason = %event.reason, "could not publish an Event");
+        }
+    }
+}
+
+/// Labels that select the children of one volume kind, for the controllers' watches.
+fn children_selector(kind: VolumeKind) -> String {
+    format!("{}={},{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE, labels::VOLUME_KIND, kind.as_str())
+}
+
+/// The volume an owned child belongs to, from its ownerReference. kube-runtime's `owns` would give
+/// a cluster-scoped owner the child's namespace, so the mapping is done here for both kinds.
+fn owner_of<V: Volume>(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectRef<V>> {
+    let owner =
+        meta.owner_references.iter().flatten().find(|o| o.kind == V::KIND.as_str() && o.api_version == API_VERSION)?;
+    let reference = ObjectRef::new(&owner.name);
+    Some(match (V::KIND, &meta.namespace) {
+        (VolumeKind::SharedVolume, Some(ns)) => reference.within(ns),
+        _ => reference,
+    })
+}
+
+/// What `run` needs besides the client.
+pub struct RunOptions {
+    pub settings: Settings,
+    /// None disables leader election (a single replica, or tests).
+    pub leader: Option<LeaderConfig>,
+    /// Name of this replica in Events and the Lease.
+    pub instance: String,
+}
+
+/// Runs both controllers until `shutdown` is cancelled. With leader election, waits to lead first,
+/// and returns [`Error::LostLeadership`] if the lease is lost (the process should then exit, so
+/// that it restarts as a standby).
+pub async fn run(
+    client: Client,
+    options: RunOptions,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut leading = None;
+    if let Some(config) = options.leader.clone() {
+        let (tx, rx) = watch::channel(false);
+        let elector = LeaderElector::new(client.clone(), config, clock.clone());
+        tokio::spawn(elector.run(tx, shutdown.clone().cancelled_owned()));
+        leading = Some(rx);
+    }
+    // A standby answers probes too; it is ready to take over.
+    health.set_ready(true);
+    if let Some(rx) = leading.as_mut() {
+        tracing::info!("waiting for the leader lease");
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            }
+        }
+    }
+    metrics.set_leader(true);
+    let controllers = CancellationToken::new();
+    let result = tokio::select! {
+        result = run_controllers(client, options, clock, metrics.clone(), controllers.clone()) => result,
+        _ = shutdown.cancelled() => Ok(()),
+        lost = wait_for_loss(leading) => lost,
+    };
+    controllers.cancel();
+    metrics.set_leader(false);
+    result
+}
+
+async fn wait_for_loss(leading: Option<watch::Receiver<bool>>) -> Result<(), Error> {
+    let Some(mut rx) = leading else {
+        return std::future::pending().await;
+    };
+    loop {
+        if !*rx.borrow_and_update() {
+            return Err(Error::LostLeadership);
+        }
+        if rx.changed().await.is_err() {
+            return Err(Error::LostLeadership);
+        }
+    }
+}
+
+async fn run_controllers(
+    client: Client,
+    options: RunOptions,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let consumer_pods = watcher::Config::default().labels(&format!("{CONSUMER_POD_LABEL}=true"));
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pod_cache = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()))
+        .backoff(WatchBackoff::default())
+        .for_each(|_| ready(()));
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (mut sv_nodes_tx, sv_nodes_rx) = mpsc::channel::<()>(1);
+    let (mut csv_nodes_tx, csv_nodes_rx) = mpsc::channel::<()>(1);
+    let node_store = nodes.clone();
+    let node_api = Api::<Node>::all(client.clone());
+    let node_cache = async move {
+        let mut last = None;
+        let mut events = std::pin::pin!(
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
+                .backoff(WatchBackoff::default())
+        );
+        while let Some(event) = events.next().await {
+            if event.is_err() {
+                continue;
+            }
+            // Node status changes often; volumes only care when the set of node addresses does.
+            let addresses = node_addresses(&node_store);
+            if last.as_ref() != Some(&addresses) && node_store.wait_until_ready().await.is_ok() {
+                last = Some(addresses);
+                let _ = sv_nodes_tx.try_send(());
+                let _ = csv_nodes_tx.try_send(());
+            }
+        }
+    };
+    let caches = Caches { pods: pods.clone(), nodes: nodes.clone() };
+    let ctx = Arc::new(Context::new(client.clone(), options.settings, clock, metrics, caches, &options.instance));
+
+    let sv = volume_controller::<SharedVolume>(&client, consumer_pods.clone(), sv_nodes_rx, shutdown.clone())
+        .run(reconcile::<SharedVolume>, error_policy::<SharedVolume>, ctx.clone())
+        .for_each(|_| ready(()));
+    let csv = volume_controller::<ClusterSharedVolume>(&client, consumer_pods, csv_nodes_rx, shutdown.clone())
+        .run(reconcile::<ClusterSharedVolume>, error_policy::<ClusterSharedVolume>, ctx)
+        .for_each(|_| ready(()));
+
+    let wait_caches = async {
+        pods.wait_until_ready().await.map_err(|e| Error::Cache("pod", e.to_string()))?;
+        nodes.wait_until_ready().await.map_err(|e| Error::Cache("node", e.to_string()))?;
+        tracing::info!("caches synced; controllers starting");
+        futures::join!(sv, csv);
+        Ok(())
+    };
+    tokio::select! {
+        result = wait_caches => result,
+        _ = pod_cache => Ok(()),
+        _ = node_cache => Ok(()),
+        _ = shutdown.cancelled() => Ok(()),
+    }
+}
+
+fn volume_controller<V: Volume>(
+    client: &Client,
+    consumer_pods: watcher::Config,
+    node_changes: mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) -> Controller<V> {
+    let children = watcher::Config::default().labels(&children_selector(V::KIND));
+    let kind = V::KIND;
+    Controller::new(Api::<V>::all(client.clone()), watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(4))
+        .trigger_backoff(WatchBackoff::default())
+        .watches(Api::<StatefulSet>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
+        .watches(Api::<ReplicaSet>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
+        .watches(Api::<Service>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
+        .watches(Api::<PersistentVolumeClaim>::all(client.clone()), children, |o| owner_of::<V>(&o.metadata))
+        .watches(Api::<Pod>::all(client.clone()), consumer_pods, move |pod| {
+            requested_by_pod(&pod, kind)
+                .into_iter()
+                .map(|(ns, name)| match ns {
+                    Some(ns) => ObjectRef::new(&name).within(&ns),
+                    None => ObjectRef::new(&name),
+                })
+                .collect::<Vec<_>>()
+        })
+        .reconcile_all_on(node_changes)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+}

@@ -1,0 +1,270 @@
+//! `sv-operator`: the SharedVolume operator.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use sv_operator::api::{Volume, VolumeKind, crds_yaml};
+use sv_operator::clock::SystemClock;
+use sv_operator::controller::leader::LeaderConfig;
+use sv_operator::controller::metrics::Metrics;
+use sv_operator::controller::{self, RunOptions};
+use sv_operator::manifests::{self, Manifest};
+use sv_operator::offline::{OfflineCluster, Stage};
+use sv_operator::plan::{self, Settings};
+use sv_operator::telemetry::{self, Health, LogFormat};
+use sv_operator::validation::validate_spec;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sv-operator",
+    version,
+    about = "SharedVolume operator: shared ReadWriteMany volumes kept in sync with Git, S3, SSH and HTTP sources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the SharedVolume and ClusterSharedVolume CRDs as YAML.
+    Crd,
+    /// Validate volume manifests (files or directories) and print what is wrong with each.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Plan volume manifests without a cluster: what the operator would create and report, when
+    /// the volume is new and once its server and syncer run.
+    Plan {
+        /// Manifest files or directories (default: the bundled examples).
+        #[arg(default_value = "deploy/examples")]
+        paths: Vec<PathBuf>,
+        /// Print every planned object as YAML.
+        #[arg(long)]
+        objects: bool,
+    },
+    /// Run the operator against the cluster of the current kubeconfig or service account.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Namespace of the operator; ClusterSharedVolumes keep their servers and syncers here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = plan::DEFAULT_OPERATOR_NAMESPACE)]
+    namespace: String,
+    /// Image of the managed NFS server.
+    #[arg(long, env = "SV_NFS_IMAGE")]
+    nfs_image: Option<String>,
+    /// Image of the syncer.
+    #[arg(long, env = "SV_SYNCER_IMAGE")]
+    syncer_image: Option<String>,
+    /// imagePullPolicy of the NFS server and syncer containers.
+    #[arg(long)]
+    image_pull_policy: Option<String>,
+    /// Mount options of PVs that point at an external NFS server (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    external_mount_options: Vec<String>,
+    /// Put a NetworkPolicy in front of each managed NFS server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    network_policy: bool,
+    /// Elect a leader among replicas through a Lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of this replica (in the Lease and in Events).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SV_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => print_crds(),
+        Command::Validate { paths } => validate(&paths),
+        Command::Plan { paths, objects } => plan_offline(&paths, objects),
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crds() -> anyhow::Result<ExitCode> {
+    print!("{}", crds_yaml()?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_all(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Manifest)>> {
+    let mut all = Vec::new();
+    for path in paths {
+        all.extend(manifests::load(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    Ok(all)
+}
+
+fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut failed = 0;
+    let mut checked = 0;
+    for (file, manifest) in load_all(paths)? {
+        let result = match &manifest {
+            Manifest::SharedVolume(v) => {
+                let namespace = v.metadata.namespace.as_deref().unwrap_or("default");
+                (v.display_name(), validate_spec(VolumeKind::SharedVolume, Some(namespace), v.volume_spec(), None))
+            }
+            Manifest::ClusterSharedVolume(v) => (
+                v.display_name(),
+                validate_spec(VolumeKind::ClusterSharedVolume, None, v.volume_spec(), v.namespace_selector()),
+            ),
+            _ => continue,
+        };
+        let (name, result) = result;
+        let kind = match manifest {
+            Manifest::SharedVolume(_) => VolumeKind::SharedVolume,
+            _ => VolumeKind::ClusterSharedVolume,
+        };
+        checked += 1;
+        let status = if result.is_valid() { "valid" } else { "INVALID" };
+        println!("{status:8} {kind} {name} ({})", file.display());
+        for error in &result.errors {
+            println!("         error: {error}");
+        }
+        for warning in &result.warnings {
+            println!("         warning: {warning}");
+        }
+        if !result.is_valid() {
+            failed += 1;
+        }
+    }
+    println!("{checked} volume(s) checked, {failed} invalid");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn plan_offline(paths: &[PathBuf], print_objects: bool) -> anyhow::Result<ExitCode> {
+    let cluster = OfflineCluster::from_manifests(load_all(paths)?.into_iter().map(|(_, m)| m));
+    let settings = Settings::default();
+    let mut ready = 0;
+    let mut failed = 0;
+    for volume in &cluster.volumes {
+        let display = match &volume.namespace {
+            Some(ns) => format!("{} {ns}/{}", volume.kind, volume.name),
+            None => format!("{} {}", volume.kind, volume.name),
+        };
+        println!("{display}");
+        for (stage, label) in [(Stage::Fresh, "new"), (Stage::Serving, "running")] {
+            let planned = plan::plan(&cluster.observe(volume, stage, &settings), &settings);
+            if stage == Stage::Fresh {
+                println!("  reference {}", planned.reference);
+            }
+            let phase = planned.status.phase.as_deref().unwrap_or("-");
+            println!("  {label:8} {phase:9} {}", planned.status.message.as_deref().unwrap_or_default());
+            let kinds: Vec<String> = planned.objects.iter().map(|o| o.key().kind.to_string()).collect();
+            println!("           applies {} object(s): {}", kinds.len(), summarize_kinds(&kinds));
+            if print_objects {
+                for object in &planned.objects {
+                    println!("---\n{}", serde_saphyr::to_string(object)?);
+                }
+            }
+            if stage == Stage::Serving {
+                match planned.status.phase.as_deref() {
+                    Some("Ready") => ready += 1,
+                    Some("Failed") => failed += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    println!(
+        "\n{} volume(s) planned: {ready} Ready once running, {failed} Failed, {} pod(s) consume them",
+        cluster.volumes.len(),
+        cluster.pods.len()
+    );
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `["Secret", "Secret", "Service"]` → `2 Secret, Service`.
+fn summarize_kinds(kinds: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for kind in kinds {
+        match counts.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((kind.clone(), 1)),
+        }
+    }
+    counts.into_iter().map(|(k, n)| if n == 1 { k } else { format!("{n} {k}") }).collect::<Vec<_>>().join(", ")
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let mut settings = Settings { operator_namespace: args.namespace.clone(), ..Settings::default() };
+        if let Some(image) = args.nfs_image {
+            settings.nfs_image = image;
+        }
+        if let Some(image) = args.syncer_image {
+            settings.syncer_image = image;
+        }
+        settings.image_pull_policy = args.image_pull_policy;
+        settings.external_mount_options = args.external_mount_options;
+        settings.network_policy = args.network_policy;
+        let identity = match args.identity {
+            Some(id) => id,
+            None => std::env::var("HOSTNAME").unwrap_or_else(|_| "sv-operator".to_string()),
+        };
+
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
+        let health = Health::new();
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        tracing::info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
+        let http = tokio::spawn(telemetry::serve(
+            listener,
+            telemetry::router(Arc::new(registry), health.clone()),
+            shutdown.clone().cancelled_owned(),
+        ));
+        let signal_token = shutdown.clone();
+        tokio::spawn(async move {
+            telemetry::shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            signal_token.cancel();
+        });
+
+        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let options = RunOptions {
+            settings,
+            leader: args.leader_elect.then(|| LeaderConfig::new(&args.namespace, &identity)),
+            instance: identity,
+        };
+        let result = controller::run(client, options, Arc::new(SystemClock), metrics, health, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = http.await;
+        match result {
+            Ok(()) => {
+                tracing::info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                tracing::error!(%error, "operator stopped");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}

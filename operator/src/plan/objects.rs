@@ -1,0 +1,597 @@
+//! Builders of the objects a volume needs. Each returns complete desired state for server-side
+//! apply: fields we do not set are left to their owners (the API server's defaults, other tools).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, NFSVolumeSource,
+    ObjectFieldSelector, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume as PodVolume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CREDENTIALS_DIR, Desired, NFS_EXPORT_DIR, NFS_PORT, ObjectKey, PROBE_PORT, PlanContext, SYNCER_DATA_DIR};
+use crate::api::{API_VERSION, AccessMode, CONSUMER_POD_LABEL, VolumeKind, annotations, components, labels};
+use crate::units::parse_quantity_bytes;
+use crate::validation::ServerMode;
+
+/// Label on consumer pods of one volume: `consumer.sv.sharedvolume.io/<reference>: "true"`.
+pub fn consumer_label_key(reference: &str) -> String {
+    format!("consumer.sv.sharedvolume.io/{reference}")
+}
+
+impl PlanContext<'_> {
+    fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
+            (labels::PART_OF.to_string(), labels::PART_OF_VALUE.to_string()),
+            (labels::COMPONENT.to_string(), component.to_string()),
+            (labels::REFERENCE.to_string(), self.names.reference().to_string()),
+            (labels::VOLUME_KIND.to_string(), self.observed.kind.as_str().to_string()),
+        ])
+    }
+
+    /// Labels that select the pods of one component; a subset of [`Self::labels`], and stable, since
+    /// a workload's selector is immutable.
+    fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::COMPONENT.to_string(), component.to_string()),
+            (labels::REFERENCE.to_string(), self.names.reference().to_string()),
+        ])
+    }
+
+    fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: API_VERSION.to_string(),
+            kind: self.observed.kind.as_str().to_string(),
+            name: self.observed.name.clone(),
+            uid: self.observed.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    /// Metadata of a child. An ownerReference is set wherever Kubernetes honours it: the owner is a
+    /// ClusterSharedVolume, or a SharedVolume owning an object in its own namespace. Elsewhere the
+    /// owner is recorded in an annotation and the finalizer does the cleanup.
+    fn meta(&self, name: String, namespace: Option<&str>, component: &str) -> ObjectMeta {
+        let owner_valid = match self.observed.kind {
+            VolumeKind::ClusterSharedVolume => true,
+            VolumeKind::SharedVolume => namespace.is_some() && namespace == self.observed.namespace.as_deref(),
+        };
+        let owner = match &self.observed.namespace {
+            Some(ns) => format!("{}/{}/{}", self.observed.kind, ns, self.observed.name),
+            None => format!("{}/{}", self.observed.kind, self.observed.name),
+        };
+        ObjectMeta {
+            name: Some(name),
+            namespace: namespace.map(str::to_string),
+            labels: Some(self.labels(component)),
+            annotations: Some(BTreeMap::from([(annotations::OWNER.to_string(), owner)])),
+            owner_references: owner_valid.then(|| vec![self.owner_reference()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn capacity(&self) -> Quantity {
+        Quantity(self.observed.spec.storage.as_ref().map(|s| s.capacity.trim().to_string()).unwrap_or_default())
+    }
+
+    fn access_mode(&self) -> AccessMode {
+        AccessMode::parse(self.observed.spec.storage.as_ref().and_then(|s| s.access_mode.as_deref()))
+            .unwrap_or(AccessMode::ReadOnly)
+    }
+
+    /// Data PVC, Service, StatefulSet and NetworkPolicy of a managed server; nothing for an
+    /// external one.
+    pub(crate) fn server_objects(&self) -> Vec<Desired> {
+        let ServerMode::Managed { image } = &self.mode else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            Desired::PersistentVolumeClaim(self.nfs_data_claim()),
+            Desired::Service(self.nfs_service()),
+            Desired::StatefulSet(self.nfs_statefulset(image.as_deref())),
+        ];
+        if self.settings.network_policy {
+            out.push(Desired::NetworkPolicy(self.nfs_network_policy()));
+        }
+        out
+    }
+
+    fn nfs_data_claim(&self) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: self.meta(self.names.nfs_data_claim(), Some(&self.resource_namespace), components::NFS_SERVER),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+                storage_class_name: self.observed.spec.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_string(), self.capacity())])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn nfs_service(&self) -> Service {
+        // Pin the address the volume's PVs already point at, so a Service deleted by someone comes
+        // back on the same IP.
+        let pinned_ip =
+            self.observed.nfs.service_ip.clone().or_else(|| self.observed.status.nfs_server_address.clone());
+        Service {
+            metadata: self.meta(self.names.nfs_server(), Some(&self.resource_namespace), components::NFS_SERVER),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".to_string()),
+                cluster_ip: pinned_ip,
+                selector: Some(self.selector(components::NFS_SERVER)),
+                ports: Some(vec![ServicePort {
+                    name: Some("nfs".to_string()),
+                    port: NFS_PORT,
+                    target_port: Some(IntOrString::Int(NFS_PORT)),
+                    protocol: Some("TCP".to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn nfs_statefulset(&self, image: Option<&str>) -> StatefulSet {
+        let capacity_bytes =
+            self.observed.spec.storage.as_ref().and_then(|s| parse_quantity_bytes(&s.capacity).ok()).unwrap_or(0);
+        let container = Container {
+            name: "nfs".to_string(),
+            image: Some(image.unwrap_or(&self.settings.nfs_image).to_string()),
+            image_pull_policy: self.settings.image_pull_policy.clone(),
+            args: Some(vec![
+                "serve".to_string(),
+                format!("--export={NFS_EXPORT_DIR}"),
+                format!("--port={NFS_PORT}"),
+                format!("--http-port={PROBE_PORT}"),
+                format!("--capacity-bytes={capacity_bytes}"),
+            ]),
+            ports: Some(vec![container_port("nfs", NFS_PORT), container_port("http", PROBE_PORT)]),
+            readiness_probe: Some(http_probe("/healthz", 2, 3)),
+            liveness_probe: Some(http_probe("/healthz", 10, 6)),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "export".to_string(),
+                mount_path: NFS_EXPORT_DIR.to_string(),
+                ..Default::default()
+            }]),
+            resources: Some(resources("100m", "64Mi", "512Mi")),
+            // Serving files for every client uid needs chown and DAC override; binding 2049 does not
+            // need more than NET_BIND_SERVICE. Everything else is dropped.
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_string()]),
+                    add: Some(
+                        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "NET_BIND_SERVICE"].map(String::from).to_vec(),
+                    ),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod_labels = self.labels(components::NFS_SERVER);
+        StatefulSet {
+            metadata: self.meta(self.names.nfs_server(), Some(&self.resource_namespace), components::NFS_SERVER),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                service_name: Some(self.names.nfs_server()),
+                selector: LabelSelector {
+                    match_labels: Some(self.selector(components::NFS_SERVER)),
+                    ..Default::default()
+                },
+                persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".to_string()),
+                    when_scaled: Some("Retain".to_string()),
+                }),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
+                    spec: Some(PodSpec {
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        termination_grace_period_seconds: Some(30),
+                        security_context: Some(PodSecurityContext {
+                            seccomp_profile: Some(runtime_default_seccomp()),
+                            ..Default::default()
+                        }),
+                        containers: vec![container],
+                        volumes: Some(vec![PodVolume {
+                            name: "export".to_string(),
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: self.names.nfs_data_claim(),
+                                read_only: Some(false),
+                            }),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Admits NFS traffic only from the syncer, from this volume's consumer pods, and from the
+    /// nodes (the kubelet mounts NFS volumes from the node's address, not the pod's). Probes and
+    /// metrics stay open.
+    fn nfs_network_policy(&self) -> NetworkPolicy {
+        let reference = self.names.reference();
+        let consumer_namespaces = match self.observed.kind {
+            VolumeKind::SharedVolume => None,
+            VolumeKind::ClusterSharedVolume => Some(self.observed.namespace_selector.clone().unwrap_or_default()),
+        };
+        let mut peers = vec![
+            NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(self.selector(components::SYNCER)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            NetworkPolicyPeer {
+                namespace_selector: consumer_namespaces,
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([
+                        (consumer_label_key(reference), "true".to_string()),
+                        (CONSUMER_POD_LABEL.to_string(), "true".to_string()),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        peers.extend(self.observed.node_addresses.iter().map(|ip| NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: host_cidr(ip), except: None }),
+            ..Default::default()
+        }));
+        NetworkPolicy {
+            metadata: self.meta(self.names.nfs_server(), Some(&self.resource_namespace), components::NFS_SERVER),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(self.selector(components::NFS_SERVER)),
+                    ..Default::default()
+                }),
+                policy_types: Some(vec!["Ingress".to_string()]),
+                ingress: Some(vec![
+                    NetworkPolicyIngressRule { from: Some(peers), ports: Some(vec![np_port(NFS_PORT)]) },
+                    NetworkPolicyIngressRule { from: None, ports: Some(vec![np_port(PROBE_PORT)]) },
+                ]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Where the PV and PVC for one consumer namespace (or, with `None`, the syncer's) live.
+    fn storage_location(&self, consumer_namespace: Option<&str>) -> (String, String, &'static str) {
+        match consumer_namespace {
+            None => (self.names.syncer_storage(), self.resource_namespace.clone(), components::SYNCER_STORAGE),
+            Some(ns) => (self.names.consumer_storage(ns), ns.to_string(), components::CONSUMER_STORAGE),
+        }
+    }
+
+    pub(crate) fn storage_keys(&self, consumer_namespace: Option<&str>) -> Vec<ObjectKey> {
+        let (name, namespace, _) = self.storage_location(consumer_namespace);
+        vec![
+            ObjectKey { kind: "PersistentVolume", namespace: None, name: name.clone() },
+            ObjectKey { kind: "PersistentVolumeClaim", namespace: Some(namespace), name },
+        ]
+    }
+
+    /// A PV pointing at the server and a PVC pre-bound to it. The syncer's pair (`None`) is always
+    /// read-write; a consumer pair follows `storage.accessMode`.
+    pub(crate) fn storage(&self, consumer_namespace: Option<&str>, server: &str) -> Vec<Desired> {
+        let (name, namespace, component) = self.storage_location(consumer_namespace);
+        let read_only = consumer_namespace.is_some() && self.access_mode().is_read_only();
+        let access_modes = vec![if read_only { "ReadOnlyMany" } else { "ReadWriteMany" }.to_string()];
+        let mut pv_meta = self.meta(name.clone(), None, component);
+        if let Some(ns) = consumer_namespace {
+            pv_meta.labels.get_or_insert_default().insert(labels::CONSUMER_NAMESPACE.to_string(), ns.to_string());
+        }
+        let pv = PersistentVolume {
+            metadata: pv_meta,
+            spec: Some(PersistentVolumeSpec {
+                capacity: Some(BTreeMap::from([("storage".to_string(), self.capacity())])),
+                access_modes: Some(access_modes.clone()),
+                // The PV is only a pointer to the server; deleting it must never touch the data.
+                persistent_volume_reclaim_policy: Some("Retain".to_string()),
+                storage_class_name: Some(String::new()),
+                mount_options: Some(self.mount_options()).filter(|o| !o.is_empty()),
+                nfs: Some(NFSVolumeSource {
+                    server: server.to_string(),
+                    path: self.export_path(),
+                    read_only: Some(read_only),
+                }),
+                claim_ref: Some(ObjectReference {
+                    api_version: Some("v1".to_string()),
+                    kind: Some("PersistentVolumeClaim".to_string()),
+                    namespace: Some(namespace.clone()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut pvc_meta = self.meta(name.clone(), Some(&namespace), component);
+        if let Some(ns) = consumer_namespace {
+            pvc_meta.labels.get_or_insert_default().insert(labels::CONSUMER_NAMESPACE.to_string(), ns.to_string());
+        }
+        let pvc = PersistentVolumeClaim {
+            metadata: pvc_meta,
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(access_modes),
+                storage_class_name: Some(String::new()),
+                volume_name: Some(name),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_string(), self.capacity())])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        vec![Desired::PersistentVolume(pv), Desired::PersistentVolumeClaim(pvc)]
+    }
+
+    /// Credentials Secret (when the source needs any), ServiceAccount, RBAC and ReplicaSet.
+    pub(crate) fn syncer_objects(&self) -> Vec<Desired> {
+        let ns = self.resource_namespace.as_str();
+        let name = self.names.syncer();
+        let mut out = Vec::new();
+        let files = self.credential_files();
+        let has_credentials = !files.is_empty();
+        if has_credentials {
+            out.push(Desired::Secret(Secret {
+                metadata: self.meta(self.names.credentials(), Some(ns), components::SYNCER),
+                type_: Some("Opaque".to_string()),
+                data: Some(files),
+                immutable: Some(false),
+                ..Default::default()
+            }));
+        }
+        out.push(Desired::ServiceAccount(ServiceAccount {
+            metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
+            ..Default::default()
+        }));
+        let kind = self.observed.kind;
+        let rules = vec![
+            PolicyRule {
+                api_groups: Some(vec![crate::api::GROUP.to_string()]),
+                resources: Some(vec![kind.plural().to_string()]),
+                resource_names: Some(vec![self.observed.name.clone()]),
+                verbs: ["get", "list", "watch"].map(String::from).to_vec(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![crate::api::GROUP.to_string()]),
+                resources: Some(vec![format!("{}/status", kind.plural())]),
+                resource_names: Some(vec![self.observed.name.clone()]),
+                verbs: ["get", "patch", "update"].map(String::from).to_vec(),
+                ..Default::default()
+            },
+        ];
+        let subject = Subject {
+            kind: "ServiceAccount".to_string(),
+            name: name.clone(),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        };
+        match kind {
+            // A SharedVolume's syncer lives in the volume's namespace: a Role suffices.
+            VolumeKind::SharedVolume => {
+                out.push(Desired::Role(Role {
+                    metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
+                    rules: Some(rules),
+                }));
+                out.push(Desired::RoleBinding(RoleBinding {
+                    metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
+                    role_ref: RoleRef {
+                        api_group: Some("rbac.authorization.k8s.io".to_string()),
+                        kind: "Role".to_string(),
+                        name: name.clone(),
+                    },
+                    subjects: Some(vec![subject]),
+                }));
+            }
+            // A ClusterSharedVolume is cluster-scoped, so its status needs a ClusterRole, still
+            // limited to this one object by resourceNames.
+            VolumeKind::ClusterSharedVolume => {
+                out.push(Desired::ClusterRole(ClusterRole {
+                    metadata: self.meta(name.clone(), None, components::SYNCER),
+                    rules: Some(rules),
+                    ..Default::default()
+                }));
+                out.push(Desired::ClusterRoleBinding(ClusterRoleBinding {
+                    metadata: self.meta(name.clone(), None, components::SYNCER),
+                    role_ref: RoleRef {
+                        api_group: Some("rbac.authorization.k8s.io".to_string()),
+                        kind: "ClusterRole".to_string(),
+                        name: name.clone(),
+                    },
+                    subjects: Some(vec![subject]),
+                }));
+            }
+        }
+        out.push(Desired::ReplicaSet(self.syncer_replicaset(has_credentials)));
+        out
+    }
+
+    fn syncer_replicaset(&self, has_credentials: bool) -> ReplicaSet {
+        let ns = self.resource_namespace.as_str();
+        let o = self.observed;
+        let mut env = vec![
+            env_var("SV_VOLUME_KIND", o.kind.as_str()),
+            env_var("SV_VOLUME_NAME", &o.name),
+            env_var("SV_DATA_DIR", SYNCER_DATA_DIR),
+            env_var("SV_HTTP_PORT", &PROBE_PORT.to_string()),
+            EnvVar {
+                name: "SV_POD_NAME".to_string(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".to_string(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        if let Some(vol_ns) = &o.namespace {
+            env.push(env_var("SV_VOLUME_NAMESPACE", vol_ns));
+        }
+        let mut mounts = vec![
+            VolumeMount { name: "data".to_string(), mount_path: SYNCER_DATA_DIR.to_string(), ..Default::default() },
+            VolumeMount { name: "tmp".to_string(), mount_path: "/tmp".to_string(), ..Default::default() },
+        ];
+        let mut volumes = vec![
+            PodVolume {
+                name: "data".to_string(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: self.names.syncer_storage(),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            PodVolume {
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+        ];
+        if has_credentials {
+            env.push(env_var("SV_CREDENTIALS_DIR", CREDENTIALS_DIR));
+            mounts.push(VolumeMount {
+                name: "credentials".to_string(),
+                mount_path: CREDENTIALS_DIR.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            volumes.push(PodVolume {
+                name: "credentials".to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(self.names.credentials()),
+                    default_mode: Some(0o400),
+                    optional: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let container = Container {
+            name: "syncer".to_string(),
+            image: Some(self.settings.syncer_image.clone()),
+            image_pull_policy: self.settings.image_pull_policy.clone(),
+            args: Some(vec!["run".to_string()]),
+            env: Some(env),
+            ports: Some(vec![container_port("http", PROBE_PORT)]),
+            readiness_probe: Some(http_probe("/readyz", 5, 3)),
+            liveness_probe: Some(http_probe("/healthz", 15, 4)),
+            volume_mounts: Some(mounts),
+            resources: Some(resources("50m", "64Mi", "512Mi")),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), add: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ReplicaSet {
+            metadata: self.meta(self.names.syncer(), Some(ns), components::SYNCER),
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(1),
+                selector: LabelSelector { match_labels: Some(self.selector(components::SYNCER)), ..Default::default() },
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(self.labels(components::SYNCER)), ..Default::default() }),
+                    spec: Some(PodSpec {
+                        service_account_name: Some(self.names.syncer()),
+                        // The syncer reports results on the volume's status.
+                        automount_service_account_token: Some(true),
+                        enable_service_links: Some(false),
+                        termination_grace_period_seconds: Some(30),
+                        security_context: Some(PodSecurityContext {
+                            seccomp_profile: Some(runtime_default_seccomp()),
+                            ..Default::default()
+                        }),
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.to_string(), value: Some(value.to_string()), ..Default::default() }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn resources(cpu: &str, memory_request: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory_request.to_string())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity(memory_limit.to_string()))])),
+        ..Default::default()
+    }
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }
+}
+
+fn np_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".to_string()), end_port: None }
+}
+
+/// `/32` or `/128` for a host address.
+fn host_cidr(ip: &str) -> String {
+    if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") }
+}

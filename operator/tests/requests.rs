@@ -1,0 +1,316 @@
+//! The exact requests that matter, made by the real `kube::Client` over a mocked transport: the
+//! finalizer patches, server-side apply with our field manager, the status patch, and a whole
+//! reconciliation of a new volume.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::runtime::reflector;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use sv_operator::api::{SharedVolume, VolumeStatus};
+use sv_operator::clock::{SharedClock, TokioClock};
+use sv_operator::controller::kube_io::{self, FIELD_MANAGER};
+use sv_operator::controller::metrics::Metrics;
+use sv_operator::controller::observe::Caches;
+use sv_operator::controller::{Context, reconcile};
+use sv_operator::plan::{Desired, Settings};
+
+#[derive(Clone, Debug)]
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+type Handler = dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync;
+
+/// A fake API server: records every request and answers with `handler`.
+fn mock_client(handler: Arc<Handler>) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+        let recorded = recorded.clone();
+        let handler = handler.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let call = Call {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (status, reply) = handler(&call);
+            recorded.lock().expect("lock").push(call);
+            let body = http_body_util::Full::new(Bytes::from(serde_json::to_vec(&reply).expect("json")));
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .expect("response"),
+            )
+        }
+    });
+    (Client::new(service, "default"), calls)
+}
+
+fn not_found() -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    )
+}
+
+/// Answers like an empty cluster that accepts every write: GETs of namespaces and StorageClasses
+/// succeed, other GETs are 404, lists are empty, writes echo their body.
+fn empty_cluster(call: &Call) -> (StatusCode, Value) {
+    let p = call.path.as_str();
+    match call.method.as_str() {
+        "GET" if p.starts_with("/api/v1/namespaces/") && p.matches('/').count() == 4 => {
+            let name = p.rsplit('/').next().unwrap_or_default();
+            (StatusCode::OK, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        }
+        "GET" if p.starts_with("/apis/storage.k8s.io/v1/storageclasses/") => (
+            StatusCode::OK,
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"}, "provisioner": "x"}),
+        ),
+        "GET" if call.query.contains("labelSelector") || p.ends_with('s') => (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+        ),
+        "GET" => not_found(),
+        "PATCH" if p.contains("/sharedvolumes/") => (StatusCode::OK, serde_json::to_value(volume(&[])).expect("json")),
+        "PATCH" | "POST" | "PUT" => {
+            let mut body = call.body.clone();
+            if !body.is_object() {
+                body = json!({"apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume", "metadata": {"name": "x"}, "spec": {"mountPath": "/m"}});
+            }
+            if body.get("metadata").is_none() {
+                body["metadata"] = json!({"name": "x"});
+            }
+            (StatusCode::OK, body)
+        }
+        "DELETE" => (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+        _ => not_found(),
+    }
+}
+
+fn volume(finalizers: &[&str]) -> SharedVolume {
+    serde_json::from_value(json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1",
+        "kind": "SharedVolume",
+        "metadata": {
+            "name": "data", "namespace": "team-a", "uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "resourceVersion": "41", "generation": 1, "finalizers": finalizers,
+        },
+        "spec": {
+            "mountPath": "/opt/mnt/data", "storageClassName": "standard", "storage": {"capacity": "1Gi"},
+            "source": {"http": {"url": "https://example.com/data.tar.gz"}}
+        }
+    }))
+    .expect("volume")
+}
+
+#[tokio::test]
+async fn finalizer_patches_are_guarded_json_patches() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    kube_io::add_finalizer(&client, &volume(&[])).await.expect("add");
+    kube_io::add_finalizer(&client, &volume(&["other.io/x"])).await.expect("add second");
+    kube_io::remove_finalizer(&client, &volume(&["other.io/x", "sharedvolume.sv/finalizer"])).await.expect("remove");
+    kube_io::remove_finalizer(&client, &volume(&["other.io/x"])).await.expect("nothing to remove");
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 3, "removing an absent finalizer sends nothing: {calls:#?}");
+    for call in &calls {
+        assert_eq!(call.line(), "PATCH /apis/sv.sharedvolume.io/v1alpha1/namespaces/team-a/sharedvolumes/data");
+        assert_eq!(call.content_type, "application/json-patch+json");
+    }
+    assert_eq!(
+        calls[0].body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["sharedvolume.sv/finalizer"]}
+        ])
+    );
+    assert_eq!(
+        calls[1].body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": ["other.io/x"]},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": "sharedvolume.sv/finalizer"}
+        ])
+    );
+    assert_eq!(
+        calls[2].body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/1", "value": "sharedvolume.sv/finalizer"},
+            {"op": "remove", "path": "/metadata/finalizers/1"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn objects_are_server_side_applied_with_our_field_manager() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"metadata": {"name": "sv-x-credentials", "namespace": "team-a"}, "data": {"password": "cHc="}}),
+    )
+    .expect("secret");
+    kube_io::apply(&client, &Desired::Secret(secret)).await.expect("apply");
+    let pv: k8s_openapi::api::core::v1::PersistentVolume =
+        serde_json::from_value(json!({"metadata": {"name": "sv-x"}})).expect("pv");
+    kube_io::apply(&client, &Desired::PersistentVolume(pv)).await.expect("apply pv");
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls[0].line(), "PATCH /api/v1/namespaces/team-a/secrets/sv-x-credentials");
+    assert_eq!(calls[1].line(), "PATCH /api/v1/persistentvolumes/sv-x");
+    for call in &calls {
+        assert_eq!(call.content_type, "application/apply-patch+yaml");
+        assert!(call.query.contains(&format!("fieldManager={FIELD_MANAGER}")), "{}", call.query);
+        assert!(call.query.contains("force=true"), "{}", call.query);
+        assert!(call.body["apiVersion"] == "v1" && call.body["kind"].is_string(), "{}", call.body);
+    }
+}
+
+#[tokio::test]
+async fn status_is_applied_to_the_subresource_without_the_syncers_fields() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    let status = VolumeStatus {
+        phase: Some("Ready".into()),
+        sync: Some(sv_operator::api::SyncStatus { revision: Some("abc".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    kube_io::apply_status(&client, &volume(&[]), &status).await.expect("status");
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.line(), "PATCH /apis/sv.sharedvolume.io/v1alpha1/namespaces/team-a/sharedvolumes/data/status");
+    assert_eq!(call.content_type, "application/apply-patch+yaml");
+    assert!(call.query.contains("fieldManager=sharedvolume-operator") && call.query.contains("force=true"));
+    assert_eq!(
+        call.body,
+        json!({"apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume", "status": {"phase": "Ready"}})
+    );
+}
+
+#[tokio::test]
+async fn reference_value_is_written_with_an_optimistic_lock() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    kube_io::set_reference_value(&client, &volume(&[]), "sv-abcdefghijkl").await.expect("patch");
+    let call = calls.lock().expect("lock")[0].clone();
+    assert_eq!(call.content_type, "application/merge-patch+json");
+    assert_eq!(
+        call.body,
+        json!({"metadata": {"resourceVersion": "41"}, "spec": {"referenceValue": "sv-abcdefghijkl"}})
+    );
+}
+
+fn context(client: Client) -> Arc<Context> {
+    let (pods, _pw) = reflector::store();
+    let (nodes, _nw) = reflector::store();
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    let settings = Settings { nfs_image: "nfs:test".into(), syncer_image: "syncer:test".into(), ..Settings::default() };
+    Arc::new(Context::new(client, settings, clock, metrics, Caches { pods, nodes }, "test-0"))
+}
+
+#[tokio::test]
+async fn reconciling_a_new_volume_makes_the_expected_requests() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    let action = reconcile(Arc::new(volume(&[])), context(client)).await.expect("reconcile");
+    assert!(format!("{action:?}").contains("10s"), "pending volumes are rechecked soon: {action:?}");
+    let calls = calls.lock().expect("lock").clone();
+    let writes: Vec<String> = calls.iter().filter(|c| c.method != "GET").map(Call::line).collect();
+    let reference = calls
+        .iter()
+        .find(|c| c.content_type == "application/merge-patch+json")
+        .and_then(|c| c.body["spec"]["referenceValue"].as_str().map(str::to_string))
+        .expect("reference value written");
+    let vol = "/apis/sv.sharedvolume.io/v1alpha1/namespaces/team-a/sharedvolumes/data";
+    assert_eq!(
+        writes,
+        [
+            format!("PATCH {vol}"),
+            format!("PATCH {vol}"),
+            format!("PATCH /api/v1/namespaces/team-a/persistentvolumeclaims/nfs-{reference}-data"),
+            format!("PATCH /api/v1/namespaces/team-a/services/nfs-{reference}"),
+            format!("PATCH /apis/apps/v1/namespaces/team-a/statefulsets/nfs-{reference}"),
+            format!("PATCH /apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/nfs-{reference}"),
+            format!("PATCH /api/v1/namespaces/team-a/serviceaccounts/{reference}-syncer"),
+            format!("PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/{reference}-syncer"),
+            format!("PATCH /apis/rbac.authorization.k8s.io/v1/namespaces/team-a/rolebindings/{reference}-syncer"),
+            format!("PATCH {vol}/status"),
+            "POST /apis/events.k8s.io/v1/namespaces/team-a/events".to_string(),
+        ]
+    );
+    let status = calls.iter().find(|c| c.path.ends_with("/status")).expect("status call");
+    assert_eq!(status.body["status"]["phase"], "Pending");
+    assert_eq!(status.body["status"]["observedGeneration"], 1);
+    let event = calls.iter().find(|c| c.path.ends_with("/events")).expect("event");
+    assert_eq!(event.body["reason"], "Pending");
+    assert_eq!(event.body["regarding"]["name"], "data");
+    assert_eq!(event.body["reportingController"], "sharedvolume-operator");
+}
+
+#[tokio::test]
+async fn a_rejected_object_is_reported_on_status_and_events() {
+    let handler = |call: &Call| {
+        if call.method == "PATCH" && call.path.contains("/statefulsets/") {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "StatefulSet.apps \"nfs\" is invalid: spec.template: bad"}),
+            );
+        }
+        empty_cluster(call)
+    };
+    let (client, calls) = mock_client(Arc::new(handler));
+    let result = reconcile(Arc::new(volume(&["sharedvolume.sv/finalizer"])), context(client)).await;
+    let error = result.expect_err("the rejection is an error, so the volume backs off");
+    assert!(error.to_string().contains("is invalid"), "{error}");
+    let calls = calls.lock().expect("lock").clone();
+    let status = calls.iter().find(|c| c.path.ends_with("/status")).expect("status reported");
+    assert_eq!(status.body["status"]["phase"], "Failed");
+    assert!(status.body["status"]["message"].as_str().unwrap_or_default().contains("is invalid"));
+    let event = calls.iter().find(|c| c.path.ends_with("/events")).expect("event published");
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "ApplyFailed");
+}
+
+#[tokio::test]
+async fn repeated_events_become_a_series() {
+    let (client, calls) = mock_client(Arc::new(empty_cluster));
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
+    let recorder = sv_operator::controller::events::Recorder::new(client, clock, "sharedvolume-operator", "test-0");
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some("ClusterSharedVolume".into()),
+        name: Some("shared".into()),
+        uid: Some("u".into()),
+        ..Default::default()
+    };
+    let event = sv_operator::plan::PlannedEvent { warning: true, reason: "Failed".into(), note: "boom".into() };
+    recorder.publish(&regarding, &event).await.expect("first");
+    recorder.publish(&regarding, &event).await.expect("second");
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls[0].line(), "POST /apis/events.k8s.io/v1/namespaces/default/events");
+    let name = calls[0].body["metadata"]["name"].as_str().expect("name").to_string();
+    assert_eq!(calls[1].line(), format!("PATCH /apis/events.k8s.io/v1/namespaces/default/events/{name}"));
+    assert_eq!(calls[1].body["series"]["count"], 2);
+}
