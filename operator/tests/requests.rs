@@ -314,3 +314,87 @@ async fn repeated_events_become_a_series() {
     assert_eq!(calls[1].line(), format!("PATCH /apis/events.k8s.io/v1/namespaces/default/events/{name}"));
     assert_eq!(calls[1].body["series"]["count"], 2);
 }
+
+/// One Lease held in memory, with resourceVersion checks on replace, like the API server.
+fn lease_server() -> Arc<Handler> {
+    let stored: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let version = Arc::new(Mutex::new(0u64));
+    Arc::new(move |call: &Call| {
+        let mut lease = stored.lock().expect("lock");
+        let mut rv = version.lock().expect("lock");
+        match call.method.as_str() {
+            "GET" => match lease.as_ref() {
+                Some(l) => (StatusCode::OK, l.clone()),
+                None => not_found(),
+            },
+            "POST" if lease.is_some() => (
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409}),
+            ),
+            "POST" | "PUT" => {
+                let sent = call.body["metadata"]["resourceVersion"].as_str().map(str::to_string);
+                let current =
+                    lease.as_ref().and_then(|l| l["metadata"]["resourceVersion"].as_str().map(str::to_string));
+                if call.method == "PUT" && sent != current {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}),
+                    );
+                }
+                *rv += 1;
+                let mut body = call.body.clone();
+                body["metadata"]["resourceVersion"] = json!(rv.to_string());
+                *lease = Some(body.clone());
+                (StatusCode::OK, body)
+            }
+            _ => not_found(),
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_election_hands_over_on_release_and_on_expiry() {
+    use sv_operator::controller::leader::{LeaderConfig, LeaderElector};
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+
+    let (client, _calls) = mock_client(lease_server());
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
+    let start = |identity: &str| {
+        let (tx, rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let elector = LeaderElector::new(client.clone(), LeaderConfig::new("ops", identity), clock.clone());
+        let task = tokio::spawn(elector.run(tx, stop.clone().cancelled_owned()));
+        (rx, stop, task)
+    };
+    let (mut a, stop_a, task_a) = start("a");
+    a.wait_for(|leading| *leading).await.expect("a leads");
+    let (mut b, stop_b, task_b) = start("b");
+    // b keeps seeing a's renewals, so it never takes over while a is alive.
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert!(!*b.borrow_and_update(), "b must not lead while a renews");
+
+    // a shuts down and releases the lease: b takes over within one retry period.
+    stop_a.cancel();
+    task_a.await.expect("a stops");
+    assert!(!*a.borrow());
+    let handover = tokio::time::Instant::now();
+    b.wait_for(|leading| *leading).await.expect("b leads");
+    assert!(handover.elapsed() <= std::time::Duration::from_secs(3), "took {:?}", handover.elapsed());
+
+    // b dies without releasing: c waits out the lease duration (15 s) from its own observation.
+    let (mut c, stop_c, task_c) = start("c");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(!*c.borrow_and_update());
+    task_b.abort();
+    let crash = tokio::time::Instant::now();
+    c.wait_for(|leading| *leading).await.expect("c leads");
+    let waited = crash.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(13) && waited <= std::time::Duration::from_secs(20),
+        "took {waited:?}"
+    );
+    drop(stop_b);
+    stop_c.cancel();
+    task_c.await.expect("c stops");
+}
