@@ -1,1 +1,15 @@
-//! Placeholder: this crate is built out by its own issue; see the README's status table.
+//! `sv-nfs`: the NFS server that holds and serves one SharedVolume.
+//!
+//! NFSv3 and MOUNT v3 (plus portmap GETPORT) on one TCP port, exporting a local directory, with
+//! handles that survive restarts and moves ([`handle`]), honest durability and a capacity limit
+//! ([`fs`]), and a transport-generic server ([`server`]) so the simulation runs it on simulated
+//! sockets.
+
+pub mod fs;
+pub mod handle;
+pub mod health;
+pub mod metrics;
+pub mod proto;
+pub mod rpc;
+pub mod server;
+pub mod xdr;

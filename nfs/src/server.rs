@@ -1,0 +1,264 @@
+//! Accepting connections and answering calls. Generic over the transport, so the same code serves
+//! real TCP in production and simulated sockets in the simulation.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nfs3_types::nfs3::nfsstat3;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::fs::Export;
+use crate::metrics::NfsMetrics;
+use crate::proto::{self, CallContext, MOUNT_PROGRAM, NFS_PROCEDURES, NFS_PROGRAM, Outcome, PORTMAP_PROGRAM};
+use crate::rpc::{self, BadCall, Record, Reply, accept};
+
+/// A source of client connections.
+pub trait Listener: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and a name for its peer.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, String)>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, String)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
+        // Replies are written whole; waiting for more data to coalesce only adds latency.
+        stream.set_nodelay(true)?;
+        Ok((stream, peer.to_string()))
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Port announced through portmap GETPORT.
+    pub port: u16,
+    /// Write verifier of this server instance; must differ after every restart.
+    pub write_verifier: [u8; 8],
+    /// How long connections may take to finish their current call after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with a fresh random write verifier.
+    pub fn new(port: u16) -> io::Result<Self> {
+        let mut write_verifier = [0u8; 8];
+        getrandom::fill(&mut write_verifier).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self { port, write_verifier, shutdown_grace: Duration::from_secs(10) })
+    }
+}
+
+/// The NFS server of one export.
+pub struct NfsServer {
+    export: Arc<Export>,
+    metrics: NfsMetrics,
+    config: ServerConfig,
+}
+
+impl NfsServer {
+    pub fn new(export: Arc<Export>, metrics: NfsMetrics, config: ServerConfig) -> Self {
+        metrics.capacity_bytes.set(export.options().capacity.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX)));
+        metrics.used_bytes.set(i64::try_from(export.used_bytes()).unwrap_or(i64::MAX));
+        Self { export, metrics, config }
+    }
+
+    pub fn export(&self) -> &Arc<Export> {
+        &self.export
+    }
+
+    /// Accepts connections until `shutdown` is cancelled, then lets open connections finish the
+    /// call they are answering (up to the grace period) and returns.
+    pub async fn serve<L: Listener>(self: Arc<Self>, mut listener: L, shutdown: CancellationToken) -> io::Result<()> {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => {
+                    let (io, peer) = match accepted {
+                        Ok(c) => c,
+                        Err(error) => {
+                            tracing::warn!(%error, "accept failed");
+                            continue;
+                        }
+                    };
+                    tracing::debug!(%peer, "client connected");
+                    let server = self.clone();
+                    let stop = shutdown.clone();
+                    connections.spawn(async move { server.handle_connection(io, &peer, stop).await });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let grace = self.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "connections still open after the grace period; closing them");
+            connections.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Answers calls on one connection until the peer closes it, it sends something we refuse to
+    /// read, or shutdown starts (after the call in progress is answered).
+    pub async fn handle_connection<IO>(&self, io: IO, peer: &str, shutdown: CancellationToken)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.metrics.clients.inc();
+        let (reader, mut writer) = tokio::io::split(io);
+        let mut reader = BufReader::with_capacity(256 * 1024, reader);
+        let mut record = Vec::with_capacity(64 * 1024);
+        let mut reply = Vec::with_capacity(64 * 1024);
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                read = rpc::read_record(&mut reader, &mut record) => read,
+            };
+            let answer = match read {
+                Ok(Record::Complete) => self.answer(&record, &mut reply),
+                Ok(Record::Closed) => break,
+                Ok(Record::TooLarge { xid }) => {
+                    self.metrics.rpc_error("record_too_large");
+                    tracing::warn!(%peer, "record larger than {} bytes; closing the connection", rpc::MAX_RECORD);
+                    if let Some(xid) = xid {
+                        let mut r = Reply::new(std::mem::take(&mut reply));
+                        r.accepted(xid, accept::GARBAGE_ARGS);
+                        let _ = writer.write_all(r.finish()).await;
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "connection read failed");
+                    break;
+                }
+            };
+            if let Some(bytes) = answer
+                && let Err(error) = writer.write_all(bytes).await
+            {
+                tracing::debug!(%peer, %error, "connection write failed");
+                break;
+            }
+            // Keep large buffers from a 1 MiB WRITE or READ from pinning memory per idle client.
+            if record.capacity() > 2 * rpc::MAX_RECORD {
+                record = Vec::with_capacity(64 * 1024);
+            }
+        }
+        let _ = writer.shutdown().await;
+        self.metrics.clients.dec();
+        self.metrics.used_bytes.set(i64::try_from(self.export.used_bytes()).unwrap_or(i64::MAX));
+        tracing::debug!(%peer, "client disconnected");
+    }
+
+    /// Answers one record; None when no reply is due (a reply message, or an unreadable record).
+    fn answer<'r>(&self, record: &[u8], reply_buf: &'r mut Vec<u8>) -> Option<&'r [u8]> {
+        let started = tokio::time::Instant::now();
+        let call = match rpc::parse_call(record) {
+            Ok(call) => call,
+            Err(BadCall::Unreadable | BadCall::NotACall) => {
+                self.metrics.rpc_error("not_a_call");
+                return None;
+            }
+            Err(BadCall::RpcVersion { xid }) => {
+                self.metrics.rpc_error("rpc_version");
+                let mut r = Reply::new(std::mem::take(reply_buf));
+                r.rpc_mismatch(xid);
+                *reply_buf = r.buf;
+                return Some(finish(reply_buf));
+            }
+            Err(BadCall::Garbage { xid }) => {
+                self.metrics.rpc_error("garbage_args");
+                let mut r = Reply::new(std::mem::take(reply_buf));
+                r.accepted(xid, accept::GARBAGE_ARGS);
+                *reply_buf = r.buf;
+                return Some(finish(reply_buf));
+            }
+        };
+        let mut r = Reply::new(std::mem::take(reply_buf));
+        let cred = match &call.cred {
+            Ok(cred) => cred.clone(),
+            Err(stat) if call.proc_ != 0 => {
+                self.metrics.rpc_error("auth");
+                r.auth_error(call.xid, *stat);
+                *reply_buf = r.buf;
+                return Some(finish(reply_buf));
+            }
+            Err(_) => rpc::Credential::nobody(),
+        };
+        let (program, versions) = match call.prog {
+            NFS_PROGRAM => ("nfs", 3..=3),
+            MOUNT_PROGRAM => ("mount", 3..=3),
+            PORTMAP_PROGRAM => ("portmap", 2..=2),
+            _ => {
+                self.metrics.rpc_error("prog_unavail");
+                r.accepted(call.xid, accept::PROG_UNAVAIL);
+                *reply_buf = r.buf;
+                return Some(finish(reply_buf));
+            }
+        };
+        if !versions.contains(&call.vers) {
+            self.metrics.rpc_error("prog_mismatch");
+            r.prog_mismatch(call.xid, *versions.start(), *versions.end());
+            *reply_buf = r.buf;
+            return Some(finish(reply_buf));
+        }
+        r.success(call.xid);
+        let header_len = r.buf.len();
+        let mut ctx = CallContext {
+            export: &self.export,
+            cred: &cred,
+            write_verifier: self.config.write_verifier,
+            port: self.config.port,
+            bytes_read: 0,
+            bytes_written: 0,
+        };
+        let outcome = match call.prog {
+            NFS_PROGRAM => proto::nfs(&mut ctx, call.proc_, call.args, &mut r.buf),
+            MOUNT_PROGRAM => proto::mount(&ctx, call.proc_, call.args, &mut r.buf),
+            _ => proto::portmap(&ctx, call.proc_, call.args, &mut r.buf),
+        };
+        self.metrics.bytes_read.inc_by(ctx.bytes_read);
+        self.metrics.bytes_written.inc_by(ctx.bytes_written);
+        let procedure = match call.prog {
+            NFS_PROGRAM => NFS_PROCEDURES.get(call.proc_ as usize).copied().unwrap_or("UNKNOWN"),
+            MOUNT_PROGRAM => ["NULL", "MNT", "DUMP", "UMNT", "UMNTALL", "EXPORT"]
+                .get(call.proc_ as usize)
+                .copied()
+                .unwrap_or("UNKNOWN"),
+            _ => ["NULL", "SET", "UNSET", "GETPORT"].get(call.proc_ as usize).copied().unwrap_or("UNKNOWN"),
+        };
+        match outcome {
+            Outcome::Done(status) => {
+                let status = if status == nfsstat3::NFS3_OK { "OK".to_string() } else { format!("{status:?}") };
+                self.metrics.operation(program, procedure, &status, started.elapsed());
+            }
+            Outcome::Garbage | Outcome::NoProcedure => {
+                let (stat, kind) = if outcome == Outcome::Garbage {
+                    (accept::GARBAGE_ARGS, "garbage_args")
+                } else {
+                    (accept::PROC_UNAVAIL, "proc_unavail")
+                };
+                self.metrics.rpc_error(kind);
+                // The header ends with accept_stat SUCCESS; replace it and drop any results.
+                r.buf.truncate(header_len);
+                let at = header_len - 4;
+                r.buf[at..header_len].copy_from_slice(&stat.to_be_bytes());
+            }
+        }
+        *reply_buf = r.buf;
+        Some(finish(reply_buf))
+    }
+}
+
+fn finish(buf: &mut [u8]) -> &[u8] {
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&(len | 0x8000_0000).to_be_bytes());
+    buf
+}
