@@ -5,6 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# A real third-party NFS client for the sv-nfs tests.
+command -v nfs-ls >/dev/null 2>&1 || need_apt+=(libnfs-utils)
 
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive

@@ -89,10 +89,9 @@ impl Cache {
     fn touch(&mut self, fh: &Fh) -> Option<&mut CacheEntry> {
         self.tick += 1;
         let tick = self.tick;
-        self.entries.get_mut(fh).map(|e| {
-            e.last_used = tick;
-            e
-        })
+        let entry = self.entries.get_mut(fh)?;
+        entry.last_used = tick;
+        Some(entry)
     }
 
     fn insert(&mut self, node: Node) {
@@ -118,13 +117,100 @@ pub struct DirEntry {
     pub plus: Option<(Fh, fattr3)>,
 }
 
+/// Listings kept open between pages.
+const MAX_DIR_STREAMS: usize = 64;
+/// Entries of the (inode, ctime) → handle cache.
+const MAX_KNOWN_HANDLES: usize = 65_536;
+/// How long a directory entry's handle and attributes may be answered from memory. Any change
+/// made through the server clears them at once; the limit bounds staleness for changes made to
+/// the disk behind the server's back. Linux clients cache attributes at least this long anyway
+/// (`acregmin=3`).
+pub const ENTRY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+const MAX_CACHED_ENTRIES: usize = 200_000;
+
+struct CachedEntry {
+    fh: Fh,
+    attr: fattr3,
+    at: tokio::time::Instant,
+}
+
+struct RawEntry {
+    name: CString,
+    ino: u64,
+    cookie: u64,
+}
+
+/// A directory being listed: its descriptor, and entries already read from the kernel but not yet
+/// sent (a page ends wherever the client's byte limit falls, a kernel read does not).
+struct DirStream {
+    fd: OwnedFd,
+    pending: std::collections::VecDeque<RawEntry>,
+    /// Cookie of the last entry sent: where the client continues.
+    position: u64,
+    exhausted: bool,
+}
+
+impl DirStream {
+    fn open(dir: &Node, cookie: u64) -> NfsResult<Self> {
+        let fd =
+            rustix::fs::openat(dir.fd(), c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(nfs_err)?;
+        if cookie != 0 {
+            rustix::fs::seek(&fd, SeekFrom::Start(cookie)).map_err(|_| nfsstat3::NFS3ERR_BAD_COOKIE)?;
+        }
+        Ok(Self { fd, pending: std::collections::VecDeque::new(), position: cookie, exhausted: false })
+    }
+
+    /// The next entry, reading one batch from the kernel when none is pending.
+    fn next(&mut self) -> NfsResult<Option<RawEntry>> {
+        if self.pending.is_empty() && !self.exhausted {
+            let mut buf = Vec::with_capacity(32 * 1024);
+            let mut raw = RawDir::new(&self.fd, buf.spare_capacity_mut());
+            loop {
+                match raw.next() {
+                    Some(entry) => {
+                        let entry = entry.map_err(nfs_err)?;
+                        self.pending.push_back(RawEntry {
+                            name: entry.file_name().to_owned(),
+                            ino: entry.ino(),
+                            cookie: entry.next_entry_cookie(),
+                        });
+                    }
+                    None => {
+                        self.exhausted = true;
+                        break;
+                    }
+                }
+                if raw.is_buffer_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
 /// Attributes before an operation, for weak cache consistency.
 pub fn wcc(st: &Stat) -> wcc_attr {
-    wcc_attr {
-        size: st.st_size as u64,
-        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
-        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
-    }
+    let [_, mtime, ctime] = times(st);
+    wcc_attr { size: st.st_size as u64, mtime, ctime }
+}
+
+/// Access, modification and change times of a stat result.
+// The stat field types differ between architectures; on some the casts are no-ops.
+#[allow(clippy::unnecessary_cast)]
+fn times(st: &Stat) -> [nfstime3; 3] {
+    [
+        time(st.st_atime as i64, st.st_atime_nsec as i64),
+        time(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+    ]
+}
+
+/// (inode, ctime seconds, ctime nanoseconds): identifies one incarnation of an inode.
+#[allow(clippy::unnecessary_cast)]
+fn incarnation(st: &Stat) -> (u64, i64, i64) {
+    (st.st_ino, st.st_ctime as i64, st.st_ctime_nsec as i64)
 }
 
 fn time(secs: i64, nsecs: i64) -> nfstime3 {
@@ -179,6 +265,12 @@ pub struct Export {
     /// Logical bytes of regular files.
     used: Mutex<u64>,
     cache: Mutex<Cache>,
+    /// Listings in progress, to continue without seeking.
+    streams: Mutex<Vec<(Fh, DirStream)>>,
+    /// Handles by (inode, ctime), so repeated listings skip `name_to_handle_at`.
+    handles: Mutex<HashMap<(u64, i64, i64), Fh>>,
+    /// Recent LOOKUP and READDIRPLUS answers by (directory, name).
+    entries: Mutex<HashMap<(Fh, Vec<u8>), CachedEntry>>,
     running_as_root: bool,
 }
 
@@ -204,6 +296,9 @@ impl Export {
             options,
             used: Mutex::new(0),
             cache: Mutex::new(Cache::default()),
+            streams: Mutex::new(Vec::new()),
+            handles: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
             running_as_root: rustix::process::geteuid().is_root(),
         };
         let used = export.measure_usage()?;
@@ -379,6 +474,7 @@ impl Export {
             FileType::Unknown => ftype3::NF3REG,
         };
         let rdev = st.st_rdev;
+        let [atime, mtime, ctime] = times(st);
         fattr3 {
             type_,
             mode: st.st_mode & 0o7777,
@@ -390,9 +486,9 @@ impl Export {
             rdev: specdata3 { specdata1: rustix::fs::major(rdev), specdata2: rustix::fs::minor(rdev) },
             fsid: self.fsid,
             fileid: st.st_ino,
-            atime: time(st.st_atime as i64, st.st_atime_nsec as i64),
-            mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            atime,
+            mtime,
+            ctime,
         }
     }
 
@@ -472,9 +568,14 @@ impl Export {
         if self.is_root(&dir_st) && bytes == STATE_DIR.as_bytes() {
             return Err(nfsstat3::NFS3ERR_NOENT);
         }
+        if let Some((fh, attr)) = self.cached_entry(&dir.fh, bytes) {
+            return Ok((fh, attr, dir_attr));
+        }
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
-        let fh = self.child_handle(dir.fd(), &name)?;
-        Ok((fh, self.attr(&st), dir_attr))
+        let fh = self.known_handle(dir.fd(), &name, &st)?;
+        let attr = self.attr(&st);
+        self.remember_entry(&dir.fh, bytes, &fh, &attr);
+        Ok((fh, attr, dir_attr))
     }
 
     pub fn access(&self, fh: &[u8], asked: u32, cred: &Credential) -> NfsResult<(fattr3, u32)> {
@@ -563,6 +664,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(wcc_attr, fattr3, u32)> {
         let (node, st) = self.resolve(fh)?;
+        self.changed();
         if is_dir(&st) {
             return Err(nfsstat3::NFS3ERR_ISDIR);
         }
@@ -646,6 +748,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(wcc_attr, fattr3)> {
         let (node, st) = self.resolve(fh)?;
+        self.changed();
         let pre = wcc(&st);
         if let Some(expected) = guard
             && (expected.seconds != pre.ctime.seconds || expected.nseconds != pre.ctime.nseconds)
@@ -745,6 +848,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        self.changed();
         self.check_dir_change(cred, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
         let pre = wcc(&dir_st);
@@ -758,7 +862,8 @@ impl Export {
         if let (CreateHow::Exclusive(verifier), Some(st)) = (&how, &existing) {
             // A retransmitted exclusive create finds its own file: the verifier is kept in the
             // times, as the Linux server does.
-            if is_reg(st) && exclusive_stamp(verifier) == (st.st_atime as i64, st.st_mtime as i64) {
+            let [atime, mtime, _] = times(st);
+            if is_reg(st) && exclusive_stamp(verifier) == (i64::from(atime.seconds), i64::from(mtime.seconds)) {
                 let fh = self.child_handle(dir.fd(), &name)?;
                 return Ok((fh, self.attr(st), pre, self.attr(&dir_st)));
             }
@@ -809,6 +914,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        self.changed();
         self.check_dir_change(cred, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
         let pre = wcc(&dir_st);
@@ -831,6 +937,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        self.changed();
         self.check_dir_change(cred, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
         if target.is_empty() || target.len() > 4096 || target.contains(&0) {
@@ -852,6 +959,7 @@ impl Export {
     /// REMOVE (`dir == false`) or RMDIR (`dir == true`).
     pub fn remove(&self, dir_fh: &[u8], name: &[u8], rmdir: bool, cred: &Credential) -> NfsResult<(wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        self.changed();
         self.check_dir_change(cred, &dir_st)?;
         let name = checked_name(name)?;
         match name.as_bytes() {
@@ -897,6 +1005,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(wcc_attr, fattr3, wcc_attr, fattr3)> {
         let (from, from_st) = self.resolve(from_fh)?;
+        self.changed();
         let (to, to_st) = self.resolve(to_fh)?;
         self.check_dir_change(cred, &from_st)?;
         self.check_dir_change(cred, &to_st)?;
@@ -905,16 +1014,12 @@ impl Export {
         let (from_pre, to_pre) = (wcc(&from_st), wcc(&to_st));
         let moving = rustix::fs::statat(from.fd(), from_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
         let replaced = rustix::fs::statat(to.fd(), to_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
-        if let Some(target) = &replaced {
-            if target.st_ino == moving.st_ino && target.st_dev == moving.st_dev {
-                // Renaming onto a hard link of itself is a successful no-op.
-                return Ok((from_pre, self.attr(&from_st), to_pre, self.attr(&to_st)));
-            }
-            match (is_dir(&moving), is_dir(target)) {
-                (true, false) => return Err(nfsstat3::NFS3ERR_NOTDIR),
-                (false, true) => return Err(nfsstat3::NFS3ERR_ISDIR),
-                _ => {}
-            }
+        if let Some(target) = &replaced
+            && target.st_ino == moving.st_ino
+            && target.st_dev == moving.st_dev
+        {
+            // Renaming onto a hard link of itself is a successful no-op, as rename(2) has it.
+            return Ok((from_pre, self.attr(&from_st), to_pre, self.attr(&to_st)));
         }
         let replaced_fh = replaced.as_ref().and_then(|_| self.child_handle(to.fd(), &to_name).ok());
         rustix::fs::renameat(from.fd(), from_name.as_c_str(), to.fd(), to_name.as_c_str()).map_err(|e| match e {
@@ -947,6 +1052,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(fattr3, wcc_attr, fattr3)> {
         let (file, file_st) = self.resolve(file_fh)?;
+        self.changed();
         let (dir, dir_st) = self.resolve(dir_fh)?;
         self.check_dir_change(cred, &dir_st)?;
         if is_dir(&file_st) {
@@ -979,36 +1085,53 @@ impl Export {
             return Err(nfsstat3::NFS3ERR_ACCES);
         }
         let at_root = self.is_root(&dir_st);
-        // A private descriptor: the cached one's position is shared with other requests.
-        let fd =
-            rustix::fs::openat(dir.fd(), c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(nfs_err)?;
-        if cookie != 0 {
-            rustix::fs::seek(&fd, SeekFrom::Start(cookie)).map_err(|_| nfsstat3::NFS3ERR_BAD_COOKIE)?;
-        }
-        let mut buf = Vec::with_capacity(64 * 1024);
-        let mut raw = RawDir::new(&fd, buf.spare_capacity_mut());
+        let mut stream = self.take_stream(&dir, cookie)?;
         let mut entries = Vec::new();
         let mut eof = true;
-        while let Some(entry) = raw.next() {
-            let entry = entry.map_err(nfs_err)?;
-            let name = entry.file_name();
-            let bytes = name.to_bytes();
-            if at_root && bytes == STATE_DIR.as_bytes() {
+        while let Some(raw) = stream.next()? {
+            if at_root && raw.name.as_bytes() == STATE_DIR.as_bytes() {
+                stream.position = raw.cookie;
                 continue;
             }
-            let fileid = if bytes == b".." && at_root { dir_st.st_ino } else { entry.ino() };
-            let mut item = DirEntry { name: bytes.to_vec(), fileid, cookie: entry.next_entry_cookie(), plus: None };
+            let bytes = raw.name.as_bytes();
+            let fileid = if bytes == b".." && at_root { dir_st.st_ino } else { raw.ino };
+            let mut item = DirEntry { name: bytes.to_vec(), fileid, cookie: raw.cookie, plus: None };
             if plus {
-                item.plus = self.entry_plus(&dir, &dir_st, name, at_root);
+                item.plus = self.entry_plus(&dir, &dir_st, &raw.name, at_root);
             }
             if !fits(&item) {
+                stream.pending.push_front(raw);
                 eof = false;
                 break;
             }
+            stream.position = raw.cookie;
             entries.push(item);
         }
+        if !eof {
+            self.put_stream(dir.fh.clone(), stream);
+        }
         Ok((self.attr(&dir_st), entries, eof))
+    }
+
+    /// A listing of `dir` positioned at `cookie`: the one a previous page left off, or a new one.
+    /// Reusing it matters: on ext4 every seek to a cookie rebuilds the kernel's hash-order
+    /// cache of the directory, which made paging through 10,000 entries five times slower.
+    fn take_stream(&self, dir: &Node, cookie: u64) -> NfsResult<DirStream> {
+        if cookie != 0 {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = streams.iter().position(|(fh, s)| *fh == dir.fh && s.position == cookie) {
+                return Ok(streams.swap_remove(i).1);
+            }
+        }
+        DirStream::open(dir, cookie)
+    }
+
+    fn put_stream(&self, fh: Fh, stream: DirStream) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.len() >= MAX_DIR_STREAMS {
+            streams.remove(0);
+        }
+        streams.push((fh, stream));
     }
 
     fn entry_plus(&self, dir: &Node, dir_st: &Stat, name: &CStr, at_root: bool) -> Option<(Fh, fattr3)> {
@@ -1016,9 +1139,54 @@ impl Export {
         if bytes == b"." || (bytes == b".." && at_root) {
             return Some((dir.fh.clone(), self.attr(dir_st)));
         }
+        if let Some(hit) = self.cached_entry(&dir.fh, bytes) {
+            return Some(hit);
+        }
         let st = rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let fh = self.child_handle(dir.fd(), name).ok()?;
-        Some((fh, self.attr(&st)))
+        let fh = self.known_handle(dir.fd(), name, &st).ok()?;
+        let attr = self.attr(&st);
+        self.remember_entry(&dir.fh, bytes, &fh, &attr);
+        Some((fh, attr))
+    }
+
+    fn cached_entry(&self, dir: &Fh, name: &[u8]) -> Option<(Fh, fattr3)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = entries.get(&(dir.clone(), name.to_vec()))?;
+        (hit.at.elapsed() < ENTRY_CACHE_TTL).then(|| (hit.fh.clone(), hit.attr.clone()))
+    }
+
+    fn remember_entry(&self, dir: &Fh, name: &[u8], fh: &Fh, attr: &fattr3) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED_ENTRIES {
+            entries.clear();
+        }
+        let entry = CachedEntry { fh: fh.clone(), attr: attr.clone(), at: tokio::time::Instant::now() };
+        entries.insert((dir.clone(), name.to_vec()), entry);
+    }
+
+    /// Forgets every cached directory entry; called by every change made through the server.
+    fn changed(&self) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.is_empty() {
+            entries.clear();
+        }
+    }
+
+    /// The handle of `name`, whose attributes are `st`, from the cache when the same inode was
+    /// seen with the same ctime. A reused inode number has a new ctime, so it never gets the old
+    /// object's handle; a miss costs one `name_to_handle_at`.
+    fn known_handle(&self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> NfsResult<Fh> {
+        let key = incarnation(st);
+        if let Some(fh) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(fh.clone());
+        }
+        let fh = self.child_handle(dir, name)?;
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if handles.len() >= MAX_KNOWN_HANDLES {
+            handles.clear();
+        }
+        handles.insert(key, fh.clone());
+        Ok(fh)
     }
 
     /// FSSTAT: sizes (the capacity, when set, instead of the disk's) and file counts.

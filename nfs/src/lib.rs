@@ -7,6 +7,7 @@
 
 pub mod fs;
 pub mod handle;
+#[cfg(feature = "program")]
 pub mod health;
 pub mod metrics;
 pub mod proto;

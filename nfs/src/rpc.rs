@@ -163,14 +163,13 @@ fn parse_auth_unix(body: &[u8]) -> Result<Credential, Malformed> {
     Ok(Credential { uid, gid, gids })
 }
 
-/// A reply under construction: starts with room for the record mark.
-pub struct Reply {
-    pub buf: Vec<u8>,
+/// A reply under construction in a reused buffer, which starts with room for the record mark.
+pub struct Reply<'a> {
+    pub buf: &'a mut Vec<u8>,
 }
 
-impl Reply {
-    pub fn new(buf: Vec<u8>) -> Self {
-        let mut buf = buf;
+impl<'a> Reply<'a> {
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
         buf.clear();
         buf.extend_from_slice(&[0; 4]);
         Self { buf }
@@ -184,13 +183,9 @@ impl Reply {
     /// Header of an accepted call with the given status (nothing follows except for
     /// PROG_MISMATCH, see [`Reply::prog_mismatch`]).
     pub fn accepted(&mut self, xid: u32, stat: u32) {
-        let b = &mut self.buf;
-        b.put_u32(xid);
-        b.put_u32(1); // REPLY
-        b.put_u32(0); // MSG_ACCEPTED
-        b.put_u32(AUTH_NONE);
-        b.put_u32(0);
-        b.put_u32(stat);
+        for v in [xid, 1 /* REPLY */, 0 /* MSG_ACCEPTED */, AUTH_NONE, 0, stat] {
+            self.buf.put_u32(v);
+        }
     }
 
     pub fn prog_mismatch(&mut self, xid: u32, low: u32, high: u32) {
@@ -200,30 +195,23 @@ impl Reply {
     }
 
     pub fn rpc_mismatch(&mut self, xid: u32) {
-        let b = &mut self.buf;
-        b.put_u32(xid);
-        b.put_u32(1);
-        b.put_u32(1); // MSG_DENIED
-        b.put_u32(0); // RPC_MISMATCH
-        b.put_u32(2);
-        b.put_u32(2);
+        for v in [xid, 1, 1 /* MSG_DENIED */, 0 /* RPC_MISMATCH */, 2, 2] {
+            self.buf.put_u32(v);
+        }
     }
 
     pub fn auth_error(&mut self, xid: u32, stat: u32) {
-        let b = &mut self.buf;
-        b.put_u32(xid);
-        b.put_u32(1);
-        b.put_u32(1); // MSG_DENIED
-        b.put_u32(1); // AUTH_ERROR
-        b.put_u32(stat);
+        for v in [xid, 1, 1 /* MSG_DENIED */, 1 /* AUTH_ERROR */, stat] {
+            self.buf.put_u32(v);
+        }
     }
+}
 
-    /// Fills in the record mark; the buffer is then ready to write.
-    pub fn finish(&mut self) -> &[u8] {
-        let len = (self.buf.len() - 4) as u32;
-        self.buf[..4].copy_from_slice(&(len | LAST_FRAGMENT).to_be_bytes());
-        &self.buf
-    }
+/// Fills in the record mark of a reply built by [`Reply`]; the bytes are then ready to write.
+pub fn seal(buf: &mut [u8]) -> &[u8] {
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&(len | LAST_FRAGMENT).to_be_bytes());
+    buf
 }
 
 #[cfg(test)]

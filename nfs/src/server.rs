@@ -129,9 +129,8 @@ impl NfsServer {
                     self.metrics.rpc_error("record_too_large");
                     tracing::warn!(%peer, "record larger than {} bytes; closing the connection", rpc::MAX_RECORD);
                     if let Some(xid) = xid {
-                        let mut r = Reply::new(std::mem::take(&mut reply));
-                        r.accepted(xid, accept::GARBAGE_ARGS);
-                        let _ = writer.write_all(r.finish()).await;
+                        Reply::new(&mut reply).accepted(xid, accept::GARBAGE_ARGS);
+                        let _ = writer.write_all(rpc::seal(&mut reply)).await;
                     }
                     break;
                 }
@@ -158,7 +157,8 @@ impl NfsServer {
     }
 
     /// Answers one record; None when no reply is due (a reply message, or an unreadable record).
-    fn answer<'r>(&self, record: &[u8], reply_buf: &'r mut Vec<u8>) -> Option<&'r [u8]> {
+    /// `reply_buf` is reused between calls; the returned bytes include the record mark.
+    pub fn answer<'r>(&self, record: &[u8], reply_buf: &'r mut Vec<u8>) -> Option<&'r [u8]> {
         let started = tokio::time::Instant::now();
         let call = match rpc::parse_call(record) {
             Ok(call) => call,
@@ -168,29 +168,24 @@ impl NfsServer {
             }
             Err(BadCall::RpcVersion { xid }) => {
                 self.metrics.rpc_error("rpc_version");
-                let mut r = Reply::new(std::mem::take(reply_buf));
-                r.rpc_mismatch(xid);
-                *reply_buf = r.buf;
-                return Some(finish(reply_buf));
+                Reply::new(reply_buf).rpc_mismatch(xid);
+                return Some(rpc::seal(reply_buf));
             }
             Err(BadCall::Garbage { xid }) => {
                 self.metrics.rpc_error("garbage_args");
-                let mut r = Reply::new(std::mem::take(reply_buf));
-                r.accepted(xid, accept::GARBAGE_ARGS);
-                *reply_buf = r.buf;
-                return Some(finish(reply_buf));
+                Reply::new(reply_buf).accepted(xid, accept::GARBAGE_ARGS);
+                return Some(rpc::seal(reply_buf));
             }
         };
-        let mut r = Reply::new(std::mem::take(reply_buf));
         let cred = match &call.cred {
             Ok(cred) => cred.clone(),
-            Err(stat) if call.proc_ != 0 => {
+            // NULL needs no identity, whatever the flavor.
+            Err(_) if call.proc_ == 0 => rpc::Credential::nobody(),
+            Err(stat) => {
                 self.metrics.rpc_error("auth");
-                r.auth_error(call.xid, *stat);
-                *reply_buf = r.buf;
-                return Some(finish(reply_buf));
+                Reply::new(reply_buf).auth_error(call.xid, *stat);
+                return Some(rpc::seal(reply_buf));
             }
-            Err(_) => rpc::Credential::nobody(),
         };
         let (program, versions) = match call.prog {
             NFS_PROGRAM => ("nfs", 3..=3),
@@ -198,19 +193,17 @@ impl NfsServer {
             PORTMAP_PROGRAM => ("portmap", 2..=2),
             _ => {
                 self.metrics.rpc_error("prog_unavail");
-                r.accepted(call.xid, accept::PROG_UNAVAIL);
-                *reply_buf = r.buf;
-                return Some(finish(reply_buf));
+                Reply::new(reply_buf).accepted(call.xid, accept::PROG_UNAVAIL);
+                return Some(rpc::seal(reply_buf));
             }
         };
         if !versions.contains(&call.vers) {
             self.metrics.rpc_error("prog_mismatch");
-            r.prog_mismatch(call.xid, *versions.start(), *versions.end());
-            *reply_buf = r.buf;
-            return Some(finish(reply_buf));
+            Reply::new(reply_buf).prog_mismatch(call.xid, *versions.start(), *versions.end());
+            return Some(rpc::seal(reply_buf));
         }
-        r.success(call.xid);
-        let header_len = r.buf.len();
+        Reply::new(reply_buf).success(call.xid);
+        let header_len = reply_buf.len();
         let mut ctx = CallContext {
             export: &self.export,
             cred: &cred,
@@ -220,20 +213,13 @@ impl NfsServer {
             bytes_written: 0,
         };
         let outcome = match call.prog {
-            NFS_PROGRAM => proto::nfs(&mut ctx, call.proc_, call.args, &mut r.buf),
-            MOUNT_PROGRAM => proto::mount(&ctx, call.proc_, call.args, &mut r.buf),
-            _ => proto::portmap(&ctx, call.proc_, call.args, &mut r.buf),
+            NFS_PROGRAM => proto::nfs(&mut ctx, call.proc_, call.args, reply_buf),
+            MOUNT_PROGRAM => proto::mount(&ctx, call.proc_, call.args, reply_buf),
+            _ => proto::portmap(&ctx, call.proc_, call.args, reply_buf),
         };
         self.metrics.bytes_read.inc_by(ctx.bytes_read);
         self.metrics.bytes_written.inc_by(ctx.bytes_written);
-        let procedure = match call.prog {
-            NFS_PROGRAM => NFS_PROCEDURES.get(call.proc_ as usize).copied().unwrap_or("UNKNOWN"),
-            MOUNT_PROGRAM => ["NULL", "MNT", "DUMP", "UMNT", "UMNTALL", "EXPORT"]
-                .get(call.proc_ as usize)
-                .copied()
-                .unwrap_or("UNKNOWN"),
-            _ => ["NULL", "SET", "UNSET", "GETPORT"].get(call.proc_ as usize).copied().unwrap_or("UNKNOWN"),
-        };
+        let procedure = procedure_name(call.prog, call.proc_);
         match outcome {
             Outcome::Done(status) => {
                 let status = if status == nfsstat3::NFS3_OK { "OK".to_string() } else { format!("{status:?}") };
@@ -247,18 +233,19 @@ impl NfsServer {
                 };
                 self.metrics.rpc_error(kind);
                 // The header ends with accept_stat SUCCESS; replace it and drop any results.
-                r.buf.truncate(header_len);
-                let at = header_len - 4;
-                r.buf[at..header_len].copy_from_slice(&stat.to_be_bytes());
+                reply_buf.truncate(header_len);
+                reply_buf[header_len - 4..].copy_from_slice(&stat.to_be_bytes());
             }
         }
-        *reply_buf = r.buf;
-        Some(finish(reply_buf))
+        Some(rpc::seal(reply_buf))
     }
 }
 
-fn finish(buf: &mut [u8]) -> &[u8] {
-    let len = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&(len | 0x8000_0000).to_be_bytes());
-    buf
+fn procedure_name(prog: u32, proc_: u32) -> &'static str {
+    let names: &[&'static str] = match prog {
+        NFS_PROGRAM => &NFS_PROCEDURES,
+        MOUNT_PROGRAM => &["NULL", "MNT", "DUMP", "UMNT", "UMNTALL", "EXPORT"],
+        _ => &["NULL", "SET", "UNSET", "GETPORT"],
+    };
+    names.get(proc_ as usize).copied().unwrap_or("UNKNOWN")
 }

@@ -23,9 +23,7 @@ fn call(xid: u32, rpcvers: u32, prog: u32, vers: u32, proc_: u32, flavor: u32, a
         b.put_u32(v);
     }
     let mut cred = Vec::new();
-    for v in [0u32] {
-        cred.put_u32(v);
-    }
+    cred.put_u32(0); // stamp
     cred.put_opaque(b"t");
     for v in [0u32, 0, 0] {
         cred.put_u32(v);

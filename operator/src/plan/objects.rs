@@ -174,15 +174,18 @@ impl PlanContext<'_> {
                 ..Default::default()
             }]),
             resources: Some(resources("100m", "64Mi", "512Mi")),
-            // Serving files for every client uid needs chown and DAC override; binding 2049 does not
-            // need more than NET_BIND_SERVICE. Everything else is dropped.
+            // Serving files for every client uid needs chown and DAC override, persistent handles
+            // need DAC_READ_SEARCH (open_by_handle_at), binding 2049 needs NET_BIND_SERVICE.
+            // Everything else is dropped.
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
                 capabilities: Some(Capabilities {
                     drop: Some(vec!["ALL".to_string()]),
                     add: Some(
-                        ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "NET_BIND_SERVICE"].map(String::from).to_vec(),
+                        ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "NET_BIND_SERVICE"]
+                            .map(String::from)
+                            .to_vec(),
                     ),
                 }),
                 ..Default::default()
