@@ -7,6 +7,11 @@ need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # A real third-party NFS client for the sv-nfs tests.
 command -v nfs-ls >/dev/null 2>&1 || need_apt+=(libnfs-utils)
+# Real source servers for the syncer tests: git (http-backend and over SSH), OpenSSH (SFTP).
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive

@@ -103,7 +103,16 @@ pub async fn run_probes<C: Connector>(connector: C, root: Fh, health: Health, sh
         let since = now - last_success.unwrap_or(started);
         let healthy = since < UNHEALTHY_AFTER;
         health.set_live(healthy);
-        health.set_ready(last_success.is_some_and(|t| now - t < UNHEALTHY_AFTER));
+        let ready = last_success.is_some_and(|t| now - t < UNHEALTHY_AFTER);
+        if ready != health.is_ready() {
+            // Operators (and tests) read readiness changes from the log.
+            if ready {
+                tracing::info!("ready: the self-probe succeeded");
+            } else {
+                tracing::warn!(since = ?since, "not ready: no successful self-probe");
+            }
+        }
+        health.set_ready(ready);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}

@@ -103,6 +103,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let http_addr = SocketAddr::new(args.bind, args.http_port);
         let http_listener =
             tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+        let http_addr = http_listener.local_addr().unwrap_or(http_addr);
         tracing::info!(%nfs_addr, %http_addr, "serving NFSv3");
 
         let probe_addr =

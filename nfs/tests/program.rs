@@ -2,8 +2,10 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use sv_operator::testing::Program;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
@@ -31,45 +33,33 @@ fn help_describes_the_command() {
 #[test]
 fn serves_probes_and_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (nfs_port, http_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sv-nfs"))
-        .args(["serve", "--bind", "127.0.0.1", "--export"])
-        .arg(dir.path())
-        .args(["--port", &nfs_port.to_string(), "--http-port", &http_port.to_string(), "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    // Readiness comes from the first successful self-probe.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ready = false;
-    while Instant::now() < deadline {
-        if http_get(http_port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(ready, "the server became ready");
+    let nfs_port = free_port();
+    let mut program = Program::spawn(
+        Command::new(env!("CARGO_BIN_EXE_sv-nfs"))
+            .args(["serve", "--bind", "127.0.0.1", "--export"])
+            .arg(dir.path())
+            .args(["--port", &nfs_port.to_string(), "--http-port", "0", "--log-format", "json"]),
+    )
+    .expect("starts");
+    let serving = program.wait_for_log("serving NFSv3", Duration::from_secs(20));
+    let http_port = json_field(&serving, "http_addr").rsplit(':').next().and_then(|p| p.parse().ok()).expect("http port");
+    // Readiness comes from the first successful self-probe, which the program logs.
+    program.wait_for_log("ready: the self-probe succeeded", Duration::from_secs(20));
+    let ready = http_get(http_port, "/readyz").expect("readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let health = http_get(http_port, "/healthz").expect("healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = http_get(http_port, "/metrics").expect("metrics");
     assert!(metrics.contains("sv_nfs_operations_total"), "{metrics}");
 
-    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM)
-        .expect("SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "did not stop within 15 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, logs) = program.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
-    let mut logs = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut logs).expect("logs");
-    child.stderr.take().expect("stderr").read_to_string(&mut logs).expect("logs");
-    assert!(logs.contains("\"stopped\"") || logs.contains("stopped"), "{logs}");
-    assert!(logs.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with('{')), "JSON logs: {logs}");
+    assert!(logs.iter().any(|l| l.contains("\"stopped\"")), "{logs:?}");
+    assert!(logs.iter().filter(|l| !l.is_empty()).all(|l| l.starts_with('{')), "JSON logs: {logs:?}");
+}
+
+/// A string field of a JSON log line (the formatter puts fields at the top level).
+fn json_field(line: &str, name: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string()
 }

@@ -11,5 +11,6 @@ pub mod names;
 pub mod offline;
 pub mod plan;
 pub mod telemetry;
+pub mod testing;
 pub mod units;
 pub mod validation;

@@ -30,6 +30,13 @@ pub const POD_ANNOTATION_CSV: &str = "sharedvolume.csv";
 pub const CONSUMER_POD_LABEL: &str = "sv.sharedvolume.io/consumer";
 /// Annotation on a volume that asks its syncer for a sync now; any new value triggers one.
 pub const SYNC_REQUESTED_ANNOTATION: &str = "sv.sharedvolume.io/sync-requested";
+/// Annotation with OpenSSH `known_hosts` lines the SSH and git-over-SSH sources must match.
+/// Without it, the first host key seen is pinned in the volume.
+pub const SSH_KNOWN_HOSTS_ANNOTATION: &str = "sv.sharedvolume.io/ssh-known-hosts";
+/// Annotation (`"true"`) that turns SSH host key checking off.
+pub const SSH_INSECURE_ANNOTATION: &str = "sv.sharedvolume.io/ssh-insecure-skip-host-key-check";
+/// Annotation (`"true"`) asking the HTTP source to unpack a `.tar`, `.tar.gz`/`.tgz` or `.zip`.
+pub const HTTP_UNPACK_ANNOTATION: &str = "sv.sharedvolume.io/http-unpack";
 
 /// Labels on every object the operator creates.
 pub mod labels {

@@ -1,0 +1,57 @@
+//! Why a sync failed, worded for the volume's status: what went wrong and, where possible, what
+//! to do. Messages never contain credentials (see [`crate::credentials::Redactor`]).
+
+use std::time::Duration;
+
+use crate::paths::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The volume's configuration cannot be synced (missing credential file, unsupported option).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The source could not be reached or refused the connection.
+    #[error("source unreachable: {0}")]
+    Unreachable(String),
+    /// The source refused the credentials.
+    #[error("authentication failed: {0}; check the credentials Secret")]
+    Auth(String),
+    /// The SSH server's host key is not the one the volume trusts.
+    #[error("SSH host key rejected: {0}")]
+    HostKey(String),
+    /// The source answered, but not with what was asked for.
+    #[error("source error: {0}")]
+    Source(String),
+    /// The content cannot be mirrored safely (hostile paths, symlinks out of the tree, submodules).
+    #[error("refused content: {0}")]
+    Content(String),
+    #[error("refused content: {0}")]
+    Path(#[from] PathError),
+    #[error("the source holds at least {needed} bytes, more than the volume's capacity of {capacity} bytes; raise spec.storage.capacity")]
+    Capacity { needed: u64, capacity: u64 },
+    #[error("the sync did not finish within syncTimeout ({0:?}); the published tree is unchanged")]
+    Timeout(Duration),
+    #[error("volume I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SyncError {
+    pub fn content(message: impl Into<String>) -> Self {
+        SyncError::Content(message.into())
+    }
+
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Config(_) => "config",
+            SyncError::Unreachable(_) => "unreachable",
+            SyncError::Auth(_) => "auth",
+            SyncError::HostKey(_) => "host-key",
+            SyncError::Source(_) => "source",
+            SyncError::Content(_) | SyncError::Path(_) => "content",
+            SyncError::Capacity { .. } => "capacity",
+            SyncError::Timeout(_) => "timeout",
+            SyncError::Io(_) => "io",
+        }
+    }
+}

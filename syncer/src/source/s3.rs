@@ -1,0 +1,186 @@
+//! A bucket (or a key prefix of it) on S3-compatible storage, path-style, through `object_store`.
+//! Incremental by ETag, or by size and modification time where a server lists no ETags; objects
+//! removed at the source disappear from the volume with the next revision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
+use sv_operator::api::S3Source as S3Spec;
+
+use super::{BoxFuture, Fetched, Source, digest};
+use crate::credentials::{Credentials, Secret};
+use crate::error::SyncError;
+use crate::paths::RelPath;
+use crate::tree::Stage;
+
+/// Objects up to this size are fetched into memory, [`PARALLEL_GETS`] at a time.
+const SMALL_OBJECT: u64 = 4 * 1024 * 1024;
+const PARALLEL_GETS: usize = 8;
+const PARALLEL_LISTINGS: usize = 8;
+
+pub struct S3Source {
+    store: Arc<dyn ObjectStore>,
+    identity: String,
+    prefix: Option<ObjectPath>,
+}
+
+fn required(value: &Option<String>, field: &str) -> Result<String, SyncError> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| SyncError::Config(format!("source.s3.{field} is required")))
+}
+
+impl S3Source {
+    pub fn new(spec: &S3Spec, credentials: &Credentials) -> Result<Self, SyncError> {
+        crate::install_crypto_provider();
+        let endpoint = required(&spec.endpoint_url, "endpointUrl")?;
+        let bucket = required(&spec.bucket_name, "bucketName")?;
+        let region = required(&spec.region, "region")?;
+        // The operator puts both inline and Secret-referenced keys in the credentials files;
+        // inline values are the fallback for running without it.
+        let key = |file: &Option<Secret>, inline: &Option<String>, field: &str| {
+            file.as_ref()
+                .map(|s| s.expose().trim().to_string())
+                .or_else(|| inline.clone())
+                .ok_or_else(|| SyncError::Config(format!("no {field} credential: the credentials Secret has no file for it")))
+        };
+        let access_key = key(&credentials.access_key, &spec.access_key, "access key")?;
+        let secret_key = key(&credentials.secret_key, &spec.secret_key, "secret key")?;
+        let options = ClientOptions::new()
+            .with_allow_http(true)
+            .with_connect_timeout(std::time::Duration::from_secs(15))
+            .with_timeout_disabled();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_region(&region)
+            .with_bucket_name(&bucket)
+            .with_access_key_id(access_key)
+            .with_secret_access_key(secret_key)
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(true)
+            .with_client_options(options)
+            // The syncer's own schedule retries with backoff; within a sync a few quick retries
+            // ride out a blip, and a longer outage is reported as one rather than as a timeout.
+            .with_retry(RetryConfig { max_retries: 2, retry_timeout: std::time::Duration::from_secs(10), ..RetryConfig::default() })
+            .build()
+            .map_err(|e| SyncError::Config(format!("S3 client: {e}")))?;
+        let prefix = spec.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()).map(ObjectPath::from);
+        let identity = format!("s3 {endpoint} {bucket} {}", prefix.as_ref().map_or("", |p| p.as_ref()));
+        Ok(Self { store: Arc::new(store), identity, prefix })
+    }
+
+    /// Lists every object under the prefix, one "directory" per request and several requests at
+    /// a time (as rclone does by default): servers answer small delimited listings quickly, and a
+    /// deep tree is walked in parallel.
+    async fn list(&self) -> Result<Vec<ObjectMeta>, SyncError> {
+        let mut objects = Vec::new();
+        let mut pending = vec![self.prefix.clone()];
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < PARALLEL_LISTINGS
+                && let Some(dir) = pending.pop()
+            {
+                let store = self.store.clone();
+                running.push(async move { store.list_with_delimiter(dir.as_ref()).await });
+            }
+            let Some(listed) = running.next().await else { break };
+            let listed = listed.map_err(classify)?;
+            pending.extend(listed.common_prefixes.into_iter().map(Some));
+            objects.extend(listed.objects);
+        }
+        Ok(objects)
+    }
+
+    async fn run(&self, stage: &mut Stage) -> Result<Fetched, SyncError> {
+        let mut objects = self.list().await?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        let version = |o: &ObjectMeta| match &o.e_tag {
+            Some(etag) => format!("etag:{etag}"),
+            None => format!("size:{}:mtime:{}", o.size, o.last_modified.timestamp_nanos_opt().unwrap_or_default()),
+        };
+        let revision = digest(objects.iter().flat_map(|o| [o.location.as_ref().to_string(), version(o)]));
+        if stage.previous().is_some_and(|p| p.manifest.revision == revision) {
+            return Ok(Fetched::Unchanged);
+        }
+        if let Some(capacity) = stage.capacity() {
+            let needed: u64 = objects.iter().map(|o| o.size).sum();
+            if needed > capacity {
+                return Err(SyncError::Capacity { needed, capacity });
+            }
+        }
+        let prefix = self.prefix.as_ref().map(|p| format!("{}/", p.as_ref())).unwrap_or_default();
+        let mut wanted = Vec::new();
+        for object in objects {
+            let key = object.location.as_ref();
+            let relative = key.strip_prefix(&prefix).unwrap_or(key);
+            if relative.is_empty() || relative.ends_with('/') {
+                continue; // a "directory" marker
+            }
+            let path = RelPath::parse(relative).map_err(|e| SyncError::content(format!("S3 key {key:?}: {e}")))?;
+            let v = version(&object);
+            if !stage.reuse(&path, &v)? {
+                wanted.push((path, object, v));
+            }
+        }
+        // Small objects are fetched several at a time into memory (latency, not bandwidth, bounds
+        // them); large ones stream straight into the stage.
+        let store = self.store.clone();
+        let mut fetches = futures::stream::iter(wanted.into_iter().map(|(path, object, version)| {
+            let store = store.clone();
+            async move {
+                let body = if object.size <= SMALL_OBJECT {
+                    let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
+                    Some(result.bytes().await.map_err(classify)?)
+                } else {
+                    None
+                };
+                Ok::<_, SyncError>((path, object, version, body))
+            }
+        }))
+        .buffered(PARALLEL_GETS);
+        while let Some(fetched) = fetches.next().await {
+            let (path, object, version, body) = fetched?;
+            if let Some(body) = body {
+                stage.write_file(&path, &body, false, &version)?;
+                continue;
+            }
+            let result = self.store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
+            let mut file = stage.create_file(&path, false)?;
+            let mut stream = result.into_stream();
+            while let Some(chunk) = stream.next().await {
+                file.write(&chunk.map_err(classify)?)?;
+            }
+            file.commit(&version)?;
+        }
+        Ok(Fetched::Tree { revision, meta: BTreeMap::new() })
+    }
+}
+
+/// Classifies an `object_store` error by what the server or the network said.
+fn classify(e: object_store::Error) -> SyncError {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if matches!(e, object_store::Error::InvalidPath { .. }) {
+        SyncError::content(format!("the bucket lists a key that cannot be stored safely: {text}"))
+    } else if matches!(e, object_store::Error::NotFound { .. }) || lower.contains("nosuchbucket") {
+        SyncError::Source(text)
+    } else if ["403", "401", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch"].iter().any(|s| lower.contains(s)) {
+        SyncError::Auth(text)
+    } else if ["error sending request", "connection refused", "dns error", "timed out", "connect"].iter().any(|s| lower.contains(s)) {
+        SyncError::Unreachable(text)
+    } else {
+        SyncError::Source(text)
+    }
+}
+
+impl Source for S3Source {
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn fetch<'a>(&'a self, stage: &'a mut Stage) -> BoxFuture<'a, Result<Fetched, SyncError>> {
+        Box::pin(self.run(stage))
+    }
+}
