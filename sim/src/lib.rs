@@ -1,1 +1,4 @@
-//! Placeholder: this crate is built out by its own issue; see the README's status table.
+//! The simulation harness: a simulated Kubernetes API server ([`api`]) that the unmodified kube
+//! client, kube-runtime controllers and `kubectl` talk to.
+
+pub mod api;

@@ -1,3 +1,50 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("sv-sim is not implemented yet")
+//! `sv-sim`: runs the simulated Kubernetes API server on loopback.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sv_operator::clock::SystemClock;
+use sv_sim::api::{ApiServer, Options, http};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "sv-sim", version, about = "SharedVolume simulation harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the simulated API server on a loopback port (plain HTTP), for kubectl and local runs.
+    Serve {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Seed of generated names and uids.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    match Cli::parse().command {
+        Command::Serve { port, seed } => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.context("binding the API port")?;
+            let address = listener.local_addr()?;
+            let options = Options { seed, address: address.to_string(), ..Options::default() };
+            let server = ApiServer::new(options, Arc::new(SystemClock));
+            let stop = CancellationToken::new();
+            tracing::info!(%address, "serving the simulated API server");
+            println!("serving on http://{address}");
+            let serving = tokio::spawn(http::serve_tcp(server, listener, stop.clone()));
+            tokio::signal::ctrl_c().await.ok();
+            stop.cancel();
+            serving.await.ok();
+            Ok(())
+        }
+    }
 }

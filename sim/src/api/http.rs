@@ -1,0 +1,131 @@
+//! HTTP/1.1 for the simulated API server, on any byte stream: turmoil sockets in the simulation,
+//! tokio TCP on loopback for local runs and `kubectl`.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::errors::{self, ApiError};
+use super::{ApiServer, Request, Response, parse_query};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+fn json_response(code: u16, body: &serde_json::Value, warnings: &[String]) -> hyper::Response<Body> {
+    let mut response = hyper::Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CACHE_CONTROL, "no-cache, private");
+    for warning in warnings {
+        response = response.header(http::header::WARNING, format!("299 - {warning:?}"));
+    }
+    response.body(full(body.to_string())).unwrap_or_else(|_| hyper::Response::new(full("")))
+}
+
+fn error_response(error: &ApiError) -> hyper::Response<Body> {
+    match error {
+        ApiError::Status { code, body } => json_response(*code, body, &[]),
+        ApiError::PlainNotFound => hyper::Response::builder()
+            .status(404)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("X-Content-Type-Options", "nosniff")
+            .body(full("404 page not found\n"))
+            .unwrap_or_else(|_| hyper::Response::new(full(""))),
+    }
+}
+
+/// Answers one HTTP request.
+pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+    let (parts, body) = request.into_parts();
+    let limit = server.options().max_body_bytes;
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return error_response(&errors::too_large(limit));
+        }
+        Err(e) => return error_response(&errors::bad_request(format!("reading the request body: {e}"))),
+    };
+    let header = |name: http::header::HeaderName| {
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    };
+    let api_request = Request {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parse_query(parts.uri.query().unwrap_or_default()),
+        content_type: header(http::header::CONTENT_TYPE),
+        user_agent: header(http::header::USER_AGENT),
+        body,
+    };
+    tracing::trace!(method = %parts.method, uri = %parts.uri, "api request");
+    match server.handle(api_request).await {
+        Response::Json { code, body, warnings } => json_response(code, &body, &warnings),
+        Response::Error(error) => error_response(&error),
+        Response::Watch(stream) => {
+            let frames = stream.map(|line| Ok::<_, Infallible>(Frame::data(line)));
+            hyper::Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+                .unwrap_or_else(|_| hyper::Response::new(full("")))
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or `stop` is cancelled.
+pub async fn serve_connection<IO>(server: ApiServer, io: IO, stop: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(handle(server, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        result = connection => if let Err(e) = result {
+            tracing::debug!(error = %e, "api connection ended");
+        },
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Serves on a tokio listener (loopback) until `stop` is cancelled; cancelling also closes every
+/// open connection and watch.
+pub async fn serve_tcp(server: ApiServer, listener: tokio::net::TcpListener, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(server.clone(), stream, stop.child_token()));
+                }
+                Err(e) => tracing::warn!(error = %e, "accepting an API connection"),
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Serves on a turmoil listener; the simulation stops it by crashing the host.
+pub async fn serve_turmoil(server: ApiServer, listener: turmoil::net::TcpListener) {
+    let stop = CancellationToken::new();
+    let _stop_connections = stop.clone().drop_guard();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(server.clone(), stream, stop.child_token()));
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting an API connection"),
+        }
+    }
+}

@@ -1,0 +1,535 @@
+//! The simulated Kubernetes API server.
+//!
+//! [`ApiServer`] holds the cluster's state and answers [`Request`]s; [`http`] serves it over
+//! HTTP/1.1 on any stream (a turmoil socket in the simulation, a loopback TCP port for local use
+//! and `kubectl`). Storage lives in the `ApiServer` value, not in the serving task, so a simulated
+//! crash of the API server host loses connections and watches but no data.
+
+pub mod builtin;
+pub mod errors;
+pub mod fields;
+pub mod http;
+mod objects;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod store;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use sv_operator::clock::SharedClock;
+
+pub use errors::ApiError;
+pub use objects::{DeleteOptions, WriteOptions};
+pub use registry::{Registry, ResourceId, ResourceType};
+pub use store::{Change, ChangeKind, Store};
+pub use watch::WatchStream;
+
+use selector::{FieldSelector, LabelSelector};
+
+/// Limits and knobs of the server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest request body accepted (the real server's limit is 3 MiB).
+    pub max_body_bytes: usize,
+    /// Changes kept for watches; a watch from an older version gets `410 Expired`.
+    pub watch_cache: usize,
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// Seed of the names and uids the server makes up.
+    pub seed: u64,
+    /// What `/api` reports as the server address.
+    pub address: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 3 * 1024 * 1024,
+            watch_cache: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            seed: 1,
+            address: "127.0.0.1:6443".into(),
+        }
+    }
+}
+
+/// Faults injected into API requests (the simulation's fault controls).
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Fraction of requests (not watch streams already open) answered with `fail_code`.
+    pub fail_rate: f64,
+    pub fail_code: u16,
+    /// Added before every answer.
+    pub delay: Duration,
+}
+
+/// A small deterministic generator (SplitMix64) for names and uids.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn uid(&mut self) -> String {
+        let (a, b) = (self.next_u64(), self.next_u64());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48 & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// Five characters from the alphabet the real server uses for `generateName`.
+    pub fn name_suffix(&mut self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        (0..5).map(|_| ALPHABET[(self.next_u64() % ALPHABET.len() as u64) as usize] as char).collect()
+    }
+}
+
+/// Everything the server stores, behind one lock.
+pub struct State {
+    pub store: Store,
+    pub registry: Registry,
+    pub rng: Rng,
+    pub ips: builtin::IpAllocator,
+    pub faults: Faults,
+    fault_rng: Rng,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Bumped to end every open watch (a restart or an injected watch drop).
+    epoch: tokio::sync::watch::Sender<u64>,
+    clock: SharedClock,
+    options: Options,
+}
+
+/// The simulated API server: cheap to clone, shared by the serving tasks and the built-in
+/// controllers.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+/// An API request, independent of the transport.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: ::http::Method,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub content_type: String,
+    pub user_agent: String,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn new(method: ::http::Method, path_and_query: &str) -> Self {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        Self {
+            method,
+            path: path.to_string(),
+            query: parse_query(query),
+            content_type: "application/json".into(),
+            user_agent: String::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn with_json(mut self, content_type: &str, body: &Value) -> Self {
+        self.content_type = content_type.to_string();
+        self.body = Bytes::from(body.to_string());
+        self
+    }
+
+    fn param(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        matches!(self.param(key), Some("true" | "1"))
+    }
+}
+
+pub fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The answer to a [`Request`].
+pub enum Response {
+    Json { code: u16, body: Value, warnings: Vec<String> },
+    Error(ApiError),
+    Watch(WatchStream),
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Json { code, body, .. } => write!(f, "Json({code}, {body})"),
+            Response::Error(e) => write!(f, "Error({e:?})"),
+            Response::Watch(_) => write!(f, "Watch"),
+        }
+    }
+}
+
+impl Response {
+    fn ok(body: Value) -> Self {
+        Response::Json { code: 200, body, warnings: Vec::new() }
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Self {
+        Response::Error(e)
+    }
+}
+
+/// What a resource path names.
+#[derive(Clone, Debug)]
+struct Target {
+    rt: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+impl ApiServer {
+    pub fn new(options: Options, clock: SharedClock) -> Self {
+        let state = State {
+            store: Store::new(options.watch_cache),
+            registry: Registry::default(),
+            rng: Rng::new(options.seed),
+            ips: builtin::IpAllocator::default(),
+            faults: Faults::default(),
+            fault_rng: Rng::new(options.seed ^ 0xFA17),
+        };
+        let (changes, _) = tokio::sync::watch::channel(0);
+        let (epoch, _) = tokio::sync::watch::channel(0);
+        let server = Self { inner: Arc::new(Inner { state: Mutex::new(state), changes, epoch, clock, options }) };
+        server.create_system_namespaces();
+        server
+    }
+
+    /// The namespaces kube-apiserver creates for itself at start-up.
+    fn create_system_namespaces(&self) {
+        let mut state = self.state();
+        let Some(rt) = state.registry.find("", "v1", "namespaces").cloned() else { return };
+        for name in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            if let Err(e) = self.create_in(&mut state, &rt, namespace, &WriteOptions::controller("kube-apiserver")) {
+                tracing::error!(namespace = name, error = ?e, "creating a system namespace");
+            }
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The state, locked. Keep the guard short: every request waits on it.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.state().faults = faults;
+    }
+
+    /// Ends every open watch; clients must re-list or resume. Used for restarts and injected
+    /// watch drops.
+    pub fn drop_watches(&self) {
+        self.inner.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// A receiver that changes whenever a write is committed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    fn notify(&self, rv: u64) {
+        self.inner.changes.send_replace(rv);
+    }
+
+    pub fn now(&self) -> String {
+        self.inner.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let (fail, delay) = {
+            let mut state = self.state();
+            let faults = state.faults.clone();
+            let fail = faults.fail_rate > 0.0 && state.fault_rng.next_f64() < faults.fail_rate;
+            (fail.then_some(faults.fail_code), faults.delay)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(code) = fail {
+            return errors::injected(code).into();
+        }
+        if request.content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            // Typed Go clients send protobuf first; 415 makes them fall back to JSON.
+            return errors::unsupported_media_type().into();
+        }
+        if request.body.len() > self.inner.options.max_body_bytes {
+            return errors::too_large(self.inner.options.max_body_bytes).into();
+        }
+        match self.route(&request) {
+            Ok(Route::Doc(_)) if request.method != ::http::Method::GET => {
+                errors::method_not_allowed(request.method.as_str()).into()
+            }
+            Ok(Route::Doc(body)) => Response::ok(body),
+            Ok(Route::Resource(target)) => self.dispatch(target, request).await,
+            Err(e) => e.into(),
+        }
+    }
+
+    fn route(&self, request: &Request) -> Result<Route, ApiError> {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+        let state = self.state();
+        let registry = &state.registry;
+        let doc = |d: Option<Value>| d.map(Route::Doc).ok_or(ApiError::PlainNotFound);
+        match segments.as_slice() {
+            ["version"] => Ok(Route::Doc(json!({
+                "major": "1", "minor": "36", "gitVersion": "v1.36.2-sv-sim", "platform": "linux/amd64",
+                "goVersion": "sim", "compiler": "sim", "buildDate": "2026-01-01T00:00:00Z",
+                "gitCommit": "sim", "gitTreeState": "clean",
+            }))),
+            ["api"] => Ok(Route::Doc(registry.api_versions_doc(&self.inner.options.address))),
+            ["apis"] => Ok(Route::Doc(registry.group_list_doc())),
+            ["api", version] => doc(registry.resource_list_doc("", version)),
+            ["apis", group] => doc(registry.group_doc_for(group)),
+            ["apis", group, version] => doc(registry.resource_list_doc(group, version)),
+            ["openapi", "v3"] => Ok(Route::Doc(registry.openapi_root_doc())),
+            ["openapi", "v3", "api", version] => doc(registry.openapi_group_version_doc("", version)),
+            ["openapi", "v3", "apis", group, version] => doc(registry.openapi_group_version_doc(group, version)),
+            ["api", version, rest @ ..] => resource_target(registry, "", version, rest),
+            ["apis", group, version, rest @ ..] => resource_target(registry, group, version, rest),
+            _ => Err(ApiError::PlainNotFound),
+        }
+    }
+
+    async fn dispatch(&self, target: Target, request: Request) -> Response {
+        use ::http::Method;
+        let result = match (&request.method, target.name.is_some(), target.sub.as_deref()) {
+            (&Method::GET, false, None) if request.flag("watch") => return self.watch(&target, &request),
+            (&Method::GET, false, None) => self.list(&target, &request).await,
+            (&Method::GET, true, Some("scale")) => self.get_scale(&target),
+            (&Method::GET, true, _) => self.get(&target),
+            (&Method::POST, _, None) => self.create(&target, &request),
+            (&Method::PUT, true, _) => self.replace(&target, &request),
+            (&Method::PATCH, true, _) => self.patch(&target, &request),
+            (&Method::DELETE, true, None) => self.delete(&target, &request),
+            (&Method::DELETE, false, None) => self.delete_collection(&target, &request),
+            (method, _, _) => Err(errors::method_not_allowed(method.as_str())),
+        };
+        match result {
+            Ok(response) => response,
+            Err(e) => e.into(),
+        }
+    }
+
+    fn get(&self, target: &Target) -> Result<Response, ApiError> {
+        let name = target.name.as_deref().unwrap_or_default();
+        let state = self.state();
+        let object = state
+            .store
+            .get(&target.rt.id, target.namespace.as_deref().unwrap_or_default(), name)
+            .ok_or_else(|| errors::not_found(&target.rt.id, name))?;
+        Ok(Response::ok(present(&target.rt, object)))
+    }
+
+    fn get_scale(&self, target: &Target) -> Result<Response, ApiError> {
+        let Response::Json { body: object, .. } = self.get(target)? else {
+            return Err(errors::internal("scale of a non-object"));
+        };
+        let selector = object["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let meta = &object["metadata"];
+        Ok(Response::ok(json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                         "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+            "spec": {"replicas": object["spec"]["replicas"]},
+            "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+        })))
+    }
+
+    async fn list(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
+        let labels = LabelSelector::parse(request.param("labelSelector").unwrap_or_default()).map_err(errors::bad_request)?;
+        let fields = FieldSelector::parse(request.param("fieldSelector").unwrap_or_default(), target.rt.custom)
+            .map_err(errors::bad_request)?;
+        if request.param("resourceVersionMatch") == Some("NotOlderThan")
+            && let Some(wanted) = request.param("resourceVersion").and_then(|v| v.parse::<u64>().ok())
+        {
+            let current = self.state().store.resource_version();
+            if wanted > current {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let current = self.state().store.resource_version();
+                return Err(errors::server_timeout(
+                    format!("Timeout: Too large resource version: {wanted}, current: {current}"),
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                ));
+            }
+        }
+        let limit = request.param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let after = match request.param("continue").filter(|c| !c.is_empty()) {
+            Some(token) => Some(decode_continue(token).ok_or_else(|| errors::bad_request("invalid continue token"))?),
+            None => None,
+        };
+        let state = self.state();
+        let matching: Vec<(&store::ObjectKey, &Arc<Value>)> = state
+            .store
+            .list(&target.rt.id, target.namespace.as_deref())
+            .filter(|(key, _)| after.as_ref().is_none_or(|a| *key > a))
+            .filter(|(_, o)| labels.matches(o) && fields.matches(o))
+            .collect();
+        let page = limit.unwrap_or(matching.len()).min(matching.len());
+        let items: Vec<Value> = matching[..page].iter().map(|(_, o)| present(&target.rt, o)).collect();
+        let remaining = matching.len() - page;
+        let mut metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
+        if remaining > 0 && page > 0 {
+            metadata["continue"] = json!(encode_continue(matching[page - 1].0));
+            metadata["remainingItemCount"] = json!(remaining);
+        } else if target.rt.custom {
+            metadata["continue"] = json!("");
+        }
+        Ok(Response::ok(json!({
+            "kind": target.rt.list_kind(),
+            "apiVersion": target.rt.id.api_version(),
+            "metadata": metadata,
+            "items": items,
+        })))
+    }
+
+    fn watch(&self, target: &Target, request: &Request) -> Response {
+        match watch::start(self, target, request) {
+            Ok(stream) => Response::Watch(stream),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+enum Route {
+    Doc(Value),
+    Resource(Target),
+}
+
+fn resource_target(registry: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError> {
+    let core = group.is_empty();
+    let not_found = || {
+        if core {
+            ApiError::status(404, "NotFound", "the server could not find the requested resource", Some(json!({})))
+        } else {
+            ApiError::PlainNotFound
+        }
+    };
+    let namespaced_path = rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize");
+    let (namespace, plural, name, sub, extra) = if namespaced_path {
+        (Some(rest[1]), rest[2], rest.get(3), rest.get(4), rest.len() > 5)
+    } else {
+        (None, rest[0], rest.get(1), rest.get(2), rest.len() > 3)
+    };
+    let rt = registry.find(group, version, plural).ok_or_else(not_found)?;
+    if extra || (namespace.is_some() && !rt.namespaced) {
+        return Err(not_found());
+    }
+    if let Some(sub) = sub
+        && !((*sub == "status" && rt.status) || (*sub == "scale" && rt.scale))
+    {
+        return Err(not_found());
+    }
+    Ok(Route::Resource(Target {
+        rt: rt.clone(),
+        namespace: namespace.map(String::from),
+        name: name.map(|n| n.to_string()),
+        sub: sub.map(|s| s.to_string()),
+    }))
+}
+
+/// An object as clients see it (CR defaults are applied on read too, as the real server does).
+fn present(rt: &ResourceType, object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(schema) = &rt.schema {
+        schema.default(&mut object);
+    }
+    object
+}
+
+fn encode_continue(key: &store::ObjectKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([key.0, key.1]).to_string())
+}
+
+fn decode_continue(token: &str) -> Option<store::ObjectKey> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let (namespace, name): (String, String) = serde_json::from_slice(&bytes).ok()?;
+    Some((namespace, name))
+}

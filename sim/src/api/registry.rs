@@ -1,0 +1,362 @@
+//! The resource types the simulated API server serves: a fixed table of the built-in kinds the
+//! system and `kubectl` touch, plus every CustomResourceDefinition created at run time.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::schema::Schema;
+
+/// Identifies a collection: group ("" for core), version and plural resource name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+}
+
+impl ResourceId {
+    pub fn new(group: &str, version: &str, plural: &str) -> Self {
+        Self { group: group.into(), version: version.into(), plural: plural.into() }
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// `sharedvolumes.sv.sharedvolume.io`, or `configmaps` for core: the form error messages use.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ResourceType {
+    pub id: ResourceId,
+    pub kind: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    /// Has a `status` subresource: main writes keep the stored status, `/status` writes keep the rest.
+    pub status: bool,
+    /// Has a `scale` subresource.
+    pub scale: bool,
+    /// `metadata.generation` is kept and bumped on changes outside metadata and status.
+    pub generation: bool,
+    /// Defined by a CustomResourceDefinition (schema-validated, pruned, defaulted).
+    pub custom: bool,
+    pub schema: Option<Schema>,
+}
+
+impl ResourceType {
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// `SharedVolume.sv.sharedvolume.io`, or `ConfigMap` for core: the form Invalid messages use.
+    pub fn qualified_kind(&self) -> String {
+        if self.id.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.id.group) }
+    }
+
+    fn discovery_entry(&self) -> Vec<Value> {
+        let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+        if self.id.plural == "namespaces" {
+            verbs.retain(|v| *v != "deletecollection");
+        }
+        let mut main = json!({
+            "name": self.id.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": verbs,
+            "storageVersionHash": storage_version_hash(&self.id),
+        });
+        if !self.short_names.is_empty() {
+            main["shortNames"] = json!(self.short_names);
+        }
+        if !self.categories.is_empty() {
+            main["categories"] = json!(self.categories);
+        }
+        let mut entries = vec![main];
+        if self.status {
+            entries.push(json!({
+                "name": format!("{}/status", self.id.plural), "singularName": "", "namespaced": self.namespaced,
+                "kind": self.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if self.scale {
+            entries.push(json!({
+                "name": format!("{}/scale", self.id.plural), "singularName": "", "namespaced": self.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"],
+            }));
+        }
+        entries
+    }
+}
+
+/// A stable 8-byte digest like the real server's (its exact value is opaque to clients).
+fn storage_version_hash(id: &ResourceId) -> String {
+    let digest = blake3::hash(format!("{}/{}", id.api_version(), id.plural).as_bytes());
+    base64_standard(&digest.as_bytes()[..8])
+}
+
+fn base64_standard(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+struct Builtin {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short: &'static [&'static str],
+    status: bool,
+    generation: bool,
+}
+
+const fn b(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short: &'static [&'static str],
+    status: bool,
+    generation: bool,
+) -> Builtin {
+    Builtin { group, version, plural, kind, namespaced, short, status, generation }
+}
+
+const BUILTINS: &[Builtin] = &[
+    b("", "v1", "namespaces", "Namespace", false, &["ns"], true, false),
+    b("", "v1", "nodes", "Node", false, &["no"], true, false),
+    b("", "v1", "pods", "Pod", true, &["po"], true, false),
+    b("", "v1", "services", "Service", true, &["svc"], true, false),
+    b("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
+    b("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false),
+    b("", "v1", "secrets", "Secret", true, &[], false, false),
+    b("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false),
+    b("", "v1", "persistentvolumes", "PersistentVolume", false, &["pv"], true, false),
+    b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true, false),
+    b("", "v1", "events", "Event", true, &["ev"], false, false),
+    b("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true),
+    b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true, true),
+    b("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], true, true),
+    b("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], false, false),
+    b("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
+    b("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
+    b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true, false),
+    b("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
+    b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
+    b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
+    b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
+    b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
+    b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, &["netpol"], false, true),
+    b("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false, &[], false, true),
+    b("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false, &[], false, true),
+];
+
+/// Every resource type the server knows, keyed by id.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    types: BTreeMap<ResourceId, ResourceType>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let mut types = BTreeMap::new();
+        for builtin in BUILTINS {
+            let id = ResourceId::new(builtin.group, builtin.version, builtin.plural);
+            types.insert(
+                id.clone(),
+                ResourceType {
+                    id,
+                    kind: builtin.kind.into(),
+                    singular: builtin.kind.to_ascii_lowercase(),
+                    namespaced: builtin.namespaced,
+                    short_names: builtin.short.iter().map(|s| s.to_string()).collect(),
+                    categories: Vec::new(),
+                    status: builtin.status,
+                    scale: matches!(builtin.plural, "deployments" | "replicasets" | "statefulsets"),
+                    generation: builtin.generation,
+                    custom: false,
+                    schema: None,
+                },
+            );
+        }
+        Self { types }
+    }
+}
+
+impl Registry {
+    pub fn get(&self, id: &ResourceId) -> Option<&ResourceType> {
+        self.types.get(id)
+    }
+
+    pub fn types(&self) -> impl Iterator<Item = &ResourceType> {
+        self.types.values()
+    }
+
+    /// Registers (or refreshes) the served versions of an established CRD.
+    pub fn register_crd(&mut self, crd: &Value) {
+        self.unregister_crd(crd);
+        let spec = &crd["spec"];
+        let group = spec["group"].as_str().unwrap_or_default();
+        let names = &spec["names"];
+        let plural = names["plural"].as_str().unwrap_or_default();
+        let kind = names["kind"].as_str().unwrap_or_default();
+        if group.is_empty() || plural.is_empty() || kind.is_empty() {
+            return;
+        }
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+        };
+        for version in spec["versions"].as_array().into_iter().flatten() {
+            if version["served"].as_bool() == Some(false) {
+                continue;
+            }
+            let Some(name) = version["name"].as_str() else { continue };
+            let id = ResourceId::new(group, name, plural);
+            let subresources = &version["subresources"];
+            self.types.insert(
+                id.clone(),
+                ResourceType {
+                    id,
+                    kind: kind.into(),
+                    singular: names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_ascii_lowercase()),
+                    namespaced: spec["scope"].as_str() != Some("Cluster"),
+                    short_names: strings(&names["shortNames"]),
+                    categories: strings(&names["categories"]),
+                    status: subresources.get("status").is_some(),
+                    scale: subresources.get("scale").is_some(),
+                    generation: true,
+                    custom: true,
+                    schema: version["schema"].get("openAPIV3Schema").map(Schema::new),
+                },
+            );
+        }
+    }
+
+    pub fn unregister_crd(&mut self, crd: &Value) {
+        let group = crd["spec"]["group"].as_str().unwrap_or_default();
+        let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
+        self.types.retain(|id, t| !(t.custom && id.group == group && id.plural == plural));
+    }
+
+    /// Groups and their versions, core excluded.
+    pub fn groups(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for id in self.types.keys().filter(|id| !id.group.is_empty()) {
+            let versions = groups.entry(&id.group).or_default();
+            if !versions.contains(&id.version.as_str()) {
+                versions.push(&id.version);
+            }
+        }
+        groups
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
+        self.types.get(&ResourceId::new(group, version, plural))
+    }
+
+    pub fn has_group_version(&self, group: &str, version: &str) -> bool {
+        self.types.keys().any(|id| id.group == group && id.version == version)
+    }
+
+    /// The resource type that stores objects of `apiVersion` + `kind`.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.types.values().find(|t| t.id.group == group && t.id.version == version && t.kind == kind)
+    }
+
+    pub fn api_versions_doc(&self, server_address: &str) -> Value {
+        json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+        })
+    }
+
+    fn group_doc(group: &str, versions: &[&str]) -> Value {
+        let versions: Vec<Value> =
+            versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+        json!({"name": group, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(Value::Null)})
+    }
+
+    pub fn group_list_doc(&self) -> Value {
+        let groups: Vec<Value> = self.groups().iter().map(|(g, v)| Self::group_doc(g, v)).collect();
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+    }
+
+    pub fn group_doc_for(&self, group: &str) -> Option<Value> {
+        let groups = self.groups();
+        let versions = groups.get(group)?;
+        let mut doc = Self::group_doc(group, versions);
+        doc["kind"] = json!("APIGroup");
+        doc["apiVersion"] = json!("v1");
+        Some(doc)
+    }
+
+    pub fn resource_list_doc(&self, group: &str, version: &str) -> Option<Value> {
+        if !self.has_group_version(group, version) {
+            return None;
+        }
+        let resources: Vec<Value> = self
+            .types
+            .values()
+            .filter(|t| t.id.group == group && t.id.version == version)
+            .flat_map(ResourceType::discovery_entry)
+            .collect();
+        let group_version = ResourceId::new(group, version, "").api_version();
+        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+    }
+
+    /// `/openapi/v3`: where each group-version's document is. kubectl reads it to learn that the
+    /// server validates fields itself (`fieldValidation`), so it does no client-side validation.
+    pub fn openapi_root_doc(&self) -> Value {
+        let mut paths = serde_json::Map::new();
+        let mut group_versions: Vec<(String, String)> =
+            self.types.keys().map(|id| (id.group.clone(), id.version.clone())).collect();
+        group_versions.dedup();
+        for (group, version) in group_versions {
+            let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
+            let hash = storage_version_hash(&ResourceId::new(&group, &version, "openapi"));
+            paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+        }
+        json!({"paths": paths})
+    }
+
+    /// A group-version's OpenAPI v3 document, reduced to what clients look up: one PATCH
+    /// operation per kind, tagged with its group-version-kind, taking `fieldValidation`.
+    pub fn openapi_group_version_doc(&self, group: &str, version: &str) -> Option<Value> {
+        if !self.has_group_version(group, version) {
+            return None;
+        }
+        let mut paths = serde_json::Map::new();
+        for rt in self.types.values().filter(|t| t.id.group == group && t.id.version == version) {
+            let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+            let scope = if rt.namespaced { "/namespaces/{namespace}" } else { "" };
+            let path = format!("{prefix}{scope}/{}/{{name}}", rt.id.plural);
+            let parameters: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+                .iter()
+                .map(|name| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true}))
+                .collect();
+            let operation = json!({
+                "operationId": format!("patch{}", rt.kind),
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": rt.kind},
+                "parameters": parameters,
+                "responses": {"200": {"description": "OK"}},
+            });
+            paths.insert(path, json!({"patch": operation}));
+        }
+        Some(json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.36.2"},
+            "paths": paths,
+            "components": {"schemas": {}},
+        }))
+    }
+}

@@ -1,0 +1,161 @@
+//! Object storage of the simulated API server: objects by resource, a global resource version,
+//! and a bounded change log that watches read from (what etcd plus the watch cache provide).
+//!
+//! Everything is ordered (`BTreeMap`, `VecDeque`), so lists and watch streams are the same in every
+//! run with the same inputs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::registry::ResourceId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed write, as watches see it.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub resource: ResourceId,
+    pub namespace: String,
+    pub kind: ChangeKind,
+    pub object: Arc<Value>,
+    /// The object before the change, so that a filtered watch can tell an object entering or
+    /// leaving its selection.
+    pub previous: Option<Arc<Value>>,
+}
+
+/// Key of an object in its collection: (namespace or "", name).
+pub type ObjectKey = (String, String);
+
+/// Storage keys ignore the version: CRD versions share one storage (no conversion is simulated).
+fn storage_key(id: &ResourceId) -> (String, String) {
+    (id.group.clone(), id.plural.clone())
+}
+
+#[derive(Debug)]
+pub struct Store {
+    rv: u64,
+    objects: BTreeMap<(String, String), BTreeMap<ObjectKey, Arc<Value>>>,
+    log: VecDeque<Arc<Change>>,
+    capacity: usize,
+    /// Changes at or below this version are no longer in the log: a watch from an older version
+    /// gets `410 Expired`.
+    compacted: u64,
+}
+
+/// Where the global resource version starts, so that `resourceVersion=1` is already compacted as
+/// it is on a real cluster.
+const FIRST_RESOURCE_VERSION: u64 = 1000;
+
+impl Store {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            rv: FIRST_RESOURCE_VERSION,
+            objects: BTreeMap::new(),
+            log: VecDeque::new(),
+            capacity: capacity.max(1),
+            compacted: FIRST_RESOURCE_VERSION,
+        }
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: &ResourceId, namespace: &str, name: &str) -> Option<&Arc<Value>> {
+        self.objects.get(&storage_key(id))?.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Objects of a collection, sorted by (namespace, name); `namespace` None means all.
+    pub fn list<'a>(
+        &'a self,
+        id: &ResourceId,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Arc<Value>)> + 'a {
+        self.objects
+            .get(&storage_key(id))
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(move |((ns, _), _)| namespace.is_none_or(|n| n == ns))
+    }
+
+    /// Stores `object` with a new resource version (returned).
+    pub fn put(&mut self, id: &ResourceId, mut object: Value) -> Arc<Value> {
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let key = object_key(&object);
+        let object = Arc::new(object);
+        let previous =
+            self.objects.entry(storage_key(id)).or_default().insert(key.clone(), object.clone());
+        let kind = if previous.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+        self.record(id, key.0, kind, object.clone(), previous);
+        object
+    }
+
+    /// Removes an object; its DELETED change carries the last state with a new resource version.
+    pub fn remove(&mut self, id: &ResourceId, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        let key = (namespace.to_string(), name.to_string());
+        let previous = self.objects.get_mut(&storage_key(id))?.remove(&key)?;
+        self.rv += 1;
+        let mut last = (*previous).clone();
+        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.record(id, key.0, ChangeKind::Deleted, Arc::new(last), Some(previous.clone()));
+        Some(previous)
+    }
+
+    /// Drops a whole collection without change events (a deleted CRD's storage).
+    pub fn drop_collection(&mut self, id: &ResourceId) {
+        self.objects.remove(&storage_key(id));
+    }
+
+    fn record(&mut self, id: &ResourceId, namespace: String, kind: ChangeKind, object: Arc<Value>, previous: Option<Arc<Value>>) {
+        if self.log.len() == self.capacity
+            && let Some(dropped) = self.log.pop_front()
+        {
+            self.compacted = dropped.rv;
+        }
+        self.log.push_back(Arc::new(Change { rv: self.rv, resource: id.clone(), namespace, kind, object, previous }));
+    }
+
+    /// Changes after `rv`, or Err(oldest version still available) when some were compacted.
+    pub fn changes_since(&self, rv: u64) -> Result<impl Iterator<Item = &Arc<Change>>, u64> {
+        if rv < self.compacted {
+            return Err(self.compacted);
+        }
+        let start = self.log.partition_point(|c| c.rv <= rv);
+        Ok(self.log.range(start..))
+    }
+}
+
+pub fn object_key(object: &Value) -> ObjectKey {
+    let meta = &object["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or_default().to_string(),
+        meta["name"].as_str().unwrap_or_default().to_string(),
+    )
+}

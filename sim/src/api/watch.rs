@@ -1,0 +1,213 @@
+//! Watches: one JSON event per line, from the change log, filtered by namespace and selectors,
+//! with bookmarks, `410 Expired` for compacted versions, and the timeout the client asked for.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{Value, json};
+
+use super::errors::{self, ApiError};
+use super::registry::ResourceType;
+use super::selector::{FieldSelector, LabelSelector};
+use super::store::{Change, ChangeKind};
+use super::{ApiServer, Request, Target, present};
+
+/// The body of a watch response.
+pub struct WatchStream(Pin<Box<dyn Stream<Item = Bytes> + Send>>);
+
+impl Stream for WatchStream {
+    type Item = Bytes;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+/// Default when the client gives no `timeoutSeconds` (the real server picks 30–60 minutes).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Filter {
+    rt: ResourceType,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn selects(&self, object: &Value) -> bool {
+        self.labels.matches(object) && self.fields.matches(object)
+    }
+
+    /// The event a change makes for this watch, if any: an object entering the selection is
+    /// ADDED and one leaving it DELETED, as the real watch cache reports them.
+    fn event(&self, change: &Change) -> Option<(&'static str, Value)> {
+        if change.resource.group != self.rt.id.group || change.resource.plural != self.rt.id.plural {
+            return None;
+        }
+        if self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace) {
+            return None;
+        }
+        let now = self.selects(&change.object);
+        let before = change.previous.as_deref().is_some_and(|p| self.selects(p));
+        let kind = match (change.kind, before, now) {
+            (ChangeKind::Deleted, true, _) => "DELETED",
+            (ChangeKind::Deleted, false, _) => return None,
+            (ChangeKind::Added, _, true) => "ADDED",
+            (ChangeKind::Modified, true, true) => "MODIFIED",
+            (ChangeKind::Modified, false, true) => "ADDED",
+            (ChangeKind::Modified, true, false) => "DELETED",
+            _ => return None,
+        };
+        Some((kind, present(&self.rt, &change.object)))
+    }
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut text = json!({"type": kind, "object": object}).to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut object = json!({"kind": rt.kind, "apiVersion": rt.id.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
+    if initial_end {
+        object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line("BOOKMARK", &object)
+}
+
+fn expired(rv: u64, oldest: u64) -> Bytes {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {rv} ({oldest})"), "reason": "Expired", "code": 410,
+    });
+    line("ERROR", &status)
+}
+
+pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> Result<WatchStream, ApiError> {
+    let filter = Filter {
+        rt: target.rt.clone(),
+        namespace: target.namespace.clone(),
+        labels: LabelSelector::parse(request.param("labelSelector").unwrap_or_default()).map_err(errors::bad_request)?,
+        fields: FieldSelector::parse(request.param("fieldSelector").unwrap_or_default(), target.rt.custom)
+            .map_err(errors::bad_request)?,
+    };
+    let timeout = request
+        .param("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = request.flag("allowWatchBookmarks");
+    let initial_events = request.flag("sendInitialEvents");
+    let requested = request.param("resourceVersion").filter(|rv| !rv.is_empty() && *rv != "0");
+
+    // Subscribing before reading the state means no change can slip between the two.
+    let changes = server.subscribe();
+    let epoch = server.inner.epoch.subscribe();
+    let mut pending = VecDeque::new();
+    let cursor = {
+        let state = server.state();
+        let current = state.store.resource_version();
+        match (initial_events, requested) {
+            (false, Some(rv)) => {
+                let rv = rv.parse::<u64>().map_err(|_| errors::bad_request(format!("invalid resource version: {rv:?}")))?;
+                if let Err(oldest) = state.store.changes_since(rv) {
+                    pending.push_back(expired(rv, oldest));
+                    return Ok(WatchStream(Box::pin(futures::stream::iter(pending))));
+                }
+                rv
+            }
+            _ => {
+                for (_, object) in state.store.list(&filter.rt.id, filter.namespace.as_deref()) {
+                    if filter.selects(object) {
+                        pending.push_back(line("ADDED", &present(&filter.rt, object)));
+                    }
+                }
+                if initial_events {
+                    pending.push_back(bookmark(&filter.rt, current, true));
+                }
+                current
+            }
+        }
+    };
+    let interval = server.options().bookmark_interval;
+    let now = tokio::time::Instant::now();
+    let run = Running {
+        server: server.clone(),
+        filter: Arc::new(filter),
+        cursor,
+        pending,
+        changes,
+        epoch,
+        deadline: now + timeout,
+        next_bookmark: bookmarks.then_some(now + interval),
+        interval,
+        done: false,
+    };
+    Ok(WatchStream(Box::pin(futures::stream::unfold(run, Running::next))))
+}
+
+struct Running {
+    server: ApiServer,
+    filter: Arc<Filter>,
+    cursor: u64,
+    pending: VecDeque<Bytes>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    epoch: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    next_bookmark: Option<tokio::time::Instant>,
+    interval: Duration,
+    done: bool,
+}
+
+impl Running {
+    async fn next(mut self) -> Option<(Bytes, Self)> {
+        loop {
+            if let Some(line) = self.pending.pop_front() {
+                return Some((line, self));
+            }
+            if self.done {
+                return None;
+            }
+            self.collect();
+            if !self.pending.is_empty() {
+                continue;
+            }
+            let bookmark_at = self.next_bookmark.unwrap_or(self.deadline);
+            tokio::select! {
+                changed = self.changes.changed() => if changed.is_err() { self.done = true },
+                _ = self.epoch.changed() => self.done = true,
+                _ = tokio::time::sleep_until(self.deadline) => self.done = true,
+                _ = tokio::time::sleep_until(bookmark_at), if self.next_bookmark.is_some() => {
+                    let rv = self.server.state().store.resource_version();
+                    self.pending.push_back(bookmark(&self.filter.rt, rv, false));
+                    self.next_bookmark = Some(bookmark_at + self.interval);
+                }
+            }
+        }
+    }
+
+    /// Moves the events after the cursor into `pending`.
+    fn collect(&mut self) {
+        let state = self.server.state();
+        match state.store.changes_since(self.cursor) {
+            Ok(changes) => {
+                for change in changes {
+                    self.cursor = change.rv;
+                    if let Some((kind, object)) = self.filter.event(change) {
+                        self.pending.push_back(line(kind, &object));
+                    }
+                }
+            }
+            Err(oldest) => {
+                // The watcher fell behind the log: tell it to re-list.
+                self.pending.push_back(expired(self.cursor, oldest));
+                self.done = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! A simulated API server on a loopback port, and a real `kube::Client` pointed at it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use sv_operator::clock::TokioClock;
+use sv_sim::api::{ApiServer, Options, http};
+use tokio_util::sync::CancellationToken;
+
+pub struct Loopback {
+    pub server: ApiServer,
+    pub client: Client,
+    pub address: SocketAddr,
+    pub stop: CancellationToken,
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn start_with(options: Options) -> Loopback {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let clock = Arc::new(TokioClock::starting_at(Timestamp::from_second(1_790_000_000).expect("time")));
+    let server = ApiServer::new(Options { address: address.to_string(), ..options }, clock);
+    let stop = CancellationToken::new();
+    tokio::spawn(http::serve_tcp(server.clone(), listener, stop.clone()));
+    let client = client_for(address);
+    Loopback { server, client, address, stop }
+}
+
+pub async fn start() -> Loopback {
+    start_with(Options::default()).await
+}
+
+pub fn client_for(address: SocketAddr) -> Client {
+    let mut config = kube::Config::new(format!("http://{address}").parse().expect("url"));
+    config.read_timeout = Some(Duration::from_secs(60));
+    Client::try_from(config).expect("client")
+}
+
+/// Creates the project's CRDs, as `kubectl apply -f deploy/crds/` would.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in sv_operator::api::crds() {
+        api.create(&PostParams::default(), &crd).await.expect("create CRD");
+    }
+}
+
+/// Fails when a tool is required (CI) and prints that the test skipped otherwise.
+pub fn skip(message: &str) {
+    assert!(std::env::var_os("SV_REQUIRE_TEST_TOOLS").is_none(), "{message}");
+    eprintln!("skipped: {message}");
+}
