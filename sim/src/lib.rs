@@ -2,3 +2,4 @@
 //! client, kube-runtime controllers and `kubectl` talk to.
 
 pub mod api;
+pub mod cluster;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sv_operator::clock::SystemClock;
 use sv_sim::api::{ApiServer, Options, http};
+use sv_sim::cluster::{AlwaysReady, Cluster};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -25,6 +26,9 @@ enum Command {
         /// Seed of generated names and uids.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Simulated nodes (pods are scheduled on them and every pod "runs" and is Ready).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
     },
 }
 
@@ -32,7 +36,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     match Cli::parse().command {
-        Command::Serve { port, seed } => {
+        Command::Serve { port, seed, nodes } => {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.context("binding the API port")?;
             let address = listener.local_addr()?;
             let options = Options { seed, address: address.to_string(), ..Options::default() };
@@ -40,10 +44,17 @@ async fn main() -> anyhow::Result<()> {
             let stop = CancellationToken::new();
             tracing::info!(%address, "serving the simulated API server");
             println!("serving on http://{address}");
+            let mut cluster = Cluster::new(server.clone(), Box::new(AlwaysReady));
+            cluster.resync = std::time::Duration::from_millis(200);
+            for n in 1..=nodes {
+                cluster.add_node(&format!("node-{n}"));
+            }
+            let controllers = tokio::spawn(cluster.run(stop.clone()));
             let serving = tokio::spawn(http::serve_tcp(server, listener, stop.clone()));
             tokio::signal::ctrl_c().await.ok();
             stop.cancel();
             serving.await.ok();
+            controllers.await.ok();
             Ok(())
         }
     }

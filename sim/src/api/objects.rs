@@ -69,6 +69,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// `Some(0)` removes a pod at once instead of waiting for its kubelet.
+    pub grace_period: Option<i64>,
 }
 
 impl DeleteOptions {
@@ -86,6 +88,10 @@ impl DeleteOptions {
             resource_version: text(&body["preconditions"]["resourceVersion"]),
             dry_run: request.param("dryRun") == Some("All")
                 || body["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All")),
+            grace_period: request
+                .param("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+                .or_else(|| body["gracePeriodSeconds"].as_i64()),
         })
     }
 }
@@ -452,7 +458,12 @@ impl ApiServer {
         if opts.dry_run {
             return Ok((object, warnings));
         }
-        if !object["metadata"]["deletionTimestamp"].is_null() && finalizers(&object).is_empty() && !namespace_pending(rt, &object) {
+        let grace = object["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+        if !object["metadata"]["deletionTimestamp"].is_null()
+            && finalizers(&object).is_empty()
+            && grace == 0
+            && !namespace_pending(rt, &object)
+        {
             // The last finalizer went: the object is gone; the answer shows its last stored version.
             state.store.remove(&rt.id, &namespace, &name);
             self.after_removal(state, rt, &object);
@@ -465,6 +476,15 @@ impl ApiServer {
         }
         self.notify(state.store.resource_version());
         Ok(((*stored).clone(), warnings))
+    }
+
+    /// An unconditional update by one of the simulation's controllers (`opts.subresource`
+    /// `Some("status")` writes the status).
+    pub fn update_in(&self, state: &mut State, rt: &ResourceType, object: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+        let (namespace, name) = super::store::object_key(&object);
+        let old = state.store.get(&rt.id, &namespace, &name).cloned().ok_or_else(|| errors::not_found(&rt.id, &name))?;
+        let owner = self.owner(opts, false);
+        self.commit(state, rt, &old, object, FieldOp::Update(owner), opts).map(|(object, _)| object)
     }
 
     pub(super) fn replace(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
@@ -692,7 +712,12 @@ impl ApiServer {
             held.push(f.to_string());
         }
         let is_namespace = rt.id.group.is_empty() && rt.id.plural == "namespaces";
-        if held.is_empty() && !is_namespace {
+        // A pod on a node ends through its kubelet, which stops the containers and then removes it.
+        let graceful_pod = rt.id.group.is_empty()
+            && rt.id.plural == "pods"
+            && !old["spec"]["nodeName"].is_null()
+            && options.grace_period != Some(0);
+        if held.is_empty() && !is_namespace && !graceful_pod {
             if options.dry_run {
                 return Ok(success_status(rt, &old));
             }
@@ -706,7 +731,12 @@ impl ApiServer {
         }
         let mut object = (*old).clone();
         object["metadata"]["deletionTimestamp"] = json!(self.now());
-        object["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        let grace = if graceful_pod {
+            options.grace_period.or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+        } else {
+            0
+        };
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         if !held.is_empty() {
             object["metadata"]["finalizers"] = json!(held);
         }

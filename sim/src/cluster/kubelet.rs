@@ -1,0 +1,258 @@
+//! Nodes, the scheduler, a kubelet per node, the node lifecycle controller and Endpoints.
+//!
+//! The kubelet is simulated (no containers run here); what a pod runs is up to the
+//! [`PodRuntime`]: the simulation starts our programs as turmoil hosts, other images just "run".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::workloads::pod_ready;
+use super::{Pass, deleting, name, namespace};
+use crate::api::DeleteOptions;
+
+/// What runs inside pods.
+pub trait PodRuntime: Send {
+    /// The pod was started on its node.
+    fn start(&mut self, pod: &Value);
+    /// The pod is stopping (deleted, or its node was lost).
+    fn stop(&mut self, pod: &Value);
+    /// Whether a running pod passes its readiness probe now.
+    fn ready(&mut self, pod: &Value) -> bool;
+}
+
+/// Every pod starts and is Ready at once: images that are not ours.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AlwaysReady;
+
+impl PodRuntime for AlwaysReady {
+    fn start(&mut self, _pod: &Value) {}
+    fn stop(&mut self, _pod: &Value) {}
+    fn ready(&mut self, _pod: &Value) -> bool {
+        true
+    }
+}
+
+fn node_ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn node_not_ready_since(node: &Value) -> Option<Timestamp> {
+    let ready = node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?;
+    if ready["status"] == "True" {
+        return None;
+    }
+    ready["lastTransitionTime"].as_str()?.parse().ok()
+}
+
+/// Pods on a node that stopped reporting are evicted once their toleration of an unreachable
+/// node (300 s unless the pod says otherwise) has run out.
+pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
+    let now = pass.server.clock().now();
+    let nodes: BTreeMap<String, Arc<Value>> = pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
+    for pod in pass.list("", "pods", None) {
+        let Some(node) = pod["spec"]["nodeName"].as_str() else { continue };
+        let since = match nodes.get(node) {
+            Some(n) => node_not_ready_since(n),
+            None => Some(now),
+        };
+        let Some(since) = since else { continue };
+        let toleration = pod["spec"]["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["key"] == "node.kubernetes.io/unreachable")
+            .and_then(|t| t["tolerationSeconds"].as_i64())
+            .unwrap_or(300);
+        let elapsed = now.duration_since(since).as_secs();
+        if elapsed >= toleration {
+            runtime.stop(&pod);
+            pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+        }
+    }
+}
+
+/// Binds pending pods to the Ready node with the fewest pods, once their claims are bound.
+pub(super) fn schedule(pass: &mut Pass) {
+    let nodes: Vec<Arc<Value>> = pass
+        .list("", "nodes", None)
+        .into_iter()
+        .filter(|n| node_ready(n) && n["spec"]["unschedulable"] != json!(true))
+        .collect();
+    let pods = pass.list("", "pods", None);
+    let mut load: BTreeMap<String, usize> = nodes.iter().map(|n| (name(n).to_string(), 0)).collect();
+    for pod in &pods {
+        if let Some(node) = pod["spec"]["nodeName"].as_str()
+            && let Some(count) = load.get_mut(node)
+        {
+            *count += 1;
+        }
+    }
+    for pod in pods {
+        if !pod["spec"]["nodeName"].is_null() || deleting(&pod) {
+            continue;
+        }
+        let unbound_claim = pod["spec"]["volumes"].as_array().into_iter().flatten().find_map(|v| {
+            let claim = v["persistentVolumeClaim"]["claimName"].as_str()?;
+            let bound = pass
+                .get("", "persistentvolumeclaims", namespace(&pod), claim)
+                .is_some_and(|c| c["status"]["phase"] == "Bound");
+            (!bound).then(|| claim.to_string())
+        });
+        let chosen = load.iter().min_by_key(|(node, count)| (**count, (*node).clone())).map(|(n, _)| n.clone());
+        let message = match (&unbound_claim, &chosen) {
+            (Some(claim), _) => format!("0/{} nodes are available: pod has unbound immediate PersistentVolumeClaims ({claim}).", nodes.len()),
+            (None, None) => "0/0 nodes are available: no node is Ready.".to_string(),
+            (None, Some(node)) => {
+                let mut bound = (*pod).clone();
+                bound["spec"]["nodeName"] = json!(node);
+                if let Some(count) = load.get_mut(node) {
+                    *count += 1;
+                }
+                if let Some(updated) = pass.update("", "pods", bound, "kube-scheduler") {
+                    let mut status = updated["status"].clone();
+                    set_condition(&mut status, "PodScheduled", true, None, &pass.now());
+                    pass.set_status("", "pods", &updated, status, "kube-scheduler");
+                }
+                continue;
+            }
+        };
+        let mut status = pod["status"].clone();
+        let already = status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "PodScheduled" && c["message"] == json!(message)));
+        if !already {
+            set_condition(&mut status, "PodScheduled", false, Some(("Unschedulable", &message)), &pass.now());
+            pass.set_status("", "pods", &pod, status, "kube-scheduler");
+        }
+    }
+}
+
+/// Sets a pod condition, keeping its transition time when the status does not flip.
+fn set_condition(status: &mut Value, kind: &str, value: bool, reason: Option<(&str, &str)>, now: &str) {
+    let word = if value { "True" } else { "False" };
+    if !status["conditions"].is_array() {
+        status["conditions"] = json!([]);
+    }
+    let Some(conditions) = status["conditions"].as_array_mut() else { return };
+    let mut condition = json!({"type": kind, "status": word, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some((reason, message)) = reason {
+        condition["reason"] = json!(reason);
+        condition["message"] = json!(message);
+    }
+    match conditions.iter_mut().find(|c| c["type"] == kind) {
+        Some(existing) => {
+            if existing["status"] == word {
+                condition["lastTransitionTime"] = existing["lastTransitionTime"].clone();
+            }
+            *existing = condition;
+        }
+        None => conditions.push(condition),
+    }
+}
+
+/// Each node's kubelet starts its pods, reports readiness, and finishes deletions.
+pub(super) fn kubelets(
+    pass: &mut Pass,
+    runtime: &mut dyn PodRuntime,
+    pod_ips: &mut BTreeMap<String, u32>,
+    node_indices: &BTreeMap<String, u32>,
+) {
+    let nodes: BTreeMap<String, Arc<Value>> = pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
+    for pod in pass.list("", "pods", None) {
+        let Some(node_name) = pod["spec"]["nodeName"].as_str() else { continue };
+        let Some(node) = nodes.get(node_name).filter(|n| node_ready(n)) else { continue };
+        if deleting(&pod) {
+            runtime.stop(&pod);
+            pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+            continue;
+        }
+        let now = pass.now();
+        let mut status = pod["status"].clone();
+        if status["phase"] == "Pending" {
+            runtime.start(&pod);
+            let index = node_indices.get(node_name).copied().unwrap_or(0);
+            let next = pod_ips.entry(node_name.to_string()).or_insert(1);
+            *next += 1;
+            status["phase"] = json!("Running");
+            status["podIP"] = json!(format!("10.244.{index}.{}", *next));
+            status["podIPs"] = json!([{"ip": status["podIP"]}]);
+            status["hostIP"] = node["status"]["addresses"][0]["address"].clone();
+            status["startTime"] = json!(now);
+            set_condition(&mut status, "PodReadyToStartContainers", true, None, &now);
+            set_condition(&mut status, "Initialized", true, None, &now);
+        }
+        let ready = runtime.ready(&pod);
+        let containers: Vec<Value> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                json!({"name": c["name"], "image": c["image"], "ready": ready, "started": true, "restartCount": 0,
+                       "state": {"running": {"startedAt": status["startTime"]}}})
+            })
+            .collect();
+        status["containerStatuses"] = json!(containers);
+        set_condition(&mut status, "ContainersReady", ready, None, &now);
+        set_condition(&mut status, "Ready", ready, None, &now);
+        pass.set_status("", "pods", &pod, status, "kubelet");
+    }
+}
+
+/// Endpoints of every Service with a selector: the addresses of its matching pods.
+pub(super) fn endpoints(pass: &mut Pass) {
+    for service in pass.list("", "services", None) {
+        let Some(selector) = service["spec"]["selector"].as_object().filter(|s| !s.is_empty()) else { continue };
+        if deleting(&service) {
+            continue;
+        }
+        let ns = namespace(&service).to_string();
+        let matches = |pod: &Value| selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v);
+        let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+        for pod in pass.list("", "pods", Some(&ns)) {
+            if !matches(&pod) || deleting(&pod) || pod["status"]["podIP"].is_null() {
+                continue;
+            }
+            let address = json!({"ip": pod["status"]["podIP"], "nodeName": pod["spec"]["nodeName"],
+                                 "targetRef": {"kind": "Pod", "namespace": ns, "name": name(&pod), "uid": pod["metadata"]["uid"]}});
+            if pod_ready(&pod) { ready.push(address) } else { not_ready.push(address) }
+        }
+        let ports: Vec<Value> = service["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let target = p["targetPort"].as_i64().or_else(|| p["port"].as_i64()).unwrap_or(0);
+                let mut port = json!({"port": target, "protocol": p["protocol"]});
+                if let Some(name) = p["name"].as_str() {
+                    port["name"] = json!(name);
+                }
+                port
+            })
+            .collect();
+        let mut subset = json!({"ports": ports});
+        if !ready.is_empty() {
+            subset["addresses"] = json!(ready);
+        }
+        if !not_ready.is_empty() {
+            subset["notReadyAddresses"] = json!(not_ready);
+        }
+        let subsets = if ready.is_empty() && not_ready.is_empty() { json!([]) } else { json!([subset]) };
+        match pass.get("", "endpoints", &ns, name(&service)) {
+            Some(current) if current["subsets"] == subsets => {}
+            Some(current) => {
+                let mut updated = (*current).clone();
+                updated["subsets"] = subsets;
+                pass.update("", "endpoints", updated, "kube-controller-manager");
+            }
+            None => {
+                let object = json!({"apiVersion": "v1", "kind": "Endpoints",
+                    "metadata": {"name": name(&service), "namespace": ns, "labels": service["metadata"]["labels"].clone()},
+                    "subsets": subsets});
+                pass.create("", "endpoints", object, "kube-controller-manager");
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The parts of a cluster besides the API server: the controllers of kube-controller-manager
+//! (namespaces, garbage collection, ReplicaSets, Deployments, StatefulSets, Endpoints, PV/PVC
+//! binding and provisioning, node lifecycle), the scheduler, and a kubelet per node.
+//!
+//! They act on the API server's state directly, in one deterministic pass at a time
+//! ([`Cluster::step`]): every collection is walked in name order, so the same inputs give the
+//! same writes in the same order. What runs inside a pod is behind [`PodRuntime`].
+
+mod gc;
+mod kubelet;
+mod volumes;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiServer, DeleteOptions, ResourceType, State, WriteOptions};
+
+pub use kubelet::{AlwaysReady, PodRuntime};
+
+/// A kubelet's view of what runs in its pods.
+pub struct Cluster {
+    server: ApiServer,
+    runtime: Box<dyn PodRuntime>,
+    /// Pod IPs handed out per node (10.244.<node index>.<n>).
+    pod_ips: BTreeMap<String, u32>,
+    /// Each node's index, in the order nodes were added.
+    node_indices: BTreeMap<String, u32>,
+    /// How often the controllers look again without any API change (readiness, timers).
+    pub resync: Duration,
+}
+
+/// One pass's access to the state, with the writes it made counted.
+pub(crate) struct Pass<'a> {
+    server: &'a ApiServer,
+    state: &'a mut State,
+    writes: usize,
+}
+
+impl<'a> Pass<'a> {
+    fn rt(&self, group: &str, plural: &str) -> Option<ResourceType> {
+        self.state.registry.types().find(|t| t.id.group == group && t.id.plural == plural).cloned()
+    }
+
+    /// Objects of a collection (all namespaces when `namespace` is None), in name order.
+    pub(crate) fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let Some(rt) = self.rt(group, plural) else { return Vec::new() };
+        self.state.store.list(&rt.id, namespace).map(|(_, o)| o.clone()).collect()
+    }
+
+    pub(crate) fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        let rt = self.rt(group, plural)?;
+        self.state.store.get(&rt.id, namespace, name).cloned()
+    }
+
+    fn now(&self) -> String {
+        self.server.now()
+    }
+
+    pub(crate) fn create(&mut self, group: &str, plural: &str, object: Value, manager: &str) -> Option<Value> {
+        let rt = self.rt(group, plural)?;
+        match self.server.create_in(self.state, &rt, object, &WriteOptions::controller(manager)) {
+            Ok((created, _)) => {
+                self.writes += 1;
+                Some(created)
+            }
+            Err(e) => {
+                tracing::debug!(manager, plural, error = ?e, "simulated controller create failed");
+                None
+            }
+        }
+    }
+
+    fn write(&mut self, group: &str, plural: &str, object: Value, manager: &str, status: bool) -> Option<Value> {
+        let rt = self.rt(group, plural)?;
+        let before = object["metadata"]["resourceVersion"].clone();
+        let mut opts = WriteOptions::controller(manager);
+        if status {
+            opts.subresource = Some("status".into());
+        }
+        match self.server.update_in(self.state, &rt, object, &opts) {
+            Ok(updated) => {
+                if updated["metadata"]["resourceVersion"] != before {
+                    self.writes += 1;
+                }
+                Some(updated)
+            }
+            Err(e) => {
+                tracing::debug!(manager, plural, error = ?e, "simulated controller update failed");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn update(&mut self, group: &str, plural: &str, object: Value, manager: &str) -> Option<Value> {
+        self.write(group, plural, object, manager, false)
+    }
+
+    /// Writes `status` if it differs from the object's.
+    pub(crate) fn set_status(&mut self, group: &str, plural: &str, object: &Value, status: Value, manager: &str) {
+        if object["status"] == status {
+            return;
+        }
+        let mut updated = object.clone();
+        updated["status"] = status;
+        self.write(group, plural, updated, manager, true);
+    }
+
+    pub(crate) fn delete(&mut self, group: &str, plural: &str, object: &Value, options: DeleteOptions) {
+        let Some(rt) = self.rt(group, plural) else { return };
+        let meta = &object["metadata"];
+        let (namespace, name) = (meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default());
+        let before = self.state.store.resource_version();
+        if let Err(e) = self.server.delete_in(self.state, &rt, namespace, name, &options) {
+            tracing::debug!(plural, name, error = ?e, "simulated controller delete failed");
+        }
+        if self.state.store.resource_version() != before {
+            self.writes += 1;
+        }
+    }
+}
+
+pub(crate) fn name(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn namespace(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn uid(object: &Value) -> &str {
+    object["metadata"]["uid"].as_str().unwrap_or_default()
+}
+
+pub(crate) fn deleting(object: &Value) -> bool {
+    !object["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// An ownerReference to `owner` as its controller.
+pub(crate) fn controller_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// Whether `object`'s controller is `owner`.
+pub(crate) fn controlled_by(object: &Value, owner: &Value) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["controller"] == json!(true) && r["uid"] == owner["metadata"]["uid"]))
+}
+
+impl Cluster {
+    pub fn new(server: ApiServer, runtime: Box<dyn PodRuntime>) -> Self {
+        Self { server, runtime, pod_ips: BTreeMap::new(), node_indices: BTreeMap::new(), resync: Duration::from_secs(1) }
+    }
+
+    pub fn server(&self) -> &ApiServer {
+        &self.server
+    }
+
+    /// One pass of every controller; returns how many writes it made.
+    pub fn step(&mut self) -> usize {
+        let server = self.server.clone();
+        let mut state = server.state();
+        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
+        gc::namespaces(&mut pass);
+        gc::collect_garbage(&mut pass);
+        workloads::deployments(&mut pass);
+        workloads::replica_sets(&mut pass);
+        workloads::stateful_sets(&mut pass);
+        volumes::bind(&mut pass);
+        kubelet::node_lifecycle(&mut pass, self.runtime.as_mut());
+        kubelet::schedule(&mut pass);
+        kubelet::kubelets(&mut pass, self.runtime.as_mut(), &mut self.pod_ips, &self.node_indices);
+        kubelet::endpoints(&mut pass);
+        pass.writes
+    }
+
+    /// Steps until nothing changes (bounded, so a controller fight cannot spin forever).
+    pub fn settle(&mut self) -> usize {
+        let mut total = 0;
+        for _ in 0..50 {
+            let writes = self.step();
+            total += writes;
+            if writes == 0 {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Runs the controllers on every API change and every `resync` until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut changes = self.server.subscribe();
+        loop {
+            self.settle();
+            changes.borrow_and_update();
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(self.resync) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Adds a Ready node.
+    pub fn add_node(&mut self, node: &str) {
+        let index = self.node_index(node);
+        let server = self.server.clone();
+        let mut state = server.state();
+        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
+        let now = pass.now();
+        let object = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}},
+            "spec": {"podCIDR": format!("10.244.{index}.0/24")},
+        });
+        if let Some(created) = pass.create("", "nodes", object, "kubelet") {
+            let status = node_status(index, true, &now);
+            pass.set_status("", "nodes", &created, status, "kubelet");
+        }
+    }
+
+    /// Marks a node Ready or lost (its kubelet stops reporting; its pods are evicted after their
+    /// toleration of an unreachable node).
+    pub fn set_node_ready(&mut self, node: &str, ready: bool) {
+        let index = self.node_index(node);
+        let server = self.server.clone();
+        let mut state = server.state();
+        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
+        let now = pass.now();
+        if let Some(current) = pass.get("", "nodes", "", node) {
+            pass.set_status("", "nodes", &current, node_status(index, ready, &now), "kubelet");
+        }
+    }
+
+    fn node_index(&mut self, node: &str) -> u32 {
+        let next = self.node_indices.len() as u32 + 1;
+        *self.node_indices.entry(node.to_string()).or_insert(next)
+    }
+}
+
+fn node_status(index: u32, ready: bool, now: &str) -> Value {
+    let (status, reason, message) = if ready {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+    };
+    json!({
+        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{index}")}, {"type": "Hostname", "address": format!("node-{index}")}],
+        "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+        "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+    })
+}
