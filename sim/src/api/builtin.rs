@@ -161,6 +161,13 @@ pub fn on_create(
                 ("replicas", json!(1)),
             ]);
         }
+        ("events.k8s.io", "events") => {
+            fill_defaults(object, [
+                ("deprecatedFirstTimestamp", Value::Null),
+                ("deprecatedLastTimestamp", Value::Null),
+                ("deprecatedSource", json!({})),
+            ]);
+        }
         ("apps", "replicasets" | "deployments") => {
             if object["spec"].get("replicas").is_none() {
                 object["spec"]["replicas"] = json!(1);
@@ -169,6 +176,129 @@ pub fn on_create(
         _ => {}
     }
     Ok(())
+}
+
+/// Field validation of built-in kinds (the subset the system and the recorded transcript meet),
+/// on create (`old` None) and update.
+pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Result<(), ApiError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let mut causes = Vec::new();
+    match (rt.id.group.as_str(), rt.id.plural.as_str()) {
+        ("", "configmaps") => {
+            for key in ["data", "binaryData"] {
+                for k in object[key].as_object().into_iter().flatten().map(|(k, _)| k) {
+                    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                        causes.push(cause(&format!("{key}[{k}]"), "FieldValueInvalid", format!(
+                            "Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+                        )));
+                    }
+                }
+            }
+        }
+        ("", "secrets") => {
+            let required: &[&str] = match object["type"].as_str() {
+                Some("kubernetes.io/tls") => &["tls.crt", "tls.key"],
+                Some("kubernetes.io/ssh-auth") => &["ssh-privatekey"],
+                Some("kubernetes.io/dockerconfigjson") => &[".dockerconfigjson"],
+                _ => &[],
+            };
+            for key in required {
+                if object["data"].get(*key).is_none() {
+                    causes.push(cause(&format!("data[{key}]"), "FieldValueRequired", "Required value".into()));
+                }
+            }
+        }
+        ("coordination.k8s.io", "leases") => {
+            if let Some(duration) = object["spec"]["leaseDurationSeconds"].as_i64()
+                && duration <= 0
+            {
+                causes.push(cause("spec.leaseDurationSeconds", "FieldValueInvalid", format!("Invalid value: {duration}: must be greater than 0")));
+            }
+        }
+        ("apps", "statefulsets" | "replicasets" | "deployments") => {
+            if let Some(old) = old.filter(|_| rt.id.plural == "statefulsets") {
+                let frozen = |o: &Value| {
+                    let mut spec = o["spec"].clone();
+                    if let Some(m) = spec.as_object_mut() {
+                        for key in ["replicas", "ordinals", "template", "updateStrategy", "revisionHistoryLimit", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"] {
+                            m.remove(key);
+                        }
+                    }
+                    spec
+                };
+                if frozen(old) != frozen(object) {
+                    causes.push(cause("spec", "FieldValueForbidden", "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into()));
+                }
+            }
+            let labels = &object["spec"]["template"]["metadata"]["labels"];
+            let selected = object["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .is_none_or(|m| m.iter().all(|(k, v)| labels[k] == *v));
+            if !selected {
+                causes.push(cause("spec.template.metadata.labels", "FieldValueInvalid", format!("Invalid value: {labels}: `selector` does not match template `labels`")));
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            if let Some(old) = old
+                && old["status"]["phase"] == "Bound"
+            {
+                let requested = object["spec"]["resources"]["requests"]["storage"].as_str().map(quantity_bytes);
+                let capacity = old["status"]["capacity"]["storage"].as_str().map(quantity_bytes);
+                if let (Some(requested), Some(capacity)) = (requested, capacity)
+                    && requested < capacity
+                {
+                    causes.push(cause("spec.resources.requests.storage", "FieldValueForbidden", "Forbidden: field can not be less than status.capacity".into()));
+                }
+                let rest = |o: &Value| {
+                    let mut spec = o["spec"].clone();
+                    if let Some(m) = spec.as_object_mut() {
+                        m.remove("resources");
+                        m.remove("volumeAttributesClassName");
+                    }
+                    spec
+                };
+                if rest(old) != rest(object) {
+                    causes.push(cause("spec", "FieldValueForbidden", "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into()));
+                }
+            }
+        }
+        ("events.k8s.io", "events") if old.is_none() => {
+            let controller = object["reportingController"].as_str().unwrap_or_default();
+            if controller.is_empty() {
+                causes.push(cause("reportingController", "FieldValueInvalid", "Invalid value: \"\": name part must be non-empty".into()));
+                causes.push(cause("reportingController", "FieldValueInvalid", "Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into()));
+                causes.push(cause("reportingController", "FieldValueRequired", "Required value".into()));
+            }
+            let kind = object["type"].as_str().unwrap_or_default();
+            if !matches!(kind, "Normal" | "Warning") {
+                causes.push(cause("type", "FieldValueInvalid", format!("Invalid value: \"\": has invalid value: {kind}")));
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() { Ok(()) } else { Err(invalid(rt, name, &causes)) }
+}
+
+/// Bytes of a quantity such as `1Gi`, `500M` or `1024`.
+pub fn quantity_bytes(quantity: &str) -> u128 {
+    let units: [(&str, u128); 10] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(number) = quantity.strip_suffix(suffix) {
+            return number.parse::<u128>().map(|n| n * factor).unwrap_or(0);
+        }
+    }
+    quantity.parse().unwrap_or(0)
 }
 
 /// Keeps server-assigned values and refuses changes to immutable fields on update.
@@ -249,4 +379,41 @@ fn merge_string_data(rt: &ResourceType, object: &mut Value) -> Result<(), ApiErr
         }
     }
     Ok(())
+}
+
+/// Converts an Event to the shape of the API it is read through: `v1` and `events.k8s.io/v1`
+/// share one storage, as on a real server.
+pub fn convert_event(object: &Value, to_core: bool) -> Value {
+    let is_core = object["apiVersion"] == "v1";
+    if is_core == to_core {
+        return object.clone();
+    }
+    let renames: [(&str, &str); 6] = [
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("reportingController", "reportingComponent"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+    ];
+    let mut converted = object.clone();
+    let Some(map) = converted.as_object_mut() else { return converted };
+    for (new_name, core_name) in renames {
+        let (from, to) = if to_core { (new_name, core_name) } else { (core_name, new_name) };
+        if let Some(value) = map.remove(from) {
+            map.insert(to.to_string(), value);
+        }
+    }
+    let (from, to) = if to_core { ("deprecatedCount", "count") } else { ("count", "deprecatedCount") };
+    if let Some(value) = map.remove(from) {
+        map.insert(to.to_string(), value);
+    }
+    map.insert("apiVersion".into(), json!(if to_core { "v1" } else { "events.k8s.io/v1" }));
+    if to_core {
+        for key in ["firstTimestamp", "lastTimestamp"] {
+            map.entry(key).or_insert(Value::Null);
+        }
+        map.entry("source").or_insert(json!({}));
+    }
+    converted
 }

@@ -444,14 +444,15 @@ impl ApiServer {
             None => None,
         };
         let state = self.state();
-        let matching: Vec<(&store::ObjectKey, &Arc<Value>)> = state
+        let matching: Vec<(&store::ObjectKey, Value)> = state
             .store
             .list(&target.rt.id, target.namespace.as_deref())
             .filter(|(key, _)| after.as_ref().is_none_or(|a| *key > a))
+            .map(|(key, o)| (key, present(&target.rt, o)))
             .filter(|(_, o)| labels.matches(o) && fields.matches(o))
             .collect();
         let page = limit.unwrap_or(matching.len()).min(matching.len());
-        let items: Vec<Value> = matching[..page].iter().map(|(_, o)| present(&target.rt, o)).collect();
+        let items: Vec<Value> = matching[..page].iter().map(|(_, o)| o.clone()).collect();
         let remaining = matching.len() - page;
         let mut metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
         if remaining > 0 && page > 0 {
@@ -515,6 +516,9 @@ fn resource_target(registry: &Registry, group: &str, version: &str, rest: &[&str
 
 /// An object as clients see it (CR defaults are applied on read too, as the real server does).
 fn present(rt: &ResourceType, object: &Value) -> Value {
+    if rt.id.plural == "events" {
+        return builtin::convert_event(object, rt.id.group.is_empty());
+    }
     let mut object = object.clone();
     if let Some(schema) = &rt.schema {
         schema.default(&mut object);

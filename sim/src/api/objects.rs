@@ -283,6 +283,7 @@ impl ApiServer {
         let taken = |ip: &str| cluster_ip_taken(&state.store, ip);
         let mut ips = state.ips.clone();
         builtin::on_create(rt, &mut object, &mut ips, &taken)?;
+        builtin::validate(rt, None, &object)?;
         state.ips = ips;
         let mut ownership = Ownership::default();
         ownership.record_update(self.owner(opts, false), None, &object, &rt.id.api_version(), &self.now());
@@ -437,6 +438,7 @@ impl ApiServer {
         }
         let warnings = self.prune_and_validate(rt, &name, &mut object, Some(old), opts)?;
         builtin::on_update(rt, old, &mut object)?;
+        builtin::validate(rt, Some(old), &object)?;
         let now = self.now();
         let ownership = match op {
             FieldOp::Update(owner) => {

@@ -24,6 +24,12 @@ impl ResourceId {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Where objects of this resource are stored: the version does not matter (no conversion is
+    /// simulated), and `events.k8s.io` Events share the core Events' storage.
+    pub fn storage(&self) -> (&str, &str) {
+        if self.group == "events.k8s.io" && self.plural == "events" { ("", "events") } else { (&self.group, &self.plural) }
+    }
+
     /// `sharedvolumes.sv.sharedvolume.io`, or `configmaps` for core: the form error messages use.
     pub fn qualified(&self) -> String {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }

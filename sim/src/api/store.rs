@@ -46,7 +46,8 @@ pub type ObjectKey = (String, String);
 
 /// Storage keys ignore the version: CRD versions share one storage (no conversion is simulated).
 fn storage_key(id: &ResourceId) -> (String, String) {
-    (id.group.clone(), id.plural.clone())
+    let (group, plural) = id.storage();
+    (group.to_string(), plural.to_string())
 }
 
 #[derive(Debug)]

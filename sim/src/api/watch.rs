@@ -45,14 +45,15 @@ impl Filter {
     /// The event a change makes for this watch, if any: an object entering the selection is
     /// ADDED and one leaving it DELETED, as the real watch cache reports them.
     fn event(&self, change: &Change) -> Option<(&'static str, Value)> {
-        if change.resource.group != self.rt.id.group || change.resource.plural != self.rt.id.plural {
+        if change.resource.storage() != self.rt.id.storage() {
             return None;
         }
         if self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace) {
             return None;
         }
-        let now = self.selects(&change.object);
-        let before = change.previous.as_deref().is_some_and(|p| self.selects(p));
+        let object = present(&self.rt, &change.object);
+        let now = self.selects(&object);
+        let before = change.previous.as_deref().is_some_and(|p| self.selects(&present(&self.rt, p)));
         let kind = match (change.kind, before, now) {
             (ChangeKind::Deleted, true, _) => "DELETED",
             (ChangeKind::Deleted, false, _) => return None,
@@ -62,7 +63,7 @@ impl Filter {
             (ChangeKind::Modified, true, false) => "DELETED",
             _ => return None,
         };
-        Some((kind, present(&self.rt, &change.object)))
+        Some((kind, object))
     }
 }
 
@@ -123,8 +124,9 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
             }
             _ => {
                 for (_, object) in state.store.list(&filter.rt.id, filter.namespace.as_deref()) {
-                    if filter.selects(object) {
-                        pending.push_back(line("ADDED", &present(&filter.rt, object)));
+                    let object = present(&filter.rt, object);
+                    if filter.selects(&object) {
+                        pending.push_back(line("ADDED", &object));
                     }
                 }
                 if initial_events {

@@ -11,19 +11,7 @@ use crate::api::DeleteOptions;
 
 const MANAGER: &str = "persistentvolume-binder-controller";
 
-/// Bytes of a quantity such as `1Gi`, `500M` or `1024` (enough for matching capacities).
-fn bytes(quantity: &str) -> u128 {
-    let units: [(&str, u128); 10] = [
-        ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("Pi", 1 << 50),
-        ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000), ("P", 1_000_000_000_000_000),
-    ];
-    for (suffix, factor) in units {
-        if let Some(number) = quantity.strip_suffix(suffix) {
-            return number.parse::<u128>().map(|n| n * factor).unwrap_or(0);
-        }
-    }
-    quantity.parse().unwrap_or(0)
-}
+use crate::api::builtin::quantity_bytes as bytes;
 
 fn request(pvc: &Value) -> &str {
     pvc["spec"]["resources"]["requests"]["storage"].as_str().unwrap_or("0")
