@@ -87,6 +87,12 @@ pub fn conflict(id: &ResourceId, name: &str) -> ApiError {
     )
 }
 
+/// 422 naming the object by its plural resource (the real server's form for an update
+/// without a resourceVersion).
+pub fn invalid_resource(id: &ResourceId, name: &str, causes: &[Cause]) -> ApiError {
+    invalid_named(&id.qualified(), resource_details(id, name), name, causes)
+}
+
 pub fn precondition_failed(rt: &ResourceType, name: &str, what: &str) -> ApiError {
     ApiError::status(
         409,
@@ -106,7 +112,9 @@ pub fn invalid(rt: &ResourceType, name: &str, causes: &[Cause]) -> ApiError {
 }
 
 pub fn invalid_named(qualified_kind: &str, mut details: Value, name: &str, causes: &[Cause]) -> ApiError {
-    let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    let mut parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    // The real server's aggregate message drops repeated errors even where `causes` repeats them.
+    parts.dedup();
     let summary = match parts.as_slice() {
         [one] => one.clone(),
         many => format!("[{}]", many.join(", ")),

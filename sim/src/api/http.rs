@@ -17,6 +17,8 @@ use super::{ApiServer, Request, Response, parse_query};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+const AGGREGATED_DISCOVERY: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
 }
@@ -64,12 +66,20 @@ pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyp
         query: parse_query(parts.uri.query().unwrap_or_default()),
         content_type: header(http::header::CONTENT_TYPE),
         user_agent: header(http::header::USER_AGENT),
+        accept: header(http::header::ACCEPT),
         body,
     };
     tracing::trace!(method = %parts.method, uri = %parts.uri, "api request");
     match server.handle(api_request).await {
         Response::Json { code, body, warnings } => json_response(code, &body, &warnings),
         Response::Error(error) => error_response(&error),
+        Response::Discovery(body) => {
+            let mut response = json_response(200, &body, &[]);
+            if let Ok(value) = http::HeaderValue::from_str(AGGREGATED_DISCOVERY) {
+                response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            }
+            response
+        }
         Response::Watch(stream) => {
             let frames = stream.map(|line| Ok::<_, Infallible>(Frame::data(line)));
             hyper::Response::builder()

@@ -52,7 +52,7 @@ impl Default for Options {
         Self {
             max_body_bytes: 3 * 1024 * 1024,
             watch_cache: 10_000,
-            bookmark_interval: Duration::from_secs(5),
+            bookmark_interval: Duration::from_secs(60),
             seed: 1,
             address: "127.0.0.1:6443".into(),
         }
@@ -144,6 +144,7 @@ pub struct Request {
     pub query: BTreeMap<String, String>,
     pub content_type: String,
     pub user_agent: String,
+    pub accept: String,
     pub body: Bytes,
 }
 
@@ -156,6 +157,7 @@ impl Request {
             query: parse_query(query),
             content_type: "application/json".into(),
             user_agent: String::new(),
+            accept: String::new(),
             body: Bytes::new(),
         }
     }
@@ -217,6 +219,8 @@ fn percent_decode(text: &str) -> String {
 /// The answer to a [`Request`].
 pub enum Response {
     Json { code: u16, body: Value, warnings: Vec<String> },
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`), which has its own content type.
+    Discovery(Value),
     Error(ApiError),
     Watch(WatchStream),
 }
@@ -225,6 +229,7 @@ impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Response::Json { code, body, .. } => write!(f, "Json({code}, {body})"),
+            Response::Discovery(body) => write!(f, "Discovery({body})"),
             Response::Error(e) => write!(f, "Error({e:?})"),
             Response::Watch(_) => write!(f, "Watch"),
         }
@@ -339,10 +344,11 @@ impl ApiServer {
             return errors::too_large(self.inner.options.max_body_bytes).into();
         }
         match self.route(&request) {
-            Ok(Route::Doc(_)) if request.method != ::http::Method::GET => {
+            Ok(Route::Doc(_) | Route::Aggregated(_)) if request.method != ::http::Method::GET => {
                 errors::method_not_allowed(request.method.as_str()).into()
             }
             Ok(Route::Doc(body)) => Response::ok(body),
+            Ok(Route::Aggregated(body)) => Response::Discovery(body),
             Ok(Route::Resource(target)) => self.dispatch(target, request).await,
             Err(e) => e.into(),
         }
@@ -353,12 +359,16 @@ impl ApiServer {
         let state = self.state();
         let registry = &state.registry;
         let doc = |d: Option<Value>| d.map(Route::Doc).ok_or(ApiError::PlainNotFound);
+        // client-go asks for aggregated discovery first and falls back to the legacy documents.
+        let aggregated = request.accept.contains("as=APIGroupDiscoveryList");
         match segments.as_slice() {
             ["version"] => Ok(Route::Doc(json!({
                 "major": "1", "minor": "36", "gitVersion": "v1.36.2-sv-sim", "platform": "linux/amd64",
                 "goVersion": "sim", "compiler": "sim", "buildDate": "2026-01-01T00:00:00Z",
                 "gitCommit": "sim", "gitTreeState": "clean",
             }))),
+            ["api"] if aggregated => Ok(Route::Aggregated(registry.aggregated_doc(true))),
+            ["apis"] if aggregated => Ok(Route::Aggregated(registry.aggregated_doc(false))),
             ["api"] => Ok(Route::Doc(registry.api_versions_doc(&self.inner.options.address))),
             ["apis"] => Ok(Route::Doc(registry.group_list_doc())),
             ["api", version] => doc(registry.resource_list_doc("", version)),
@@ -479,6 +489,7 @@ impl ApiServer {
 
 enum Route {
     Doc(Value),
+    Aggregated(Value),
     Resource(Target),
 }
 

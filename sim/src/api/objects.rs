@@ -133,6 +133,7 @@ fn parse_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiError> {
         Err(e) if request.content_type.contains("yaml") => {
             serde_saphyr::from_str::<Value>(text).map_err(|y| format!("yaml: {y}")).or(Err(e.to_string()))
         }
+        Err(e) if e.is_eof() => Err("unexpected end of JSON input".to_string()),
         Err(e) => Err(e.to_string()),
     };
     match parsed {
@@ -288,6 +289,7 @@ impl ApiServer {
         let mut ownership = Ownership::default();
         ownership.record_update(self.owner(opts, false), None, &object, &rt.id.api_version(), &self.now());
         ownership.write(&mut object);
+        drop_empty_metadata(&mut object);
         if opts.dry_run {
             return Ok((object, warnings));
         }
@@ -342,6 +344,7 @@ impl ApiServer {
     ) -> Result<Vec<String>, ApiError> {
         let Some(schema) = &rt.schema else { return Ok(Vec::new()) };
         let mut unknown = schema.prune(object);
+        unknown.extend(prune_metadata(object));
         unknown.sort();
         if !unknown.is_empty() && opts.validation == FieldValidation::Strict {
             let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
@@ -433,7 +436,8 @@ impl ApiServer {
                         list.join(", ")
                     ),
                 };
-                return Err(errors::invalid(rt, &name, &[cause]));
+                // The real server reports this cause twice (two validators find it).
+                return Err(errors::invalid(rt, &name, &[cause.clone(), cause]));
             }
         }
         let warnings = self.prune_and_validate(rt, &name, &mut object, Some(old), opts)?;
@@ -449,6 +453,7 @@ impl ApiServer {
             FieldOp::Applied(ownership) => ownership,
         };
         ownership.write(&mut object);
+        drop_empty_metadata(&mut object);
         object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if same_ignoring_managed_times(old, &object) {
             return Ok(((**old).clone(), warnings));
@@ -509,7 +514,7 @@ impl ApiServer {
                     reason: "FieldValueInvalid",
                     message: "Invalid value: 0: must be specified for an update".into(),
                 };
-                return Err(errors::invalid(&target.rt, url_name, &[cause]));
+                return Err(errors::invalid_resource(&target.rt.id, url_name, &[cause]));
             }
             Some(rv) if rv != old["metadata"]["resourceVersion"].as_str().unwrap_or_default() => {
                 return Err(errors::conflict(&target.rt.id, url_name));
@@ -593,19 +598,18 @@ impl ApiServer {
             schema.prune(&mut typed);
             let wrong_type = schema.validate(&typed).into_iter().find(|c| c.reason == "FieldValueTypeInvalid");
             if let Some(cause) = wrong_type {
-                return Err(ApiError::status(
-                    500,
-                    "",
-                    format!(
-                        "failed to create typed patch object ({}/{name}; {}, Kind={}): .{}: {}",
-                        target.namespace.as_deref().unwrap_or_default(),
-                        target.rt.id.api_version(),
-                        target.rt.kind,
-                        cause.field,
-                        cause.message
-                    ),
-                    None,
-                ));
+                let path: Vec<String> = cause.field.split('.').map(String::from).collect();
+                let got = fields::get(&config, &path).map(|v| v.to_string()).unwrap_or_default();
+                let expected = cause.message.rsplit("must be of type ").next().unwrap_or_default().split(':').next().unwrap_or_default();
+                let message = format!(
+                    "failed to create typed patch object (/{name}; {}, Kind={}): .{}: expected {expected}, got &value.valueUnstructured{{Value:{got}}}",
+                    target.rt.id.api_version(),
+                    target.rt.kind,
+                    cause.field,
+                );
+                // This answer of the real server has no reason.
+                let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "code": 500});
+                return Err(ApiError::Status { code: 500, body });
             }
         }
         let force = request.flag("force");
@@ -742,7 +746,7 @@ impl ApiServer {
         if !held.is_empty() {
             object["metadata"]["finalizers"] = json!(held);
         }
-        if rt.generation {
+        if rt.generation && rt.id.plural != "customresourcedefinitions" {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
             object["metadata"]["generation"] = json!(generation + 1);
         }
@@ -839,6 +843,32 @@ fn strip_directives(mut patch: Value) -> Value {
         }
     }
     patch
+}
+
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "managedFields",
+];
+
+/// Drops fields ObjectMeta does not have, returning their paths.
+fn prune_metadata(object: &mut Value) -> Vec<String> {
+    let Some(meta) = object["metadata"].as_object_mut() else { return Vec::new() };
+    let unknown: Vec<String> = meta.keys().filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
+    for key in &unknown {
+        meta.remove(key);
+    }
+    unknown.into_iter().map(|k| format!("metadata.{k}")).collect()
+}
+
+/// Empty metadata maps and lists are not stored (Go's `omitempty`).
+fn drop_empty_metadata(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.retain(|key, value| {
+            !(matches!(key.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
+                && (value.is_null() || value.as_object().is_some_and(|m| m.is_empty()) || value.as_array().is_some_and(|a| a.is_empty())))
+        });
+    }
 }
 
 fn without_managed_times(object: &Value) -> Value {

@@ -65,6 +65,11 @@ impl ResourceType {
         if self.id.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.id.group) }
     }
 
+    fn storage_version_hash(&self) -> String {
+        let (group, _) = self.id.storage();
+        version_hash(&format!("{group}/{}/{}", self.id.version, self.kind))
+    }
+
     fn discovery_entry(&self) -> Vec<Value> {
         let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
         if self.id.plural == "namespaces" {
@@ -76,7 +81,7 @@ impl ResourceType {
             "namespaced": self.namespaced,
             "kind": self.kind,
             "verbs": verbs,
-            "storageVersionHash": storage_version_hash(&self.id),
+            "storageVersionHash": self.storage_version_hash(),
         });
         if !self.short_names.is_empty() {
             main["shortNames"] = json!(self.short_names);
@@ -101,10 +106,12 @@ impl ResourceType {
     }
 }
 
-/// A stable 8-byte digest like the real server's (its exact value is opaque to clients).
-fn storage_version_hash(id: &ResourceId) -> String {
-    let digest = blake3::hash(format!("{}/{}", id.api_version(), id.plural).as_bytes());
-    base64_standard(&digest.as_bytes()[..8])
+/// The real server's digest of a storage version (`group/version/Kind`), base64 of the first 8
+/// bytes of its SHA-256.
+fn version_hash(storage_version: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(storage_version.as_bytes());
+    base64_standard(&digest[..8])
 }
 
 fn base64_standard(bytes: &[u8]) -> String {
@@ -154,7 +161,7 @@ const BUILTINS: &[Builtin] = &[
     b("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], false, false),
     b("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
     b("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
-    b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true, false),
+    b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true, true),
     b("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
     b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
     b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
@@ -184,7 +191,11 @@ impl Default for Registry {
                     singular: builtin.kind.to_ascii_lowercase(),
                     namespaced: builtin.namespaced,
                     short_names: builtin.short.iter().map(|s| s.to_string()).collect(),
-                    categories: Vec::new(),
+                    categories: if matches!(builtin.plural, "pods" | "services" | "deployments" | "replicasets" | "statefulsets") {
+                        vec!["all".into()]
+                    } else {
+                        Vec::new()
+                    },
                     status: builtin.status,
                     scale: matches!(builtin.plural, "deployments" | "replicasets" | "statefulsets"),
                     generation: builtin.generation,
@@ -316,7 +327,55 @@ impl Registry {
             .flat_map(ResourceType::discovery_entry)
             .collect();
         let group_version = ResourceId::new(group, version, "").api_version();
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+        let mut doc = json!({"kind": "APIResourceList", "groupVersion": group_version, "resources": resources});
+        if !group.is_empty() {
+            doc["apiVersion"] = json!("v1");
+        }
+        Some(doc)
+    }
+
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`) of the core group (`core`) or of every
+    /// other group.
+    pub fn aggregated_doc(&self, core: bool) -> Value {
+        let mut groups: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+        for rt in self.types.values().filter(|t| t.id.group.is_empty() == core) {
+            let verbs: Vec<Value> = rt.discovery_entry()[0]["verbs"].as_array().cloned().unwrap_or_default();
+            let mut subresources = Vec::new();
+            if rt.status {
+                subresources.push(json!({"subresource": "status", "responseKind": {"group": rt.id.group, "version": rt.id.version, "kind": rt.kind}, "verbs": ["get", "patch", "update"]}));
+            }
+            if rt.scale {
+                subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+            }
+            let mut resource = json!({
+                "resource": rt.id.plural,
+                "responseKind": {"group": "", "version": "", "kind": rt.kind},
+                "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": rt.singular,
+                "verbs": verbs,
+            });
+            if !rt.short_names.is_empty() {
+                resource["shortNames"] = json!(rt.short_names);
+            }
+            if !rt.categories.is_empty() {
+                resource["categories"] = json!(rt.categories);
+            }
+            if !subresources.is_empty() {
+                resource["subresources"] = json!(subresources);
+            }
+            groups.entry(&rt.id.group).or_default().entry(&rt.id.version).or_default().push(resource);
+        }
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|(version, resources)| json!({"version": version, "resources": resources, "freshness": "Current"}))
+                    .collect();
+                json!({"metadata": {"name": group}, "versions": versions})
+            })
+            .collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
     }
 
     /// `/openapi/v3`: where each group-version's document is. kubectl reads it to learn that the
@@ -328,7 +387,7 @@ impl Registry {
         group_versions.dedup();
         for (group, version) in group_versions {
             let path = if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") };
-            let hash = storage_version_hash(&ResourceId::new(&group, &version, "openapi"));
+            let hash = version_hash(&path);
             paths.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
         }
         json!({"paths": paths})

@@ -146,7 +146,8 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
         changes,
         epoch,
         deadline: now + timeout,
-        next_bookmark: bookmarks.then_some(now + interval),
+        // Like the watch cache: a bookmark shortly before the timeout, and one every interval.
+        next_bookmark: bookmarks.then(|| now + interval.min(timeout.saturating_sub(Duration::from_secs(1)))),
         interval,
         done: false,
     };
