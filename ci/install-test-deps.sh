@@ -12,6 +12,9 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
+# An outside client for the simulated API server, and the recorded transcript tool's interpreter.
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive

@@ -42,7 +42,8 @@ fn serves_probes_and_metrics_and_stops_on_sigterm() {
     )
     .expect("starts");
     let serving = program.wait_for_log("serving NFSv3", Duration::from_secs(20));
-    let http_port = json_field(&serving, "http_addr").rsplit(':').next().and_then(|p| p.parse().ok()).expect("http port");
+    let http_port =
+        json_field(&serving, "http_addr").rsplit(':').next().and_then(|p| p.parse().ok()).expect("http port");
     // Readiness comes from the first successful self-probe, which the program logs.
     program.wait_for_log("ready: the self-probe succeeded", Duration::from_secs(20));
     let ready = http_get(http_port, "/readyz").expect("readyz");

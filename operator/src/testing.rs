@@ -24,11 +24,15 @@ impl Program {
         let (line_tx, lines) = channel();
         if let Some(out) = child.stdout.take() {
             let tx = line_tx.clone();
-            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+            std::thread::spawn(move || {
+                BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+            });
         }
         if let Some(err) = child.stderr.take() {
             let tx = line_tx;
-            std::thread::spawn(move || BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+            std::thread::spawn(move || {
+                BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l)))
+            });
         }
         let pid = child.id();
         let (exit_tx, exit) = channel();
@@ -48,8 +52,12 @@ impl Program {
                         return line;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?} within {within:?}:\n{}", self.log.join("\n")),
-                Err(RecvTimeoutError::Disconnected) => panic!("the program exited before logging {needle:?}:\n{}", self.log.join("\n")),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needle:?} within {within:?}:\n{}", self.log.join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("the program exited before logging {needle:?}:\n{}", self.log.join("\n"))
+                }
             }
         }
     }

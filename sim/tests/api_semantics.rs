@@ -6,13 +6,18 @@ mod common;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::GroupVersionKind;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 fn sv_api(client: &Client) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("sv.sharedvolume.io", "v1alpha1", "SharedVolume"), "sharedvolumes");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("sv.sharedvolume.io", "v1alpha1", "SharedVolume"),
+        "sharedvolumes",
+    );
     Api::namespaced_with(client.clone(), "default", &ar)
 }
 
@@ -111,7 +116,8 @@ async fn the_status_subresource_is_written_apart_from_the_rest() {
     assert_eq!(main.data["status"]["phase"], json!("Ready"), "status is ignored on the main resource");
     assert_eq!(rv(&main), rv(&after), "and dropping it leaves nothing to change");
 
-    let missing = api_error(api.patch_status("nope", &PatchParams::default(), &Patch::Merge(json!({"status": {}}))).await);
+    let missing =
+        api_error(api.patch_status("nope", &PatchParams::default(), &Patch::Merge(json!({"status": {}}))).await);
     assert_eq!(missing.code, 404);
 }
 
@@ -121,7 +127,8 @@ async fn schemas_are_enforced_with_the_field_and_the_reason() {
     common::install_crds(&sim.client).await;
     let api = sv_api(&sim.client);
 
-    let no_mount = api_error(api.create(&PostParams::default(), &volume("bad", json!({"storage": {"capacity": "1Gi"}}))).await);
+    let no_mount =
+        api_error(api.create(&PostParams::default(), &volume("bad", json!({"storage": {"capacity": "1Gi"}}))).await);
     assert_eq!((no_mount.code, no_mount.reason.as_str()), (422, "Invalid"));
     assert!(no_mount.message.contains("spec.mountPath: Required value"), "{}", no_mount.message);
 
@@ -141,13 +148,16 @@ async fn schemas_are_enforced_with_the_field_and_the_reason() {
 
     let mut spec = basic_spec();
     spec["bogus"] = json!(1);
-    let pruned = api.create(&PostParams::default(), &volume("pruned", spec.clone())).await.expect("unknown fields are pruned");
+    let pruned =
+        api.create(&PostParams::default(), &volume("pruned", spec.clone())).await.expect("unknown fields are pruned");
     assert!(pruned.data["spec"].get("bogus").is_none());
 
-    let strict = http::Request::post("/apis/sv.sharedvolume.io/v1alpha1/namespaces/default/sharedvolumes?fieldValidation=Strict")
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&volume("strict", spec)).expect("body"))
-        .expect("request");
+    let strict = http::Request::post(
+        "/apis/sv.sharedvolume.io/v1alpha1/namespaces/default/sharedvolumes?fieldValidation=Strict",
+    )
+    .header("content-type", "application/json")
+    .body(serde_json::to_vec(&volume("strict", spec)).expect("body"))
+    .expect("request");
     let refused = api_error(sim.client.request::<DynamicObject>(strict).await);
     assert_eq!(refused.code, 400);
     assert!(refused.message.contains("unknown field \"spec.bogus\""), "{}", refused.message);
@@ -271,7 +281,8 @@ async fn selectors_and_pages() {
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
         let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": format!("c{i}"), "labels": {"tier": tier}}})).expect("cm");
+            serde_json::from_value(json!({"metadata": {"name": format!("c{i}"), "labels": {"tier": tier}}}))
+                .expect("cm");
         api.create(&PostParams::default(), &cm).await.expect("create");
     }
     let names = |list: kube::core::ObjectList<ConfigMap>| list.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();

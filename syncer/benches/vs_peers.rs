@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Repo, S3_ACCESS, S3_SECRET, SSH_USER, Sshd, git_http_server, http_server, s3_server, shared_tempdir, syncer};
+use common::{
+    Repo, S3_ACCESS, S3_SECRET, SSH_USER, Sshd, git_http_server, http_server, s3_server, shared_tempdir, syncer,
+};
 use sv_syncer::publish::Volume;
 
 const DIRS: usize = 20;
@@ -84,7 +86,12 @@ fn tar_of(entries: &[(String, u64, usize)]) -> Vec<u8> {
 fn run(cmd: &mut Command) -> Duration {
     let started = Instant::now();
     let out = cmd.output().expect("runs");
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     started.elapsed()
 }
 
@@ -106,7 +113,13 @@ struct Row {
 }
 
 /// Our sync of `spec_yaml` into `data`; returns its duration.
-fn ours(rt: &tokio::runtime::Runtime, data: &Path, creds: Option<&Path>, spec_yaml: &str, annotations: &[(&str, &str)]) -> Duration {
+fn ours(
+    rt: &tokio::runtime::Runtime,
+    data: &Path,
+    creds: Option<&Path>,
+    spec_yaml: &str,
+    annotations: &[(&str, &str)],
+) -> Duration {
     let volume = Volume::open(data).expect("volume");
     let syncer = syncer(data, creds, None);
     let view = common::view_with(spec_yaml, annotations);
@@ -173,7 +186,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let work = shared_tempdir();
     let base = dataset(files, big_mib);
-    println!("data: {files} files of 16 KiB in {DIRS} directories + one {big_mib} MiB file; {CHANGED} files change; median of {runs} runs");
+    println!(
+        "data: {files} files of 16 KiB in {DIRS} directories + one {big_mib} MiB file; {CHANGED} files change; median of {runs} runs"
+    );
     let mut rows: Vec<(&str, &str, Row)> = Vec::new();
 
     if wanted("s3") {
@@ -184,7 +199,9 @@ fn main() {
         let creds = fresh(work.path(), "s3-creds");
         std::fs::write(creds.join("access-key"), S3_ACCESS).expect("creds");
         std::fs::write(creds.join("secret-key"), S3_SECRET).expect("creds");
-        let spec = format!("source:\n  s3:\n    endpointUrl: {endpoint}\n    bucketName: bench\n    region: us-east-1\nsyncInterval: 1h\nsyncTimeout: 1h\n");
+        let spec = format!(
+            "source:\n  s3:\n    endpointUrl: {endpoint}\n    bucketName: bench\n    region: us-east-1\nsyncInterval: 1h\nsyncTimeout: 1h\n"
+        );
         let peer = |dest: &Path| {
             let mut c = rclone();
             // No --fast-list: s3s-fs reads its empty `delimiter=` as a delimiter and lists nothing.
@@ -231,11 +248,15 @@ fn main() {
                 let insecure = [(sv_operator::api::SSH_INSECURE_ANNOTATION, "true")];
                 let peer = |dest: &Path| {
                     let mut c = rclone();
-                    c.args([&format!(":sftp:{}", root.display()), dest.to_str().expect("utf8"), "--sftp-disable-hashcheck"])
-                        .env("RCLONE_SFTP_HOST", "127.0.0.1")
-                        .env("RCLONE_SFTP_PORT", sshd.port.to_string())
-                        .env("RCLONE_SFTP_USER", SSH_USER)
-                        .env("RCLONE_SFTP_KEY_FILE", &key);
+                    c.args([
+                        &format!(":sftp:{}", root.display()),
+                        dest.to_str().expect("utf8"),
+                        "--sftp-disable-hashcheck",
+                    ])
+                    .env("RCLONE_SFTP_HOST", "127.0.0.1")
+                    .env("RCLONE_SFTP_PORT", sshd.port.to_string())
+                    .env("RCLONE_SFTP_USER", SSH_USER)
+                    .env("RCLONE_SFTP_KEY_FILE", &key);
                     run(&mut c)
                 };
                 let mut row = Row::default();
@@ -263,10 +284,15 @@ fn main() {
         };
         publish(&current);
         served.put("/dataset.tar", tar_of(&current));
-        let spec = format!("source:\n  http:\n    url: http://{}/dataset.tar\nsyncInterval: 1h\nsyncTimeout: 1h\n", server.addr);
+        let spec = format!(
+            "source:\n  http:\n    url: http://{}/dataset.tar\nsyncInterval: 1h\nsyncTimeout: 1h\n",
+            server.addr
+        );
         let unpack = [(sv_operator::api::HTTP_UNPACK_ANNOTATION, "true")];
         let url = format!("http://{}/tree/", server.addr);
-        let peer = |dest: &Path| run(rclone().args([":http:", dest.to_str().expect("utf8"), NO_RANGES]).env("RCLONE_HTTP_URL", &url));
+        let peer = |dest: &Path| {
+            run(rclone().args([":http:", dest.to_str().expect("utf8"), NO_RANGES]).env("RCLONE_HTTP_URL", &url))
+        };
         let mut row = Row::default();
         for r in 0..runs {
             let (o, p) = (fresh(work.path(), "ours"), fresh(work.path(), "peer"));
@@ -302,7 +328,9 @@ fn main() {
             let (o, p) = (fresh(work.path(), "ours"), fresh(work.path(), "peer"));
             row.ours_full.push(ours(&rt, &o, None, &spec, &[]));
             let clone_dir = p.join("clone");
-            row.peer_full.push(run(Command::new("git").args(["clone", "-q", "--depth", "1", "--branch", "main", &url]).arg(&clone_dir)));
+            row.peer_full.push(run(Command::new("git")
+                .args(["clone", "-q", "--depth", "1", "--branch", "main", &url])
+                .arg(&clone_dir)));
             write_tree(&repo.work, &changed(files, r));
             repo.commit(&format!("change {r}"), "main");
             row.ours_incr.push(ours(&rt, &o, None, &spec, &[]));
@@ -320,7 +348,8 @@ fn main() {
     println!("| source | peer | full: ours | full: peer | ratio | incremental: ours | incremental: peer | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
     for (source, peer, row) in rows {
-        let (of, pf, oi, pi) = (median(row.ours_full), median(row.peer_full), median(row.ours_incr), median(row.peer_incr));
+        let (of, pf, oi, pi) =
+            (median(row.ours_full), median(row.peer_full), median(row.ours_incr), median(row.peer_incr));
         println!(
             "| {source} | {peer} | {:.0} ms | {:.0} ms | {:.2} | {:.0} ms | {:.0} ms | {:.2} |",
             of.as_secs_f64() * 1e3,

@@ -56,7 +56,12 @@ fn check(cancel: &CancellationToken) -> Result<(), SyncError> {
 }
 
 /// Unpacks a tar stream (gzip-compressed or not) into `stage`, stopping when `cancel` is set.
-pub fn unpack_stream(reader: impl Read, format: Format, stage: &mut Stage, cancel: &CancellationToken) -> Result<(), SyncError> {
+pub fn unpack_stream(
+    reader: impl Read,
+    format: Format,
+    stage: &mut Stage,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
     match format {
         Format::Tar => unpack_tar(reader, stage, cancel),
         Format::TarGz => unpack_tar(flate2::read::GzDecoder::new(reader), stage, cancel),
@@ -149,7 +154,6 @@ fn copy_prefix(mut file: File, len: u64, staged: &mut crate::tree::StagedFile<'_
     }
 }
 
-
 fn unpack_tar(reader: impl Read, stage: &mut Stage, cancel: &CancellationToken) -> Result<(), SyncError> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(bad)? {
@@ -179,7 +183,11 @@ fn unpack_tar(reader: impl Read, stage: &mut Stage, cancel: &CancellationToken) 
                 .map_err(|_| bad(format!("{name}: hard link to {target}, which is not an earlier entry")))?;
             let size = source.metadata().ok().map(|m| m.len());
             copy_into(&mut source, stage, &path, false, size, cancel)?;
-        } else if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+        } else if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
             continue;
         } else {
             return Err(bad(format!("{name}: entries of type {kind:?} (devices, FIFOs) are not supported")));

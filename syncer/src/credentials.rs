@@ -84,7 +84,11 @@ impl Redactor {
     /// (for multi-line keys) each long line.
     pub fn add(&mut self, value: &str) {
         let trimmed = value.trim();
-        let mut forms = vec![trimmed.to_string(), base64::engine::general_purpose::STANDARD.encode(trimmed), percent_encode(trimmed)];
+        let mut forms = vec![
+            trimmed.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(trimmed),
+            percent_encode(trimmed),
+        ];
         forms.extend(trimmed.lines().map(str::trim).filter(|l| l.len() >= 16).map(str::to_string));
         for form in forms {
             // Very short values would redact ordinary words; four characters is the floor.
@@ -132,7 +136,10 @@ mod tests {
     fn redaction_covers_encoded_forms() {
         let mut r = Redactor::default();
         r.add("p@ss word!\n");
-        let text = format!("auth p@ss word! then {} then p%40ss%20word%21", base64::engine::general_purpose::STANDARD.encode("p@ss word!"));
+        let text = format!(
+            "auth p@ss word! then {} then p%40ss%20word%21",
+            base64::engine::general_purpose::STANDARD.encode("p@ss word!")
+        );
         let clean = r.redact(&text);
         assert!(!clean.contains("p@ss") && !clean.contains("p%40ss") && !clean.contains("cEBzcyB3b3JkIQ"), "{clean}");
     }

@@ -27,7 +27,9 @@ pub enum SyncError {
     Content(String),
     #[error("refused content: {0}")]
     Path(#[from] PathError),
-    #[error("the source holds at least {needed} bytes, more than the volume's capacity of {capacity} bytes; raise spec.storage.capacity")]
+    #[error(
+        "the source holds at least {needed} bytes, more than the volume's capacity of {capacity} bytes; raise spec.storage.capacity"
+    )]
     Capacity { needed: u64, capacity: u64 },
     #[error("the sync did not finish within syncTimeout ({0:?}); the published tree is unchanged")]
     Timeout(Duration),

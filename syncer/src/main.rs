@@ -13,12 +13,16 @@ use sv_operator::manifests::{self, Manifest};
 use sv_operator::telemetry::{self, Health, LogFormat};
 use sv_syncer::publish::Volume;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{SyncerConfig, Syncer, VolumeView, watch_volume};
+use sv_syncer::run::{Syncer, SyncerConfig, VolumeView, watch_volume};
 use sv_syncer::source::NetworkSources;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "sv-syncer", version, about = "SharedVolume syncer: mirrors a Git, S3, SSH/SFTP or HTTP source into the volume")]
+#[command(
+    name = "sv-syncer",
+    version,
+    about = "SharedVolume syncer: mirrors a Git, S3, SSH/SFTP or HTTP source into the volume"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +123,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.http_port)).await.context("binding the HTTP port")?;
     let http_addr = listener.local_addr().context("the HTTP port")?;
     tracing::info!(%http_addr, volume = %args.name, "serving probes and metrics");
-    let http = tokio::spawn(telemetry::serve(listener, telemetry::router(Arc::new(registry), health.clone()), shutdown.clone().cancelled_owned()));
+    let http = tokio::spawn(telemetry::serve(
+        listener,
+        telemetry::router(Arc::new(registry), health.clone()),
+        shutdown.clone().cancelled_owned(),
+    ));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         telemetry::shutdown_signal().await;
@@ -156,7 +164,14 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         credentials_dir: args.credentials_dir,
         extra_ca_pem: read_ca(args.ca_bundle.as_ref())?,
     };
-    let syncer = Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), SyncMetrics::register(&mut Registry::default()), Health::new(), None);
+    let syncer = Syncer::new(
+        config,
+        Arc::new(NetworkSources),
+        Arc::new(SystemClock),
+        SyncMetrics::register(&mut Registry::default()),
+        Health::new(),
+        None,
+    );
     let volume = Volume::open(&args.data_dir)?;
     match syncer.sync_once(&view, &volume).await {
         Ok(outcome) => {

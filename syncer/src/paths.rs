@@ -107,7 +107,8 @@ pub fn check_link_target(link: &RelPath, target: &str) -> Result<(), PathError> 
         return Err(escapes());
     }
     let parent = link.parent();
-    let mut parts: Vec<&str> = parent.as_ref().map_or("", RelPath::as_str).split('/').filter(|s| !s.is_empty()).collect();
+    let mut parts: Vec<&str> =
+        parent.as_ref().map_or("", RelPath::as_str).split('/').filter(|s| !s.is_empty()).collect();
     for part in target.split('/') {
         match part {
             "" | "." => {}
@@ -138,7 +139,9 @@ mod tests {
 
     #[test]
     fn refuses_hostile_paths() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a//b", "", ".", "a/./b", "a\0b", ".sharedvolume/x", ".sharedvolume"] {
+        for bad in
+            ["/etc/passwd", "../x", "a/../../x", "a//b", "", ".", "a/./b", "a\0b", ".sharedvolume/x", ".sharedvolume"]
+        {
             assert!(RelPath::parse(bad).is_err(), "{bad:?} must be refused");
         }
         assert!(RelPath::parse("a/.sharedvolume").is_ok(), "only the root name is reserved");

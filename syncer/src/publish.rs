@@ -104,10 +104,10 @@ impl Volume {
 
     /// The current revision as the base of an incremental sync, if it came from `source`.
     pub fn previous_for(&self, source: &str) -> io::Result<Option<Previous>> {
-        Ok(self.current()?.filter(|(_, m)| m.source == source).map(|(id, manifest)| Previous {
-            dir: self.state.join(REVISIONS).join(id),
-            manifest,
-        }))
+        Ok(self
+            .current()?
+            .filter(|(_, m)| m.source == source)
+            .map(|(id, manifest)| Previous { dir: self.state.join(REVISIONS).join(id), manifest }))
     }
 
     fn next_seq(&self) -> io::Result<u64> {

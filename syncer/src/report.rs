@@ -47,7 +47,10 @@ impl StatusWriter {
             "kind": self.resource.kind,
             "status": {"sync": sync},
         });
-        self.api.patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
+        self.api
+            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -127,7 +130,11 @@ impl SyncMetrics {
         let r = registry.sub_registry_with_prefix("sv_syncer");
         r.register("syncs", "Syncs run, by result (succeeded, unchanged, failed) and failure kind", m.syncs.clone());
         r.register("sync_duration_seconds", "Time a sync took, successful or not", m.duration.clone());
-        r.register("written_bytes", "Bytes written into the volume; files unchanged since the previous revision are linked, not written", m.transferred_bytes.clone());
+        r.register(
+            "written_bytes",
+            "Bytes written into the volume; files unchanged since the previous revision are linked, not written",
+            m.transferred_bytes.clone(),
+        );
         r.register("published_files", "Files in the published revision", m.files.clone());
         r.register("published_bytes", "Bytes in the published revision", m.bytes.clone());
         r.register("last_success_timestamp_seconds", "Unix time of the last successful sync", m.last_success.clone());

@@ -115,7 +115,12 @@ impl Syncer {
         result.map_err(|e| (e, redactor))
     }
 
-    async fn sync_inner(&self, view: &VolumeView, volume: &Volume, redactor: &mut Redactor) -> Result<SyncOutcome, SyncError> {
+    async fn sync_inner(
+        &self,
+        view: &VolumeView,
+        volume: &Volume,
+        redactor: &mut Redactor,
+    ) -> Result<SyncOutcome, SyncError> {
         let (_, timeout) = view.interval_and_timeout()?;
         let credentials = Credentials::load(self.config.credentials_dir.as_deref())?;
         *redactor = credentials.redactor();
@@ -123,7 +128,11 @@ impl Syncer {
             redactor.add(inline.1);
         }
         if let Some(source) = &view.spec.source {
-            let urls = [source.http.as_ref().map(|h| &h.url), source.git.as_ref().map(|g| &g.url), source.s3.as_ref().and_then(|s| s.endpoint_url.as_ref())];
+            let urls = [
+                source.http.as_ref().map(|h| &h.url),
+                source.git.as_ref().map(|g| &g.url),
+                source.s3.as_ref().and_then(|s| s.endpoint_url.as_ref()),
+            ];
             for secret in urls.into_iter().flatten().flat_map(|u| url_secrets(u)) {
                 redactor.add(&secret);
             }
@@ -158,20 +167,38 @@ impl Syncer {
             Fetched::Unchanged => {
                 drop(stage);
                 discard(volume, &stage_dir);
-                let (_, manifest) = volume.current()?.ok_or_else(|| SyncError::Source("unchanged, but nothing is published".to_string()))?;
-                Ok(SyncOutcome { revision: manifest.revision.clone(), files: manifest.files(), bytes: manifest.bytes(), transferred: 0, published: false })
+                let (_, manifest) = volume
+                    .current()?
+                    .ok_or_else(|| SyncError::Source("unchanged, but nothing is published".to_string()))?;
+                Ok(SyncOutcome {
+                    revision: manifest.revision.clone(),
+                    files: manifest.files(),
+                    bytes: manifest.bytes(),
+                    transferred: 0,
+                    published: false,
+                })
             }
             Fetched::Tree { revision, meta } => {
                 let staged = stage.finish(&revision, &source.identity(), meta);
                 let transferred = staged.transferred;
                 let published = volume.publish(staged)?;
-                Ok(SyncOutcome { revision: published.revision, files: published.files, bytes: published.bytes, transferred, published: true })
+                Ok(SyncOutcome {
+                    revision: published.revision,
+                    files: published.files,
+                    bytes: published.bytes,
+                    transferred,
+                    published: true,
+                })
             }
         }
     }
 
     /// Runs until `shutdown`, syncing as the schedule and the volume's changes demand.
-    pub async fn run(self, mut views: watch::Receiver<Option<VolumeView>>, shutdown: CancellationToken) -> Result<(), SyncError> {
+    pub async fn run(
+        self,
+        mut views: watch::Receiver<Option<VolumeView>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SyncError> {
         let volume = Volume::open(&self.config.data_dir)?;
         self.health.set_live(true);
         // Wait for the first view of the volume.
@@ -236,11 +263,21 @@ impl Syncer {
                             self.metrics.last_success.set(now_wall.0.as_second());
                             self.health.set_ready(true);
                             tracing::info!(revision = %outcome.revision, published = outcome.published, files = outcome.files, bytes = outcome.bytes, transferred = outcome.transferred, took = ?took, "sync succeeded");
-                            next_status(&last, started_wall, took, view.generation, Ok((&outcome.revision, outcome.files, outcome.bytes)), now_wall)
+                            next_status(
+                                &last,
+                                started_wall,
+                                took,
+                                view.generation,
+                                Ok((&outcome.revision, outcome.files, outcome.bytes)),
+                                now_wall,
+                            )
                         }
                         Err((error, redactor)) => {
                             let message = redactor.redact(&error.to_string());
-                            self.metrics.syncs.get_or_create(&ResultLabels { result: "failed", reason: error.kind() }).inc();
+                            self.metrics
+                                .syncs
+                                .get_or_create(&ResultLabels { result: "failed", reason: error.kind() })
+                                .inc();
                             tracing::warn!(error = %message, failures = scheduler.failures(), "sync failed");
                             next_status(&last, started_wall, took, view.generation, Err(&message), now_wall)
                         }
@@ -305,6 +342,7 @@ pub fn watch_volume(
 
 fn view_of(object: &DynamicObject) -> Result<VolumeView, serde_json::Error> {
     let spec: VolumeSpec = serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())?;
-    let sync = object.data.get("status").and_then(|s| s.get("sync")).cloned().map(serde_json::from_value).transpose()?;
+    let sync =
+        object.data.get("status").and_then(|s| s.get("sync")).cloned().map(serde_json::from_value).transpose()?;
     Ok(VolumeView { spec, annotations: object.annotations().clone(), generation: object.metadata.generation, sync })
 }

@@ -19,8 +19,14 @@ use crate::paths::{RelPath, check_link_target};
 pub enum Entry {
     /// A regular file; `version` is what the source says identifies its content (ETag, blob id,
     /// size and mtime, or a digest).
-    File { size: u64, executable: bool, version: String },
-    Symlink { target: String },
+    File {
+        size: u64,
+        executable: bool,
+        version: String,
+    },
+    Symlink {
+        target: String,
+    },
     Dir,
 }
 
@@ -134,7 +140,8 @@ impl Stage {
             None => {}
         }
         self.ensure_parents(&parent)?;
-        std::fs::create_dir(parent.under(&self.dir)).or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
+        std::fs::create_dir(parent.under(&self.dir))
+            .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
         self.entries.insert(parent, Entry::Dir);
         Ok(())
     }
@@ -195,7 +202,13 @@ impl Stage {
     }
 
     /// Writes a whole file from memory.
-    pub fn write_file(&mut self, path: &RelPath, data: &[u8], executable: bool, version: &str) -> Result<(), SyncError> {
+    pub fn write_file(
+        &mut self,
+        path: &RelPath,
+        data: &[u8],
+        executable: bool,
+        version: &str,
+    ) -> Result<(), SyncError> {
         let mut f = self.create_file(path, executable)?;
         f.write(data)?;
         f.commit(version)
@@ -214,7 +227,12 @@ impl Stage {
     pub fn finish(self, revision: &str, source: &str, meta: BTreeMap<String, String>) -> StagedTree {
         StagedTree {
             dir: self.dir,
-            manifest: Manifest { revision: revision.to_string(), source: source.to_string(), entries: self.entries, meta },
+            manifest: Manifest {
+                revision: revision.to_string(),
+                source: source.to_string(),
+                entries: self.entries,
+                meta,
+            },
             transferred: self.transferred,
         }
     }
@@ -244,9 +262,10 @@ impl StagedFile<'_> {
         drop(self.file);
         self.stage.bytes += self.written;
         self.stage.transferred += self.written;
-        self.stage
-            .entries
-            .insert(self.path, Entry::File { size: self.written, executable: self.executable, version: version.to_string() });
+        self.stage.entries.insert(
+            self.path,
+            Entry::File { size: self.written, executable: self.executable, version: version.to_string() },
+        );
         Ok(())
     }
 }

@@ -9,7 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use common::{Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, tls_config, tree, view, view_with};
+use common::{
+    Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, tls_config, tree, view,
+    view_with,
+};
 use sv_operator::api::SSH_KNOWN_HOSTS_ANNOTATION;
 use sv_syncer::publish::Volume;
 
@@ -52,7 +55,8 @@ async fn a_branch_is_fetched_shallow_then_only_when_it_moves() {
     assert_eq!(first.revision, second_commit);
     assert_eq!(std::fs::read_to_string(data.path().join("README.md")).expect("read"), "# app v2");
     assert_eq!(std::fs::read_to_string(data.path().join("src/main.rs")).expect("read"), "fn main() {}");
-    let cache: Vec<_> = std::fs::read_dir(data.path().join(".sharedvolume/git")).expect("cache").filter_map(Result::ok).collect();
+    let cache: Vec<_> =
+        std::fs::read_dir(data.path().join(".sharedvolume/git")).expect("cache").filter_map(Result::ok).collect();
     assert_eq!(cache.len(), 1);
     let shallow = std::fs::read_to_string(cache[0].path().join("shallow")).expect("a shallow clone");
     assert_eq!(shallow.trim(), second_commit, "only the tip was fetched");
@@ -80,7 +84,8 @@ async fn a_branch_is_fetched_shallow_then_only_when_it_moves() {
     assert_eq!(on_dev.revision, dev);
     assert_eq!(std::fs::read_to_string(data.path().join("FEATURE")).expect("read"), "on dev");
 
-    let error = sync(&syncer, &volume, &view(&spec(&url, "    branch: no-such-branch\n"))).await.expect_err("missing branch");
+    let error =
+        sync(&syncer, &volume, &view(&spec(&url, "    branch: no-such-branch\n"))).await.expect_err("missing branch");
     assert!(error.contains("refs/heads/no-such-branch"), "{error}");
     assert_eq!(std::fs::read_to_string(data.path().join("FEATURE")).expect("kept"), "on dev");
 }
@@ -104,10 +109,14 @@ async fn basic_auth_over_https_with_the_password_from_the_secret() {
     let untrusted = sync(&syncer(data.path(), Some(right.path()), None), &volume, &v).await.expect_err("unknown CA");
     assert!(untrusted.to_lowercase().contains("certificate"), "{untrusted}");
     let wrong = credentials("password", "a-wrong-token-0000");
-    let error = sync(&syncer(data.path(), Some(wrong.path()), Some(ca.clone())), &volume, &v).await.expect_err("wrong password");
+    let error = sync(&syncer(data.path(), Some(wrong.path()), Some(ca.clone())), &volume, &v)
+        .await
+        .expect_err("wrong password");
     assert!(error.starts_with("authentication failed"), "{error}");
     assert!(!error.contains("a-wrong-token-0000"), "{error}");
-    let none = sync(&syncer(data.path(), None, Some(ca.clone())), &volume, &view(&spec(&url, ""))).await.expect_err("no credentials");
+    let none = sync(&syncer(data.path(), None, Some(ca.clone())), &volume, &view(&spec(&url, "")))
+        .await
+        .expect_err("no credentials");
     assert!(none.starts_with("authentication failed"), "{none}");
 
     sync(&syncer(data.path(), Some(right.path()), Some(ca)), &volume, &v).await.expect("right password");
@@ -141,7 +150,10 @@ async fn submodules_and_symlinks_out_of_the_tree_are_refused() {
     std::os::unix::fs::symlink("../../../../etc/passwd", repo.work.join("escape")).expect("symlink");
     repo.commit("escape", "main");
     let error = sync(&syncer, &volume, &v).await.expect_err("symlink out");
-    assert!(error.contains("symlink \"escape\" points to \"../../../../etc/passwd\", outside the synced tree"), "{error}");
+    assert!(
+        error.contains("symlink \"escape\" points to \"../../../../etc/passwd\", outside the synced tree"),
+        "{error}"
+    );
     assert_eq!(tree(data.path()), before);
 
     std::fs::remove_file(repo.work.join("escape")).expect("remove");

@@ -93,13 +93,15 @@ async fn an_archive_is_unpacked_and_files_removed_from_it_disappear() {
     let data = tempfile::tempdir().expect("tempdir");
     let volume = Volume::open(data.path()).expect("volume");
     let syncer = syncer(data.path(), None, None);
-    let v = view_with(&file_spec(&format!("http://{}/bundle.tar.gz", server.addr)), &[(HTTP_UNPACK_ANNOTATION, "true")]);
+    let v =
+        view_with(&file_spec(&format!("http://{}/bundle.tar.gz", server.addr)), &[(HTTP_UNPACK_ANNOTATION, "true")]);
 
     sync(&syncer, &volume, &v).await.expect("first sync");
-    let expected: BTreeMap<String, String> = [("README", "hi"), ("conf", "<dir>"), ("conf/app.yaml", "a: 1"), ("conf/old.yaml", "old")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let expected: BTreeMap<String, String> =
+        [("README", "hi"), ("conf", "<dir>"), ("conf/app.yaml", "a: 1"), ("conf/old.yaml", "old")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     assert_eq!(tree(data.path()), expected);
     assert_eq!(std::fs::read_to_string(data.path().join("conf/app.yaml")).expect("read"), "a: 1");
 
@@ -135,7 +137,11 @@ async fn hostile_archives_are_refused_and_the_published_tree_stays() {
     let hostile: Vec<(&str, Vec<u8>, &str)> = vec![
         ("dotdot.tar", raw_tar("../escaped", tar::EntryType::Regular, None, b"x"), "escaped"),
         ("nested-dotdot.tar", raw_tar("a/../../escaped", tar::EntryType::Regular, None, b"x"), ".."),
-        ("absolute.tar", raw_tar(&format!("{}/abs", outside.path().display()), tar::EntryType::Regular, None, b"x"), "absolute"),
+        (
+            "absolute.tar",
+            raw_tar(&format!("{}/abs", outside.path().display()), tar::EntryType::Regular, None, b"x"),
+            "absolute",
+        ),
         ("link-out.tar", raw_tar("etc", tar::EntryType::Symlink, Some("../../../../etc"), b""), "outside"),
         ("link-abs.tar", raw_tar("passwd", tar::EntryType::Symlink, Some("/etc/passwd"), b""), "outside"),
         ("hardlink-out.tar", raw_tar("shadow", tar::EntryType::Link, Some("/etc/shadow"), b""), "absolute"),
@@ -158,7 +164,9 @@ async fn hostile_archives_are_refused_and_the_published_tree_stays() {
     let volume = Volume::open(data.path()).expect("volume");
     let syncer = syncer(data.path(), None, None);
     let unpack = [(HTTP_UNPACK_ANNOTATION, "true")];
-    sync(&syncer, &volume, &view_with(&file_spec(&format!("http://{}/good.tar.gz", server.addr)), &unpack)).await.expect("good archive");
+    sync(&syncer, &volume, &view_with(&file_spec(&format!("http://{}/good.tar.gz", server.addr)), &unpack))
+        .await
+        .expect("good archive");
     let before = tree(data.path());
 
     for (name, body, says) in hostile {
@@ -190,7 +198,8 @@ async fn server_errors_name_the_cause_and_keep_the_tree() {
     sync(&syncer, &volume, &view(&file_spec(&format!("http://{}/f", server.addr)))).await.expect("first sync");
     let before = tree(data.path());
 
-    let missing = sync(&syncer, &volume, &view(&file_spec(&format!("http://{}/missing", server.addr)))).await.expect_err("404");
+    let missing =
+        sync(&syncer, &volume, &view(&file_spec(&format!("http://{}/missing", server.addr)))).await.expect_err("404");
     assert!(missing.contains("/missing was not found (404)"), "{missing}");
 
     *files.auth.lock().expect("lock") = Some(("reader".to_string(), "right-password-123".to_string()));
@@ -203,7 +212,8 @@ async fn server_errors_name_the_cause_and_keep_the_tree() {
 
     // Nothing listens here any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
-    let unreachable = sync(&syncer, &volume, &view(&file_spec(&format!("http://{closed}/f")))).await.expect_err("refused");
+    let unreachable =
+        sync(&syncer, &volume, &view(&file_spec(&format!("http://{closed}/f")))).await.expect_err("refused");
     assert!(unreachable.starts_with("source unreachable"), "{unreachable}");
     assert_eq!(tree(data.path()), before);
 }
@@ -217,7 +227,8 @@ async fn a_file_larger_than_the_volume_is_refused() {
     let data = tempfile::tempdir().expect("tempdir");
     let volume = Volume::open(data.path()).expect("volume");
     let syncer = syncer(data.path(), None, None);
-    let spec = |path: &str| format!("{}storage:\n  capacity: 32Ki\n", file_spec(&format!("http://{}{path}", server.addr)));
+    let spec =
+        |path: &str| format!("{}storage:\n  capacity: 32Ki\n", file_spec(&format!("http://{}{path}", server.addr)));
     sync(&syncer, &volume, &view(&spec("/small"))).await.expect("fits");
 
     let error = sync(&syncer, &volume, &view(&spec("/big"))).await.expect_err("too big");
@@ -247,7 +258,10 @@ async fn a_stalled_server_is_cut_off_at_the_sync_timeout() {
     let started = tokio::time::Instant::now();
     let error = sync(&syncer, &volume, &v).await.expect_err("timeout");
     let waited = started.elapsed();
-    assert!(waited >= std::time::Duration::from_secs(30) && waited < std::time::Duration::from_secs(31), "cut off at syncTimeout, after {waited:?}");
+    assert!(
+        waited >= std::time::Duration::from_secs(30) && waited < std::time::Duration::from_secs(31),
+        "cut off at syncTimeout, after {waited:?}"
+    );
     assert!(error.contains("did not finish within syncTimeout (30s); the published tree is unchanged"), "{error}");
     assert_eq!(tree(data.path()), before);
     assert_eq!(volume.current().expect("current").expect("published").1.revision, first.revision);
@@ -307,8 +321,11 @@ async fn a_reader_hammering_the_mount_path_never_sees_a_mixed_revision() {
                 // once) and read the files in it.
                 for dir in ["d0", "d1", "d2"] {
                     let Ok(resolved) = std::fs::canonicalize(root.join(dir)) else { continue };
-                    let revs: std::collections::BTreeSet<String> =
-                        names.iter().filter_map(|n| n.strip_prefix(&format!("{dir}/"))).filter_map(|f| revision_of(&resolved.join(f))).collect();
+                    let revs: std::collections::BTreeSet<String> = names
+                        .iter()
+                        .filter_map(|n| n.strip_prefix(&format!("{dir}/")))
+                        .filter_map(|f| revision_of(&resolved.join(f)))
+                        .collect();
                     assert!(revs.len() <= 1, "{dir} mixed revisions {revs:?}");
                     seen.extend(revs);
                 }
@@ -380,7 +397,8 @@ async fn unchanged_archive_entries_are_linked_and_same_size_changes_are_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_that_stalls_half_way_is_abandoned_at_the_deadline() {
     let (server, files) = http_server(None).await;
-    let big: Vec<(String, String)> = (0..40).map(|i| (format!("f{i}"), format!("{i}:{}", "z".repeat(20_000)))).collect();
+    let big: Vec<(String, String)> =
+        (0..40).map(|i| (format!("f{i}"), format!("{i}:{}", "z".repeat(20_000)))).collect();
     let entries: Vec<(&str, &str)> = big.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
     files.put("/a.tar", tar_plain(&[("first", "1")]));
     let data = tempfile::tempdir().expect("tempdir");

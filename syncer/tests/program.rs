@@ -38,7 +38,16 @@ fn help_lists_the_commands_and_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_sv-syncer")).args(["run", "--help"]).output().expect("runs");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--kind", "--name", "--namespace", "--data-dir", "--credentials-dir", "--ca-bundle", "--http-port", "SV_VOLUME_NAME"] {
+    for flag in [
+        "--kind",
+        "--name",
+        "--namespace",
+        "--data-dir",
+        "--credentials-dir",
+        "--ca-bundle",
+        "--http-port",
+        "SV_VOLUME_NAME",
+    ] {
         assert!(text.contains(flag), "{flag} missing from run --help:\n{text}");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_sv-syncer")).arg("--help").output().expect("runs");
@@ -52,7 +61,12 @@ struct Api {
 }
 
 /// Lists and watches answer with the one volume; a watch stays open; PATCHes are recorded.
-async fn api(State(api): State<std::sync::Arc<Api>>, method: Method, uri: Uri, body: Bytes) -> axum::response::Response {
+async fn api(
+    State(api): State<std::sync::Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> axum::response::Response {
     let query = uri.query().unwrap_or("");
     if method == Method::PATCH {
         let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -114,7 +128,19 @@ fn run_syncs_reports_serves_probes_and_stops_on_sigterm() {
 
     let mut program = Program::spawn(
         Command::new(env!("CARGO_BIN_EXE_sv-syncer"))
-            .args(["run", "--kind", "SharedVolume", "--name", "vol", "--namespace", "team", "--http-port", "0", "--log-format", "json"])
+            .args([
+                "run",
+                "--kind",
+                "SharedVolume",
+                "--name",
+                "vol",
+                "--namespace",
+                "team",
+                "--http-port",
+                "0",
+                "--log-format",
+                "json",
+            ])
             .arg("--data-dir")
             .arg(&data)
             .env("KUBECONFIG", &kubeconfig)

@@ -36,7 +36,8 @@ fn files_appear_at_the_mount_path_and_follow_each_revision() {
     assert_eq!(std::fs::read_to_string(dir.path().join("README.md")).expect("read"), "v1");
     assert_eq!(std::fs::read_to_string(dir.path().join("docs/a.txt")).expect("read"), "a1");
 
-    let published = publish(&volume, "r2", &[("docs/a.txt", "a1".into()), ("docs/c.txt", "c2".into()), ("NEW", "n".into())]);
+    let published =
+        publish(&volume, "r2", &[("docs/a.txt", "a1".into()), ("docs/c.txt", "c2".into()), ("NEW", "n".into())]);
     assert_eq!(published.files, 3);
     assert!(!dir.path().join("README.md").exists(), "removed at the source, removed here");
     assert!(std::fs::symlink_metadata(dir.path().join("README.md")).is_err(), "its link is gone too");

@@ -18,7 +18,7 @@ use sv_syncer::credentials::Credentials;
 use sv_syncer::error::SyncError;
 use sv_syncer::paths::RelPath;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{SyncerConfig, Syncer, VolumeView};
+use sv_syncer::run::{Syncer, SyncerConfig, VolumeView};
 use sv_syncer::source::{BoxFuture, Fetched, Source, SourceFactory, SourceOptions};
 use sv_syncer::tree::Stage;
 use tokio::sync::{mpsc, watch};
@@ -60,7 +60,12 @@ struct ScriptedSource {
 impl SourceFactory for Scripted {
     fn build(&self, spec: &VolumeSpec, _: &Credentials, _: &SourceOptions) -> Result<Box<dyn Source>, SyncError> {
         let url = spec.source.as_ref().and_then(|s| s.http.as_ref()).map(|h| h.url.clone()).unwrap_or_default();
-        Ok(Box::new(ScriptedSource { identity: url, t0: self.t0, steps: self.steps.clone(), fetches: self.fetches.clone() }))
+        Ok(Box::new(ScriptedSource {
+            identity: url,
+            t0: self.t0,
+            steps: self.steps.clone(),
+            fetches: self.fetches.clone(),
+        }))
     }
 }
 
@@ -75,7 +80,8 @@ impl Source for ScriptedSource {
             // The stage is `<volume>/.sharedvolume/staging-<n>`.
             let root = stage.dir().parent().and_then(|p| p.parent()).expect("volume root");
             let visible = std::fs::read_to_string(root.join("data.txt")).unwrap_or_default();
-            let _ = self.fetches.send(Fetch { at: self.t0.elapsed(), identity: self.identity.clone(), previous, visible });
+            let _ =
+                self.fetches.send(Fetch { at: self.t0.elapsed(), identity: self.identity.clone(), previous, visible });
             let step = self.steps.lock().expect("lock").pop_front().unwrap_or(Step::Fail);
             match step {
                 Step::Publish(revision) => {
@@ -109,7 +115,8 @@ fn recording_client() -> (kube::Client, Patches) {
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let target = format!("{} {}?{}", parts.method, parts.uri.path(), parts.uri.query().unwrap_or(""));
-            let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let content_type =
+                parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             recorded.lock().expect("lock").push((target, content_type, body.clone()));
             let mut reply = body;
             reply["metadata"] = json!({"name": "vol", "namespace": "team"});
@@ -154,7 +161,14 @@ impl Harness {
             extra_ca_pem: None,
         };
         let writer = StatusWriter::new(client, VolumeKind::SharedVolume, "vol", Some("team"));
-        let syncer = Syncer::new(config, Arc::new(factory), Arc::new(TokioClock::starting_at(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)), metrics, health.clone(), Some(writer));
+        let syncer = Syncer::new(
+            config,
+            Arc::new(factory),
+            Arc::new(TokioClock::starting_at(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            metrics,
+            health.clone(),
+            Some(writer),
+        );
         let (views, rx) = watch::channel(Some(first));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(syncer.run(rx, shutdown.clone()));
@@ -163,7 +177,10 @@ impl Harness {
 
     /// The next fetch (simulated time runs until it happens; bounded by a simulated day).
     async fn next_fetch(&mut self) -> Fetch {
-        tokio::time::timeout(Duration::from_secs(86_400), self.fetches.recv()).await.expect("a fetch within a day").expect("running")
+        tokio::time::timeout(Duration::from_secs(86_400), self.fetches.recv())
+            .await
+            .expect("a fetch within a day")
+            .expect("running")
     }
 
     /// Lets the loop run for `d` of simulated time.
@@ -193,8 +210,11 @@ impl Harness {
 }
 
 fn view(url: &str, interval: &str, timeout: &str, trigger: Option<&str>) -> VolumeView {
-    let yaml = format!("mountPath: /data\nsource:\n  http:\n    url: {url}\nsyncInterval: {interval}\nsyncTimeout: {timeout}\n");
-    let mut v = VolumeView { spec: serde_saphyr::from_str(&yaml).expect("spec"), generation: Some(3), ..VolumeView::default() };
+    let yaml = format!(
+        "mountPath: /data\nsource:\n  http:\n    url: {url}\nsyncInterval: {interval}\nsyncTimeout: {timeout}\n"
+    );
+    let mut v =
+        VolumeView { spec: serde_saphyr::from_str(&yaml).expect("spec"), generation: Some(3), ..VolumeView::default() };
     if let Some(t) = trigger {
         v.annotations.insert(SYNC_REQUESTED_ANNOTATION.to_string(), t.to_string());
     }
@@ -234,7 +254,10 @@ async fn schedule_backoff_and_timeout() {
         .collect();
     let expected = [("Succeeded", 0), ("Failed", 1), ("Failed", 2), ("Failed", 3), ("Succeeded", 0), ("Succeeded", 0)];
     assert_eq!(summary, expected.map(|(r, n)| (r.to_string(), n)));
-    assert_eq!(statuses[3]["lastError"], "the sync did not finish within syncTimeout (10s); the published tree is unchanged");
+    assert_eq!(
+        statuses[3]["lastError"],
+        "the sync did not finish within syncTimeout (10s); the published tree is unchanged"
+    );
     assert_eq!(statuses[3]["revision"], "r1", "a failure keeps the last good revision");
     assert_eq!(statuses[3]["lastDuration"], "10s");
     assert_eq!(statuses[1]["lastError"], "source unreachable: scripted outage");
@@ -243,7 +266,10 @@ async fn schedule_backoff_and_timeout() {
     assert_eq!(statuses[4]["observedGeneration"], 3);
 
     let (target, content_type, body) = h.patches.lock().expect("lock")[0].clone();
-    assert_eq!(target, "PATCH /apis/sv.sharedvolume.io/v1alpha1/namespaces/team/sharedvolumes/vol/status?&force=true&fieldManager=sharedvolume-syncer");
+    assert_eq!(
+        target,
+        "PATCH /apis/sv.sharedvolume.io/v1alpha1/namespaces/team/sharedvolumes/vol/status?&force=true&fieldManager=sharedvolume-syncer"
+    );
     assert_eq!(content_type, "application/apply-patch+yaml");
     assert_eq!(body["kind"], "SharedVolume");
 
@@ -281,7 +307,11 @@ async fn triggers_and_source_changes_start_a_sync_at_once() {
     h.run_for(secs(100)).await;
     h.views.send_replace(Some(view("http://src/b", "1h", "30s", Some("2026-11-21T10:00:00Z"))));
     let changed = h.next_fetch().await;
-    assert_eq!((changed.at, changed.identity.as_str()), (secs(200), "http://src/b"), "a new source applies without a restart");
+    assert_eq!(
+        (changed.at, changed.identity.as_str()),
+        (secs(200), "http://src/b"),
+        "a new source applies without a restart"
+    );
     assert_eq!(changed.previous, None, "a different source does not reuse the old tree");
 
     // The same request value again does nothing; the next sync is an interval after the last.

@@ -10,9 +10,9 @@ use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use common::{S3_ACCESS, S3_SECRET, s3_server, serve, sync, syncer, tree, view};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sv_syncer::publish::Volume;
 
 fn spec(endpoint: &str, bucket: &str, path: &str) -> String {
@@ -107,7 +107,9 @@ async fn wrong_keys_a_missing_bucket_and_an_outage_are_reported() {
     let before = tree(data.path());
 
     let bad = credentials(S3_ACCESS, "a-wrong-secret-key-0000");
-    let refused = sync(&syncer(data.path(), Some(bad.path()), None), &volume, &view(&spec(&endpoint, "bucket", ""))).await.expect_err("auth");
+    let refused = sync(&syncer(data.path(), Some(bad.path()), None), &volume, &view(&spec(&endpoint, "bucket", "")))
+        .await
+        .expect_err("auth");
     assert!(refused.starts_with("authentication failed"), "{refused}");
     assert!(refused.ends_with("check the credentials Secret"), "{refused}");
     assert!(!refused.contains("a-wrong-secret-key-0000"), "{refused}");
@@ -146,14 +148,17 @@ async fn hostile_keys_are_refused_and_the_published_tree_stays() {
         (&["x", "x/y"][..], "x"),
     ] {
         let hostile = serve(listing_server(keys), None).await;
-        let error = sync(&syncer, &volume, &view(&spec(&format!("http://{}", hostile.addr), "b", ""))).await.expect_err("hostile");
+        let error = sync(&syncer, &volume, &view(&spec(&format!("http://{}", hostile.addr), "b", "")))
+            .await
+            .expect_err("hostile");
         assert!(error.contains(says), "{keys:?}: {error}");
         assert_eq!(tree(data.path()), before, "{keys:?}");
         assert!(!data.path().parent().expect("parent").join("escaped").exists());
     }
 
     let garbage = serve(Router::new().fallback(|| async { (StatusCode::OK, "<<<not xml") }), None).await;
-    let error = sync(&syncer, &volume, &view(&spec(&format!("http://{}", garbage.addr), "b", ""))).await.expect_err("garbage");
+    let error =
+        sync(&syncer, &volume, &view(&spec(&format!("http://{}", garbage.addr), "b", ""))).await.expect_err("garbage");
     assert!(error.starts_with("source error"), "{error}");
     assert_eq!(tree(data.path()), before);
 }

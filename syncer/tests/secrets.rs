@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{Repo, S3_ACCESS, S3_SECRET, SSH_PASSWORD, SSH_USER, Sshd, git_server, http_server, s3_server, shared_tempdir, tls_config};
+use common::{
+    Repo, S3_ACCESS, S3_SECRET, SSH_PASSWORD, SSH_USER, Sshd, git_server, http_server, s3_server, shared_tempdir,
+    tls_config,
+};
 use http_body_util::BodyExt;
 use object_store::ObjectStoreExt;
 use prometheus_client::registry::Registry;
@@ -21,7 +24,7 @@ use sv_operator::api::{SSH_INSECURE_ANNOTATION, SYNC_REQUESTED_ANNOTATION, Volum
 use sv_operator::clock::SystemClock;
 use sv_operator::telemetry::Health;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{SyncerConfig, Syncer, VolumeView};
+use sv_syncer::run::{Syncer, SyncerConfig, VolumeView};
 use sv_syncer::source::NetworkSources;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +53,13 @@ fn recording_client(bodies: mpsc::UnboundedSender<Value>) -> kube::Client {
             let _ = bodies.send(body.clone());
             body["metadata"] = serde_json::json!({"name": "vol", "namespace": "team"});
             let reply = http_body_util::Full::new(Bytes::from(serde_json::to_vec(&body).expect("json")));
-            Ok::<_, Infallible>(http::Response::builder().status(200).header("content-type", "application/json").body(reply).expect("response"))
+            Ok::<_, Infallible>(
+                http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(reply)
+                    .expect("response"),
+            )
         }
     });
     kube::Client::new(service, "team")
@@ -94,7 +103,8 @@ async fn run_case(case: &Case, data: &Path) -> (Vec<Value>, String) {
         extra_ca_pem: case.ca.clone(),
     };
     let writer = StatusWriter::new(recording_client(tx), VolumeKind::SharedVolume, "vol", Some("team"));
-    let syncer = Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), metrics, Health::new(), Some(writer));
+    let syncer =
+        Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), metrics, Health::new(), Some(writer));
     let view = |yaml: &str, trigger: &str| {
         let spec = serde_saphyr::from_str(&format!("mountPath: /data\n{yaml}")).expect("spec");
         let mut v = VolumeView { spec, ..VolumeView::default() };
@@ -119,7 +129,10 @@ async fn run_case(case: &Case, data: &Path) -> (Vec<Value>, String) {
 }
 
 async fn next_status(bodies: &mut mpsc::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(120), bodies.recv()).await.expect("a status within two minutes").expect("body")
+    tokio::time::timeout(Duration::from_secs(120), bodies.recv())
+        .await
+        .expect("a status within two minutes")
+        .expect("body")
 }
 
 /// Every file under `dir`, as bytes, with its path.
@@ -143,7 +156,8 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn forms(secret: &str) -> Vec<String> {
     let mut forms = vec![secret.to_string(), base64::engine::general_purpose::STANDARD.encode(secret)];
     // Keys: each base64 body line long enough to be unmistakable.
-    forms.extend(secret.lines().map(str::trim).filter(|l| l.len() >= 20 && !l.starts_with("-----")).map(str::to_string));
+    forms
+        .extend(secret.lines().map(str::trim).filter(|l| l.len() >= 20 && !l.starts_with("-----")).map(str::to_string));
     forms
 }
 
@@ -211,7 +225,10 @@ async fn no_secret_reaches_logs_status_metrics_or_the_volume() {
         Case {
             name: "http",
             spec: format!("source:\n  http:\n    url: http://reader:{http_password}@{}/f\n{schedule}", http.addr),
-            wrong_spec: Some(format!("source:\n  http:\n    url: http://reader:{wrong_http_password}@{}/f\n{schedule}", http.addr)),
+            wrong_spec: Some(format!(
+                "source:\n  http:\n    url: http://reader:{wrong_http_password}@{}/f\n{schedule}",
+                http.addr
+            )),
             wrong: vec![],
             right: vec![],
             annotations: vec![],
@@ -259,7 +276,10 @@ async fn no_secret_reaches_logs_status_metrics_or_the_volume() {
         Case {
             name: "git-token",
             wrong_spec: None,
-            spec: format!("source:\n  git:\n    url: https://127.0.0.1:{}/r.git\n    user: deploy\n{schedule}", git.addr.port()),
+            spec: format!(
+                "source:\n  git:\n    url: https://127.0.0.1:{}/r.git\n    user: deploy\n{schedule}",
+                git.addr.port()
+            ),
             wrong: vec![("password", wrong_git_token.to_string())],
             right: vec![("password", git_token.to_string())],
             annotations: vec![],
@@ -288,7 +308,8 @@ async fn no_secret_reaches_logs_status_metrics_or_the_volume() {
         let (statuses, metrics) = run_case(case, data.path()).await;
         outputs.extend(statuses.into_iter().map(|s| (format!("{} status", case.name), s.to_string().into_bytes())));
         outputs.push((format!("{} metrics", case.name), metrics.into_bytes()));
-        outputs.extend(files_under(data.path()).into_iter().map(|(p, b)| (format!("{} volume file {p}", case.name), b)));
+        outputs
+            .extend(files_under(data.path()).into_iter().map(|(p, b)| (format!("{} volume file {p}", case.name), b)));
     }
     let log = logs.0.lock().expect("lock").clone();
     assert!(log.len() > 10_000, "the logs were captured ({} bytes)", log.len());
@@ -298,7 +319,11 @@ async fn no_secret_reaches_logs_status_metrics_or_the_volume() {
     for (what, bytes) in &outputs {
         let text = String::from_utf8_lossy(bytes);
         for secret in &secrets {
-            assert!(!text.contains(secret.as_str()), "a secret ({}…) leaked into {what}", &secret[..6.min(secret.len())]);
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({}…) leaked into {what}",
+                &secret[..6.min(secret.len())]
+            );
         }
     }
 }

@@ -86,13 +86,21 @@ async fn key_logins_in_both_encodings_and_wrong_credentials() {
     let wrong = "not-the-Password-9f3k";
     let bad = credentials("password", wrong);
     let error = sync(&syncer(data.path(), Some(bad.path()), None), &volume, &v).await.expect_err("wrong password");
-    assert_eq!(error, format!("authentication failed: {SSH_USER}@127.0.0.1 refused the credentials; check the credentials Secret"));
-    let garbage = credentials("private-key", "-----BEGIN OPENSSH PRIVATE KEY-----\nnonsense\n-----END OPENSSH PRIVATE KEY-----\n");
+    assert_eq!(
+        error,
+        format!("authentication failed: {SSH_USER}@127.0.0.1 refused the credentials; check the credentials Secret")
+    );
+    let garbage = credentials(
+        "private-key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nnonsense\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
     let error = sync(&syncer(data.path(), Some(garbage.path()), None), &volume, &v).await.expect_err("bad key");
     assert!(error.starts_with("configuration: the private key cannot be read"), "{error}");
     assert_eq!(std::fs::read_to_string(data.path().join("f")).expect("kept"), "x");
 
-    let missing = sync(&syncer(data.path(), Some(pem.path()), None), &volume, &view(&spec(sshd.port, Path::new("/no/such/dir")))).await;
+    let missing =
+        sync(&syncer(data.path(), Some(pem.path()), None), &volume, &view(&spec(sshd.port, Path::new("/no/such/dir"))))
+            .await;
     assert!(missing.expect_err("missing path").contains("/no/such/dir"));
 }
 
@@ -120,7 +128,8 @@ async fn host_keys_are_pinned_on_first_use_and_a_changed_key_is_refused() {
     assert_eq!(std::fs::read_to_string(data.path().join("f")).expect("kept"), "x");
 
     // A configured known_hosts entry overrides what was learned; a wrong one is refused.
-    let configured = view_with(&spec(port, remote.path()), &[(SSH_KNOWN_HOSTS_ANNOTATION, impostor.host_key_line.as_str())]);
+    let configured =
+        view_with(&spec(port, remote.path()), &[(SSH_KNOWN_HOSTS_ANNOTATION, impostor.host_key_line.as_str())]);
     sync(&syncer, &volume, &configured).await.expect("configured key");
     assert_eq!(std::fs::read_to_string(data.path().join("f")).expect("read"), "tampered");
     let other = Sshd::start().expect("sshd");

@@ -66,12 +66,7 @@ pub fn on_create(
                 return Err(invalid(rt, &name, &[cause("spec.ports", "FieldValueRequired", "Required value".into())]));
             }
             for port in spec["ports"].as_array_mut().into_iter().flatten() {
-                if port.get("protocol").is_none() {
-                    port["protocol"] = json!("TCP");
-                }
-                if port.get("targetPort").is_none() {
-                    port["targetPort"] = port["port"].clone();
-                }
+                fill_defaults(port, [("protocol", json!("TCP")), ("targetPort", port["port"].clone())]);
             }
             if spec["type"].is_null() {
                 spec["type"] = json!("ClusterIP");
@@ -94,27 +89,34 @@ pub fn on_create(
                     spec["clusterIPs"] = json!([ip]);
                 }
             }
-            fill_defaults(spec, [
-                ("sessionAffinity", json!("None")),
-                ("internalTrafficPolicy", json!("Cluster")),
-                ("ipFamilies", json!(["IPv4"])),
-                ("ipFamilyPolicy", json!("SingleStack")),
-            ]);
+            fill_defaults(
+                spec,
+                [
+                    ("sessionAffinity", json!("None")),
+                    ("internalTrafficPolicy", json!("Cluster")),
+                    ("ipFamilies", json!(["IPv4"])),
+                    ("ipFamilyPolicy", json!("SingleStack")),
+                ],
+            );
             object["status"] = json!({"loadBalancer": {}});
         }
         ("", "pods") => {
             let spec = &mut object["spec"];
-            fill_defaults(spec, [
-                ("serviceAccountName", json!("default")),
-                ("serviceAccount", json!("default")),
-                ("restartPolicy", json!("Always")),
-                ("dnsPolicy", json!("ClusterFirst")),
-                ("schedulerName", json!("default-scheduler")),
-                ("enableServiceLinks", json!(true)),
-                ("priority", json!(0)),
-                ("securityContext", json!({})),
-                ("terminationGracePeriodSeconds", json!(30)),
-            ]);
+            fill_defaults(
+                spec,
+                [
+                    ("serviceAccountName", json!("default")),
+                    ("serviceAccount", json!("default")),
+                    ("restartPolicy", json!("Always")),
+                    ("dnsPolicy", json!("ClusterFirst")),
+                    ("schedulerName", json!("default-scheduler")),
+                    ("enableServiceLinks", json!(true)),
+                    ("priority", json!(0)),
+                    ("securityContext", json!({})),
+                    ("terminationGracePeriodSeconds", json!(30)),
+                ],
+            );
+            default_containers(spec);
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "persistentvolumeclaims") => {
@@ -153,22 +155,30 @@ pub fn on_create(
         }
         ("apps", "statefulsets") => {
             let spec = &mut object["spec"];
-            fill_defaults(spec, [
-                ("podManagementPolicy", json!("OrderedReady")),
-                ("revisionHistoryLimit", json!(10)),
-                ("updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})),
-                ("persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"})),
-                ("replicas", json!(1)),
-            ]);
+            default_containers(&mut spec["template"]["spec"]);
+            fill_defaults(
+                spec,
+                [
+                    ("podManagementPolicy", json!("OrderedReady")),
+                    ("revisionHistoryLimit", json!(10)),
+                    ("updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})),
+                    ("persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"})),
+                    ("replicas", json!(1)),
+                ],
+            );
         }
         ("events.k8s.io", "events") => {
-            fill_defaults(object, [
-                ("deprecatedFirstTimestamp", Value::Null),
-                ("deprecatedLastTimestamp", Value::Null),
-                ("deprecatedSource", json!({})),
-            ]);
+            fill_defaults(
+                object,
+                [
+                    ("deprecatedFirstTimestamp", Value::Null),
+                    ("deprecatedLastTimestamp", Value::Null),
+                    ("deprecatedSource", json!({})),
+                ],
+            );
         }
         ("apps", "replicasets" | "deployments") => {
+            default_containers(&mut object["spec"]["template"]["spec"]);
             if object["spec"].get("replicas").is_none() {
                 object["spec"]["replicas"] = json!(1);
             }
@@ -212,7 +222,11 @@ pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Resul
             if let Some(duration) = object["spec"]["leaseDurationSeconds"].as_i64()
                 && duration <= 0
             {
-                causes.push(cause("spec.leaseDurationSeconds", "FieldValueInvalid", format!("Invalid value: {duration}: must be greater than 0")));
+                causes.push(cause(
+                    "spec.leaseDurationSeconds",
+                    "FieldValueInvalid",
+                    format!("Invalid value: {duration}: must be greater than 0"),
+                ));
             }
         }
         ("apps", "statefulsets" | "replicasets" | "deployments") => {
@@ -220,7 +234,15 @@ pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Resul
                 let frozen = |o: &Value| {
                     let mut spec = o["spec"].clone();
                     if let Some(m) = spec.as_object_mut() {
-                        for key in ["replicas", "ordinals", "template", "updateStrategy", "revisionHistoryLimit", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"] {
+                        for key in [
+                            "replicas",
+                            "ordinals",
+                            "template",
+                            "updateStrategy",
+                            "revisionHistoryLimit",
+                            "persistentVolumeClaimRetentionPolicy",
+                            "minReadySeconds",
+                        ] {
                             m.remove(key);
                         }
                     }
@@ -235,7 +257,11 @@ pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Resul
                 .as_object()
                 .is_none_or(|m| m.iter().all(|(k, v)| labels[k] == *v));
             if !selected {
-                causes.push(cause("spec.template.metadata.labels", "FieldValueInvalid", format!("Invalid value: {labels}: `selector` does not match template `labels`")));
+                causes.push(cause(
+                    "spec.template.metadata.labels",
+                    "FieldValueInvalid",
+                    format!("Invalid value: {labels}: `selector` does not match template `labels`"),
+                ));
             }
         }
         ("", "persistentvolumeclaims") => {
@@ -247,7 +273,11 @@ pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Resul
                 if let (Some(requested), Some(capacity)) = (requested, capacity)
                     && requested < capacity
                 {
-                    causes.push(cause("spec.resources.requests.storage", "FieldValueForbidden", "Forbidden: field can not be less than status.capacity".into()));
+                    causes.push(cause(
+                        "spec.resources.requests.storage",
+                        "FieldValueForbidden",
+                        "Forbidden: field can not be less than status.capacity".into(),
+                    ));
                 }
                 let rest = |o: &Value| {
                     let mut spec = o["spec"].clone();
@@ -265,13 +295,21 @@ pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Resul
         ("events.k8s.io", "events") if old.is_none() => {
             let controller = object["reportingController"].as_str().unwrap_or_default();
             if controller.is_empty() {
-                causes.push(cause("reportingController", "FieldValueInvalid", "Invalid value: \"\": name part must be non-empty".into()));
+                causes.push(cause(
+                    "reportingController",
+                    "FieldValueInvalid",
+                    "Invalid value: \"\": name part must be non-empty".into(),
+                ));
                 causes.push(cause("reportingController", "FieldValueInvalid", "Invalid value: \"\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into()));
                 causes.push(cause("reportingController", "FieldValueRequired", "Required value".into()));
             }
             let kind = object["type"].as_str().unwrap_or_default();
             if !matches!(kind, "Normal" | "Warning") {
-                causes.push(cause("type", "FieldValueInvalid", format!("Invalid value: \"\": has invalid value: {kind}")));
+                causes.push(cause(
+                    "type",
+                    "FieldValueInvalid",
+                    format!("Invalid value: \"\": has invalid value: {kind}"),
+                ));
             }
         }
         _ => {}
@@ -306,6 +344,9 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     match (rt.id.group.as_str(), rt.id.plural.as_str()) {
         ("", "services") => {
+            for port in object["spec"]["ports"].as_array_mut().into_iter().flatten() {
+                fill_defaults(port, [("protocol", json!("TCP")), ("targetPort", port["port"].clone())]);
+            }
             for key in ["clusterIP", "clusterIPs"] {
                 if object["spec"].get(key).is_none_or(Value::is_null) {
                     object["spec"][key] = old["spec"][key].clone();
@@ -335,6 +376,26 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// The defaults every container of a pod (or pod template) gets.
+fn default_containers(pod_spec: &mut Value) {
+    for key in ["initContainers", "containers"] {
+        for container in pod_spec[key].as_array_mut().into_iter().flatten() {
+            let image = container["image"].as_str().unwrap_or_default();
+            let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, tag)| tag);
+            let pull = if tag.is_none_or(|t| t == "latest") { "Always" } else { "IfNotPresent" };
+            fill_defaults(
+                container,
+                [
+                    ("imagePullPolicy", json!(pull)),
+                    ("resources", json!({})),
+                    ("terminationMessagePath", json!("/dev/termination-log")),
+                    ("terminationMessagePolicy", json!("File")),
+                ],
+            );
+        }
+    }
 }
 
 fn fill_defaults<const N: usize>(target: &mut Value, defaults: [(&str, Value); N]) {

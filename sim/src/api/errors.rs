@@ -59,7 +59,12 @@ fn kind_details(rt: &ResourceType, name: &str) -> Value {
 }
 
 pub fn not_found(id: &ResourceId, name: &str) -> ApiError {
-    ApiError::status(404, "NotFound", format!("{} {name:?} not found", id.qualified()), Some(resource_details(id, name)))
+    ApiError::status(
+        404,
+        "NotFound",
+        format!("{} {name:?} not found", id.qualified()),
+        Some(resource_details(id, name)),
+    )
 }
 
 pub fn namespace_not_found(namespace: &str) -> ApiError {
@@ -119,8 +124,9 @@ pub fn invalid_named(qualified_kind: &str, mut details: Value, name: &str, cause
         [one] => one.clone(),
         many => format!("[{}]", many.join(", ")),
     };
-    details["causes"] =
-        Value::Array(causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect());
+    details["causes"] = Value::Array(
+        causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect(),
+    );
     ApiError::status(422, "Invalid", format!("{qualified_kind} {name:?} is invalid: {summary}"), Some(details))
 }
 
@@ -138,7 +144,12 @@ pub fn unsupported_media_type() -> ApiError {
 }
 
 pub fn method_not_allowed(method: &str) -> ApiError {
-    ApiError::status(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"), None)
+    ApiError::status(
+        405,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource ({method})"),
+        None,
+    )
 }
 
 pub fn too_large(limit: usize) -> ApiError {

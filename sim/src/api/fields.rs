@@ -111,10 +111,8 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
 pub fn from_fields_v1(fields: &Value) -> FieldSet {
     let mut out = FieldSet::new();
     fn walk(node: &Value, path: &mut FieldPath, out: &mut FieldSet) {
-        let children: Vec<(&String, &Value)> = node
-            .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
-            .unwrap_or_default();
+        let children: Vec<(&String, &Value)> =
+            node.as_object().map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect()).unwrap_or_default();
         if children.is_empty() {
             if !path.is_empty() {
                 out.insert(path.clone());
@@ -203,11 +201,8 @@ impl Ownership {
     /// owned by nobody.
     pub fn record_update(&mut self, owner: Owner, old: Option<&Value>, new: &Value, api_version: &str, time: &str) {
         let new_leaves = leaves(new);
-        let changed: FieldSet = new_leaves
-            .iter()
-            .filter(|p| old.and_then(|o| get(o, p)) != get(new, p))
-            .cloned()
-            .collect();
+        let changed: FieldSet =
+            new_leaves.iter().filter(|p| old.and_then(|o| get(o, p)) != get(new, p)).cloned().collect();
         for (set, _, _) in self.entries.values_mut() {
             set.retain(|p| new_leaves.contains(p) && !changed.contains(p));
         }
@@ -239,7 +234,10 @@ impl Ownership {
                 }
                 for path in set.intersection(&wanted) {
                     if get(live, path) != get(config, path) {
-                        conflicts.entry(other.describe(other_version)).or_default().push(format!(".{}", path.join(".")));
+                        conflicts
+                            .entry(other.describe(other_version))
+                            .or_default()
+                            .push(format!(".{}", path.join(".")));
                     }
                 }
             }

@@ -218,7 +218,11 @@ fn percent_decode(text: &str) -> String {
 
 /// The answer to a [`Request`].
 pub enum Response {
-    Json { code: u16, body: Value, warnings: Vec<String> },
+    Json {
+        code: u16,
+        body: Value,
+        warnings: Vec<String>,
+    },
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`), which has its own content type.
     Discovery(Value),
     Error(ApiError),
@@ -419,7 +423,9 @@ impl ApiServer {
         };
         let selector = object["spec"]["selector"]["matchLabels"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+            .map(|m| {
+                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+            })
             .unwrap_or_default();
         let meta = &object["metadata"];
         Ok(Response::ok(json!({
@@ -432,7 +438,8 @@ impl ApiServer {
     }
 
     async fn list(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
-        let labels = LabelSelector::parse(request.param("labelSelector").unwrap_or_default()).map_err(errors::bad_request)?;
+        let labels =
+            LabelSelector::parse(request.param("labelSelector").unwrap_or_default()).map_err(errors::bad_request)?;
         let fields = FieldSelector::parse(request.param("fieldSelector").unwrap_or_default(), target.rt.custom)
             .map_err(errors::bad_request)?;
         if request.param("resourceVersionMatch") == Some("NotOlderThan")
@@ -462,7 +469,20 @@ impl ApiServer {
             .filter(|(_, o)| labels.matches(o) && fields.matches(o))
             .collect();
         let page = limit.unwrap_or(matching.len()).min(matching.len());
-        let items: Vec<Value> = matching[..page].iter().map(|(_, o)| o.clone()).collect();
+        let items: Vec<Value> = matching[..page]
+            .iter()
+            .map(|(_, o)| {
+                let mut item = o.clone();
+                if !target.rt.custom
+                    && let Some(map) = item.as_object_mut()
+                {
+                    // Built-in list items are typed by the list, as the real server encodes them.
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                item
+            })
+            .collect();
         let remaining = matching.len() - page;
         let mut metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
         if remaining > 0 && page > 0 {

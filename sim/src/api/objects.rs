@@ -83,7 +83,10 @@ impl DeleteOptions {
         };
         let text = |v: &Value| v.as_str().map(String::from);
         Ok(Self {
-            propagation: request.param("propagationPolicy").map(String::from).or_else(|| text(&body["propagationPolicy"])),
+            propagation: request
+                .param("propagationPolicy")
+                .map(String::from)
+                .or_else(|| text(&body["propagationPolicy"])),
             uid: text(&body["preconditions"]["uid"]),
             resource_version: text(&body["preconditions"]["resourceVersion"]),
             dry_run: request.param("dryRun") == Some("All")
@@ -165,8 +168,11 @@ fn check_type(rt: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
         None | Some("") => object["kind"] = json!(rt.kind),
         Some(found) if found != rt.kind => {
             let name = name_of(object).to_string();
-            let cause =
-                Cause { field: "kind".into(), reason: "FieldValueInvalid", message: format!("Invalid value: {found:?}: must be {}", rt.kind) };
+            let cause = Cause {
+                field: "kind".into(),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {found:?}: must be {}", rt.kind),
+            };
             let mut details = json!({"name": name, "kind": found});
             if !rt.id.group.is_empty() {
                 details["group"] = json!(rt.id.group);
@@ -265,7 +271,9 @@ impl ApiServer {
             return Err(errors::already_exists(&rt.id, &name));
         }
         if let Some(m) = meta.as_object_mut() {
-            for server_field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            for server_field in
+                ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"]
+            {
                 m.remove(server_field);
             }
         }
@@ -413,7 +421,15 @@ impl ApiServer {
         }
         let old_meta = &old["metadata"];
         let meta = &mut object["metadata"];
-        for key in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"] {
+        for key in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+            "namespace",
+        ] {
             match old_meta.get(key) {
                 Some(value) => meta[key] = value.clone(),
                 None => {
@@ -487,9 +503,16 @@ impl ApiServer {
 
     /// An unconditional update by one of the simulation's controllers (`opts.subresource`
     /// `Some("status")` writes the status).
-    pub fn update_in(&self, state: &mut State, rt: &ResourceType, object: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    pub fn update_in(
+        &self,
+        state: &mut State,
+        rt: &ResourceType,
+        object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let (namespace, name) = super::store::object_key(&object);
-        let old = state.store.get(&rt.id, &namespace, &name).cloned().ok_or_else(|| errors::not_found(&rt.id, &name))?;
+        let old =
+            state.store.get(&rt.id, &namespace, &name).cloned().ok_or_else(|| errors::not_found(&rt.id, &name))?;
         let owner = self.owner(opts, false);
         self.commit(state, rt, &old, object, FieldOp::Update(owner), opts).map(|(object, _)| object)
     }
@@ -560,7 +583,12 @@ impl ApiServer {
                     ))
                 })?;
                 json_patch::patch(&mut object, &patch).map_err(|_| {
-                    ApiError::status(422, "Invalid", "the server rejected our request due to an error in our request", Some(json!({})))
+                    ApiError::status(
+                        422,
+                        "Invalid",
+                        "the server rejected our request due to an error in our request",
+                        Some(json!({})),
+                    )
                 })?;
             }
             _ => return Err(errors::unsupported_media_type()),
@@ -578,8 +606,17 @@ impl ApiServer {
 
     fn apply(&self, target: &Target, request: &Request, opts: WriteOptions) -> Result<Response, ApiError> {
         if request.param("fieldManager").is_none_or(str::is_empty) {
-            let cause = Cause { field: "fieldManager".into(), reason: "FieldValueRequired", message: "Required value: is required for apply patch".into() };
-            return Err(errors::invalid_named("PatchOptions.meta.k8s.io", json!({"group": "meta.k8s.io", "kind": "PatchOptions"}), "", &[cause]));
+            let cause = Cause {
+                field: "fieldManager".into(),
+                reason: "FieldValueRequired",
+                message: "Required value: is required for apply patch".into(),
+            };
+            return Err(errors::invalid_named(
+                "PatchOptions.meta.k8s.io",
+                json!({"group": "meta.k8s.io", "kind": "PatchOptions"}),
+                "",
+                &[cause],
+            ));
         }
         let mut config = parse_body(request, &target.rt)?;
         check_type(&target.rt, &mut config)?;
@@ -600,7 +637,14 @@ impl ApiServer {
             if let Some(cause) = wrong_type {
                 let path: Vec<String> = cause.field.split('.').map(String::from).collect();
                 let got = fields::get(&config, &path).map(|v| v.to_string()).unwrap_or_default();
-                let expected = cause.message.rsplit("must be of type ").next().unwrap_or_default().split(':').next().unwrap_or_default();
+                let expected = cause
+                    .message
+                    .rsplit("must be of type ")
+                    .next()
+                    .unwrap_or_default()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default();
                 let message = format!(
                     "failed to create typed patch object (/{name}; {}, Kind={}): .{}: expected {expected}, got &value.valueUnstructured{{Value:{got}}}",
                     target.rt.id.api_version(),
@@ -615,18 +659,15 @@ impl ApiServer {
         let force = request.flag("force");
         let owner = self.owner(&opts, true);
         let mut state = self.state();
-        let live = state
-            .store
-            .get(&target.rt.id, target.namespace.as_deref().unwrap_or_default(), &name)
-            .cloned();
+        let live = state.store.get(&target.rt.id, target.namespace.as_deref().unwrap_or_default(), &name).cloned();
         let api_version = target.rt.id.api_version();
         let now = self.now();
         let Some(live) = live else {
             let mut ownership = Ownership::default();
-            let object = ownership
-                .apply(owner, None, &config, force, &api_version, &now)
-                .map_err(|c| apply_conflict(&c))?;
-            let (mut created, warnings) = self.create_in(&mut state, &target.rt, object, &WriteOptions { dry_run: true, ..opts.clone() })?;
+            let object =
+                ownership.apply(owner, None, &config, force, &api_version, &now).map_err(|c| apply_conflict(&c))?;
+            let (mut created, warnings) =
+                self.create_in(&mut state, &target.rt, object, &WriteOptions { dry_run: true, ..opts.clone() })?;
             ownership.write(&mut created);
             if opts.dry_run {
                 return Ok(Response::Json { code: 201, body: created, warnings });
@@ -658,7 +699,8 @@ impl ApiServer {
             }
             _ => merged,
         };
-        let (object, warnings) = self.commit(&mut state, &target.rt, &live, object, FieldOp::Applied(ownership), &opts)?;
+        let (object, warnings) =
+            self.commit(&mut state, &target.rt, &live, object, FieldOp::Applied(ownership), &opts)?;
         Ok(Response::Json { code: 200, body: object, warnings })
     }
 
@@ -706,7 +748,9 @@ impl ApiServer {
             ));
         }
         let mut held = finalizers(&old);
+        let is_crd = rt.id == crd_resource_id();
         let policy_finalizer = match options.propagation.as_deref() {
+            _ if is_crd => Some(CRD_CLEANUP_FINALIZER),
             Some("Foreground") => Some("foregroundDeletion"),
             Some("Orphan") => Some("orphan"),
             _ => None,
@@ -737,12 +781,16 @@ impl ApiServer {
         }
         let mut object = (*old).clone();
         object["metadata"]["deletionTimestamp"] = json!(self.now());
-        let grace = if graceful_pod {
-            options.grace_period.or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+        let grace = if is_namespace {
+            None
+        } else if graceful_pod {
+            Some(options.grace_period.or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30))
         } else {
-            0
+            Some(0)
         };
-        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if let Some(grace) = grace {
+            object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
         if !held.is_empty() {
             object["metadata"]["finalizers"] = json!(held);
         }
@@ -757,6 +805,9 @@ impl ApiServer {
             return Ok(object);
         }
         let stored = state.store.put(&rt.id, object);
+        if is_crd {
+            self.clean_up_crd(state, &stored);
+        }
         self.notify(state.store.resource_version());
         Ok((*stored).clone())
     }
@@ -764,19 +815,48 @@ impl ApiServer {
     /// Side effects of an object leaving storage.
     fn after_removal(&self, state: &mut State, rt: &ResourceType, object: &Value) {
         if rt.id.plural == "customresourcedefinitions" {
-            // The CRD finalizer would have deleted the CRs first; they go with their type.
-            let group = object["spec"]["group"].as_str().unwrap_or_default();
-            let plural = object["spec"]["names"]["plural"].as_str().unwrap_or_default();
-            let ids: Vec<ResourceId> =
-                state.registry.types().filter(|t| t.custom && t.id.group == group && t.id.plural == plural).map(|t| t.id.clone()).collect();
-            for id in ids {
-                let keys: Vec<(String, String)> = state.store.list(&id, None).map(|(k, _)| k.clone()).collect();
-                for (ns, name) in keys {
-                    state.store.remove(&id, &ns, &name);
-                }
+            for id in crd_resources(state, object) {
                 state.store.drop_collection(&id);
             }
             state.registry.unregister_crd(object);
+        } else if rt.custom {
+            // The last custom resource of a deleted CRD lets the CRD go.
+            let crd_name = format!("{}.{}", rt.id.plural, rt.id.group);
+            let crd = state.store.get(&crd_resource_id(), "", &crd_name).cloned();
+            if let Some(crd) = crd.filter(|c| !c["metadata"]["deletionTimestamp"].is_null()) {
+                self.clean_up_crd(state, &crd);
+            }
+        }
+    }
+
+    /// What the apiextensions finalizer does for a deleted CRD: deletes its custom resources and,
+    /// once none is left, removes `customresourcecleanup.apiextensions.k8s.io` so the CRD goes.
+    fn clean_up_crd(&self, state: &mut State, crd: &Value) {
+        let mut left = 0;
+        for id in crd_resources(state, crd) {
+            let Some(rt) = state.registry.get(&id).cloned() else { continue };
+            let keys: Vec<(String, String)> = state.store.list(&id, None).map(|(k, _)| k.clone()).collect();
+            for (namespace, name) in keys {
+                let _ = self.delete_in(state, &rt, &namespace, &name, &DeleteOptions::default());
+                if state.store.get(&id, &namespace, &name).is_some() {
+                    left += 1;
+                }
+            }
+        }
+        let current = state.store.get(&crd_resource_id(), "", name_of(crd)).cloned();
+        if left == 0
+            && let Some(current) = current
+        {
+            let kept: Vec<String> = finalizers(&current).into_iter().filter(|f| f != CRD_CLEANUP_FINALIZER).collect();
+            let mut released = (*current).clone();
+            released["metadata"]["finalizers"] = json!(kept);
+            if let Some(rt) = state.registry.get(&crd_resource_id()).cloned() {
+                let owner = Owner { manager: "kube-apiserver".into(), apply: false, subresource: None };
+                let opts = WriteOptions::controller("kube-apiserver");
+                if let Err(e) = self.commit(state, &rt, &current, released, FieldOp::Update(owner), &opts) {
+                    tracing::warn!(error = ?e, "releasing a deleted CRD");
+                }
+            }
         }
     }
 
@@ -808,6 +888,24 @@ impl ApiServer {
         }
         Ok(Response::ok(list))
     }
+}
+
+const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+fn crd_resource_id() -> ResourceId {
+    ResourceId::new("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+}
+
+/// The served resources a CRD defines.
+fn crd_resources(state: &State, crd: &Value) -> Vec<ResourceId> {
+    let group = crd["spec"]["group"].as_str().unwrap_or_default();
+    let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
+    state
+        .registry
+        .types()
+        .filter(|t| t.custom && t.id.group == group && t.id.plural == plural)
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 /// A namespace with `spec.finalizers` left is still held by the namespace controller.
@@ -846,8 +944,20 @@ fn strip_directives(mut patch: Value) -> Value {
 }
 
 const OBJECT_META_FIELDS: &[&str] = &[
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
     "managedFields",
 ];
 
@@ -866,7 +976,9 @@ fn drop_empty_metadata(object: &mut Value) {
     if let Some(meta) = object["metadata"].as_object_mut() {
         meta.retain(|key, value| {
             !(matches!(key.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
-                && (value.is_null() || value.as_object().is_some_and(|m| m.is_empty()) || value.as_array().is_some_and(|a| a.is_empty())))
+                && (value.is_null()
+                    || value.as_object().is_some_and(|m| m.is_empty())
+                    || value.as_array().is_some_and(|a| a.is_empty())))
         });
     }
 }

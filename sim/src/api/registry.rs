@@ -27,7 +27,11 @@ impl ResourceId {
     /// Where objects of this resource are stored: the version does not matter (no conversion is
     /// simulated), and `events.k8s.io` Events share the core Events' storage.
     pub fn storage(&self) -> (&str, &str) {
-        if self.group == "events.k8s.io" && self.plural == "events" { ("", "events") } else { (&self.group, &self.plural) }
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            ("", "events")
+        } else {
+            (&self.group, &self.plural)
+        }
     }
 
     /// `sharedvolumes.sv.sharedvolume.io`, or `configmaps` for core: the form error messages use.
@@ -146,7 +150,7 @@ const fn b(
 const BUILTINS: &[Builtin] = &[
     b("", "v1", "namespaces", "Namespace", false, &["ns"], true, false),
     b("", "v1", "nodes", "Node", false, &["no"], true, false),
-    b("", "v1", "pods", "Pod", true, &["po"], true, false),
+    b("", "v1", "pods", "Pod", true, &["po"], true, true),
     b("", "v1", "services", "Service", true, &["svc"], true, false),
     b("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
     b("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false),
@@ -161,15 +165,42 @@ const BUILTINS: &[Builtin] = &[
     b("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], false, false),
     b("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
     b("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
-    b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true, true),
+    b(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+        true,
+    ),
     b("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
     b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
     b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
     b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
     b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
     b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, &["netpol"], false, true),
-    b("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false, &[], false, true),
-    b("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false, &[], false, true),
+    b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        true,
+    ),
+    b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+        false,
+        true,
+    ),
 ];
 
 /// Every resource type the server knows, keyed by id.
@@ -191,7 +222,10 @@ impl Default for Registry {
                     singular: builtin.kind.to_ascii_lowercase(),
                     namespaced: builtin.namespaced,
                     short_names: builtin.short.iter().map(|s| s.to_string()).collect(),
-                    categories: if matches!(builtin.plural, "pods" | "services" | "deployments" | "replicasets" | "statefulsets") {
+                    categories: if matches!(
+                        builtin.plural,
+                        "pods" | "services" | "deployments" | "replicasets" | "statefulsets"
+                    ) {
                         vec!["all".into()]
                     } else {
                         Vec::new()

@@ -89,7 +89,11 @@ fn preserves_unknown(schema: &Value) -> bool {
 }
 
 fn required(schema: &Value) -> Vec<&str> {
-    schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -209,7 +213,10 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) 
         causes.push(Cause {
             field: path.to_string(),
             reason: "FieldValueTypeInvalid",
-            message: format!("Invalid value: {actual:?}: {} in body must be of type {expected}: {actual:?}", body_name(path)),
+            message: format!(
+                "Invalid value: {actual:?}: {} in body must be of type {expected}: {actual:?}",
+                body_name(path)
+            ),
         });
         return;
     }
@@ -267,7 +274,11 @@ fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) 
 fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, causes: &mut Vec<Cause>) {
     for key in required(schema) {
         if !map.contains_key(key) {
-            causes.push(Cause { field: join(path, key), reason: "FieldValueRequired", message: "Required value".into() });
+            causes.push(Cause {
+                field: join(path, key),
+                reason: "FieldValueRequired",
+                message: "Required value".into(),
+            });
         }
     }
     for (key, child_value) in map {

@@ -111,8 +111,7 @@ impl Store {
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         let key = object_key(&object);
         let object = Arc::new(object);
-        let previous =
-            self.objects.entry(storage_key(id)).or_default().insert(key.clone(), object.clone());
+        let previous = self.objects.entry(storage_key(id)).or_default().insert(key.clone(), object.clone());
         let kind = if previous.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
         self.record(id, key.0, kind, object.clone(), previous);
         object
@@ -134,7 +133,14 @@ impl Store {
         self.objects.remove(&storage_key(id));
     }
 
-    fn record(&mut self, id: &ResourceId, namespace: String, kind: ChangeKind, object: Arc<Value>, previous: Option<Arc<Value>>) {
+    fn record(
+        &mut self,
+        id: &ResourceId,
+        namespace: String,
+        kind: ChangeKind,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
         if self.log.len() == self.capacity
             && let Some(dropped) = self.log.pop_front()
         {
@@ -155,8 +161,5 @@ impl Store {
 
 pub fn object_key(object: &Value) -> ObjectKey {
     let meta = &object["metadata"];
-    (
-        meta["namespace"].as_str().unwrap_or_default().to_string(),
-        meta["name"].as_str().unwrap_or_default().to_string(),
-    )
+    (meta["namespace"].as_str().unwrap_or_default().to_string(), meta["name"].as_str().unwrap_or_default().to_string())
 }

@@ -74,7 +74,8 @@ fn line(kind: &str, object: &Value) -> Bytes {
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
-    let mut object = json!({"kind": rt.kind, "apiVersion": rt.id.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
+    let mut object =
+        json!({"kind": rt.kind, "apiVersion": rt.id.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
     if initial_end {
         object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
@@ -93,7 +94,8 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
     let filter = Filter {
         rt: target.rt.clone(),
         namespace: target.namespace.clone(),
-        labels: LabelSelector::parse(request.param("labelSelector").unwrap_or_default()).map_err(errors::bad_request)?,
+        labels: LabelSelector::parse(request.param("labelSelector").unwrap_or_default())
+            .map_err(errors::bad_request)?,
         fields: FieldSelector::parse(request.param("fieldSelector").unwrap_or_default(), target.rt.custom)
             .map_err(errors::bad_request)?,
     };
@@ -115,7 +117,8 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
         let current = state.store.resource_version();
         match (initial_events, requested) {
             (false, Some(rv)) => {
-                let rv = rv.parse::<u64>().map_err(|_| errors::bad_request(format!("invalid resource version: {rv:?}")))?;
+                let rv =
+                    rv.parse::<u64>().map_err(|_| errors::bad_request(format!("invalid resource version: {rv:?}")))?;
                 if let Err(oldest) = state.store.changes_since(rv) {
                     pending.push_back(expired(rv, oldest));
                     return Ok(WatchStream(Box::pin(futures::stream::iter(pending))));

@@ -48,7 +48,8 @@ pub(super) fn namespaces(pass: &mut Pass) {
                 let resource = if group.is_empty() { format!("{plural}.") } else { format!("{plural}.{group}") };
                 remaining.push((resource, left.len()));
                 for object in &left {
-                    for f in object["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    for f in object["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(Value::as_str)
+                    {
                         *finalizers.entry(f.to_string()).or_default() += 1;
                     }
                 }
@@ -66,15 +67,33 @@ pub(super) fn namespaces(pass: &mut Pass) {
             .and_then(|c| c["lastTransitionTime"].as_str())
             .map(String::from)
             .unwrap_or_else(|| pass.now());
-        let condition = |kind: &str, status: &str, reason: &str, message: String| {
-            json!({"type": kind, "status": status, "lastTransitionTime": now, "reason": reason, "message": message})
-        };
+        let condition = |kind: &str, status: &str, reason: &str, message: String| json!({"type": kind, "status": status, "lastTransitionTime": now, "reason": reason, "message": message});
         let content: Vec<String> = remaining.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
         let mut conditions = vec![
-            condition("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered".into()),
-            condition("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions", "All legacy kube types successfully parsed".into()),
-            condition("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".into()),
-            condition("NamespaceContentRemaining", "True", "SomeResourcesRemain", format!("Some resources are remaining: {}", content.join(", "))),
+            condition(
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered".into(),
+            ),
+            condition(
+                "NamespaceDeletionGroupVersionParsingFailure",
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed".into(),
+            ),
+            condition(
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            ),
+            condition(
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                format!("Some resources are remaining: {}", content.join(", ")),
+            ),
         ];
         if !finalizers.is_empty() {
             let list: Vec<String> = finalizers.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
@@ -110,7 +129,10 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
             let mut orphaned = Vec::new();
             for reference in refs {
                 referenced.insert(reference["uid"].as_str().unwrap_or_default().to_string());
-                let known = reference["apiVersion"].as_str().zip(reference["kind"].as_str()).is_some_and(|(v, k)| pass.state.registry.by_kind(v, k).is_some());
+                let known = reference["apiVersion"]
+                    .as_str()
+                    .zip(reference["kind"].as_str())
+                    .is_some_and(|(v, k)| pass.state.registry.by_kind(v, k).is_some());
                 if !known {
                     // An owner of a kind the server does not serve is never assumed gone.
                     alive = true;
@@ -119,7 +141,9 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
                 match owner_of(pass, &object, reference) {
                     Some(owner) => {
                         alive = true;
-                        let held_by = |f: &str| owner["metadata"]["finalizers"].as_array().is_some_and(|l| l.iter().any(|x| x == f));
+                        let held_by = |f: &str| {
+                            owner["metadata"]["finalizers"].as_array().is_some_and(|l| l.iter().any(|x| x == f))
+                        };
                         if deleting(&owner) && held_by("foregroundDeletion") {
                             foreground = true;
                         }
@@ -141,7 +165,12 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
                 }
                 pass.update(group, plural, stripped, MANAGER);
             } else if (!alive || foreground) && !deleting(&object) {
-                pass.delete(group, plural, &object, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+                pass.delete(
+                    group,
+                    plural,
+                    &object,
+                    DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() },
+                );
             }
         }
     }

@@ -53,7 +53,8 @@ fn node_not_ready_since(node: &Value) -> Option<Timestamp> {
 /// node (300 s unless the pod says otherwise) has run out.
 pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
     let now = pass.server.clock().now();
-    let nodes: BTreeMap<String, Arc<Value>> = pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
+    let nodes: BTreeMap<String, Arc<Value>> =
+        pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
     for pod in pass.list("", "pods", None) {
         let Some(node) = pod["spec"]["nodeName"].as_str() else { continue };
         let since = match nodes.get(node) {
@@ -105,7 +106,10 @@ pub(super) fn schedule(pass: &mut Pass) {
         });
         let chosen = load.iter().min_by_key(|(node, count)| (**count, (*node).clone())).map(|(n, _)| n.clone());
         let message = match (&unbound_claim, &chosen) {
-            (Some(claim), _) => format!("0/{} nodes are available: pod has unbound immediate PersistentVolumeClaims ({claim}).", nodes.len()),
+            (Some(claim), _) => format!(
+                "0/{} nodes are available: pod has unbound immediate PersistentVolumeClaims ({claim}).",
+                nodes.len()
+            ),
             (None, None) => "0/0 nodes are available: no node is Ready.".to_string(),
             (None, Some(node)) => {
                 let mut bound = (*pod).clone();
@@ -122,7 +126,9 @@ pub(super) fn schedule(pass: &mut Pass) {
             }
         };
         let mut status = pod["status"].clone();
-        let already = status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "PodScheduled" && c["message"] == json!(message)));
+        let already = status["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "PodScheduled" && c["message"] == json!(message)));
         if !already {
             set_condition(&mut status, "PodScheduled", false, Some(("Unschedulable", &message)), &pass.now());
             pass.set_status("", "pods", &pod, status, "kube-scheduler");
@@ -160,7 +166,8 @@ pub(super) fn kubelets(
     pod_ips: &mut BTreeMap<String, u32>,
     node_indices: &BTreeMap<String, u32>,
 ) {
-    let nodes: BTreeMap<String, Arc<Value>> = pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
+    let nodes: BTreeMap<String, Arc<Value>> =
+        pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
     for pod in pass.list("", "pods", None) {
         let Some(node_name) = pod["spec"]["nodeName"].as_str() else { continue };
         let Some(node) = nodes.get(node_name).filter(|n| node_ready(n)) else { continue };

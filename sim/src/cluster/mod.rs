@@ -113,7 +113,8 @@ impl<'a> Pass<'a> {
     pub(crate) fn delete(&mut self, group: &str, plural: &str, object: &Value, options: DeleteOptions) {
         let Some(rt) = self.rt(group, plural) else { return };
         let meta = &object["metadata"];
-        let (namespace, name) = (meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default());
+        let (namespace, name) =
+            (meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default());
         let before = self.state.store.resource_version();
         if let Err(e) = self.server.delete_in(self.state, &rt, namespace, name, &options) {
             tracing::debug!(plural, name, error = ?e, "simulated controller delete failed");
@@ -157,7 +158,13 @@ pub(crate) fn controlled_by(object: &Value, owner: &Value) -> bool {
 
 impl Cluster {
     pub fn new(server: ApiServer, runtime: Box<dyn PodRuntime>) -> Self {
-        Self { server, runtime, pod_ips: BTreeMap::new(), node_indices: BTreeMap::new(), resync: Duration::from_secs(1) }
+        Self {
+            server,
+            runtime,
+            pod_ips: BTreeMap::new(),
+            node_indices: BTreeMap::new(),
+            resync: Duration::from_secs(1),
+        }
     }
 
     pub fn server(&self) -> &ApiServer {

@@ -70,7 +70,13 @@ pub(super) fn bind(pass: &mut Pass) {
         bound_pv["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
         let Some(bound_pv) = pass.update("", "persistentvolumes", bound_pv, MANAGER) else { continue };
         let now = pass.now();
-        pass.set_status("", "persistentvolumes", &bound_pv, json!({"phase": "Bound", "lastPhaseTransitionTime": now}), MANAGER);
+        pass.set_status(
+            "",
+            "persistentvolumes",
+            &bound_pv,
+            json!({"phase": "Bound", "lastPhaseTransitionTime": now}),
+            MANAGER,
+        );
         let mut bound_pvc = (*pvc).clone();
         if bound_pvc["spec"]["volumeName"].is_null() {
             bound_pvc["spec"]["volumeName"] = json!(name(&pv));
@@ -88,13 +94,21 @@ pub(super) fn bind(pass: &mut Pass) {
             && pv["status"]["phase"] == "Bound"
         {
             let ns = claim["namespace"].as_str().unwrap_or_default();
-            let still = pass.get("", "persistentvolumeclaims", ns, claim_name).is_some_and(|c| c["metadata"]["uid"] == claim["uid"]);
+            let still = pass
+                .get("", "persistentvolumeclaims", ns, claim_name)
+                .is_some_and(|c| c["metadata"]["uid"] == claim["uid"]);
             if !still {
                 if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
                     pass.delete("", "persistentvolumes", &pv, DeleteOptions::default());
                 } else {
                     let now = pass.now();
-                    pass.set_status("", "persistentvolumes", &pv, json!({"phase": "Released", "lastPhaseTransitionTime": now}), MANAGER);
+                    pass.set_status(
+                        "",
+                        "persistentvolumes",
+                        &pv,
+                        json!({"phase": "Released", "lastPhaseTransitionTime": now}),
+                        MANAGER,
+                    );
                 }
             }
         }

@@ -173,7 +173,8 @@ pub(super) fn stateful_sets(pass: &mut Pass) {
                 let template_name = name(template).to_string();
                 let claim = format!("{template_name}-{pod_name}");
                 if pass.get("", "persistentvolumeclaims", &ns, &claim).is_none() {
-                    let mut metadata: Map<String, Value> = template["metadata"].as_object().cloned().unwrap_or_default();
+                    let mut metadata: Map<String, Value> =
+                        template["metadata"].as_object().cloned().unwrap_or_default();
                     metadata.insert("name".into(), json!(claim));
                     metadata.insert("namespace".into(), json!(ns));
                     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -197,7 +198,9 @@ pub(super) fn stateful_sets(pass: &mut Pass) {
         }
         let pods = owned_pods(pass, &sts);
         for pod in pods.iter().rev() {
-            let index = pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"].as_str().and_then(|i| i.parse::<usize>().ok());
+            let index = pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"]
+                .as_str()
+                .and_then(|i| i.parse::<usize>().ok());
             if index.is_some_and(|i| i >= want) && !deleting(pod) {
                 pass.delete("", "pods", pod, DeleteOptions::default());
             }

@@ -12,6 +12,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use sv_operator::clock::TokioClock;
 use sv_sim::api::{ApiServer, Options, http};
+use sv_sim::cluster::{AlwaysReady, Cluster};
 use tokio_util::sync::CancellationToken;
 
 pub struct Loopback {
@@ -36,6 +37,18 @@ pub async fn start_with(options: Options) -> Loopback {
     tokio::spawn(http::serve_tcp(server.clone(), listener, stop.clone()));
     let client = client_for(address);
     Loopback { server, client, address, stop }
+}
+
+/// A loopback API server with the built-in controllers and three nodes running in real time.
+pub async fn start_cluster() -> Loopback {
+    let loopback = start().await;
+    let mut cluster = Cluster::new(loopback.server.clone(), Box::new(AlwaysReady));
+    cluster.resync = Duration::from_millis(50);
+    for node in ["node-1", "node-2", "node-3"] {
+        cluster.add_node(node);
+    }
+    tokio::spawn(cluster.run(loopback.stop.clone()));
+    loopback
 }
 
 pub async fn start() -> Loopback {

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gix::ObjectId;
+use gix::objs::tree::EntryKind;
 use gix::protocol::transport::client::blocking_io::http::Options as HttpOptions;
 use gix::protocol::transport::client::blocking_io::http::reqwest::Options as ReqwestOptions;
-use gix::objs::tree::EntryKind;
 use sv_operator::api::GitSource as GitSpec;
 use tokio_util::sync::CancellationToken;
 
@@ -113,7 +113,10 @@ impl GitSource {
             ));
         }
         let extra_ca = match &self.extra_ca_pem {
-            Some(pem) => Some(reqwest::Certificate::from_pem_bundle(pem).map_err(|e| SyncError::Config(format!("extra CA bundle: {e}")))?),
+            Some(pem) => Some(
+                reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| SyncError::Config(format!("extra CA bundle: {e}")))?,
+            ),
             None => None,
         };
         let mut job = FetchJob {
@@ -170,13 +173,20 @@ impl GitSource {
 }
 
 /// Writes the tree `id` (at `prefix`) into the stage.
-fn write_tree(repo: &gix::Repository, id: ObjectId, prefix: Option<&RelPath>, stage: &mut Stage, cancel: &CancellationToken) -> Result<(), SyncError> {
+fn write_tree(
+    repo: &gix::Repository,
+    id: ObjectId,
+    prefix: Option<&RelPath>,
+    stage: &mut Stage,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
     let object = repo.find_object(id).map_err(|e| SyncError::Source(format!("tree {id}: {e}")))?;
     let tree = object.try_into_tree().map_err(|e| SyncError::Source(e.to_string()))?;
     let mut entries: Vec<(String, EntryKind, ObjectId)> = Vec::new();
     for entry in tree.iter() {
         let entry = entry.map_err(|e| SyncError::Source(format!("tree {id}: {e}")))?;
-        let name = std::str::from_utf8(entry.filename()).map_err(|_| SyncError::content("a file name in the repository is not UTF-8"))?;
+        let name = std::str::from_utf8(entry.filename())
+            .map_err(|_| SyncError::content("a file name in the repository is not UTF-8"))?;
         entries.push((name.to_string(), entry.mode().kind(), entry.oid().to_owned()));
     }
     for (name, kind, oid) in entries {
@@ -202,7 +212,8 @@ fn write_tree(repo: &gix::Repository, id: ObjectId, prefix: Option<&RelPath>, st
             }
             EntryKind::Link => {
                 let blob = repo.find_object(oid).map_err(|e| SyncError::Source(format!("{path}: {e}")))?;
-                let target = std::str::from_utf8(&blob.data).map_err(|_| SyncError::content(format!("{path}: link target is not UTF-8")))?;
+                let target = std::str::from_utf8(&blob.data)
+                    .map_err(|_| SyncError::content(format!("{path}: link target is not UTF-8")))?;
                 stage.symlink(&path, target)?;
             }
             EntryKind::Commit => {
@@ -267,17 +278,20 @@ impl FetchJob {
         }
         let account = self.account.clone();
         let connection = connection.with_credentials(move |action| match (action, &account) {
-            (gix::credentials::helper::Action::Get(ctx), Some((user, password))) => Ok(Some(gix::credentials::protocol::Outcome {
-                identity: gix::sec::identity::Account {
-                    username: user.clone(),
-                    password: password.expose().to_string(),
-                    oauth_refresh_token: None,
-                },
-                next: ctx.into(),
-            })),
+            (gix::credentials::helper::Action::Get(ctx), Some((user, password))) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: user.clone(),
+                        password: password.expose().to_string(),
+                        oauth_refresh_token: None,
+                    },
+                    next: ctx.into(),
+                }))
+            }
             _ => Ok(None),
         });
-        let prepare = connection.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| source_err(&e))?;
+        let prepare =
+            connection.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| source_err(&e))?;
         let advertised = prepare.ref_map().mappings.iter().find_map(|m| m.remote.as_id().map(ToOwned::to_owned));
         let Some(commit) = advertised else {
             return Err(SyncError::Source(format!("the remote has no {}", self.remote_ref)));
@@ -290,14 +304,24 @@ impl FetchJob {
             prepare
                 .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth))
                 .receive(gix::progress::Discard, interrupt)
-                .map_err(|e| if interrupt.load(Ordering::SeqCst) { SyncError::Source("interrupted".to_string()) } else { source_err(&e) })?;
+                .map_err(|e| {
+                    if interrupt.load(Ordering::SeqCst) {
+                        SyncError::Source("interrupted".to_string())
+                    } else {
+                        source_err(&e)
+                    }
+                })?;
         }
         Ok(FetchOutcome::Fetched(commit))
     }
 }
 
 /// The HTTP transport options git configuration gives for `url`, with `certs` trusted too.
-fn http_options_with_ca(repo: &gix::Repository, url: &str, certs: Vec<reqwest::Certificate>) -> Result<HttpOptions, SyncError> {
+fn http_options_with_ca(
+    repo: &gix::Repository,
+    url: &str,
+    certs: Vec<reqwest::Certificate>,
+) -> Result<HttpOptions, SyncError> {
     let mut options = repo
         .transport_options(url, None)
         .map_err(|e| SyncError::Config(format!("git transport options: {e}")))?
@@ -329,7 +353,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Reads what `ssh` said about a failed connection into an error, if it said something telling.
 fn classify_ssh(log: &str) -> Option<SyncError> {
-    let said: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@')).collect();
+    let said: Vec<&str> =
+        log.lines().map(str::trim).filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@')).collect();
     let lower = log.to_ascii_lowercase();
     let last = said.last().copied().unwrap_or("").to_string();
     if lower.contains("host key verification failed") || lower.contains("remote host identification has changed") {
@@ -338,7 +363,10 @@ fn classify_ssh(log: &str) -> Option<SyncError> {
         )))
     } else if lower.contains("permission denied") {
         Some(SyncError::Auth(format!("ssh said: {last}")))
-    } else if ["connection refused", "could not resolve", "timed out", "no route to host"].iter().any(|s| lower.contains(s)) {
+    } else if ["connection refused", "could not resolve", "timed out", "no route to host"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         Some(SyncError::Unreachable(format!("ssh said: {last}")))
     } else {
         None
@@ -350,7 +378,10 @@ fn classify(text: &str) -> SyncError {
     let lower = text.to_ascii_lowercase();
     if ["401", "403", "authentication", "permission denied", "credentials"].iter().any(|s| lower.contains(s)) {
         SyncError::Auth(text.to_string())
-    } else if ["connection refused", "could not resolve", "timed out", "connect", "unreachable"].iter().any(|s| lower.contains(s)) {
+    } else if ["connection refused", "could not resolve", "timed out", "connect", "unreachable"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         SyncError::Unreachable(text.to_string())
     } else {
         SyncError::Source(text.to_string())
@@ -376,7 +407,11 @@ impl PrivateFile {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!("sv-git-key-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let path = std::env::temp_dir().join(format!(
+            "sv-git-key-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         file.write_all(content)?;
         Ok(Self { path })

@@ -32,7 +32,8 @@ pub fn client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, SyncError>
         .connect_timeout(std::time::Duration::from_secs(15))
         .user_agent(concat!("sharedvolume-syncer/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| SyncError::Config(format!("extra CA bundle: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| SyncError::Config(format!("extra CA bundle: {e}")))?;
         builder = builder.tls_certs_merge(certs);
     }
     builder.build().map_err(|e| SyncError::Config(format!("HTTP client: {e}")))
@@ -47,16 +48,13 @@ pub fn request_error(e: &reqwest::Error) -> SyncError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    if e.is_connect() || e.is_timeout() {
-        SyncError::Unreachable(text)
-    } else {
-        SyncError::Source(text)
-    }
+    if e.is_connect() || e.is_timeout() { SyncError::Unreachable(text) } else { SyncError::Source(text) }
 }
 
 impl HttpSource {
     pub fn new(spec: &HttpSpec, options: &SourceOptions) -> Result<Self, SyncError> {
-        let url = reqwest::Url::parse(spec.url.trim()).map_err(|e| SyncError::Config(format!("source.http.url: {e}")))?;
+        let url =
+            reqwest::Url::parse(spec.url.trim()).map_err(|e| SyncError::Config(format!("source.http.url: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(SyncError::Config("source.http.url must be http:// or https://".to_string()));
         }
@@ -89,7 +87,10 @@ impl HttpSource {
         match status {
             s if s.is_success() => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(SyncError::Auth(format!("{} answered {status}", self.url.host_str().unwrap_or("the server"))));
+                return Err(SyncError::Auth(format!(
+                    "{} answered {status}",
+                    self.url.host_str().unwrap_or("the server")
+                )));
             }
             StatusCode::NOT_FOUND => return Err(SyncError::Source(format!("{} was not found (404)", self.url.path()))),
             s => return Err(SyncError::Source(format!("the server answered {s}"))),
@@ -150,7 +151,8 @@ impl HttpSource {
                     return Err(error);
                 }
                 unpacked?;
-                let revision = revision_from_headers.unwrap_or_else(|| lock(&digest).finalize().to_hex()[..32].to_string());
+                let revision =
+                    revision_from_headers.unwrap_or_else(|| lock(&digest).finalize().to_hex()[..32].to_string());
                 Ok(Fetched::Tree { revision, meta })
             }
             Some(_) => {
@@ -192,7 +194,6 @@ impl Source for HttpSource {
         Box::pin(self.run(stage))
     }
 }
-
 
 /// A temporary file next to the stage, removed when dropped.
 struct Spool {

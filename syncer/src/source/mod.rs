@@ -59,7 +59,12 @@ pub struct SourceOptions {
 
 /// Builds the source a spec describes.
 pub trait SourceFactory: Send + Sync {
-    fn build(&self, spec: &VolumeSpec, credentials: &Credentials, options: &SourceOptions) -> Result<Box<dyn Source>, SyncError>;
+    fn build(
+        &self,
+        spec: &VolumeSpec,
+        credentials: &Credentials,
+        options: &SourceOptions,
+    ) -> Result<Box<dyn Source>, SyncError>;
 }
 
 /// The real sources: HTTP(S), S3, SSH/SFTP and git.
@@ -67,7 +72,12 @@ pub trait SourceFactory: Send + Sync {
 pub struct NetworkSources;
 
 impl SourceFactory for NetworkSources {
-    fn build(&self, spec: &VolumeSpec, credentials: &Credentials, options: &SourceOptions) -> Result<Box<dyn Source>, SyncError> {
+    fn build(
+        &self,
+        spec: &VolumeSpec,
+        credentials: &Credentials,
+        options: &SourceOptions,
+    ) -> Result<Box<dyn Source>, SyncError> {
         let Some(source) = &spec.source else {
             return Err(SyncError::Config("the volume has no source".to_string()));
         };
@@ -137,7 +147,10 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(v) = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

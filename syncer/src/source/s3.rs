@@ -29,7 +29,12 @@ pub struct S3Source {
 }
 
 fn required(value: &Option<String>, field: &str) -> Result<String, SyncError> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| SyncError::Config(format!("source.s3.{field} is required")))
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| SyncError::Config(format!("source.s3.{field} is required")))
 }
 
 impl S3Source {
@@ -41,10 +46,9 @@ impl S3Source {
         // The operator puts both inline and Secret-referenced keys in the credentials files;
         // inline values are the fallback for running without it.
         let key = |file: &Option<Secret>, inline: &Option<String>, field: &str| {
-            file.as_ref()
-                .map(|s| s.expose().trim().to_string())
-                .or_else(|| inline.clone())
-                .ok_or_else(|| SyncError::Config(format!("no {field} credential: the credentials Secret has no file for it")))
+            file.as_ref().map(|s| s.expose().trim().to_string()).or_else(|| inline.clone()).ok_or_else(|| {
+                SyncError::Config(format!("no {field} credential: the credentials Secret has no file for it"))
+            })
         };
         let access_key = key(&credentials.access_key, &spec.access_key, "access key")?;
         let secret_key = key(&credentials.secret_key, &spec.secret_key, "secret key")?;
@@ -63,7 +67,11 @@ impl S3Source {
             .with_client_options(options)
             // The syncer's own schedule retries with backoff; within a sync a few quick retries
             // ride out a blip, and a longer outage is reported as one rather than as a timeout.
-            .with_retry(RetryConfig { max_retries: 2, retry_timeout: std::time::Duration::from_secs(10), ..RetryConfig::default() })
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(10),
+                ..RetryConfig::default()
+            })
             .build()
             .map_err(|e| SyncError::Config(format!("S3 client: {e}")))?;
         let prefix = spec.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()).map(ObjectPath::from);
@@ -166,9 +174,15 @@ fn classify(e: object_store::Error) -> SyncError {
         SyncError::content(format!("the bucket lists a key that cannot be stored safely: {text}"))
     } else if matches!(e, object_store::Error::NotFound { .. }) || lower.contains("nosuchbucket") {
         SyncError::Source(text)
-    } else if ["403", "401", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch"].iter().any(|s| lower.contains(s)) {
+    } else if ["403", "401", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         SyncError::Auth(text)
-    } else if ["error sending request", "connection refused", "dns error", "timed out", "connect"].iter().any(|s| lower.contains(s)) {
+    } else if ["error sending request", "connection refused", "dns error", "timed out", "connect"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         SyncError::Unreachable(text)
     } else {
         SyncError::Source(text)

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
 use sv_operator::api::SshSource as SshSpec;
-use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{BoxFuture, Fetched, Source, SourceOptions, digest};
@@ -55,7 +55,8 @@ impl HostKeys {
         match russh::keys::check_known_hosts_path(host, port, key, path) {
             Ok(true) => Ok(()),
             Ok(false) if *learn => {
-                russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path).map_err(|e| format!("recording the host key: {e}"))?;
+                russh::keys::known_hosts::learn_known_hosts_path(host, port, key, path)
+                    .map_err(|e| format!("recording the host key: {e}"))?;
                 tracing::info!(host, port, "learned the SSH host key on first contact; it is checked from now on");
                 Ok(())
             }
@@ -127,7 +128,8 @@ pub fn decode_private_key(secret: &Secret) -> Result<russh::keys::PrivateKey, Sy
             .ok_or_else(|| SyncError::Config("the private key is neither PEM nor base64 of PEM".to_string()))?;
         decoded.trim()
     };
-    russh::keys::decode_secret_key(pem, None).map_err(|e| SyncError::Config(format!("the private key cannot be read: {e}")))
+    russh::keys::decode_secret_key(pem, None)
+        .map_err(|e| SyncError::Config(format!("the private key cannot be read: {e}")))
 }
 
 /// Files up to this size are read into memory, [`PARALLEL_READS`] at a time.
@@ -156,8 +158,13 @@ enum RemoteKind {
 
 impl SftpSource {
     pub fn new(spec: &SshSpec, credentials: &Credentials, options: &SourceOptions) -> Result<Self, SyncError> {
-        let port = u16::try_from(spec.port.unwrap_or(22)).map_err(|_| SyncError::Config("source.ssh.port is out of range".to_string()))?;
-        let path = spec.path.clone().filter(|p| !p.trim().is_empty()).ok_or_else(|| SyncError::Config("source.ssh.path is required".to_string()))?;
+        let port = u16::try_from(spec.port.unwrap_or(22))
+            .map_err(|_| SyncError::Config("source.ssh.port is out of range".to_string()))?;
+        let path = spec
+            .path
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or_else(|| SyncError::Config("source.ssh.path is required".to_string()))?;
         let auth = match (&credentials.private_key, &credentials.password, &spec.private_key, &spec.password) {
             (Some(key), _, _, _) => SshAuth::Key(key.clone()),
             (None, Some(pw), _, _) => SshAuth::Password(pw.clone()),
@@ -177,8 +184,16 @@ impl SftpSource {
 
     async fn session(&self) -> Result<SftpSession, SyncError> {
         let refusal = Arc::new(Mutex::new(None));
-        let client = Client { host: self.host.clone(), port: self.port, host_keys: self.host_keys.clone(), refusal: refusal.clone() };
-        let config = russh::client::Config { inactivity_timeout: Some(std::time::Duration::from_secs(60)), ..Default::default() };
+        let client = Client {
+            host: self.host.clone(),
+            port: self.port,
+            host_keys: self.host_keys.clone(),
+            refusal: refusal.clone(),
+        };
+        let config = russh::client::Config {
+            inactivity_timeout: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        };
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| SyncError::Unreachable(format!("{}:{}: {e}", self.host, self.port)))?;
@@ -192,7 +207,8 @@ impl SftpSource {
             SshAuth::Password(pw) => handle.authenticate_password(&self.user, pw.expose()).await,
             SshAuth::Key(key) => {
                 let key = Arc::new(decode_private_key(key)?);
-                let hash = handle.best_supported_rsa_hash().await.map_err(|e| SyncError::Source(e.to_string()))?.flatten();
+                let hash =
+                    handle.best_supported_rsa_hash().await.map_err(|e| SyncError::Source(e.to_string()))?.flatten();
                 handle.authenticate_publickey(&self.user, PrivateKeyWithHashAlg::new(key, hash)).await
             }
         }
@@ -216,7 +232,8 @@ impl SftpSource {
         let mut out = Vec::new();
         let mut queue: Vec<(String, Option<RelPath>)> = vec![(root, None)];
         while let Some((dir, rel)) = queue.pop() {
-            let entries = sftp.read_dir(dir.clone()).await.map_err(|e| SyncError::Source(format!("listing {dir}: {e}")))?;
+            let entries =
+                sftp.read_dir(dir.clone()).await.map_err(|e| SyncError::Source(format!("listing {dir}: {e}")))?;
             for entry in entries {
                 let name = entry.file_name();
                 if name == "." || name == ".." {
@@ -232,13 +249,18 @@ impl SftpSource {
                     queue.push((remote, Some(path.clone())));
                     RemoteKind::Dir
                 } else if meta.is_symlink() {
-                    let target = sftp.read_link(remote.clone()).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
+                    let target = sftp
+                        .read_link(remote.clone())
+                        .await
+                        .map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
                     RemoteKind::Symlink { target }
                 } else if meta.is_regular() {
                     let executable = meta.permissions.is_some_and(|p| p & 0o111 != 0);
                     RemoteKind::File { remote, size: meta.len(), mtime: meta.mtime.unwrap_or(0), executable }
                 } else {
-                    return Err(SyncError::content(format!("{remote}: only files, directories and symlinks can be mirrored")));
+                    return Err(SyncError::content(format!(
+                        "{remote}: only files, directories and symlinks can be mirrored"
+                    )));
                 };
                 out.push(Remote { path, kind });
             }
@@ -253,7 +275,9 @@ impl SftpSource {
         let version = |size: u64, mtime: u32| format!("size:{size}:mtime:{mtime}");
         let revision = digest(remote.iter().map(|r| match &r.kind {
             RemoteKind::Dir => format!("d {}", r.path),
-            RemoteKind::File { size, mtime, executable, .. } => format!("f {} {} {executable}", r.path, version(*size, *mtime)),
+            RemoteKind::File { size, mtime, executable, .. } => {
+                format!("f {} {} {executable}", r.path, version(*size, *mtime))
+            }
             RemoteKind::Symlink { target } => format!("l {} {target}", r.path),
         }));
         if stage.previous().is_some_and(|p| p.manifest.revision == revision) {
@@ -276,11 +300,12 @@ impl SftpSource {
         // Small files are read several at a time into memory (each costs a few round trips, so
         // latency bounds them); large ones stream into the stage, read-ahead by russh-sftp.
         let sftp = &sftp;
-        let mut reads = futures::stream::iter(wanted.into_iter().map(|(path, remote, size, executable, version)| async move {
-            let body = if size <= SMALL_FILE { Some(read_whole(sftp, &remote).await?) } else { None };
-            Ok::<_, SyncError>((path, remote, executable, version, body))
-        }))
-        .buffered(PARALLEL_READS);
+        let mut reads =
+            futures::stream::iter(wanted.into_iter().map(|(path, remote, size, executable, version)| async move {
+                let body = if size <= SMALL_FILE { Some(read_whole(sftp, &remote).await?) } else { None };
+                Ok::<_, SyncError>((path, remote, executable, version, body))
+            }))
+            .buffered(PARALLEL_READS);
         while let Some(read) = reads.next().await {
             let (path, remote, executable, version, body) = read?;
             if let Some(body) = body {

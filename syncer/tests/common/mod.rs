@@ -16,8 +16,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use base64::Engine;
+use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use sv_operator::api::VolumeSpec;
@@ -25,7 +25,7 @@ use sv_operator::clock::SystemClock;
 use sv_operator::telemetry::Health;
 use sv_syncer::publish::Volume;
 use sv_syncer::report::SyncMetrics;
-use sv_syncer::run::{SyncOutcome, SyncerConfig, Syncer, VolumeView};
+use sv_syncer::run::{SyncOutcome, Syncer, SyncerConfig, VolumeView};
 use sv_syncer::source::NetworkSources;
 
 pub fn have(tool: &str) -> bool {
@@ -155,7 +155,8 @@ async fn serve_file(State(files): State<Arc<Files>>, uri: Uri, headers: HeaderMa
         std::future::pending::<()>().await;
     }
     if let Some((user, password)) = files.auth.lock().expect("lock").clone() {
-        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
         if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"test\"")]).into_response();
         }
@@ -176,7 +177,8 @@ async fn serve_file(State(files): State<Arc<Files>>, uri: Uri, headers: HeaderMa
     files.full_responses.fetch_add(1, Ordering::SeqCst);
     let headers = [(header::ETAG, etag), (header::LAST_MODIFIED, http_date(modified))];
     if let Some(limit) = *files.stall_after.lock().expect("lock") {
-        let first = futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(data.slice(..limit.min(data.len())))));
+        let first =
+            futures::stream::once(std::future::ready(Ok::<_, std::io::Error>(data.slice(..limit.min(data.len())))));
         let body = axum::body::Body::from_stream(first.chain(futures::stream::pending()));
         return (StatusCode::OK, headers, body).into_response();
     }
@@ -221,10 +223,17 @@ pub struct GitHttp {
 }
 
 /// Runs `git http-backend` as CGI for each request.
-async fn git_cgi(State(git): State<Arc<GitHttp>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn git_cgi(
+    State(git): State<Arc<GitHttp>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     git.requests.fetch_add(1, Ordering::SeqCst);
     if let Some((user, password)) = git.auth.lock().expect("lock").clone() {
-        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
         if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"git\"")]).into_response();
         }
@@ -242,10 +251,7 @@ async fn git_cgi(State(git): State<Arc<GitHttp>>, method: Method, uri: Uri, head
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    for (name, var) in [
-        (header::CONTENT_TYPE, "CONTENT_TYPE"),
-        (header::CONTENT_ENCODING, "HTTP_CONTENT_ENCODING"),
-    ] {
+    for (name, var) in [(header::CONTENT_TYPE, "CONTENT_TYPE"), (header::CONTENT_ENCODING, "HTTP_CONTENT_ENCODING")] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
             cmd.env(var, v);
         }
@@ -280,7 +286,13 @@ async fn git_cgi(State(git): State<Arc<GitHttp>>, method: Method, uri: Uri, head
         }
         if let Some((k, v)) = line.split_once(':') {
             if k.eq_ignore_ascii_case("status") {
-                status = v.trim().split(' ').next().and_then(|c| c.parse().ok()).and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::OK);
+                status = v
+                    .trim()
+                    .split(' ')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::OK);
             } else {
                 response = response.header(k.trim(), v.trim());
             }
@@ -298,7 +310,10 @@ async fn git_cgi(State(git): State<Arc<GitHttp>>, method: Method, uri: Uri, head
             }
         }
     });
-    response.status(status).body(axum::body::Body::from_stream(body)).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    response
+        .status(status)
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 pub async fn git_http_server(root: &Path) -> (Served, Arc<GitHttp>) {
@@ -384,7 +399,9 @@ pub async fn s3_server_at(root: &Path, addr: impl tokio::net::ToSocketAddrs) -> 
             let _ = stream.set_nodelay(true);
             let service = service.clone();
             tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -400,10 +417,17 @@ pub const SSH_PASSWORD: &str = "ssh-Pw-7Hk2mQ-not-for-logs";
 fn ensure_ssh_user() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
-        if Command::new("id").arg(SSH_USER).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        if Command::new("id")
+            .arg(SSH_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             return set_password();
         }
-        let created = Command::new("useradd").args(["-m", "-s", "/bin/sh", SSH_USER]).status().is_ok_and(|s| s.success());
+        let created =
+            Command::new("useradd").args(["-m", "-s", "/bin/sh", SSH_USER]).status().is_ok_and(|s| s.success());
         created && set_password()
     })
 }
@@ -449,7 +473,11 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).status().expect("ssh-keygen");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
     assert!(status.success());
 }
 
@@ -466,7 +494,10 @@ impl Sshd {
             return None;
         }
         if !ensure_ssh_user() {
-            assert!(std::env::var_os("SV_REQUIRE_TEST_TOOLS").is_none(), "the SSH tests need root to create the user {SSH_USER}");
+            assert!(
+                std::env::var_os("SV_REQUIRE_TEST_TOOLS").is_none(),
+                "the SSH tests need root to create the user {SSH_USER}"
+            );
             eprintln!("skipped: the SSH tests need root to create the user {SSH_USER}");
             return None;
         }
@@ -516,7 +547,8 @@ impl Sshd {
         };
         let client_key = std::fs::read_to_string(dir.path().join("client_key")).expect("key");
         let host_pub = std::fs::read_to_string(dir.path().join("host_key.pub")).expect("host key");
-        let host_key_line = format!("[127.0.0.1]:{port} {}", host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        let host_key_line =
+            format!("[127.0.0.1]:{port} {}", host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
         Some(Self { port, dir, client_key, host_key_line, stopping, acceptor: Some(acceptor), sessions })
     }
 }
@@ -557,7 +589,14 @@ pub fn syncer(data: &Path, credentials: Option<&Path>, ca: Option<Vec<u8>>) -> S
         credentials_dir: credentials.map(Path::to_path_buf),
         extra_ca_pem: ca,
     };
-    Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), SyncMetrics::register(&mut Registry::default()), Health::new(), None)
+    Syncer::new(
+        config,
+        Arc::new(NetworkSources),
+        Arc::new(SystemClock),
+        SyncMetrics::register(&mut Registry::default()),
+        Health::new(),
+        None,
+    )
 }
 
 /// One sync; the error is returned redacted, as it would reach the status.
