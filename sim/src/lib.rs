@@ -3,3 +3,6 @@
 
 pub mod api;
 pub mod cluster;
+pub mod examples;
+pub mod net;
+pub mod world;

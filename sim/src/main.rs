@@ -18,6 +18,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: apply the bundled examples to a simulated three-node cluster running the real
+    /// operator, wait until every volume settles, delete them all, check the cleanup, and print a
+    /// summary with the run's trace hash.
+    Run {
+        /// Seed of the simulation (same seed, same trace hash).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Serve the simulated API server on a loopback port (plain HTTP), for kubectl and local runs.
     Serve {
         /// Port on 127.0.0.1 (0 picks a free one).
@@ -36,6 +44,14 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     match Cli::parse().command {
+        Command::Run { seed } => {
+            let report = tokio::task::spawn_blocking(move || sv_sim::examples::run(seed)).await??;
+            print!("{report}");
+            if !report.errors.is_empty() || !report.left_after_delete.is_empty() {
+                anyhow::bail!("the run did not end clean");
+            }
+            Ok(())
+        }
         Command::Serve { port, seed, nodes } => {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.context("binding the API port")?;
             let address = listener.local_addr()?;

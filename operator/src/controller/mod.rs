@@ -389,13 +389,21 @@ async fn run_controllers(
             reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
                 .backoff(WatchBackoff::default())
         );
+        // Awaiting the store's readiness in here would stop polling the very stream that makes it
+        // ready (the first event comes before the first list): wait for `InitDone` instead.
+        let mut listed = false;
         while let Some(event) = events.next().await {
-            if event.is_err() {
+            match event {
+                Ok(watcher::Event::InitDone) => listed = true,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            if !listed {
                 continue;
             }
             // Node status changes often; volumes only care when the set of node addresses does.
             let addresses = node_addresses(&node_store);
-            if last.as_ref() != Some(&addresses) && node_store.wait_until_ready().await.is_ok() {
+            if last.as_ref() != Some(&addresses) {
                 last = Some(addresses);
                 let _ = sv_nodes_tx.try_send(());
                 let _ = csv_nodes_tx.try_send(());

@@ -207,6 +207,23 @@ impl ApiServer {
         Ok(Response::Json { code: 201, body: object, warnings })
     }
 
+    /// Creates an object given by its apiVersion and kind, in `default` when a namespaced object
+    /// names no namespace (what `kubectl create -f` does), on behalf of `manager`.
+    pub fn create_object(&self, mut object: Value, manager: &str) -> Result<Value, ApiError> {
+        let mut state = self.state();
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let rt = state
+            .registry
+            .by_kind(&api_version, &kind)
+            .cloned()
+            .ok_or_else(|| errors::bad_request(format!("no resource serves {kind} in {api_version}")))?;
+        if rt.namespaced && object["metadata"]["namespace"].as_str().is_none_or(str::is_empty) {
+            object["metadata"]["namespace"] = json!("default");
+        }
+        self.create_in(&mut state, &rt, object, &WriteOptions::controller(manager)).map(|(created, _)| created)
+    }
+
     /// Creates an object (for requests and for the built-in controllers).
     pub fn create_in(
         &self,
@@ -582,7 +599,7 @@ impl ApiServer {
                         "error decoding patch: json: cannot unmarshal {found} into Go value of type []handlers.jsonPatchOp"
                     ))
                 })?;
-                json_patch::patch(&mut object, &patch).map_err(|_| {
+                apply_json_patch(&mut object, patch).map_err(|_| {
                     ApiError::status(
                         422,
                         "Invalid",
@@ -621,6 +638,9 @@ impl ApiServer {
         let mut config = parse_body(request, &target.rt)?;
         check_type(&target.rt, &mut config)?;
         let name = target.name.as_deref().unwrap_or_default().to_string();
+        if name_of(&config).is_empty() {
+            config["metadata"]["name"] = json!(name);
+        }
         if name_of(&config) != name {
             return Err(errors::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
@@ -929,6 +949,23 @@ fn apply_conflict(conflicts: &[(String, Vec<String>)]) -> ApiError {
         })
         .collect();
     ApiError::status(409, "Conflict", fields::conflict_message(conflicts), Some(json!({"causes": causes})))
+}
+
+/// Applies a JSON patch with the Go library's semantics the API server has: a `test` that a
+/// missing path is `null` passes (kube's finalizer helpers rely on it).
+fn apply_json_patch(object: &mut Value, patch: json_patch::Patch) -> Result<(), json_patch::PatchError> {
+    let mut working = object.clone();
+    for operation in patch.0 {
+        if let json_patch::PatchOperation::Test(test) = &operation
+            && test.value.is_null()
+            && working.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut working, &[operation])?;
+    }
+    *object = working;
+    Ok(())
 }
 
 /// Strategic-merge directives (`$patch`, `$setElementOrder/...`, `$retainKeys`) are dropped; the

@@ -59,6 +59,9 @@ pub struct Store {
     /// Changes at or below this version are no longer in the log: a watch from an older version
     /// gets `410 Expired`.
     compacted: u64,
+    /// Digest of every change ever recorded: two runs with equal traces wrote the same objects in
+    /// the same order.
+    trace: blake3::Hasher,
 }
 
 /// Where the global resource version starts, so that `resourceVersion=1` is already compacted as
@@ -73,6 +76,7 @@ impl Store {
             log: VecDeque::new(),
             capacity: capacity.max(1),
             compacted: FIRST_RESOURCE_VERSION,
+            trace: blake3::Hasher::new(),
         }
     }
 
@@ -133,6 +137,10 @@ impl Store {
         self.objects.remove(&storage_key(id));
     }
 
+    pub fn trace_hash(&self) -> String {
+        self.trace.finalize().to_hex()[..16].to_string()
+    }
+
     fn record(
         &mut self,
         id: &ResourceId,
@@ -141,6 +149,7 @@ impl Store {
         object: Arc<Value>,
         previous: Option<Arc<Value>>,
     ) {
+        self.trace.update(format!("{} {} {}/{} {}\n", self.rv, kind.as_str(), id.group, id.plural, object).as_bytes());
         if self.log.len() == self.capacity
             && let Some(dropped) = self.log.pop_front()
         {

@@ -208,8 +208,14 @@ pub(super) fn kubelets(
     }
 }
 
-/// Endpoints of every Service with a selector: the addresses of its matching pods.
+/// Endpoints of every Service with a selector: the addresses of its matching pods. Endpoints of a
+/// Service that is gone are deleted.
 pub(super) fn endpoints(pass: &mut Pass) {
+    for endpoints in pass.list("", "endpoints", None) {
+        if pass.get("", "services", namespace(&endpoints), name(&endpoints)).is_none() && !deleting(&endpoints) {
+            pass.delete("", "endpoints", &endpoints, DeleteOptions::default());
+        }
+    }
     for service in pass.list("", "services", None) {
         let Some(selector) = service["spec"]["selector"].as_object().filter(|s| !s.is_empty()) else { continue };
         if deleting(&service) {

@@ -32,6 +32,8 @@ pub struct Cluster {
     node_indices: BTreeMap<String, u32>,
     /// How often the controllers look again without any API change (readiness, timers).
     pub resync: Duration,
+    /// How long after a change the controllers wait to see what else changes.
+    pub batch: Duration,
 }
 
 /// One pass's access to the state, with the writes it made counted.
@@ -164,6 +166,7 @@ impl Cluster {
             pod_ips: BTreeMap::new(),
             node_indices: BTreeMap::new(),
             resync: Duration::from_secs(1),
+            batch: Duration::from_millis(20),
         }
     }
 
@@ -209,7 +212,10 @@ impl Cluster {
             self.settle();
             changes.borrow_and_update();
             tokio::select! {
-                _ = changes.changed() => {}
+                _ = changes.changed() => {
+                    // Controllers see a burst of writes together, as informers batch them.
+                    tokio::time::sleep(self.batch).await;
+                }
                 _ = tokio::time::sleep(self.resync) => {}
                 _ = stop.cancelled() => return,
             }
@@ -234,23 +240,25 @@ impl Cluster {
         }
     }
 
-    /// Marks a node Ready or lost (its kubelet stops reporting; its pods are evicted after their
-    /// toleration of an unreachable node).
-    pub fn set_node_ready(&mut self, node: &str, ready: bool) {
-        let index = self.node_index(node);
-        let server = self.server.clone();
-        let mut state = server.state();
-        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
-        let now = pass.now();
-        if let Some(current) = pass.get("", "nodes", "", node) {
-            pass.set_status("", "nodes", &current, node_status(index, ready, &now), "kubelet");
-        }
-    }
-
     fn node_index(&mut self, node: &str) -> u32 {
         let next = self.node_indices.len() as u32 + 1;
         *self.node_indices.entry(node.to_string()).or_insert(next)
     }
+}
+
+/// Marks a node Ready or lost (its kubelet stops reporting; its pods are evicted after their
+/// toleration of an unreachable node).
+pub fn set_node_ready(server: &ApiServer, node: &str, ready: bool) {
+    let mut state = server.state();
+    let mut pass = Pass { server, state: &mut state, writes: 0 };
+    let now = pass.now();
+    let Some(current) = pass.get("", "nodes", "", node) else { return };
+    let index = current["spec"]["podCIDR"]
+        .as_str()
+        .and_then(|cidr| cidr.split('.').nth(2))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    pass.set_status("", "nodes", &current, node_status(index, ready, &now), "kubelet");
 }
 
 fn node_status(index: u32, ready: bool, now: &str) -> Value {

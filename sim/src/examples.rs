@@ -1,0 +1,253 @@
+//! The main job: the bundled examples applied to a simulated three-node cluster running the real
+//! operator, until every volume settles; then every volume deleted and the cleanup checked.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::api::ApiServer;
+use crate::world::{World, WorldConfig};
+
+/// The bundled example manifests, embedded so the run needs no files.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    ("01-no-source.yaml", include_str!("../../deploy/examples/01-no-source.yaml")),
+    ("02-git-public.yaml", include_str!("../../deploy/examples/02-git-public.yaml")),
+    ("03-git-basic-auth.yaml", include_str!("../../deploy/examples/03-git-basic-auth.yaml")),
+    ("04-git-basic-auth-secret.yaml", include_str!("../../deploy/examples/04-git-basic-auth-secret.yaml")),
+    ("05-git-private-key.yaml", include_str!("../../deploy/examples/05-git-private-key.yaml")),
+    ("06-git-private-key-secret.yaml", include_str!("../../deploy/examples/06-git-private-key-secret.yaml")),
+    ("07-ssh-password.yaml", include_str!("../../deploy/examples/07-ssh-password.yaml")),
+    ("08-ssh-password-secret.yaml", include_str!("../../deploy/examples/08-ssh-password-secret.yaml")),
+    ("09-ssh-private-key-secret.yaml", include_str!("../../deploy/examples/09-ssh-private-key-secret.yaml")),
+    ("10-ssh-private-key.yaml", include_str!("../../deploy/examples/10-ssh-private-key.yaml")),
+    ("11-s3.yaml", include_str!("../../deploy/examples/11-s3.yaml")),
+    ("12-s3-secret.yaml", include_str!("../../deploy/examples/12-s3-secret.yaml")),
+    ("13-http.yaml", include_str!("../../deploy/examples/13-http.yaml")),
+    ("14-http-external-nfs.yaml", include_str!("../../deploy/examples/14-http-external-nfs.yaml")),
+    ("15-http-nfs-service.yaml", include_str!("../../deploy/examples/15-http-nfs-service.yaml")),
+];
+
+/// One volume's state at the end of the run.
+#[derive(Clone, Debug)]
+pub struct VolumeReport {
+    pub kind: String,
+    pub name: String,
+    pub phase: String,
+    pub nfs_address: String,
+    pub conditions: Vec<(String, String, String)>,
+}
+
+/// What the run saw.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub volumes: Vec<VolumeReport>,
+    pub settled_after: Duration,
+    pub objects_created: usize,
+    pub left_after_delete: Vec<String>,
+    pub simulated: Duration,
+    pub wall: Duration,
+    pub trace_hash: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the example {file} does not parse: {message}")]
+    Example { file: String, message: String },
+    #[error("the simulation failed: {0}")]
+    Simulation(String),
+}
+
+fn volumes(api: &ApiServer) -> Vec<Value> {
+    let state = api.state();
+    ["sharedvolumes", "clustersharedvolumes"]
+        .iter()
+        .filter_map(|plural| state.registry.types().find(|t| t.id.plural == *plural).cloned())
+        .flat_map(|rt| state.store.list(&rt.id, None).map(|(_, o)| (**o).clone()).collect::<Vec<_>>())
+        .collect()
+}
+
+fn condition(volume: &Value, kind: &str) -> Option<Value> {
+    volume["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
+}
+
+/// A volume has settled when it is Ready, or Failed, or waits only for its first sync (no
+/// syncer program runs in this simulation yet).
+fn settled(volume: &Value) -> bool {
+    let phase = volume["status"]["phase"].as_str().unwrap_or_default();
+    let nfs_ready = condition(volume, "NfsServerReady").is_some_and(|c| c["status"] == "True");
+    let external = !volume["spec"]["nfsServer"].is_null();
+    match phase {
+        "Ready" | "Failed" => true,
+        _ => (nfs_ready || external) && !volume["spec"]["source"].is_null(),
+    }
+}
+
+/// Objects the operator created (its `managed-by` label).
+fn managed_objects(api: &ApiServer) -> Vec<String> {
+    let state = api.state();
+    let label = sv_operator::api::labels::MANAGED_BY;
+    let mut left = Vec::new();
+    for rt in state.registry.types() {
+        for ((namespace, name), object) in state.store.list(&rt.id, None) {
+            if object["metadata"]["labels"][label] == sv_operator::api::labels::MANAGED_BY_VALUE {
+                left.push(format!("{}/{}/{name}", rt.kind, if namespace.is_empty() { "-" } else { namespace }));
+            }
+        }
+    }
+    left
+}
+
+/// Runs the bundled examples.
+pub fn run(seed: u64) -> Result<Report, RunError> {
+    let wall = Instant::now();
+    let mut world = World::new(WorldConfig { seed, ..WorldConfig::default() });
+    let simulation = |e: Box<dyn std::error::Error>| RunError::Simulation(e.to_string());
+    let mut setup = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sv_operator::plan::DEFAULT_OPERATOR_NAMESPACE}}),
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
+               "provisioner": "sim.sharedvolume.io/hostpath", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
+    ];
+    for crd in sv_operator::api::crds() {
+        setup.push(serde_json::to_value(crd).map_err(|e| RunError::Simulation(e.to_string()))?);
+    }
+    let mut errors: Vec<String> =
+        world.create_all(setup).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect();
+    let mut documents = Vec::new();
+    for (file, text) in EXAMPLES {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+            .map_err(|e| RunError::Example { file: file.to_string(), message: e.to_string() })?;
+        documents.extend(docs.into_iter().filter(|d| !d.is_null()));
+    }
+    let objects_created = documents.len();
+    errors.extend(world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+
+    let started = world.elapsed();
+    world
+        .run_until(Duration::from_secs(600), |api| {
+            let all = volumes(api);
+            !all.is_empty() && all.iter().all(settled)
+        })
+        .map_err(simulation)?;
+    let settled_after = world.elapsed() - started;
+    let mut reports: Vec<VolumeReport> = volumes(&world.api)
+        .iter()
+        .map(|v| VolumeReport {
+            kind: v["kind"].as_str().unwrap_or_default().to_string(),
+            name: v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            phase: v["status"]["phase"].as_str().unwrap_or("-").to_string(),
+            nfs_address: v["status"]["nfsServerAddress"].as_str().unwrap_or("-").to_string(),
+            conditions: ["Ready", "NfsServerReady", "Synced"]
+                .iter()
+                .filter_map(|c| condition(v, c))
+                .map(|c| {
+                    let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                    (text("type"), text("status"), text("reason"))
+                })
+                .collect(),
+        })
+        .collect();
+    reports.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+
+    // Delete every volume and wait for the finalizers to clean up.
+    for volume in volumes(&world.api) {
+        let plural = if volume["kind"] == "SharedVolume" { "sharedvolumes" } else { "clustersharedvolumes" };
+        let mut state = world.api.state();
+        let Some(rt) = state.registry.types().find(|t| t.id.plural == plural).cloned() else { continue };
+        let namespace = volume["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = volume["metadata"]["name"].as_str().unwrap_or_default();
+        if let Err(e) = world.api.delete_in(&mut state, &rt, namespace, name, &Default::default()) {
+            errors.push(format!("deleting {name}: {e:?}"));
+        }
+    }
+    world
+        .run_until(Duration::from_secs(300), |api| volumes(api).is_empty() && managed_objects(api).is_empty())
+        .map_err(simulation)?;
+    Ok(Report {
+        seed,
+        volumes: reports,
+        settled_after,
+        objects_created,
+        left_after_delete: managed_objects(&world.api),
+        simulated: world.elapsed(),
+        wall: wall.elapsed(),
+        trace_hash: world.trace_hash(),
+        errors,
+    })
+}
+
+impl Report {
+    /// What the run ended with, without what depends on the order of concurrent writes
+    /// (ClusterIPs, hashes, timings): one line per volume.
+    pub fn outcome(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .map(|v| format!("{} {} {} {:?}", v.kind, v.name, v.phase, v.conditions))
+            .chain(self.left_after_delete.iter().map(|o| format!("left: {o}")))
+            .chain(self.errors.iter().map(|e| format!("error: {e}")))
+            .collect()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "SharedVolume simulation: 3 nodes, the real operator, {} example objects, seed {}",
+            self.objects_created, self.seed
+        )?;
+        writeln!(f)?;
+        writeln!(f, "{:<20} {:<26} {:<10} {:<14} conditions", "kind", "name", "phase", "nfs address")?;
+        for v in &self.volumes {
+            let conditions: Vec<String> = v
+                .conditions
+                .iter()
+                .map(|(t, s, r)| if r.is_empty() { format!("{t}={s}") } else { format!("{t}={s} ({r})") })
+                .collect();
+            writeln!(
+                f,
+                "{:<20} {:<26} {:<10} {:<14} {}",
+                v.kind,
+                v.name,
+                v.phase,
+                v.nfs_address,
+                conditions.join(", ")
+            )?;
+        }
+        writeln!(f)?;
+        let ready = self.volumes.iter().filter(|v| v.phase == "Ready").count();
+        writeln!(
+            f,
+            "{ready} of {} volumes Ready; all settled after {:.1} simulated seconds.",
+            self.volumes.len(),
+            self.settled_after.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "Volumes with a source stay Preparing: their syncer pods run, but no syncer program is simulated yet."
+        )?;
+        if self.left_after_delete.is_empty() {
+            writeln!(f, "After deleting every volume, nothing the operator created is left.")?;
+        } else {
+            writeln!(
+                f,
+                "After deleting every volume, {} objects are left: {:?}",
+                self.left_after_delete.len(),
+                self.left_after_delete
+            )?;
+        }
+        for error in &self.errors {
+            writeln!(f, "error: {error}")?;
+        }
+        let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}.",
+            self.simulated.as_secs_f64(),
+            self.wall.as_secs_f64(),
+            self.trace_hash
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! The simulated network as seen by production code: a connector that gives the real
+//! `kube::Client` (through hyper's pooled client) turmoil TCP streams, and a clock that reads
+//! the simulation's time.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A turmoil TCP stream that hyper's client can pool.
+pub struct SimStream(turmoil::net::TcpStream);
+
+impl Connection for SimStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Connects to `host:port` of a URI on the simulated network.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimConnector;
+
+impl tower::Service<http::Uri> for SimConnector {
+    type Response = TokioIo<SimStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let host =
+                uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?.to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(TokioIo::new(SimStream(stream)))
+        })
+    }
+}
+
+/// A `kube::Client` for the API server at `http://{host}:{port}` on the simulated network. Build
+/// it inside the host that uses it: its request buffer runs on that host's runtime.
+pub fn kube_client(host: &str, port: u16) -> Result<kube::Client, http::uri::InvalidUri> {
+    let base: http::Uri = format!("http://{host}:{port}").parse()?;
+    let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(SimConnector);
+    let service =
+        tower::ServiceBuilder::new().layer(kube::client::middleware::BaseUriLayer::new(base)).service(hyper_client);
+    Ok(kube::Client::new(service, "default"))
+}
+
+/// Wall-clock time of the simulation: a fixed start plus turmoil's simulated elapsed time, the
+/// same on every host. Outside a host (the harness itself) it reads the elapsed time the harness
+/// last published.
+#[derive(Clone, Debug)]
+pub struct SimClock {
+    pub start: Timestamp,
+    pub harness_elapsed: Arc<AtomicU64>,
+}
+
+impl SimClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self { start, harness_elapsed: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Publishes the simulation's elapsed time for reads outside any host.
+    pub fn publish(&self, elapsed: std::time::Duration) {
+        self.harness_elapsed.store(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl sv_operator::clock::Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = turmoil::sim_elapsed()
+            .unwrap_or_else(|| std::time::Duration::from_nanos(self.harness_elapsed.load(Ordering::Relaxed)));
+        let elapsed = SignedDuration::try_from(elapsed).unwrap_or(SignedDuration::MAX);
+        self.start.checked_add(elapsed).unwrap_or(Timestamp::MAX)
+    }
+}
