@@ -188,6 +188,62 @@ pub fn on_create(
     Ok(())
 }
 
+/// The JSON shape of the parts of an object the server and the simulated controllers write into:
+/// a value of the wrong type there is refused like the real server's decoder refuses it (400),
+/// instead of being indexed into.
+pub fn check_shapes(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
+    let mut objects: Vec<&str> = vec!["metadata", "metadata.labels", "metadata.annotations"];
+    let mut arrays: Vec<&str> = vec!["metadata.finalizers", "metadata.ownerReferences"];
+    let mut arrays_of_objects: Vec<&str> = vec!["metadata.ownerReferences"];
+    if !rt.custom {
+        objects.extend(["spec", "status", "data", "stringData"]);
+    }
+    match (rt.id.group.as_str(), rt.id.plural.as_str()) {
+        ("", "services") => arrays_of_objects.push("spec.ports"),
+        ("", "pods") => arrays_of_objects.extend(["spec.containers", "spec.initContainers", "spec.volumes", "spec.tolerations"]),
+        ("", "persistentvolumeclaims" | "persistentvolumes") => {
+            objects.extend(["spec.resources", "spec.resources.requests", "spec.capacity", "spec.claimRef"]);
+            arrays.push("spec.accessModes");
+        }
+        ("apps", _) => {
+            objects.extend(["spec.selector", "spec.selector.matchLabels", "spec.template", "spec.template.metadata", "spec.template.metadata.labels", "spec.template.spec"]);
+            arrays_of_objects.extend(["spec.template.spec.containers", "spec.template.spec.initContainers", "spec.volumeClaimTemplates"]);
+        }
+        ("apiextensions.k8s.io", _) => {
+            objects.extend(["spec.names"]);
+            arrays_of_objects.push("spec.versions");
+        }
+        _ => {}
+    }
+    arrays.extend(arrays_of_objects.iter().copied());
+    let at = |path: &str| path.split('.').try_fold(object, |v, key| v.get(key)).filter(|v| !v.is_null());
+    let refuse = |path: &str, found: &Value, expected: &str| {
+        super::errors::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: json: cannot unmarshal {} into field {path} of type {expected}",
+            rt.kind,
+            rt.id.version,
+            rt.kind,
+            super::schema::type_name(found)
+        ))
+    };
+    for path in objects {
+        if let Some(found) = at(path).filter(|v| !v.is_object()) {
+            return Err(refuse(path, found, "object"));
+        }
+    }
+    for path in arrays {
+        if let Some(found) = at(path).filter(|v| !v.is_array()) {
+            return Err(refuse(path, found, "array"));
+        }
+    }
+    for path in arrays_of_objects {
+        if let Some(item) = at(path).and_then(Value::as_array).and_then(|items| items.iter().find(|i| !i.is_object())) {
+            return Err(refuse(path, item, "array of objects"));
+        }
+    }
+    Ok(())
+}
+
 /// Field validation of built-in kinds (the subset the system and the recorded transcript meet),
 /// on create (`old` None) and update.
 pub fn validate(rt: &ResourceType, old: Option<&Value>, object: &Value) -> Result<(), ApiError> {

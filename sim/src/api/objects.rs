@@ -154,6 +154,12 @@ fn parse_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiError> {
 
 /// Checks apiVersion and kind of a body, filling them in when absent.
 fn check_type(rt: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
+    if !object.is_object() {
+        return Err(errors::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: not an object",
+            rt.kind
+        )));
+    }
     let expected = rt.id.api_version();
     match object["apiVersion"].as_str() {
         None | Some("") => object["apiVersion"] = json!(expected),
@@ -181,10 +187,10 @@ fn check_type(rt: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
         }
         Some(_) => {}
     }
-    if !object["metadata"].is_object() {
+    if object["metadata"].is_null() {
         object["metadata"] = json!({});
     }
-    Ok(())
+    builtin::check_shapes(rt, object)
 }
 
 impl ApiServer {
@@ -579,6 +585,11 @@ impl ApiServer {
         let opts = WriteOptions::from_request(request, target)?;
         let media = request.content_type.split(';').next().unwrap_or_default().trim().to_string();
         let name = target.name.as_deref().unwrap_or_default().to_string();
+        let supported = matches!(media.as_str(), "application/merge-patch+json" | "application/json-patch+json" | "application/apply-patch+yaml")
+            || (media == "application/strategic-merge-patch+json" && !target.rt.custom);
+        if !supported {
+            return Err(errors::unsupported_media_type());
+        }
         if media == "application/apply-patch+yaml" {
             return self.apply(target, request, opts);
         }
