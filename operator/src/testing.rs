@@ -1,11 +1,18 @@
 //! Support for tests that run one of our programs as a process. Readiness is explicit: the test
 //! waits for a log line the program prints once it is in a given state (bounded by a deadline),
-//! never for a fixed time.
+//! never for a fixed time. Also a throwaway real control plane (`SV_ENVTEST_ASSETS`) for tests that
+//! run against a real API server.
 
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
 
 /// A running program whose stdout and stderr lines are collected.
 pub struct Program {
@@ -95,5 +102,131 @@ impl Drop for Program {
         if !self.exited && self.exit.try_recv().is_err() {
             self.signal("KILL");
         }
+    }
+}
+
+/// A throwaway etcd + kube-apiserver on loopback, stopped on drop.
+pub struct ControlPlane {
+    processes: Vec<Child>,
+    dir: PathBuf,
+    url: String,
+    token: String,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for p in &mut self.processes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver from `assets` (the folder `SV_ENVTEST_ASSETS` names).
+    pub fn start(assets: &Path) -> Self {
+        let dir = std::env::temp_dir().join(format!("sv-envtest-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).expect("temp dir");
+        let token = "sv-envtest-admin-token".to_string();
+        std::fs::write(dir.join("tokens.csv"), format!("{token},admin,admin,system:masters\n")).expect("tokens");
+        let key = dir.join("sa.pem");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl genrsa failed");
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd = Command::new(assets.join("etcd"))
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg("--unsafe-no-fsync")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        let apiserver = Command::new(assets.join("kube-apiserver"))
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={api_port}"))
+            .arg(format!("--cert-dir={}", dir.join("certs").display()))
+            .arg(format!("--token-auth-file={}", dir.join("tokens.csv").display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", key.display()))
+            .arg(format!("--service-account-signing-key-file={}", key.display()))
+            .arg("--service-cluster-ip-range=10.96.0.0/12")
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kube-apiserver starts");
+        ControlPlane { processes: vec![etcd, apiserver], dir, url: format!("https://127.0.0.1:{api_port}"), token }
+    }
+
+    pub fn client(&self) -> Client {
+        let mut config = kube::Config::new(self.url.parse().expect("url"));
+        config.accept_invalid_certs = true;
+        config.auth_info.token = Some(self.token.clone().into());
+        Client::try_from(config).expect("client")
+    }
+
+    /// A client, once the API server answers (within 60 s).
+    pub async fn ready_client(&self) -> Client {
+        let client = self.client();
+        eventually("the API server to be ready", Duration::from_secs(60), || {
+            let client = client.clone();
+            async move { client.apiserver_version().await.is_ok() }
+        })
+        .await;
+        client
+    }
+}
+
+/// Polls `check` every 250 ms until it holds or `limit` passes (then panics naming `what`).
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Creates the project's CRDs and waits until both are Established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crate::api::crds() {
+        api.create(&PostParams::default(), &crd).await.expect("CRD created");
+    }
+    for crd in crate::api::crds() {
+        let name = crd.name_any();
+        eventually("the CRDs to be established", Duration::from_secs(30), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+            }
+        })
+        .await;
     }
 }

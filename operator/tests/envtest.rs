@@ -5,9 +5,7 @@
 //! every example volume gets its finalizer, reference value, children, status and Events, and that
 //! deleting one removes everything it created.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +13,10 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use prometheus_client::registry::Registry;
-use sv_operator::api::{SharedVolume, crds};
+use sv_operator::api::SharedVolume;
 use sv_operator::clock::SystemClock;
 use sv_operator::controller::leader::LeaderConfig;
 use sv_operator::controller::metrics::Metrics;
@@ -27,98 +24,8 @@ use sv_operator::controller::{RunOptions, run};
 use sv_operator::manifests::{self, Manifest};
 use sv_operator::plan::Settings;
 use sv_operator::telemetry::Health;
+use sv_operator::testing::{ControlPlane, eventually, install_crds};
 use tokio_util::sync::CancellationToken;
-
-/// A throwaway etcd + kube-apiserver on loopback, stopped on drop.
-struct ControlPlane {
-    processes: Vec<Child>,
-    dir: PathBuf,
-    url: String,
-    token: String,
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        for p in &mut self.processes {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-impl ControlPlane {
-    fn start(assets: &Path) -> Self {
-        let dir = std::env::temp_dir().join(format!("sv-envtest-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("certs")).expect("temp dir");
-        let token = "sv-envtest-admin-token".to_string();
-        std::fs::write(dir.join("tokens.csv"), format!("{token},admin,admin,system:masters\n")).expect("tokens");
-        let key = dir.join("sa.pem");
-        let status = Command::new("openssl")
-            .args(["genrsa", "-out"])
-            .arg(&key)
-            .arg("2048")
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs");
-        assert!(status.success(), "openssl genrsa failed");
-        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-        let etcd = Command::new(assets.join("etcd"))
-            .arg(format!("--data-dir={}", dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg("--unsafe-no-fsync")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts");
-        let apiserver = Command::new(assets.join("kube-apiserver"))
-            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--cert-dir={}", dir.join("certs").display()))
-            .arg(format!("--token-auth-file={}", dir.join("tokens.csv").display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!("--service-account-key-file={}", key.display()))
-            .arg(format!("--service-account-signing-key-file={}", key.display()))
-            .arg("--service-cluster-ip-range=10.96.0.0/12")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kube-apiserver starts");
-        ControlPlane { processes: vec![etcd, apiserver], dir, url: format!("https://127.0.0.1:{api_port}"), token }
-    }
-
-    fn client(&self) -> Client {
-        let mut config = kube::Config::new(self.url.parse().expect("url"));
-        config.accept_invalid_certs = true;
-        config.auth_info.token = Some(self.token.clone().into());
-        Client::try_from(config).expect("client")
-    }
-}
-
-/// Polls `check` every 250 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_reconcile_against_a_real_api_server() {
@@ -127,33 +34,8 @@ async fn examples_reconcile_against_a_real_api_server() {
         return;
     };
     let plane = ControlPlane::start(Path::new(&assets));
-    let client = plane.client();
-    eventually("the API server to be ready", Duration::from_secs(60), || {
-        let client = client.clone();
-        async move { client.apiserver_version().await.is_ok() }
-    })
-    .await;
-
-    let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds() {
-        crd_api.create(&PostParams::default(), &crd).await.expect("CRD created");
-    }
-    for crd in crds() {
-        let name = crd.name_any();
-        eventually("the CRDs to be established", Duration::from_secs(30), || {
-            let api = crd_api.clone();
-            let name = name.clone();
-            async move {
-                api.get(&name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-            }
-        })
-        .await;
-    }
+    let client = plane.ready_client().await;
+    install_crds(&client).await;
     let storage_class: StorageClass = serde_json::from_value(
         serde_json::json!({"metadata": {"name": "standard"}, "provisioner": "example.com/none"}),
     )

@@ -60,7 +60,8 @@ pub enum RunError {
     Simulation(String),
 }
 
-fn volumes(api: &ApiServer) -> Vec<Value> {
+/// Every SharedVolume and ClusterSharedVolume in the cluster.
+pub fn volumes(api: &ApiServer) -> Vec<Value> {
     let state = api.state();
     ["sharedvolumes", "clustersharedvolumes"]
         .iter()
@@ -86,7 +87,7 @@ fn settled(volume: &Value) -> bool {
 }
 
 /// Objects the operator created (its `managed-by` label).
-fn managed_objects(api: &ApiServer) -> Vec<String> {
+pub fn managed_objects(api: &ApiServer) -> Vec<String> {
     let state = api.state();
     let label = sv_operator::api::labels::MANAGED_BY;
     let mut left = Vec::new();
@@ -100,26 +101,41 @@ fn managed_objects(api: &ApiServer) -> Vec<String> {
     left
 }
 
-/// Runs the bundled examples.
-pub fn run(seed: u64) -> Result<Report, RunError> {
-    let wall = Instant::now();
-    let mut world = World::new(WorldConfig { seed, ..WorldConfig::default() });
-    let simulation = |e: Box<dyn std::error::Error>| RunError::Simulation(e.to_string());
+/// What a cluster needs before volumes: the operator's namespace, a default StorageClass, the
+/// CRDs. Returns the creation errors.
+pub fn install(world: &World) -> Result<Vec<String>, String> {
     let mut setup = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sv_operator::plan::DEFAULT_OPERATOR_NAMESPACE}}),
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
                "provisioner": "sim.sharedvolume.io/hostpath", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
     ];
     for crd in sv_operator::api::crds() {
-        setup.push(serde_json::to_value(crd).map_err(|e| RunError::Simulation(e.to_string()))?);
+        setup.push(serde_json::to_value(crd).map_err(|e| e.to_string())?);
     }
-    let mut errors: Vec<String> =
-        world.create_all(setup).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect();
+    Ok(world.create_all(setup).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect())
+}
+
+/// The documents of one bundled example file.
+pub fn example(file: &str) -> Result<Vec<Value>, RunError> {
+    let text = EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map(|(_, text)| *text)
+        .ok_or_else(|| RunError::Example { file: file.to_string(), message: "no such example".into() })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| RunError::Example { file: file.to_string(), message: e.to_string() })?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Runs the bundled examples.
+pub fn run(seed: u64) -> Result<Report, RunError> {
+    let wall = Instant::now();
+    let mut world = World::new(WorldConfig { seed, ..WorldConfig::default() });
+    let simulation = |e: Box<dyn std::error::Error>| RunError::Simulation(e.to_string());
+    let mut errors = install(&world).map_err(RunError::Simulation)?;
     let mut documents = Vec::new();
-    for (file, text) in EXAMPLES {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(text)
-            .map_err(|e| RunError::Example { file: file.to_string(), message: e.to_string() })?;
-        documents.extend(docs.into_iter().filter(|d| !d.is_null()));
+    for (file, _) in EXAMPLES {
+        documents.extend(example(file)?);
     }
     let objects_created = documents.len();
     errors.extend(world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));

@@ -76,7 +76,19 @@ impl World {
         if config.operator {
             world.sim.host("operator", move || {
                 let clock = clock.clone();
-                async move { run_operator(clock).await }
+                async move {
+                    // The kubelet restarts the container whenever the program exits (lost lease,
+                    // fatal error), with the usual doubling back-off.
+                    let mut backoff = Duration::from_secs(10);
+                    loop {
+                        match run_operator(clock.clone()).await {
+                            Ok(()) => tracing::info!("operator exited"),
+                            Err(e) => tracing::warn!(error = %e, "operator exited with an error"),
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(300));
+                    }
+                }
             });
         }
         world

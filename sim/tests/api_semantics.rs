@@ -1,6 +1,7 @@
 //! The Kubernetes API behaviours the system relies on, exercised with the real `kube::Client`
-//! against the simulated API server on loopback. Each case takes only a client, so the same cases
-//! can run against a real API server.
+//! against the simulated API server on loopback. Each case takes only a client: where
+//! `SV_ENVTEST_ASSETS` names a folder with `kube-apiserver` and `etcd`, the same case also runs
+//! against a real API server, so the two are held to the same expectations.
 
 mod common;
 
@@ -44,11 +45,14 @@ fn rv(object: &DynamicObject) -> String {
     object.resource_version().expect("resourceVersion")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_replace_and_conflicts() {
-    let sim = common::start().await;
-    common::install_crds(&sim.client).await;
-    let api = sv_api(&sim.client);
+    common::against_both(create_get_replace_and_conflicts_case).await;
+}
+
+async fn create_get_replace_and_conflicts_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
 
     let created = api.create(&PostParams::default(), &volume("sv1", basic_spec())).await.expect("create");
     assert_eq!(created.metadata.generation, Some(1));
@@ -98,11 +102,14 @@ async fn create_get_replace_and_conflicts() {
     assert_eq!((test.code, test.reason.as_str()), (422, "Invalid"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_subresource_is_written_apart_from_the_rest() {
-    let sim = common::start().await;
-    common::install_crds(&sim.client).await;
-    let api = sv_api(&sim.client);
+    common::against_both(the_status_subresource_is_written_apart_from_the_rest_case).await;
+}
+
+async fn the_status_subresource_is_written_apart_from_the_rest_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
     let created = api.create(&PostParams::default(), &volume("sv1", basic_spec())).await.expect("create");
 
     let status_patch = json!({"spec": {"mountPath": "/ignored"}, "status": {"phase": "Ready"}});
@@ -121,11 +128,14 @@ async fn the_status_subresource_is_written_apart_from_the_rest() {
     assert_eq!(missing.code, 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_are_enforced_with_the_field_and_the_reason() {
-    let sim = common::start().await;
-    common::install_crds(&sim.client).await;
-    let api = sv_api(&sim.client);
+    common::against_both(schemas_are_enforced_with_the_field_and_the_reason_case).await;
+}
+
+async fn schemas_are_enforced_with_the_field_and_the_reason_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
 
     let no_mount =
         api_error(api.create(&PostParams::default(), &volume("bad", json!({"storage": {"capacity": "1Gi"}}))).await);
@@ -158,16 +168,19 @@ async fn schemas_are_enforced_with_the_field_and_the_reason() {
     .header("content-type", "application/json")
     .body(serde_json::to_vec(&volume("strict", spec)).expect("body"))
     .expect("request");
-    let refused = api_error(sim.client.request::<DynamicObject>(strict).await);
+    let refused = api_error(client.request::<DynamicObject>(strict).await);
     assert_eq!(refused.code, 400);
     assert!(refused.message.contains("unknown field \"spec.bogus\""), "{}", refused.message);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_tracks_owners_and_reports_conflicts() {
-    let sim = common::start().await;
-    common::install_crds(&sim.client).await;
-    let api = sv_api(&sim.client);
+    common::against_both(server_side_apply_tracks_owners_and_reports_conflicts_case).await;
+}
+
+async fn server_side_apply_tracks_owners_and_reports_conflicts_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
     let mut config = serde_json::to_value(volume("ssa", basic_spec())).expect("json");
     config["spec"]["syncInterval"] = json!("5m");
 
@@ -199,11 +212,14 @@ async fn server_side_apply_tracks_owners_and_reports_conflicts() {
     assert!(no_manager.message.contains("fieldManager: Required value"), "{}", no_manager.message);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalizers_hold_a_deletion_until_they_are_removed() {
-    let sim = common::start().await;
-    common::install_crds(&sim.client).await;
-    let api = sv_api(&sim.client);
+    common::against_both(finalizers_hold_a_deletion_until_they_are_removed_case).await;
+}
+
+async fn finalizers_hold_a_deletion_until_they_are_removed_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
     let mut held = volume("held", basic_spec());
     held.metadata.finalizers = Some(vec!["sv.sharedvolume.io/cleanup".into()]);
     api.create(&PostParams::default(), &held).await.expect("create");
@@ -229,10 +245,13 @@ async fn finalizers_hold_a_deletion_until_they_are_removed() {
     assert_eq!(status.details.expect("details").name, "plain");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_deliver_every_change_in_order() {
-    let sim = common::start().await;
-    let api: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "default");
+    common::against_both(watches_deliver_every_change_in_order_case).await;
+}
+
+async fn watches_deliver_every_change_in_order_case(client: Client) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let list = api.list(&ListParams::default()).await.expect("list");
     let from = list.metadata.resource_version.expect("list rv");
     let mut events = api.watch(&WatchParams::default().timeout(5), &from).await.expect("watch").boxed();
@@ -274,10 +293,13 @@ async fn a_watch_from_a_compacted_version_is_told_to_relist() {
     assert!(events.try_next().await.expect("end").is_none(), "the stream ends after the error");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selectors_and_pages() {
-    let sim = common::start().await;
-    let api: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "default");
+    common::against_both(selectors_and_pages_case).await;
+}
+
+async fn selectors_and_pages_case(client: Client) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..7 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
         let cm: ConfigMap =
@@ -304,19 +326,23 @@ async fn selectors_and_pages() {
     assert_eq!(pages, vec![vec!["c0", "c1", "c2"], vec!["c3", "c4", "c5"], vec!["c6"]]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_must_exist_and_discovery_lists_crds() {
-    let sim = common::start().await;
-    let missing: Api<ConfigMap> = Api::namespaced(sim.client.clone(), "nowhere");
+    common::against_both(namespaces_must_exist_and_discovery_lists_crds_case).await;
+}
+
+async fn namespaces_must_exist_and_discovery_lists_crds_case(client: Client) {
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).expect("cm");
     let error = api_error(missing.create(&PostParams::default(), &cm).await);
     assert_eq!((error.code, error.message.as_str()), (404, "namespaces \"nowhere\" not found"));
     assert!(missing.list(&ListParams::default()).await.expect("list").items.is_empty());
 
-    common::install_crds(&sim.client).await;
-    let discovery = kube::Discovery::new(sim.client.clone()).run().await.expect("discovery");
+    sv_operator::testing::install_crds(&client).await;
+    let discovery = kube::Discovery::new(client.clone()).run().await.expect("discovery");
     let group = discovery.get("sv.sharedvolume.io").expect("the CRD group is discovered");
-    let kinds: Vec<String> = group.recommended_resources().into_iter().map(|(ar, _)| ar.kind).collect();
+    let mut kinds: Vec<String> = group.recommended_resources().into_iter().map(|(ar, _)| ar.kind).collect();
+    kinds.sort();
     assert_eq!(kinds, ["ClusterSharedVolume", "SharedVolume"]);
     assert!(discovery.get("apps").is_some() && discovery.get("coordination.k8s.io").is_some());
 }

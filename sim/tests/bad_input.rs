@@ -80,7 +80,8 @@ async fn malformed_requests_get_status_errors_and_the_server_keeps_serving() {
     assert_eq!(code, 415, "strategic merge patches are refused on custom resources");
 
     // A body shorter than its Content-Length, then garbage that is not HTTP at all.
-    let truncated = b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: sim\r\nContent-Length: 100\r\n\r\n{\"meta";
+    let truncated =
+        b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: sim\r\nContent-Length: 100\r\n\r\n{\"meta";
     raw(sim.address, truncated).await;
     let garbage = raw(sim.address, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n").await;
     assert!(garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"), "{garbage}");
@@ -100,8 +101,12 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("(apiVersion|kind|metadata|name|namespace|spec|status|finalizers|labels|[a-z]{1,6})", inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map(
+                "(apiVersion|kind|metadata|name|namespace|spec|status|finalizers|labels|[a-z]{1,6})",
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

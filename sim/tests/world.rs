@@ -172,3 +172,55 @@ fn the_real_kube_client_lists_and_watches_over_the_simulated_network() {
     });
     world.sim.run().expect("the client finishes");
 }
+
+#[test]
+fn the_operator_recovers_from_api_errors_a_partition_and_an_api_server_restart() {
+    use sv_sim::api::Faults;
+    use sv_sim::examples::{example, install, volumes};
+
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut world = World::new(WorldConfig::default());
+    assert!(install(&world).expect("install").is_empty());
+    for result in world.create_all(example("01-no-source.yaml").expect("example")) {
+        result.expect("create");
+    }
+    let all_ready = |api: &sv_sim::api::ApiServer| {
+        let all = volumes(api);
+        all.len() == 2 && all.iter().all(|v| v["status"]["phase"] == "Ready")
+    };
+    // One request in twenty fails with a 500 while the volumes are being set up (a reconcile makes
+    // a dozen requests, so most first attempts fail and are retried with back-off).
+    world.set_api_faults(Faults { fail_rate: 0.05, fail_code: 500, delay: Duration::from_millis(5) });
+    assert!(world.run_until(Duration::from_secs(900), all_ready).expect("run"), "Ready despite failing requests");
+    world.set_api_faults(Faults::default());
+
+    // Cut the operator off, change a volume meanwhile, heal: the change is reconciled.
+    world.partition("operator", "api");
+    let mut state = world.api.state();
+    let rt = state.registry.find("sv.sharedvolume.io", "v1alpha1", "sharedvolumes").cloned().expect("type");
+    world.api.delete_in(&mut state, &rt, "default", "nosource-sv", &Default::default()).expect("delete");
+    drop(state);
+    world.run_for(Duration::from_secs(30)).expect("run");
+    assert_eq!(volumes(&world.api).len(), 2, "the finalizer holds the volume while the operator is cut off");
+    world.repair("operator", "api");
+    let gone = world.run_until(Duration::from_secs(300), |api| volumes(api).len() == 1).expect("run");
+    assert!(gone, "after the partition heals the operator finishes the deletion");
+
+    // Restart the API server: watches break, the operator re-lists and keeps working.
+    world.crash("api");
+    world.run_for(Duration::from_secs(3)).expect("run");
+    world.bounce("api");
+    let mut state = world.api.state();
+    let rt = state.registry.find("sv.sharedvolume.io", "v1alpha1", "clustersharedvolumes").cloned().expect("type");
+    world.api.delete_in(&mut state, &rt, "", "nosource-csv", &Default::default()).expect("delete");
+    drop(state);
+    let clean = world
+        .run_until(Duration::from_secs(300), |api| {
+            volumes(api).is_empty() && sv_sim::examples::managed_objects(api).is_empty()
+        })
+        .expect("run");
+    assert!(clean, "left: {:?}", sv_sim::examples::managed_objects(&world.api));
+}

@@ -200,14 +200,27 @@ pub fn check_shapes(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
     }
     match (rt.id.group.as_str(), rt.id.plural.as_str()) {
         ("", "services") => arrays_of_objects.push("spec.ports"),
-        ("", "pods") => arrays_of_objects.extend(["spec.containers", "spec.initContainers", "spec.volumes", "spec.tolerations"]),
+        ("", "pods") => {
+            arrays_of_objects.extend(["spec.containers", "spec.initContainers", "spec.volumes", "spec.tolerations"])
+        }
         ("", "persistentvolumeclaims" | "persistentvolumes") => {
             objects.extend(["spec.resources", "spec.resources.requests", "spec.capacity", "spec.claimRef"]);
             arrays.push("spec.accessModes");
         }
         ("apps", _) => {
-            objects.extend(["spec.selector", "spec.selector.matchLabels", "spec.template", "spec.template.metadata", "spec.template.metadata.labels", "spec.template.spec"]);
-            arrays_of_objects.extend(["spec.template.spec.containers", "spec.template.spec.initContainers", "spec.volumeClaimTemplates"]);
+            objects.extend([
+                "spec.selector",
+                "spec.selector.matchLabels",
+                "spec.template",
+                "spec.template.metadata",
+                "spec.template.metadata.labels",
+                "spec.template.spec",
+            ]);
+            arrays_of_objects.extend([
+                "spec.template.spec.containers",
+                "spec.template.spec.initContainers",
+                "spec.volumeClaimTemplates",
+            ]);
         }
         ("apiextensions.k8s.io", _) => {
             objects.extend(["spec.names"]);
@@ -423,11 +436,12 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
                 return Err(invalid(rt, &name, &[cause("type", "FieldValueInvalid", message)]));
             }
         }
-        ("", "configmaps") if old["immutable"] == json!(true) => {
-            if object["data"] != old["data"] || object["binaryData"] != old["binaryData"] {
-                let message = "Forbidden: field is immutable when `immutable` is set".to_string();
-                return Err(invalid(rt, &name, &[cause("data", "FieldValueForbidden", message)]));
-            }
+        ("", "configmaps")
+            if old["immutable"] == json!(true)
+                && (object["data"] != old["data"] || object["binaryData"] != old["binaryData"]) =>
+        {
+            let message = "Forbidden: field is immutable when `immutable` is set".to_string();
+            return Err(invalid(rt, &name, &[cause("data", "FieldValueForbidden", message)]));
         }
         _ => {}
     }

@@ -353,7 +353,7 @@ impl ApiServer {
             }
             Ok(Route::Doc(body)) => Response::ok(body),
             Ok(Route::Aggregated(body)) => Response::Discovery(body),
-            Ok(Route::Resource(target)) => self.dispatch(target, request).await,
+            Ok(Route::Resource(target)) => self.dispatch(*target, request).await,
             Err(e) => e.into(),
         }
     }
@@ -510,7 +510,7 @@ impl ApiServer {
 enum Route {
     Doc(Value),
     Aggregated(Value),
-    Resource(Target),
+    Resource(Box<Target>),
 }
 
 fn resource_target(registry: &Registry, group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError> {
@@ -537,12 +537,12 @@ fn resource_target(registry: &Registry, group: &str, version: &str, rest: &[&str
     {
         return Err(not_found());
     }
-    Ok(Route::Resource(Target {
+    Ok(Route::Resource(Box::new(Target {
         rt: rt.clone(),
         namespace: namespace.map(String::from),
         name: name.map(|n| n.to_string()),
         sub: sub.map(|s| s.to_string()),
-    }))
+    })))
 }
 
 /// An object as clients see it (CR defaults are applied on read too, as the real server does).

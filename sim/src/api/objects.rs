@@ -239,10 +239,10 @@ impl ApiServer {
         opts: &WriteOptions,
     ) -> Result<(Value, Vec<String>), ApiError> {
         let meta = &mut object["metadata"];
-        if !rt.namespaced {
-            if let Some(m) = meta.as_object_mut() {
-                m.remove("namespace");
-            }
+        if !rt.namespaced
+            && let Some(m) = meta.as_object_mut()
+        {
+            m.remove("namespace");
         }
         let namespace = meta["namespace"].as_str().unwrap_or_default().to_string();
         if rt.namespaced {
@@ -585,8 +585,10 @@ impl ApiServer {
         let opts = WriteOptions::from_request(request, target)?;
         let media = request.content_type.split(';').next().unwrap_or_default().trim().to_string();
         let name = target.name.as_deref().unwrap_or_default().to_string();
-        let supported = matches!(media.as_str(), "application/merge-patch+json" | "application/json-patch+json" | "application/apply-patch+yaml")
-            || (media == "application/strategic-merge-patch+json" && !target.rt.custom);
+        let supported = matches!(
+            media.as_str(),
+            "application/merge-patch+json" | "application/json-patch+json" | "application/apply-patch+yaml"
+        ) || (media == "application/strategic-merge-patch+json" && !target.rt.custom);
         if !supported {
             return Err(errors::unsupported_media_type());
         }

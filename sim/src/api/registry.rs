@@ -123,49 +123,28 @@ fn base64_standard(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-struct Builtin {
-    group: &'static str,
-    version: &'static str,
-    plural: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short: &'static [&'static str],
-    status: bool,
-    generation: bool,
-}
-
-const fn b(
-    group: &'static str,
-    version: &'static str,
-    plural: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short: &'static [&'static str],
-    status: bool,
-    generation: bool,
-) -> Builtin {
-    Builtin { group, version, plural, kind, namespaced, short, status, generation }
-}
+/// group, version, plural, kind, namespaced, short names, status subresource, generation.
+type Builtin = (&'static str, &'static str, &'static str, &'static str, bool, &'static [&'static str], bool, bool);
 
 const BUILTINS: &[Builtin] = &[
-    b("", "v1", "namespaces", "Namespace", false, &["ns"], true, false),
-    b("", "v1", "nodes", "Node", false, &["no"], true, false),
-    b("", "v1", "pods", "Pod", true, &["po"], true, true),
-    b("", "v1", "services", "Service", true, &["svc"], true, false),
-    b("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
-    b("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false),
-    b("", "v1", "secrets", "Secret", true, &[], false, false),
-    b("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false),
-    b("", "v1", "persistentvolumes", "PersistentVolume", false, &["pv"], true, false),
-    b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true, false),
-    b("", "v1", "events", "Event", true, &["ev"], false, false),
-    b("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true),
-    b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true, true),
-    b("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], true, true),
-    b("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], false, false),
-    b("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
-    b("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
-    b(
+    ("", "v1", "namespaces", "Namespace", false, &["ns"], true, false),
+    ("", "v1", "nodes", "Node", false, &["no"], true, false),
+    ("", "v1", "pods", "Pod", true, &["po"], true, true),
+    ("", "v1", "services", "Service", true, &["svc"], true, false),
+    ("", "v1", "endpoints", "Endpoints", true, &["ep"], false, false),
+    ("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false),
+    ("", "v1", "secrets", "Secret", true, &[], false, false),
+    ("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false),
+    ("", "v1", "persistentvolumes", "PersistentVolume", false, &["pv"], true, false),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true, false),
+    ("", "v1", "events", "Event", true, &["ev"], false, false),
+    ("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true),
+    ("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true, true),
+    ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], true, true),
+    ("apps", "v1", "controllerrevisions", "ControllerRevision", true, &[], false, false),
+    ("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false),
+    ("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false),
+    (
         "apiextensions.k8s.io",
         "v1",
         "customresourcedefinitions",
@@ -175,13 +154,13 @@ const BUILTINS: &[Builtin] = &[
         true,
         true,
     ),
-    b("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
-    b("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
-    b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
-    b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
-    b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
-    b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, &["netpol"], false, true),
-    b(
+    ("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
+    ("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, &["netpol"], false, true),
+    (
         "admissionregistration.k8s.io",
         "v1",
         "mutatingwebhookconfigurations",
@@ -191,7 +170,7 @@ const BUILTINS: &[Builtin] = &[
         false,
         true,
     ),
-    b(
+    (
         "admissionregistration.k8s.io",
         "v1",
         "validatingwebhookconfigurations",
@@ -212,27 +191,27 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         let mut types = BTreeMap::new();
-        for builtin in BUILTINS {
-            let id = ResourceId::new(builtin.group, builtin.version, builtin.plural);
+        for &(group, version, plural, kind, namespaced, short, status, generation) in BUILTINS {
+            let id = ResourceId::new(group, version, plural);
             types.insert(
                 id.clone(),
                 ResourceType {
                     id,
-                    kind: builtin.kind.into(),
-                    singular: builtin.kind.to_ascii_lowercase(),
-                    namespaced: builtin.namespaced,
-                    short_names: builtin.short.iter().map(|s| s.to_string()).collect(),
+                    kind: kind.into(),
+                    singular: kind.to_ascii_lowercase(),
+                    namespaced,
+                    short_names: short.iter().map(|s| s.to_string()).collect(),
                     categories: if matches!(
-                        builtin.plural,
+                        plural,
                         "pods" | "services" | "deployments" | "replicasets" | "statefulsets"
                     ) {
                         vec!["all".into()]
                     } else {
                         Vec::new()
                     },
-                    status: builtin.status,
-                    scale: matches!(builtin.plural, "deployments" | "replicasets" | "statefulsets"),
-                    generation: builtin.generation,
+                    status,
+                    scale: matches!(plural, "deployments" | "replicasets" | "statefulsets"),
+                    generation,
                     custom: false,
                     schema: None,
                 },

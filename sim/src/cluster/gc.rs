@@ -138,30 +138,27 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
                     alive = true;
                     continue;
                 }
-                match owner_of(pass, &object, reference) {
-                    Some(owner) => {
-                        alive = true;
-                        let held_by = |f: &str| {
-                            owner["metadata"]["finalizers"].as_array().is_some_and(|l| l.iter().any(|x| x == f))
-                        };
-                        if deleting(&owner) && held_by("foregroundDeletion") {
-                            foreground = true;
-                        }
-                        if deleting(&owner) && held_by("orphan") {
-                            orphaned.push(reference["uid"].clone());
-                        }
+                if let Some(owner) = owner_of(pass, &object, reference) {
+                    alive = true;
+                    let held_by =
+                        |f: &str| owner["metadata"]["finalizers"].as_array().is_some_and(|l| l.iter().any(|x| x == f));
+                    if deleting(&owner) && held_by("foregroundDeletion") {
+                        foreground = true;
                     }
-                    None => {}
+                    if deleting(&owner) && held_by("orphan") {
+                        orphaned.push(reference["uid"].clone());
+                    }
                 }
             }
             if !orphaned.is_empty() {
                 let mut stripped = (*object).clone();
                 let kept: Vec<Value> = refs.iter().filter(|r| !orphaned.contains(&r["uid"])).cloned().collect();
-                stripped["metadata"]["ownerReferences"] = if kept.is_empty() { Value::Null } else { json!(kept) };
-                if let Some(meta) = stripped["metadata"].as_object_mut()
-                    && kept.is_empty()
-                {
-                    meta.remove("ownerReferences");
+                if let Some(meta) = stripped["metadata"].as_object_mut() {
+                    if kept.is_empty() {
+                        meta.remove("ownerReferences");
+                    } else {
+                        meta.insert("ownerReferences".into(), json!(kept));
+                    }
                 }
                 pass.update(group, plural, stripped, MANAGER);
             } else if (!alive || foreground) && !deleting(&object) {

@@ -166,7 +166,7 @@ impl Cluster {
             pod_ips: BTreeMap::new(),
             node_indices: BTreeMap::new(),
             resync: Duration::from_secs(1),
-            batch: Duration::from_millis(20),
+            batch: Duration::from_millis(100),
         }
     }
 

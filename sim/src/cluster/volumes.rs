@@ -69,14 +69,7 @@ pub(super) fn bind(pass: &mut Pass) {
         });
         bound_pv["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"] = json!("yes");
         let Some(bound_pv) = pass.update("", "persistentvolumes", bound_pv, MANAGER) else { continue };
-        let now = pass.now();
-        pass.set_status(
-            "",
-            "persistentvolumes",
-            &bound_pv,
-            json!({"phase": "Bound", "lastPhaseTransitionTime": now}),
-            MANAGER,
-        );
+        set_volume_phase(pass, &bound_pv, "Bound");
         let mut bound_pvc = (*pvc).clone();
         if bound_pvc["spec"]["volumeName"].is_null() {
             bound_pvc["spec"]["volumeName"] = json!(name(&pv));
@@ -101,14 +94,7 @@ pub(super) fn bind(pass: &mut Pass) {
                 if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
                     pass.delete("", "persistentvolumes", &pv, DeleteOptions::default());
                 } else {
-                    let now = pass.now();
-                    pass.set_status(
-                        "",
-                        "persistentvolumes",
-                        &pv,
-                        json!({"phase": "Released", "lastPhaseTransitionTime": now}),
-                        MANAGER,
-                    );
+                    set_volume_phase(pass, &pv, "Released");
                 }
             }
         }
@@ -119,6 +105,11 @@ pub(super) fn bind(pass: &mut Pass) {
             remove_finalizer(pass, "persistentvolumes", &pv, "kubernetes.io/pv-protection");
         }
     }
+}
+
+fn set_volume_phase(pass: &mut Pass, pv: &Value, phase: &str) {
+    let now = pass.now();
+    pass.set_status("", "persistentvolumes", pv, json!({"phase": phase, "lastPhaseTransitionTime": now}), MANAGER);
 }
 
 /// A volume for a claim whose StorageClass exists, as its provisioner would make it.

@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use kube::api::{Api, PostParams};
 use sv_operator::clock::TokioClock;
 use sv_sim::api::{ApiServer, Options, http};
 use sv_sim::cluster::{AlwaysReady, Cluster};
@@ -61,11 +59,21 @@ pub fn client_for(address: SocketAddr) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// Creates the project's CRDs, as `kubectl apply -f deploy/crds/` would.
-pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in sv_operator::api::crds() {
-        api.create(&PostParams::default(), &crd).await.expect("create CRD");
+/// Runs a case against the simulated API server, then, where `SV_ENVTEST_ASSETS` is set, against
+/// a real one started from those binaries.
+pub async fn against_both<F, Fut>(case: F)
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let sim = start().await;
+    case(sim.client.clone()).await;
+    match std::env::var_os("SV_ENVTEST_ASSETS") {
+        Some(assets) => {
+            let plane = sv_operator::testing::ControlPlane::start(std::path::Path::new(&assets));
+            case(plane.ready_client().await).await;
+        }
+        None => eprintln!("SV_ENVTEST_ASSETS is not set: ran against the simulated API server only"),
     }
 }
 
