@@ -88,6 +88,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    sv_operator::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => print_crds(),

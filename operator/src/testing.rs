@@ -177,6 +177,7 @@ impl ControlPlane {
         let mut config = kube::Config::new(self.url.parse().expect("url"));
         config.accept_invalid_certs = true;
         config.auth_info.token = Some(self.token.clone().into());
+        crate::install_crypto_provider();
         Client::try_from(config).expect("client")
     }
 

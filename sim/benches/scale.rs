@@ -147,6 +147,7 @@ fn simulation_speed() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    sv_operator::install_crypto_provider();
     let objects = env("SV_BENCH_OBJECTS", 10_000);
     let watchers = env("SV_BENCH_WATCHERS", 50);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -15,8 +15,4 @@ pub mod schedule;
 pub mod source;
 pub mod tree;
 
-/// Selects ring as the process's TLS crypto provider (rustls has more than one compiled in, via
-/// different dependencies, and then needs to be told). Safe to call repeatedly.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use sv_operator::install_crypto_provider;

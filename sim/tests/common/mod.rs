@@ -54,6 +54,7 @@ pub async fn start() -> Loopback {
 }
 
 pub fn client_for(address: SocketAddr) -> Client {
+    sv_operator::install_crypto_provider();
     let mut config = kube::Config::new(format!("http://{address}").parse().expect("url"));
     config.read_timeout = Some(Duration::from_secs(60));
     Client::try_from(config).expect("client")
