@@ -104,15 +104,14 @@ pub async fn run_probes<C: Connector>(connector: C, root: Fh, health: Health, sh
         let healthy = since < UNHEALTHY_AFTER;
         health.set_live(healthy);
         let ready = last_success.is_some_and(|t| now - t < UNHEALTHY_AFTER);
-        if ready != health.is_ready() {
-            // Operators (and tests) read readiness changes from the log.
-            if ready {
-                tracing::info!("ready: the self-probe succeeded");
-            } else {
-                tracing::warn!(since = ?since, "not ready: no successful self-probe");
-            }
-        }
+        let changed = ready != health.is_ready();
         health.set_ready(ready);
+        // Operators (and tests) read readiness changes from the log, so it follows the change.
+        if changed && ready {
+            tracing::info!("ready: the self-probe succeeded");
+        } else if changed {
+            tracing::warn!(since = ?since, "not ready: no successful self-probe");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}

@@ -101,7 +101,8 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
             let entry = cursor.entry(format!("f:{key}")).or_insert_with(|| json!({}));
             cursor = match entry {
                 Value::Object(map) => map,
-                _ => unreachable!("fieldsV1 nodes are objects"),
+                // Only objects are ever inserted here.
+                _ => break,
             };
         }
     }
