@@ -69,6 +69,7 @@ async fn kubectl_applies_gets_and_deletes_the_crds_and_examples() {
     assert!(again.contains("git-public-sv unchanged"), "a second apply changes nothing:\n{again}");
 
     let listed = ok(&kubeconfig, &["get", "sv,csv", "-A"]).await;
+    assert!(listed.contains("PHASE") && listed.contains("MOUNT PATH"), "the CRD's printer columns:\n{listed}");
     for name in ["git-public-sv", "nosource-sv", "http-nfs-service-csv"] {
         assert!(listed.contains(name), "{name} missing from:\n{listed}");
     }

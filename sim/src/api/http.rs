@@ -18,6 +18,14 @@ use super::{ApiServer, Request, Response, parse_query};
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const AGGREGATED_DISCOVERY: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// A 200 JSON answer with a content type that names its kind.
+fn typed(body: &serde_json::Value, content_type: &'static str) -> hyper::Response<Body> {
+    let mut response = json_response(200, body, &[]);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
 
 fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
@@ -73,13 +81,8 @@ pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyp
     match server.handle(api_request).await {
         Response::Json { code, body, warnings } => json_response(code, &body, &warnings),
         Response::Error(error) => error_response(&error),
-        Response::Discovery(body) => {
-            let mut response = json_response(200, &body, &[]);
-            if let Ok(value) = http::HeaderValue::from_str(AGGREGATED_DISCOVERY) {
-                response.headers_mut().insert(http::header::CONTENT_TYPE, value);
-            }
-            response
-        }
+        Response::Discovery(body) => typed(&body, AGGREGATED_DISCOVERY),
+        Response::Table(body) => typed(&body, TABLE),
         Response::Watch(stream) => {
             let frames = stream.map(|line| Ok::<_, Infallible>(Frame::data(line)));
             hyper::Response::builder()

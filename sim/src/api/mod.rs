@@ -14,6 +14,7 @@ pub mod registry;
 pub mod schema;
 pub mod selector;
 pub mod store;
+mod table;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -225,6 +226,8 @@ pub enum Response {
     },
     /// Aggregated discovery (`apidiscovery.k8s.io/v2`), which has its own content type.
     Discovery(Value),
+    /// A `meta.k8s.io/v1` Table (server-side printing for `kubectl get`).
+    Table(Value),
     Error(ApiError),
     Watch(WatchStream),
 }
@@ -234,6 +237,7 @@ impl std::fmt::Debug for Response {
         match self {
             Response::Json { code, body, .. } => write!(f, "Json({code}, {body})"),
             Response::Discovery(body) => write!(f, "Discovery({body})"),
+            Response::Table(body) => write!(f, "Table({body})"),
             Response::Error(e) => write!(f, "Error({e:?})"),
             Response::Watch(_) => write!(f, "Watch"),
         }
@@ -402,6 +406,11 @@ impl ApiServer {
             (method, _, _) => Err(errors::method_not_allowed(method.as_str())),
         };
         match result {
+            Ok(Response::Json { code: 200, body, .. })
+                if request.method == ::http::Method::GET && request.accept.contains("as=Table") =>
+            {
+                Response::Table(table::render(&target.rt, &body, &self.inner.clock.now()))
+            }
             Ok(response) => response,
             Err(e) => e.into(),
         }

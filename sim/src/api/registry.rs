@@ -57,6 +57,8 @@ pub struct ResourceType {
     /// Defined by a CustomResourceDefinition (schema-validated, pruned, defaulted).
     pub custom: bool,
     pub schema: Option<Schema>,
+    /// `additionalPrinterColumns` of the CRD version: what `kubectl get` shows.
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceType {
@@ -214,6 +216,7 @@ impl Default for Registry {
                     generation,
                     custom: false,
                     schema: None,
+                    printer_columns: Vec::new(),
                 },
             );
         }
@@ -265,6 +268,7 @@ impl Registry {
                     generation: true,
                     custom: true,
                     schema: version["schema"].get("openAPIV3Schema").map(Schema::new),
+                    printer_columns: version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
                 },
             );
         }
