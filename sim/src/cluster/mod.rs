@@ -210,15 +210,31 @@ impl Cluster {
         let mut changes = self.server.subscribe();
         loop {
             self.settle();
+            let seen = self.server.state().store.resource_version();
             changes.borrow_and_update();
-            tokio::select! {
-                _ = changes.changed() => {
-                    // Controllers see a burst of writes together, as informers batch them.
-                    tokio::time::sleep(self.batch).await;
+            loop {
+                tokio::select! {
+                    _ = changes.changed() => {
+                        // Controllers see a burst of writes together, as informers batch them.
+                        tokio::time::sleep(self.batch).await;
+                    }
+                    _ = tokio::time::sleep(self.resync) => break,
+                    _ = stop.cancelled() => return,
                 }
-                _ = tokio::time::sleep(self.resync) => {}
-                _ = stop.cancelled() => return,
+                if self.relevant_changes_since(seen) {
+                    break;
+                }
             }
+        }
+    }
+
+    /// Whether anything but Leases and Events changed after `rv` (those two never need a pass;
+    /// lease renewals alone would otherwise wake every controller every few seconds).
+    fn relevant_changes_since(&self, rv: u64) -> bool {
+        let state = self.server.state();
+        match state.store.changes_since(rv) {
+            Ok(mut changes) => changes.any(|c| !matches!(c.resource.plural.as_str(), "leases" | "events")),
+            Err(_) => true,
         }
     }
 
