@@ -186,13 +186,16 @@ fn once_syncs_a_manifest_without_kubernetes() {
     .expect("manifest");
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_sv-syncer"))
-        .args(["once", "--spec"])
-        .arg(&manifest)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("runs");
+    let once = || {
+        Command::new(env!("CARGO_BIN_EXE_sv-syncer"))
+            .args(["once", "--spec"])
+            .arg(&manifest)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("runs")
+    };
+    let out = once();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("published=true files=1 bytes=7"), "{stdout}");
@@ -202,13 +205,7 @@ fn once_syncs_a_manifest_without_kubernetes() {
     drop(files);
     drop(source);
     // The source is gone now: a clear error and a failing exit code.
-    let out = Command::new(env!("CARGO_BIN_EXE_sv-syncer"))
-        .args(["once", "--spec"])
-        .arg(&manifest)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("runs");
+    let out = once();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sync failed: source unreachable"), "{stderr}");
