@@ -164,14 +164,7 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         credentials_dir: args.credentials_dir,
         extra_ca_pem: read_ca(args.ca_bundle.as_ref())?,
     };
-    let syncer = Syncer::new(
-        config,
-        Arc::new(NetworkSources),
-        Arc::new(SystemClock),
-        SyncMetrics::register(&mut Registry::default()),
-        Health::new(),
-        None,
-    );
+    let syncer = Syncer::standalone(config);
     let volume = Volume::open(&args.data_dir)?;
     match syncer.sync_once(&view, &volume).await {
         Ok(outcome) => {

@@ -107,6 +107,19 @@ impl Syncer {
         Self { config, factory, clock, metrics, health, status }
     }
 
+    /// A syncer outside Kubernetes (`sv-syncer once`, tests): real network sources, the system
+    /// clock, metrics nobody scrapes, no status writes.
+    pub fn standalone(config: SyncerConfig) -> Self {
+        Self::new(
+            config,
+            Arc::new(crate::source::NetworkSources),
+            Arc::new(sv_operator::clock::SystemClock),
+            SyncMetrics::register(&mut prometheus_client::registry::Registry::default()),
+            Health::new(),
+            None,
+        )
+    }
+
     /// One sync of `view` into `volume`, bounded by the volume's `syncTimeout`. On failure or
     /// timeout the stage is thrown away and the published tree is untouched. Errors are redacted.
     pub async fn sync_once(&self, view: &VolumeView, volume: &Volume) -> Result<SyncOutcome, (SyncError, Redactor)> {

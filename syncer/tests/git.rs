@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use common::{
-    Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, tls_config, tree, view,
-    view_with,
+    Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, target, tls_config, tree,
+    view, view_with,
 };
 use sv_operator::api::SSH_KNOWN_HOSTS_ANNOTATION;
 use sv_syncer::publish::Volume;
@@ -47,9 +47,7 @@ async fn a_branch_is_fetched_shallow_then_only_when_it_moves() {
     let (server, backend) = git_http_server(repos.path()).await;
     let url = format!("http://{}/app.git", server.addr);
 
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view(&spec(&url, ""));
     let first = sync(&syncer, &volume, &v).await.expect("first sync");
     assert_eq!(first.revision, second_commit);
@@ -139,9 +137,7 @@ async fn submodules_and_symlinks_out_of_the_tree_are_refused() {
     repo.commit("one", "main");
     let (server, _backend) = git_http_server(repos.path()).await;
     let url = format!("http://{}/repo.git", server.addr);
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view(&spec(&url, ""));
     sync(&syncer, &volume, &v).await.expect("first sync");
     assert_eq!(tree(data.path()).get("inside").map(String::as_str), Some("-> a"));
@@ -178,9 +174,7 @@ async fn an_unreachable_server_is_reported_and_the_tree_kept() {
     repo.commit("one", "main");
     let (server, _backend) = git_http_server(repos.path()).await;
     let url = format!("http://{}/repo.git", server.addr);
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     sync(&syncer, &volume, &view(&spec(&url, ""))).await.expect("first sync");
     server.stop().await;
     let error = sync(&syncer, &volume, &view(&spec(&url, ""))).await.expect_err("down");

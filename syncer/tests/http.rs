@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
-use common::{http_server, sync, syncer, tls_config, tree, view, view_with};
+use common::{http_server, sync, syncer, target, tls_config, tree, view, view_with};
 use sv_operator::api::HTTP_UNPACK_ANNOTATION;
 use sv_syncer::publish::Volume;
 
@@ -62,9 +62,7 @@ fn zip_options() -> zip::write::SimpleFileOptions {
 async fn a_file_is_fetched_once_and_then_only_revalidated() {
     let (server, files) = http_server(None).await;
     files.put("/data/model.bin", "version one");
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view(&file_spec(&format!("http://{}/data/model.bin", server.addr)));
 
     let first = sync(&syncer, &volume, &v).await.expect("first sync");
@@ -90,9 +88,7 @@ async fn a_file_is_fetched_once_and_then_only_revalidated() {
 async fn an_archive_is_unpacked_and_files_removed_from_it_disappear() {
     let (server, files) = http_server(None).await;
     files.put("/bundle.tar.gz", tar_gz(&[("conf/app.yaml", "a: 1"), ("conf/old.yaml", "old"), ("README", "hi")]));
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v =
         view_with(&file_spec(&format!("http://{}/bundle.tar.gz", server.addr)), &[(HTTP_UNPACK_ANNOTATION, "true")]);
 
@@ -160,9 +156,7 @@ async fn hostile_archives_are_refused_and_the_published_tree_stays() {
         ("garbage.zip", vec![0x50, 0x4b, 0x03, 0x04, 1, 2, 3], "archive"),
     ];
     files.put("/good.tar.gz", tar_gz(&[("keep", "me")]));
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let unpack = [(HTTP_UNPACK_ANNOTATION, "true")];
     sync(&syncer, &volume, &view_with(&file_spec(&format!("http://{}/good.tar.gz", server.addr)), &unpack))
         .await
@@ -192,9 +186,7 @@ async fn hostile_archives_are_refused_and_the_published_tree_stays() {
 async fn server_errors_name_the_cause_and_keep_the_tree() {
     let (server, files) = http_server(None).await;
     files.put("/f", "content");
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     sync(&syncer, &volume, &view(&file_spec(&format!("http://{}/f", server.addr)))).await.expect("first sync");
     let before = tree(data.path());
 
@@ -224,9 +216,7 @@ async fn a_file_larger_than_the_volume_is_refused() {
     files.put("/small", "fits");
     files.put("/big", vec![7u8; 64 * 1024]);
     files.put("/bomb.tar.gz", tar_gz(&[("zeros", &"0".repeat(256 * 1024))]));
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let spec =
         |path: &str| format!("{}storage:\n  capacity: 32Ki\n", file_spec(&format!("http://{}{path}", server.addr)));
     sync(&syncer, &volume, &view(&spec("/small"))).await.expect("fits");
@@ -244,9 +234,7 @@ async fn a_file_larger_than_the_volume_is_refused() {
 async fn a_stalled_server_is_cut_off_at_the_sync_timeout() {
     let (server, files) = http_server(None).await;
     files.put("/f", "content");
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view(&file_spec(&format!("http://{}/f", server.addr)));
     let first = sync(&syncer, &volume, &v).await.expect("first sync");
     let before = tree(data.path());
@@ -298,9 +286,7 @@ async fn a_reader_hammering_the_mount_path_never_sees_a_mixed_revision() {
         tar_gz(&entries)
     };
     files.put("/tree.tar.gz", archive(0));
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view_with(&file_spec(&format!("http://{}/tree.tar.gz", server.addr)), &[(HTTP_UNPACK_ANNOTATION, "true")]);
     sync(&syncer, &volume, &v).await.expect("first sync");
 
@@ -364,9 +350,7 @@ async fn a_reader_hammering_the_mount_path_never_sees_a_mixed_revision() {
 async fn unchanged_archive_entries_are_linked_and_same_size_changes_are_seen() {
     let (server, files) = http_server(None).await;
     let big = "b".repeat(300_000);
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let v = view_with(&file_spec(&format!("http://{}/r.tar.gz", server.addr)), &[(HTTP_UNPACK_ANNOTATION, "true")]);
     files.put("/r.tar.gz", tar_gz(&[("same.txt", big.as_str()), ("edit.txt", "version 1"), ("gone.txt", "x")]));
     let first = sync(&syncer, &volume, &v).await.expect("first");
@@ -401,9 +385,7 @@ async fn an_archive_that_stalls_half_way_is_abandoned_at_the_deadline() {
         (0..40).map(|i| (format!("f{i}"), format!("{i}:{}", "z".repeat(20_000)))).collect();
     let entries: Vec<(&str, &str)> = big.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
     files.put("/a.tar", tar_plain(&[("first", "1")]));
-    let data = tempfile::tempdir().expect("tempdir");
-    let volume = Volume::open(data.path()).expect("volume");
-    let syncer = syncer(data.path(), None, None);
+    let (data, volume, syncer) = target();
     let spec = format!("source:\n  http:\n    url: http://{}/a.tar\nsyncInterval: 1m\nsyncTimeout: 1s\n", server.addr);
     let v = view_with(&spec, &[(HTTP_UNPACK_ANNOTATION, "true")]);
     sync(&syncer, &volume, &v).await.expect("first sync");

@@ -19,14 +19,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus_client::registry::Registry;
 use sv_operator::api::VolumeSpec;
-use sv_operator::clock::SystemClock;
-use sv_operator::telemetry::Health;
 use sv_syncer::publish::Volume;
-use sv_syncer::report::SyncMetrics;
 use sv_syncer::run::{SyncOutcome, Syncer, SyncerConfig, VolumeView};
-use sv_syncer::source::NetworkSources;
 
 pub fn have(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
@@ -589,14 +584,15 @@ pub fn syncer(data: &Path, credentials: Option<&Path>, ca: Option<Vec<u8>>) -> S
         credentials_dir: credentials.map(Path::to_path_buf),
         extra_ca_pem: ca,
     };
-    Syncer::new(
-        config,
-        Arc::new(NetworkSources),
-        Arc::new(SystemClock),
-        SyncMetrics::register(&mut Registry::default()),
-        Health::new(),
-        None,
-    )
+    Syncer::standalone(config)
+}
+
+/// An empty volume in a temporary folder and a syncer that syncs into it.
+pub fn target() -> (tempfile::TempDir, Volume, Syncer) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let volume = Volume::open(data.path()).expect("volume");
+    let syncer = syncer(data.path(), None, None);
+    (data, volume, syncer)
 }
 
 /// One sync; the error is returned redacted, as it would reach the status.
