@@ -115,7 +115,7 @@ async fn api_server_at_scale(objects: usize, watchers: usize) -> anyhow::Result<
 fn simulation_speed() -> anyhow::Result<()> {
     use sv_sim::world::{World, WorldConfig};
     let wall = Instant::now();
-    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() });
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
     let mut objects = Vec::new();
     for i in 0..20 {
         objects.push(json!({

@@ -5,4 +5,5 @@ pub mod api;
 pub mod cluster;
 pub mod examples;
 pub mod net;
+pub mod programs;
 pub mod world;

@@ -103,3 +103,69 @@ impl sv_operator::clock::Clock for SimClock {
         self.start.checked_add(elapsed).unwrap_or(Timestamp::MAX)
     }
 }
+
+/// A turmoil listener as the programs' servers take one: axum (probes, metrics, the simulated
+/// sources) and the NFS server.
+pub struct SimListener(pub turmoil::net::TcpListener);
+
+impl SimListener {
+    pub async fn bind(port: u16) -> io::Result<Self> {
+        Ok(Self(turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?))
+    }
+}
+
+impl axum::serve::Listener for SimListener {
+    type Io = turmoil::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                // As axum's own TCP listener does: an accept error is the listener's, not the
+                // server's; wait a little and go on.
+                Err(error) => {
+                    tracing::debug!(%error, "accepting a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl sv_nfs::server::Listener for SimListener {
+    type Io = turmoil::net::TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, String)> {
+        let (stream, peer) = self.0.accept().await?;
+        Ok((stream, peer.to_string()))
+    }
+}
+
+/// One HTTP/1.1 request to `host:port` on the simulated network, bounded by `timeout`: the status
+/// and the body, or why there is none.
+pub async fn http_request(
+    host: &str,
+    port: u16,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    timeout: std::time::Duration,
+) -> Result<(http::StatusCode, bytes::Bytes), String> {
+    use http_body_util::BodyExt;
+    let exchange = async {
+        let stream = turmoil::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out after {timeout:?}"))?
+}

@@ -2,6 +2,7 @@
 //! `api`, the real operator on host `operator` talking to it over the simulated network, nodes,
 //! fault controls, and the trace hash that makes a run replayable.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiServer, Faults, Options, http};
-use crate::cluster::{AlwaysReady, Cluster};
+use crate::cluster::{AlwaysReady, Cluster, PodRuntime};
 use crate::net::{SimClock, kube_client};
+use crate::programs::sources::{self, SOURCES_HOST, SourceCatalog};
+use crate::programs::{HostCommand, Programs};
 
+/// The host of the API server and the cluster's controllers.
+pub const API_HOST: &str = "api";
 /// Port of the API server on host `api`.
 pub const API_PORT: u16 = 6443;
 
@@ -24,6 +29,12 @@ pub struct WorldConfig {
     pub start: Timestamp,
     /// Run the operator (`sv-operator run`, leader election on) as host `operator`.
     pub operator: bool,
+    /// Run our images' programs in their pods (see [`crate::programs`]); when false, every pod
+    /// just runs and is Ready.
+    pub programs: bool,
+    /// NFS servers outside the cluster (names or addresses volumes may name in
+    /// `spec.nfsServer.url`), each standing in as a directory.
+    pub external_nfs: Vec<String>,
 }
 
 impl Default for WorldConfig {
@@ -33,6 +44,8 @@ impl Default for WorldConfig {
             nodes: vec!["node-1".into(), "node-2".into(), "node-3".into()],
             start: Timestamp::from_second(1_790_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             operator: true,
+            programs: true,
+            external_nfs: Vec::new(),
         }
     }
 }
@@ -42,10 +55,17 @@ pub struct World {
     pub sim: turmoil::Sim<'static>,
     pub api: ApiServer,
     clock: Arc<SimClock>,
+    programs: Option<Programs>,
+    sources: SourceCatalog,
+    /// Hosts the kubelets started, so that a crash only names hosts that exist.
+    pod_hosts: BTreeSet<String>,
+    /// Where the pods' volumes live; removed with the world.
+    data: tempfile::TempDir,
 }
 
 impl World {
-    pub fn new(config: WorldConfig) -> Self {
+    /// A new world. Fails only if its data directory cannot be made.
+    pub fn new(config: WorldConfig) -> std::io::Result<Self> {
         let sim = turmoil::Builder::new()
             .rng_seed(config.seed)
             .simulation_duration(Duration::from_secs(10 * 24 * 3600))
@@ -54,17 +74,40 @@ impl World {
         let clock = Arc::new(SimClock::new(config.start));
         let options = Options { seed: config.seed, address: format!("api:{API_PORT}"), ..Options::default() };
         let api = ApiServer::new(options, clock.clone());
-        let mut world = Self { sim, api: api.clone(), clock: clock.clone() };
+        let data = tempfile::Builder::new().prefix("sv-sim-").tempdir()?;
+        let programs = if config.programs {
+            let programs = Programs::new(data.path(), clock.clone());
+            for address in &config.external_nfs {
+                programs.add_external_nfs(address)?;
+            }
+            Some(programs)
+        } else {
+            None
+        };
+        let sources = SourceCatalog::default();
+        let mut world = Self {
+            sim,
+            api: api.clone(),
+            clock: clock.clone(),
+            programs: programs.clone(),
+            sources: sources.clone(),
+            pod_hosts: BTreeSet::new(),
+            data,
+        };
 
         let nodes = config.nodes.clone();
-        world.sim.host("api", move || {
-            let (api, nodes) = (api.clone(), nodes.clone());
+        world.sim.host(API_HOST, move || {
+            let (api, nodes, programs) = (api.clone(), nodes.clone(), programs.clone());
             async move {
                 // A restarted API server keeps its storage; its clients lost their connections and
                 // watches and must recover.
                 api.drop_watches();
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", API_PORT)).await?;
-                let mut cluster = Cluster::new(api.clone(), Box::new(AlwaysReady));
+                let runtime: Box<dyn PodRuntime> = match programs {
+                    Some(programs) => Box::new(programs),
+                    None => Box::new(AlwaysReady),
+                };
+                let mut cluster = Cluster::new(api.clone(), runtime);
                 for node in &nodes {
                     cluster.add_node(node);
                 }
@@ -73,6 +116,9 @@ impl World {
                 Ok(())
             }
         });
+        if config.programs {
+            world.sim.host(SOURCES_HOST, move || sources::serve(sources.clone()));
+        }
         if config.operator {
             world.sim.host("operator", move || {
                 let clock = clock.clone();
@@ -91,7 +137,48 @@ impl World {
                 }
             });
         }
-        world
+        Ok(world)
+    }
+
+    /// The contents of every source the syncers fetch from.
+    pub fn sources(&self) -> &SourceCatalog {
+        &self.sources
+    }
+
+    /// The pods' programs, when they run.
+    pub fn programs(&self) -> Option<&Programs> {
+        self.programs.as_ref()
+    }
+
+    /// The simulated host running the program of pod `namespace/name`, to partition or crash it.
+    pub fn pod_host(&self, namespace: &str, name: &str) -> Option<String> {
+        let uid = {
+            let state = self.api.state();
+            let pods = state.registry.find("", "v1", "pods")?;
+            state.store.get(&pods.id, namespace, name)?["metadata"]["uid"].as_str()?.to_string()
+        };
+        self.programs.as_ref()?.host_of(&uid)
+    }
+
+    /// Where the pods' volumes live.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// Carries out what the kubelets asked of the simulation.
+    fn apply_host_commands(&mut self) {
+        let Some(programs) = &self.programs else { return };
+        for command in programs.take_commands() {
+            match command {
+                HostCommand::Start { host, software } => {
+                    self.sim.host(host.as_str(), move || software());
+                    self.pod_hosts.insert(host);
+                }
+                HostCommand::Crash { host } if self.pod_hosts.contains(&host) => self.sim.crash(host.as_str()),
+                HostCommand::Restart { host } if self.pod_hosts.contains(&host) => self.sim.bounce(host.as_str()),
+                HostCommand::Crash { .. } | HostCommand::Restart { .. } => {}
+            }
+        }
     }
 
     /// Creates objects in-process, as `kubectl create -f` would (errors are returned per object).
@@ -104,6 +191,7 @@ impl World {
         let until = self.sim.elapsed() + duration;
         while self.sim.elapsed() < until {
             self.sim.step()?;
+            self.apply_host_commands();
         }
         self.clock.publish(self.sim.elapsed());
         Ok(())
@@ -135,9 +223,14 @@ impl World {
         self.api.set_faults(faults);
     }
 
-    /// Marks a node Ready or lost, as its kubelet's heartbeats would.
-    pub fn set_node_ready(&self, node: &str, ready: bool) {
+    /// Loses a node with everything running on it (its pods' programs stop and its kubelet stops
+    /// reporting), or brings it back (the containers of its pods that were not evicted start again).
+    pub fn set_node_ready(&mut self, node: &str, ready: bool) {
         crate::cluster::set_node_ready(&self.api, node, ready);
+        if let Some(programs) = &self.programs {
+            if ready { programs.node_back(node) } else { programs.node_lost(node) }
+        }
+        self.apply_host_commands();
     }
 
     pub fn partition(&mut self, a: &str, b: &str) {
@@ -164,7 +257,7 @@ async fn run_operator(clock: Arc<SimClock>) -> turmoil::Result {
     use sv_operator::plan::Settings;
     use sv_operator::telemetry::Health;
 
-    let client = kube_client("api", API_PORT)?;
+    let client = kube_client(API_HOST, API_PORT)?;
     let settings = Settings::default();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));

@@ -15,12 +15,38 @@ use crate::api::DeleteOptions;
 
 /// What runs inside pods.
 pub trait PodRuntime: Send {
-    /// The pod was started on its node.
-    fn start(&mut self, pod: &Value);
-    /// The pod is stopping (deleted, or its node was lost).
+    /// Starts the pod on its node. An error (a volume that cannot be mounted, a Secret that is
+    /// missing) leaves the pod waiting with that reason; the kubelet tries again on its next pass.
+    fn start(&mut self, pod: &Value, cluster: &dyn ClusterView) -> Result<(), StartError>;
+    /// The pod is stopping (deleted, or evicted from a lost node).
     fn stop(&mut self, pod: &Value);
-    /// Whether a running pod passes its readiness probe now.
-    fn ready(&mut self, pod: &Value) -> bool;
+    /// What the kubelet reports of a running pod's containers now (and a chance to refresh what
+    /// it projects into them, such as Secret volumes).
+    fn health(&mut self, pod: &Value, cluster: &dyn ClusterView) -> ContainerHealth;
+}
+
+/// Read access to the cluster's objects while the kubelet starts a pod.
+pub trait ClusterView {
+    fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Arc<Value>>;
+    /// Objects of a collection (all namespaces when `namespace` is None), in name order.
+    fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>>;
+}
+
+/// Why a pod's containers could not start, as `kubectl describe pod` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    /// The container's waiting reason (`ContainerCreating`, `CreateContainerConfigError`, ...).
+    pub reason: String,
+    pub message: String,
+}
+
+/// A running pod's containers as the kubelet sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerHealth {
+    /// The readiness probe passes (or the container has none).
+    pub ready: bool,
+    /// How often the container exited and was started again.
+    pub restarts: u32,
 }
 
 /// Every pod starts and is Ready at once: images that are not ours.
@@ -28,10 +54,12 @@ pub trait PodRuntime: Send {
 pub struct AlwaysReady;
 
 impl PodRuntime for AlwaysReady {
-    fn start(&mut self, _pod: &Value) {}
+    fn start(&mut self, _pod: &Value, _cluster: &dyn ClusterView) -> Result<(), StartError> {
+        Ok(())
+    }
     fn stop(&mut self, _pod: &Value) {}
-    fn ready(&mut self, _pod: &Value) -> bool {
-        true
+    fn health(&mut self, _pod: &Value, _cluster: &dyn ClusterView) -> ContainerHealth {
+        ContainerHealth { ready: true, restarts: 0 }
     }
 }
 
@@ -179,7 +207,20 @@ pub(super) fn kubelets(
         let now = pass.now();
         let mut status = pod["status"].clone();
         if status["phase"] == "Pending" {
-            runtime.start(&pod);
+            if let Err(error) = runtime.start(&pod, &*pass) {
+                let containers: Vec<Value> = pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        json!({"name": c["name"], "image": c["image"], "ready": false, "started": false, "restartCount": 0,
+                               "state": {"waiting": {"reason": error.reason, "message": error.message}}})
+                    })
+                    .collect();
+                status["containerStatuses"] = json!(containers);
+                pass.set_status("", "pods", &pod, status, "kubelet");
+                continue;
+            }
             let index = node_indices.get(node_name).copied().unwrap_or(0);
             let next = pod_ips.entry(node_name.to_string()).or_insert(1);
             *next += 1;
@@ -191,13 +232,13 @@ pub(super) fn kubelets(
             set_condition(&mut status, "PodReadyToStartContainers", true, None, &now);
             set_condition(&mut status, "Initialized", true, None, &now);
         }
-        let ready = runtime.ready(&pod);
+        let ContainerHealth { ready, restarts } = runtime.health(&pod, &*pass);
         let containers: Vec<Value> = pod["spec"]["containers"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|c| {
-                json!({"name": c["name"], "image": c["image"], "ready": ready, "started": true, "restartCount": 0,
+                json!({"name": c["name"], "image": c["image"], "ready": ready, "started": true, "restartCount": restarts,
                        "state": {"running": {"startedAt": status["startTime"]}}})
             })
             .collect();

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiServer, DeleteOptions, ResourceType, State, WriteOptions};
 
-pub use kubelet::{AlwaysReady, PodRuntime};
+pub use kubelet::{AlwaysReady, ClusterView, ContainerHealth, PodRuntime, StartError};
 
 /// A kubelet's view of what runs in its pods.
 pub struct Cluster {
@@ -41,6 +41,15 @@ pub(crate) struct Pass<'a> {
     server: &'a ApiServer,
     state: &'a mut State,
     writes: usize,
+}
+
+impl ClusterView for Pass<'_> {
+    fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        Pass::get(self, group, plural, namespace, name)
+    }
+    fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        Pass::list(self, group, plural, namespace)
+    }
 }
 
 impl<'a> Pass<'a> {

@@ -1,0 +1,490 @@
+//! What runs inside pods: a registry from container image to program. A pod whose image is one of
+//! ours runs that program's library code as its own turmoil host, with the pod's arguments, its
+//! environment (values, field references, Secret and ConfigMap keys), its mounted Secrets and
+//! its volumes as directories; the kubelet probes its readiness endpoint over the simulated
+//! network. A pod with any other image just runs, and is Ready.
+//!
+//! Volumes: a PersistentVolume with `hostPath` (what the simulated provisioner makes) is one
+//! directory per volume that outlives pods, like a network disk; an NFS PersistentVolume is the
+//! directory its server exports: the managed server's export (found through the Service's
+//! Endpoints, so it mounts only once the server is Ready) or a directory standing in for a server
+//! outside the cluster ([`crate::world::WorldConfig::external_nfs`]). There is no kernel NFS
+//! client here, so a mount shares the server's directory instead of speaking NFS to it; the NFS
+//! protocol itself is tested against real clients in the `sv-nfs` crate.
+//!
+//! The cluster's controllers run on host `api`, so they cannot add hosts to the simulation:
+//! [`Programs`] queues [`HostCommand`]s that the [`crate::world::World`] carries out between steps.
+
+mod nfs;
+mod pod;
+mod probe;
+pub mod sources;
+mod syncer;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use sv_operator::clock::SharedClock;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{ClusterView, ContainerHealth, PodRuntime, StartError};
+use pod::PodContext;
+use probe::{HttpProbe, ProbeState};
+pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
+
+/// Our programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// `sv-nfs`: the managed NFS server.
+    NfsServer,
+    /// `sv-syncer`: keeps a volume equal to its source.
+    Syncer,
+}
+
+/// The software of one simulated host; called again when the host restarts.
+pub type Software = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = turmoil::Result>>> + Send + Sync>;
+
+/// What the world must do to the simulation for the kubelets.
+pub enum HostCommand {
+    Start {
+        host: String,
+        software: Software,
+    },
+    /// The pod is gone, or its node is lost with it.
+    Crash {
+        host: String,
+    },
+    /// The pod's node is back: its containers start again.
+    Restart {
+        host: String,
+    },
+}
+
+/// A running pod.
+struct RunningPod {
+    node: String,
+    /// Its host, when the pod runs one of our programs.
+    host: Option<String>,
+    readiness: Option<HttpProbe>,
+    probe: ProbeState,
+    restarts: Arc<AtomicU32>,
+    stop: CancellationToken,
+    /// The directory the pod serves over NFS (the NFS server's export).
+    export: Option<PathBuf>,
+    /// Its node was lost and its processes with it.
+    lost: bool,
+    /// Its Secret and ConfigMap volumes, projected again when their object changes.
+    projections: Vec<pod::Projection>,
+}
+
+struct Inner {
+    images: Vec<(String, Program)>,
+    root: PathBuf,
+    clock: SharedClock,
+    external_nfs: BTreeMap<String, PathBuf>,
+    pods: BTreeMap<String, RunningPod>,
+    commands: Vec<HostCommand>,
+}
+
+/// The pod runtime of the simulation (see the module documentation). Clones share state, so the
+/// pods keep running when the API server's host restarts.
+#[derive(Clone)]
+pub struct Programs {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Programs {
+    /// Programs keeping their volumes under `root`; `clock` is the wall clock they read.
+    pub fn new(root: &Path, clock: SharedClock) -> Self {
+        let settings = sv_operator::plan::Settings::default();
+        let images = vec![
+            (repository(&settings.nfs_image).to_string(), Program::NfsServer),
+            (repository(&settings.syncer_image).to_string(), Program::Syncer),
+        ];
+        let inner = Inner {
+            images,
+            root: root.to_path_buf(),
+            clock,
+            external_nfs: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            commands: Vec::new(),
+        };
+        Self { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `program` for pods whose image is `repository` (any tag or digest).
+    pub fn register_image(&self, repository: &str, program: Program) {
+        self.lock().images.push((repository.to_string(), program));
+    }
+
+    /// An NFS server outside the cluster at `address` (a name or an IP), standing in as a
+    /// directory; returns it.
+    pub fn add_external_nfs(&self, address: &str) -> std::io::Result<PathBuf> {
+        let mut inner = self.lock();
+        let dir = inner.root.join("external-nfs").join(sanitize(address));
+        std::fs::create_dir_all(&dir)?;
+        inner.external_nfs.insert(address.to_string(), dir.clone());
+        Ok(dir)
+    }
+
+    /// The program an image runs, if it is one of ours.
+    pub fn program_for(&self, image: &str) -> Option<Program> {
+        let repo = repository(image);
+        self.lock().images.iter().find(|(r, _)| r == repo).map(|(_, p)| *p)
+    }
+
+    /// What the world must do now.
+    pub fn take_commands(&self) -> Vec<HostCommand> {
+        std::mem::take(&mut self.lock().commands)
+    }
+
+    /// The directory each running NFS server exports, by `namespace/pod`.
+    pub fn exports(&self, cluster: &crate::api::ApiServer) -> BTreeMap<String, PathBuf> {
+        let inner = self.lock();
+        let state = cluster.state();
+        let Some(pods) = state.registry.types().find(|t| t.id.group.is_empty() && t.id.plural == "pods").cloned()
+        else {
+            return BTreeMap::new();
+        };
+        state
+            .store
+            .list(&pods.id, None)
+            .filter_map(|((namespace, name), pod)| {
+                let uid = pod["metadata"]["uid"].as_str()?;
+                let export = inner.pods.get(uid)?.export.clone()?;
+                Some((format!("{namespace}/{name}"), export))
+            })
+            .collect()
+    }
+
+    /// The simulated host a running pod's program runs on.
+    pub fn host_of(&self, pod_uid: &str) -> Option<String> {
+        self.lock().pods.get(pod_uid)?.host.clone()
+    }
+
+    /// The node is lost with everything on it: its pods' processes stop.
+    pub fn node_lost(&self, node: &str) {
+        let mut inner = self.lock();
+        let mut crashed = Vec::new();
+        for pod in inner.pods.values_mut().filter(|p| p.node == node && !p.lost) {
+            pod.lost = true;
+            pod.probe = ProbeState::default();
+            crashed.extend(pod.host.clone());
+        }
+        inner.commands.extend(crashed.into_iter().map(|host| HostCommand::Crash { host }));
+    }
+
+    /// The node is back: the containers of its pods that were not evicted start again.
+    pub fn node_back(&self, node: &str) {
+        let mut inner = self.lock();
+        let mut restarted = Vec::new();
+        for pod in inner.pods.values_mut().filter(|p| p.node == node && p.lost) {
+            pod.lost = false;
+            restarted.extend(pod.host.clone());
+        }
+        inner.commands.extend(restarted.into_iter().map(|host| HostCommand::Restart { host }));
+    }
+}
+
+impl PodRuntime for Programs {
+    fn start(&mut self, pod: &Value, cluster: &dyn ClusterView) -> Result<(), StartError> {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+        if self.lock().pods.contains_key(&uid) {
+            return Ok(());
+        }
+        let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        let ours = containers.iter().find_map(|c| Some((c, Some(self.program_for(c["image"].as_str()?)?))));
+        let mut running = RunningPod {
+            node,
+            host: None,
+            readiness: None,
+            probe: ProbeState::default(),
+            restarts: Arc::new(AtomicU32::new(0)),
+            stop: CancellationToken::new(),
+            export: None,
+            lost: false,
+            projections: Vec::new(),
+        };
+        // Volumes are mounted and the environment is resolved for every pod, ours or not.
+        let mut inner = self.lock();
+        let Some((container, program)) = ours.or_else(|| containers.first().map(|c| (c, None))) else {
+            inner.pods.insert(uid, running);
+            return Ok(());
+        };
+        let context = inner.resolve(pod, container, cluster, &mut running.projections)?;
+        let Some(program) = program else {
+            inner.pods.insert(uid, running);
+            return Ok(());
+        };
+        let host = format!("{}.{}.{}", context.name, context.namespace, uid.split('-').next().unwrap_or_default());
+        let clock = inner.clock.clone();
+        let run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync> = match program {
+            Program::NfsServer => {
+                running.export = nfs::export_dir(&context).ok();
+                let context = context.clone();
+                Arc::new(move |stop, incarnation| Box::pin(nfs::run(context.clone(), incarnation, stop)))
+            }
+            Program::Syncer => {
+                let context = context.clone();
+                Arc::new(move |stop, _| Box::pin(syncer::run(context.clone(), clock.clone(), stop)))
+            }
+        };
+        running.readiness = HttpProbe::readiness(container);
+        let software = container_loop(host.clone(), run, running.restarts.clone(), running.stop.clone());
+        running.host = Some(host.clone());
+        tracing::info!(pod = %format!("{}/{}", context.namespace, context.name), %host, ?program, "starting the pod's program");
+        inner.commands.push(HostCommand::Start { host, software });
+        inner.pods.insert(uid, running);
+        Ok(())
+    }
+
+    fn stop(&mut self, pod: &Value) {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let mut inner = self.lock();
+        let Some(running) = inner.pods.remove(uid) else { return };
+        // SIGTERM, then the container is gone: the program sees its shutdown signal, but the
+        // simulation does not wait out the grace period.
+        running.stop.cancel();
+        if let Some(host) = running.host
+            && !running.lost
+        {
+            inner.commands.push(HostCommand::Crash { host });
+        }
+    }
+
+    fn health(&mut self, pod: &Value, cluster: &dyn ClusterView) -> ContainerHealth {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let mut inner = self.lock();
+        if let Some(running) = inner.pods.get_mut(uid) {
+            for projection in &mut running.projections {
+                projection.refresh(cluster);
+            }
+        }
+        let Some(running) = inner.pods.get_mut(uid) else {
+            // Not started by this runtime: ours would have to be, so it is not running.
+            let ours = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["image"].as_str().is_some_and(|i| self.program_for_locked(&inner, i).is_some()));
+            return ContainerHealth { ready: !ours, restarts: 0 };
+        };
+        let restarts = running.restarts.load(Ordering::Relaxed);
+        let ready = match (&running.host, &running.readiness) {
+            _ if running.lost => false,
+            (Some(host), Some(probe)) => running.probe.poll(host, probe),
+            _ => true,
+        };
+        ContainerHealth { ready, restarts }
+    }
+}
+
+impl Programs {
+    fn program_for_locked(&self, inner: &Inner, image: &str) -> Option<Program> {
+        let repo = repository(image);
+        inner.images.iter().find(|(r, _)| r == repo).map(|(_, p)| *p)
+    }
+}
+
+type ProgramFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+/// The container as the kubelet runs it: the program, started again with a doubling back-off
+/// whenever it exits, until the pod stops. A restarted host (a bounce, a node that came back)
+/// counts as a restart too.
+fn container_loop(
+    host: String,
+    run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync>,
+    restarts: Arc<AtomicU32>,
+    stop: CancellationToken,
+) -> Software {
+    let started = Arc::new(AtomicBool::new(false));
+    Arc::new(move || {
+        let (host, run, restarts, stop) = (host.clone(), run.clone(), restarts.clone(), stop.clone());
+        if started.swap(true, Ordering::Relaxed) {
+            restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        Box::pin(async move {
+            let mut backoff = Duration::from_secs(10);
+            loop {
+                let this_run = stop.child_token();
+                let result = run(this_run.clone(), restarts.load(Ordering::Relaxed)).await;
+                // Whatever the program left running (probe and metrics servers) ends with it.
+                this_run.cancel();
+                match result {
+                    Ok(()) => tracing::info!(%host, "the program exited"),
+                    Err(error) => tracing::warn!(%host, %error, "the program exited with an error"),
+                }
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                restarts.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        })
+    })
+}
+
+impl Inner {
+    /// The pod's environment and volumes as its container sees them.
+    fn resolve(
+        &mut self,
+        pod: &Value,
+        container: &Value,
+        cluster: &dyn ClusterView,
+        projections: &mut Vec<pod::Projection>,
+    ) -> Result<PodContext, StartError> {
+        let mut context = PodContext::new(pod, container, cluster)?;
+        let pod_dir = self.root.join("pods").join(sanitize(pod["metadata"]["uid"].as_str().unwrap_or_default()));
+        let mut volumes = BTreeMap::new();
+        for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+            let name = volume["name"].as_str().unwrap_or_default();
+            let dir = self.volume_dir(volume, &pod_dir, &context, cluster, projections)?;
+            volumes.insert(name.to_string(), dir);
+        }
+        context.mount(container, &volumes)?;
+        Ok(context)
+    }
+
+    fn volume_dir(
+        &self,
+        volume: &Value,
+        pod_dir: &Path,
+        context: &PodContext,
+        cluster: &dyn ClusterView,
+        projections: &mut Vec<pod::Projection>,
+    ) -> Result<PathBuf, StartError> {
+        let name = volume["name"].as_str().unwrap_or_default();
+        let mount_failed = |why: String| StartError {
+            reason: "ContainerCreating".into(),
+            message: format!("MountVolume.SetUp failed for volume {name:?}: {why}"),
+        };
+        let io = |e: std::io::Error| mount_failed(e.to_string());
+        let own_dir = pod_dir.join(sanitize(name));
+        if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
+            let pvc = cluster
+                .get("", "persistentvolumeclaims", &context.namespace, claim)
+                .ok_or_else(|| mount_failed(format!("persistentvolumeclaim {claim:?} not found")))?;
+            let pv_name = pvc["spec"]["volumeName"].as_str().filter(|_| pvc["status"]["phase"] == "Bound");
+            let pv = pv_name
+                .and_then(|n| cluster.get("", "persistentvolumes", "", n))
+                .ok_or_else(|| mount_failed(format!("persistentvolumeclaim {claim:?} is not bound")))?;
+            if let Some(server) = pv["spec"]["nfs"]["server"].as_str() {
+                let path = pv["spec"]["nfs"]["path"].as_str().unwrap_or("/");
+                return self.nfs_dir(server, path, cluster).map_err(mount_failed);
+            }
+            let dir = self.root.join("pv").join(sanitize(pv["metadata"]["name"].as_str().unwrap_or_default()));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(&own_dir).map_err(io)?;
+        let projected = [("secrets", "secret", "secretName"), ("configmaps", "configMap", "name")]
+            .into_iter()
+            .find_map(|(plural, field, key)| Some((plural, &volume[field], volume[field][key].as_str()?)));
+        if let Some((plural, source, object)) = projected {
+            let mut projection = pod::Projection::new(&own_dir, plural, &context.namespace, object, source);
+            if !projection.refresh(cluster) && source["optional"] != true {
+                let kind = if plural == "secrets" { "secret" } else { "configmap" };
+                return Err(mount_failed(format!("{kind} {object:?} not found")));
+            }
+            projections.push(projection);
+        }
+        // emptyDir, and kinds the simulation does not model, are an empty directory of the pod.
+        Ok(own_dir)
+    }
+
+    /// The directory behind an NFS mount of `server:path`.
+    fn nfs_dir(&self, server: &str, path: &str, cluster: &dyn ClusterView) -> Result<PathBuf, String> {
+        let relative = path.trim_start_matches('/');
+        if relative.split('/').any(|c| c == "..") {
+            return Err(format!("mount.nfs: {server}:{path}: access denied by server"));
+        }
+        let service = cluster.list("", "services", None).into_iter().find(|s| {
+            let (name, namespace) = (s["metadata"]["name"].as_str(), s["metadata"]["namespace"].as_str());
+            let (Some(name), Some(namespace)) = (name, namespace) else { return false };
+            s["spec"]["clusterIP"].as_str() == Some(server)
+                || [
+                    format!("{name}.{namespace}"),
+                    format!("{name}.{namespace}.svc"),
+                    format!("{name}.{namespace}.svc.cluster.local"),
+                ]
+                .iter()
+                .any(|dns| dns == server)
+        });
+        if let Some(service) = service {
+            let (name, namespace) = (
+                service["metadata"]["name"].as_str().unwrap_or_default(),
+                service["metadata"]["namespace"].as_str().unwrap_or_default(),
+            );
+            let endpoints = cluster.get("", "endpoints", namespace, name);
+            let export = endpoints
+                .iter()
+                .flat_map(|e| e["subsets"].as_array().cloned().unwrap_or_default())
+                .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+                .find_map(|a| self.pods.get(a["targetRef"]["uid"].as_str()?)?.export.clone());
+            return match export {
+                Some(export) => Ok(export.join(relative)),
+                None => Err(format!(
+                    "mount.nfs: Connection timed out: no ready NFS server behind Service {namespace}/{name} ({server})"
+                )),
+            };
+        }
+        match self.external_nfs.get(server) {
+            Some(root) => {
+                let dir = root.join(relative);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                Ok(dir)
+            }
+            None => Err(format!("mount.nfs: Connection timed out: no NFS server answers at {server}")),
+        }
+    }
+}
+
+/// `registry/name` of an image reference, without its tag or digest.
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
+/// A name made safe as one path component.
+fn sanitize(name: &str) -> String {
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') { format!("_{cleaned}") } else { cleaned }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_repositories_drop_tags_and_digests_but_not_ports() {
+        assert_eq!(repository("ghcr.io/sharedvolume/sv-nfs:0.1.0"), "ghcr.io/sharedvolume/sv-nfs");
+        assert_eq!(repository("ghcr.io/sharedvolume/sv-nfs@sha256:abc"), "ghcr.io/sharedvolume/sv-nfs");
+        assert_eq!(repository("registry:5000/sv-nfs"), "registry:5000/sv-nfs");
+        assert_eq!(repository("registry:5000/sv-nfs:1"), "registry:5000/sv-nfs");
+        assert_eq!(repository("busybox"), "busybox");
+    }
+
+    #[test]
+    fn names_become_single_path_components() {
+        assert_eq!(sanitize("pvc-1"), "pvc-1");
+        assert_eq!(sanitize("a/../b"), "a_.._b");
+        assert_eq!(sanitize(".."), "_..");
+        assert_eq!(sanitize(""), "_");
+    }
+}

@@ -1,0 +1,280 @@
+//! A pod as its container sees it: arguments, environment, and where each mount path is on disk.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::cluster::{ClusterView, StartError};
+
+#[derive(Clone, Debug)]
+pub(super) struct PodContext {
+    pub name: String,
+    pub namespace: String,
+    /// The container's `command` and `args` after the image's entrypoint.
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Mount path in the container, and the directory behind it; longest paths first.
+    mounts: Vec<(String, PathBuf)>,
+}
+
+fn config_error(message: String) -> StartError {
+    StartError { reason: "CreateContainerConfigError".into(), message }
+}
+
+impl PodContext {
+    /// The pod's arguments and environment (values, field references, Secret and ConfigMap keys).
+    pub fn new(pod: &Value, container: &Value, cluster: &dyn ClusterView) -> Result<Self, StartError> {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+        };
+        // Our images have an entrypoint; a `command` replaces it and is not modelled beyond
+        // passing its words on.
+        let mut args = strings(&container["command"]);
+        args.extend(strings(&container["args"]));
+        let mut env = BTreeMap::new();
+        for var in container["env"].as_array().into_iter().flatten() {
+            let Some(key) = var["name"].as_str() else { continue };
+            let from = &var["valueFrom"];
+            let value = if let Some(value) = var["value"].as_str() {
+                Some(value.to_string())
+            } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
+                Some(
+                    field(pod, path)
+                        .ok_or_else(|| config_error(format!("env {key}: unsupported fieldPath {path:?}")))?,
+                )
+            } else if let Some(secret) = from["secretKeyRef"]["name"].as_str() {
+                let selector = &from["secretKeyRef"];
+                key_of(cluster, "secrets", &namespace, secret, selector, true)?
+            } else if let Some(config_map) = from["configMapKeyRef"]["name"].as_str() {
+                let selector = &from["configMapKeyRef"];
+                key_of(cluster, "configmaps", &namespace, config_map, selector, false)?
+            } else {
+                Some(String::new())
+            };
+            if let Some(value) = value {
+                env.insert(key.to_string(), value);
+            }
+        }
+        Ok(Self { name, namespace, args, env, mounts: Vec::new() })
+    }
+
+    /// Records the container's volume mounts, given the directory of each pod volume.
+    pub fn mount(&mut self, container: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<(), StartError> {
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let (Some(name), Some(path)) = (mount["name"].as_str(), mount["mountPath"].as_str()) else { continue };
+            let dir = volumes
+                .get(name)
+                .ok_or_else(|| config_error(format!("volumeMounts: no volume named {name:?} in the pod")))?;
+            let dir = match mount["subPath"].as_str().filter(|s| !s.is_empty()) {
+                Some(sub) if sub.split('/').any(|c| c == "..") || sub.starts_with('/') => {
+                    return Err(config_error(format!(
+                        "volumeMounts {name}: subPath {sub:?} must be relative, without '..'"
+                    )));
+                }
+                Some(sub) => dir.join(sub),
+                None => dir.clone(),
+            };
+            self.mounts.push((path.trim_end_matches('/').to_string(), dir));
+        }
+        self.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Ok(())
+    }
+
+    /// Where `path` inside the container is on disk: under the deepest mount that holds it.
+    /// Anything else is the image's read-only root file system, which the simulation does not have.
+    pub fn host_path(&self, path: &str) -> Result<PathBuf, String> {
+        let path = path.trim_end_matches('/');
+        for (mount, dir) in &self.mounts {
+            if path == mount {
+                return Ok(dir.clone());
+            }
+            if let Some(rest) = path.strip_prefix(mount.as_str()).and_then(|r| r.strip_prefix('/')) {
+                if rest.split('/').any(|c| c == "..") {
+                    break;
+                }
+                return Ok(dir.join(rest));
+            }
+        }
+        Err(format!("{path} is not on a mounted volume (the container's root file system is read-only)"))
+    }
+}
+
+/// A pod field a `fieldRef` may name.
+fn field(pod: &Value, path: &str) -> Option<String> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match path {
+        "metadata.name" => Some(text(&pod["metadata"]["name"])),
+        "metadata.namespace" => Some(text(&pod["metadata"]["namespace"])),
+        "metadata.uid" => Some(text(&pod["metadata"]["uid"])),
+        "spec.nodeName" => Some(text(&pod["spec"]["nodeName"])),
+        "spec.serviceAccountName" => Some(text(&pod["spec"]["serviceAccountName"])),
+        "status.podIP" => Some(text(&pod["status"]["podIP"])),
+        "status.hostIP" => Some(text(&pod["status"]["hostIP"])),
+        _ => {
+            let (map, key) = path.strip_suffix("']")?.split_once("['")?;
+            match map {
+                "metadata.labels" => Some(text(&pod["metadata"]["labels"][key])),
+                "metadata.annotations" => Some(text(&pod["metadata"]["annotations"][key])),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// One key of a Secret (base64 data) or ConfigMap; None when it is optional and missing.
+fn key_of(
+    cluster: &dyn ClusterView,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+    selector: &Value,
+    base64: bool,
+) -> Result<Option<String>, StartError> {
+    let key = selector["key"].as_str().unwrap_or_default();
+    let optional = selector["optional"] == true;
+    let kind = if base64 { "secret" } else { "configmap" };
+    let Some(object) = cluster.get("", plural, namespace, name) else {
+        return if optional { Ok(None) } else { Err(config_error(format!("{kind} {name:?} not found"))) };
+    };
+    let Some(value) = object["data"][key].as_str() else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(config_error(format!("couldn't find key {key} in {kind} {namespace}/{name}")))
+        };
+    };
+    if !base64 {
+        return Ok(Some(value.to_string()));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| config_error(format!("{kind} {namespace}/{name} key {key}: {e}")))?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A Secret or ConfigMap volume: the kubelet writes the object's keys as files, and writes them
+/// again when the object changes (a rotated Secret reaches running pods without a restart).
+#[derive(Debug)]
+pub(super) struct Projection {
+    dir: PathBuf,
+    plural: &'static str,
+    namespace: String,
+    name: String,
+    /// The volume's `secret` or `configMap` field: `items`, `defaultMode`.
+    source: Value,
+    /// resourceVersion of what was written.
+    written: Option<String>,
+}
+
+impl Projection {
+    pub fn new(dir: &Path, plural: &'static str, namespace: &str, name: &str, source: &Value) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            plural,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source: source.clone(),
+            written: None,
+        }
+    }
+
+    /// Writes the object's keys if it changed since the last time; returns whether it exists.
+    pub fn refresh(&mut self, cluster: &dyn ClusterView) -> bool {
+        let Some(object) = cluster.get("", self.plural, &self.namespace, &self.name) else { return false };
+        let version = object["metadata"]["resourceVersion"].as_str().map(str::to_string);
+        if version.is_some() && version == self.written {
+            return true;
+        }
+        match self.write(&object["data"]) {
+            Ok(()) => self.written = version,
+            Err(error) => {
+                tracing::warn!(%error, dir = %self.dir.display(), "projecting {} {}/{}", self.plural, self.namespace, self.name)
+            }
+        }
+        true
+    }
+
+    /// Every key, or only `items` (key → path), with `defaultMode` (or an item's `mode`).
+    fn write(&self, data: &Value) -> std::io::Result<()> {
+        let base64 = self.plural == "secrets";
+        let default_mode = self.source["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+        // Keys that are gone disappear, as with the kubelet's atomic swap of the whole directory.
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir)?;
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let Some(data) = data.as_object() else { return Ok(()) };
+        let items: Vec<(String, String, u32)> = match self.source["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| {
+                    let mode = i["mode"].as_u64().map_or(default_mode, |m| m as u32);
+                    Some((i["key"].as_str()?.to_string(), i["path"].as_str()?.to_string(), mode))
+                })
+                .collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone(), default_mode)).collect(),
+        };
+        for (key, path, mode) in items {
+            let Some(value) = data.get(&key).and_then(Value::as_str) else { continue };
+            // Keys are validated by the API server; a path must stay in the volume all the same.
+            if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+                continue;
+            }
+            let bytes = if base64 {
+                base64::engine::general_purpose::STANDARD.decode(value).map_err(std::io::Error::other)?
+            } else {
+                value.as_bytes().to_vec()
+            };
+            let target = self.dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&target)?;
+            file.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(mounts: &[(&str, &str)]) -> PodContext {
+        let mut c = PodContext {
+            name: "p".into(),
+            namespace: "n".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+            mounts: mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect(),
+        };
+        c.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        c
+    }
+
+    #[test]
+    fn paths_resolve_under_the_deepest_mount_and_never_above_it() {
+        let c = context(&[("/data", "/v/data"), ("/data/creds", "/v/creds")]);
+        assert_eq!(c.host_path("/data"), Ok(PathBuf::from("/v/data")));
+        assert_eq!(c.host_path("/data/x/y"), Ok(PathBuf::from("/v/data/x/y")));
+        assert_eq!(c.host_path("/data/creds/password"), Ok(PathBuf::from("/v/creds/password")));
+        assert!(c.host_path("/datafile").is_err());
+        assert!(c.host_path("/data/../etc").is_err());
+        assert!(c.host_path("/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn field_references() {
+        let pod = serde_json::json!({"metadata": {"name": "a", "namespace": "b", "labels": {"app": "x"}}, "spec": {"nodeName": "n1"}});
+        assert_eq!(field(&pod, "metadata.name").as_deref(), Some("a"));
+        assert_eq!(field(&pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(field(&pod, "metadata.labels['app']").as_deref(), Some("x"));
+        assert_eq!(field(&pod, "status.nonsense"), None);
+    }
+}

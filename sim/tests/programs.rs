@@ -1,0 +1,288 @@
+//! Pods of our images run our programs on the simulated network: the NFS server serves its export,
+//! the syncer fills it from the simulated sources and reports on the volume, the kubelet's
+//! readiness probes reach both, and what breaks (credentials, mounts, arguments, nodes, links)
+//! shows where a user would look.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sv_sim::api::ApiServer;
+use sv_sim::examples::{install, volumes};
+use sv_sim::programs::{SimFile, SourceState};
+use sv_sim::world::{World, WorldConfig};
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn get(api: &ApiServer, group: &str, version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    let state = api.state();
+    let rt = state.registry.find(group, version, plural)?;
+    state.store.get(&rt.id, namespace, name).map(|o| (**o).clone())
+}
+
+fn list(api: &ApiServer, plural: &str, namespace: &str) -> Vec<Value> {
+    let state = api.state();
+    let Some(rt) = state.registry.find("", "v1", plural) else { return Vec::new() };
+    state.store.list(&rt.id, Some(namespace)).map(|(_, o)| (**o).clone()).collect()
+}
+
+fn volume(api: &ApiServer, name: &str) -> Value {
+    get(api, "sv.sharedvolume.io", "v1alpha1", "sharedvolumes", "default", name).unwrap_or(Value::Null)
+}
+
+fn ready(api: &ApiServer, name: &str) -> bool {
+    volume(api, name)["status"]["phase"] == "Ready"
+}
+
+fn condition(volume: &Value, kind: &str) -> Value {
+    volume["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A volume of the `default` namespace syncing from `source` every 30 s.
+fn shared_volume(name: &str, source: Value) -> Value {
+    json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"mountPath": "/data", "storageClassName": "standard", "storage": {"capacity": "1Gi"},
+                 "syncInterval": "30s", "syncTimeout": "10s", "source": source},
+    })
+}
+
+fn world() -> World {
+    logs();
+    let world = World::new(WorldConfig::default()).expect("a world");
+    assert!(install(&world).expect("install").is_empty());
+    world
+}
+
+/// The pod of `component` (`nfs-server`, `syncer`) serving volume `name`.
+fn pod_of(api: &ApiServer, namespace: &str, component: &str) -> Option<Value> {
+    list(api, "pods", namespace).into_iter().find(|p| {
+        p["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            && p["metadata"]["deletionTimestamp"].is_null()
+    })
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[test]
+fn a_volume_fills_from_its_source_through_the_real_syncer_and_follows_new_revisions() {
+    let mut world = world();
+    let source = json!({"git": {"url": "https://git.example.com/team/docs.git", "branch": "main"}});
+    let identity = "git https://git.example.com/team/docs.git main";
+    let tree = |revision: &str, readme: &str| SourceState::Tree {
+        revision: revision.to_string(),
+        files: vec![SimFile::new("README.md", readme), SimFile::new("guide/intro.md", "hello\n")],
+        credential: None,
+    };
+    world.sources().set(identity, tree("c1", "first\n"));
+    world.create_all([shared_volume("docs", source)]).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    assert!(
+        world.run_until(Duration::from_secs(300), |api| ready(api, "docs")).expect("run"),
+        "{:#}",
+        volume(&world.api, "docs")
+    );
+    let status = volume(&world.api, "docs")["status"].clone();
+    assert_eq!(status["sync"]["revision"], "c1", "{status:#}");
+    assert_eq!(status["sync"]["files"], 2, "{status:#}");
+
+    // The files are in the NFS server's export, where consumers mount them.
+    let exports = world.programs().expect("programs").exports(&world.api);
+    assert_eq!(exports.len(), 1, "one NFS server: {exports:?}");
+    let export = exports.values().next().expect("an export");
+    assert_eq!(std::fs::read_to_string(export.join("README.md")).expect("README.md"), "first\n");
+    assert_eq!(std::fs::read_to_string(export.join("guide/intro.md")).expect("intro"), "hello\n");
+
+    // Both programs' pods are Ready through their probes; their Endpoints list them.
+    let namespace = status["resourceNamespace"].as_str().unwrap_or("default").to_string();
+    // (The syncer's probe runs every 5 s and passes after the first sync.)
+    for component in ["nfs-server", "syncer"] {
+        let probed = world
+            .run_until(Duration::from_secs(30), |api| pod_of(api, &namespace, component).is_some_and(|p| pod_ready(&p)))
+            .expect("run");
+        let pod = pod_of(&world.api, &namespace, component).unwrap_or_else(|| panic!("a {component} pod"));
+        assert!(probed, "{component}: {:#}", pod["status"]);
+        assert!(world.pod_host(&namespace, pod["metadata"]["name"].as_str().unwrap_or_default()).is_some());
+    }
+
+    // A new revision is published at the next interval; the unchanged file is kept.
+    world.sources().set(identity, tree("c2", "second\n"));
+    let followed = world
+        .run_until(Duration::from_secs(120), |api| volume(api, "docs")["status"]["sync"]["revision"] == "c2")
+        .expect("run");
+    assert!(followed, "{:#}", volume(&world.api, "docs")["status"]);
+    assert_eq!(std::fs::read_to_string(export.join("README.md")).expect("README.md"), "second\n");
+    assert!(world.sources().fetches(identity) >= 2);
+}
+
+#[test]
+fn refused_credentials_fail_the_sync_without_leaking_them_and_a_fixed_secret_recovers() {
+    let mut world = world();
+    let identity = "ssh deploy@files.example.com:22/srv/site";
+    world.sources().set(
+        identity,
+        SourceState::Tree {
+            revision: "r1".into(),
+            files: vec![SimFile::new("index.html", "<h1>site</h1>\n")],
+            credential: Some("the-right-password".into()),
+        },
+    );
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sftp", "namespace": "default"},
+                        "stringData": {"password": "a-wrong-password"}});
+    let source = json!({"ssh": {"host": "files.example.com", "port": 22, "user": "deploy", "path": "/srv/site",
+                                "passwordFromSecret": {"name": "sftp", "key": "password"}}});
+    for result in world.create_all([secret, shared_volume("site", source)]) {
+        result.expect("create");
+    }
+    let failed = world
+        .run_until(Duration::from_secs(300), |api| condition(&volume(api, "site"), "Synced")["reason"] == "SyncFailed")
+        .expect("run");
+    let status = volume(&world.api, "site")["status"].clone();
+    assert!(failed, "{status:#}");
+    let error = status["sync"]["lastError"].as_str().unwrap_or_default();
+    assert!(error.contains("authentication failed"), "{error}");
+    assert!(!status.to_string().contains("a-wrong-password"), "{status:#}");
+
+    // Rotate the Secret: the operator copies it, the kubelet projects it, the next retry succeeds.
+    let mut state = world.api.state();
+    let rt = state.registry.find("", "v1", "secrets").cloned().expect("secrets");
+    let mut fixed = (**state.store.get(&rt.id, "default", "sftp").expect("secret")).clone();
+    fixed["data"]["password"] = json!("dGhlLXJpZ2h0LXBhc3N3b3Jk");
+    world.api.update_in(&mut state, &rt, fixed, &sv_sim::api::WriteOptions::controller("kubectl")).expect("update");
+    drop(state);
+    assert!(
+        world.run_until(Duration::from_secs(300), |api| ready(api, "site")).expect("run"),
+        "{:#}",
+        volume(&world.api, "site")["status"]
+    );
+}
+
+#[test]
+fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server_with_its_data() {
+    let mut world = world();
+    world
+        .create_all([shared_volume("data", json!({"http": {"url": "https://files.example.com/data.txt"}}))])
+        .into_iter()
+        .for_each(|r| {
+            r.expect("create");
+        });
+    assert!(world.run_until(Duration::from_secs(300), |api| ready(api, "data")).expect("run"));
+    let namespace = volume(&world.api, "data")["status"]["resourceNamespace"].as_str().unwrap_or("default").to_string();
+    let server = pod_of(&world.api, &namespace, "nfs-server").expect("server pod");
+    let server_name = server["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let host = world.pod_host(&namespace, &server_name).expect("a host");
+
+    // The kubelet cannot reach the server's probe endpoint: after failureThreshold probes the pod
+    // is not Ready, and the volume says so; when the link heals it is Ready again.
+    world.partition("api", &host);
+    let unready = world
+        .run_until(Duration::from_secs(60), |api| pod_of(api, &namespace, "nfs-server").is_some_and(|p| !pod_ready(&p)))
+        .expect("run");
+    assert!(unready, "the pod stays Ready with its probe cut off");
+    let noticed = world
+        .run_until(Duration::from_secs(60), |api| {
+            condition(&volume(api, "data"), "NfsServerReady")["status"] == "False"
+        })
+        .expect("run");
+    assert!(noticed, "{:#}", volume(&world.api, "data")["status"]);
+    world.repair("api", &host);
+    assert!(world.run_until(Duration::from_secs(120), |api| ready(api, "data")).expect("run"));
+
+    // Lose the server's node: after the toleration its pod is evicted, recreated on another node,
+    // and serves the same data (the volume outlives the pod).
+    let export = world.programs().expect("programs").exports(&world.api).into_values().next().expect("an export");
+    let node = server["spec"]["nodeName"].as_str().expect("scheduled").to_string();
+    world.set_node_ready(&node, false);
+    let moved = world
+        .run_until(Duration::from_secs(600), |api| {
+            pod_of(api, &namespace, "nfs-server")
+                .is_some_and(|p| p["spec"]["nodeName"] != node.as_str() && pod_ready(&p))
+        })
+        .expect("run");
+    assert!(moved, "{:#?}", pod_of(&world.api, &namespace, "nfs-server"));
+    assert!(world.run_until(Duration::from_secs(120), |api| ready(api, "data")).expect("run"));
+    let exports = world.programs().expect("programs").exports(&world.api);
+    assert_eq!(exports.into_values().next().as_ref(), Some(&export), "the same volume directory");
+    assert!(export.join("data.txt").exists() || std::fs::read_dir(&export).map(|d| d.count()).unwrap_or(0) > 1);
+}
+
+#[test]
+fn pods_that_cannot_start_say_why() {
+    logs();
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let image = sv_operator::plan::Settings::default().nfs_image;
+    let pod = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": spec});
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "nowhere"},
+               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                        "nfs": {"server": "nowhere.example", "path": "/"},
+                        "claimRef": {"namespace": "default", "name": "nowhere"}}}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "nowhere", "namespace": "default"},
+               "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "nowhere",
+                        "resources": {"requests": {"storage": "1Gi"}}}}),
+        pod(
+            "mounts-nowhere",
+            json!({"containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "nowhere"}}]}),
+        ),
+        pod(
+            "missing-secret",
+            json!({"containers": [{"name": "c", "image": image,
+            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]}]}),
+        ),
+        pod(
+            "bad-args",
+            json!({"containers": [{"name": "c", "image": image, "args": ["serve", "--export=/export", "--bogus"],
+            "volumeMounts": [{"name": "e", "mountPath": "/export"}],
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}}}],
+            "volumes": [{"name": "e", "emptyDir": {}}]}),
+        ),
+        pod("web", json!({"containers": [{"name": "c", "image": "nginx:1.27"}]})),
+    ];
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    world.run_for(Duration::from_secs(60)).expect("run");
+    let pod = |name: &str| get(&world.api, "", "v1", "pods", "default", name).expect("pod");
+    let waiting = |name: &str| pod(name)["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+
+    let mount = waiting("mounts-nowhere");
+    assert_eq!(mount["reason"], "ContainerCreating", "{mount:#}");
+    assert!(
+        mount["message"].as_str().unwrap_or_default().contains("no NFS server answers at nowhere.example"),
+        "{mount:#}"
+    );
+    assert_eq!(pod("mounts-nowhere")["status"]["phase"], "Pending");
+
+    let config = waiting("missing-secret");
+    assert_eq!(config["reason"], "CreateContainerConfigError", "{config:#}");
+    assert!(config["message"].as_str().unwrap_or_default().contains("secret \"absent\" not found"), "{config:#}");
+
+    // Our program with a flag it does not know exits at once, again and again, and is never Ready.
+    let crashing = pod("bad-args");
+    assert_eq!(crashing["status"]["phase"], "Running");
+    assert!(!pod_ready(&crashing), "{:#}", crashing["status"]);
+    assert!(
+        crashing["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) >= 2,
+        "{:#}",
+        crashing["status"]
+    );
+
+    // An image that is not ours just runs.
+    assert!(pod_ready(&pod("web")));
+    assert!(volumes(&world.api).is_empty());
+}
