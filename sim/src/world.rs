@@ -77,6 +77,8 @@ impl World {
         let data = tempfile::Builder::new().prefix("sv-sim-").tempdir()?;
         let programs = if config.programs {
             let programs = Programs::new(data.path(), clock.clone());
+            let hosts = programs.clone();
+            api.set_pod_hosts(Arc::new(move |uid| hosts.host_of(uid)));
             for address in &config.external_nfs {
                 programs.add_external_nfs(address)?;
             }

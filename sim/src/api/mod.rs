@@ -5,6 +5,7 @@
 //! and `kubectl`). Storage lives in the `ApiServer` value, not in the serving task, so a simulated
 //! crash of the API server host loses connections and watches but no data.
 
+mod admission;
 pub mod builtin;
 pub mod errors;
 pub mod fields;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sv_operator::clock::SharedClock;
 
+pub use admission::PodHosts;
 pub use errors::ApiError;
 pub use objects::{DeleteOptions, WriteOptions};
 pub use registry::{Registry, ResourceId, ResourceType};
@@ -128,6 +130,8 @@ struct Inner {
     epoch: tokio::sync::watch::Sender<u64>,
     clock: SharedClock,
     options: Options,
+    /// How webhook Services reach their pods (set by the simulation's pod runtime).
+    pod_hosts: std::sync::RwLock<Option<PodHosts>>,
 }
 
 /// The simulated API server: cheap to clone, shared by the serving tasks and the built-in
@@ -277,7 +281,16 @@ impl ApiServer {
         };
         let (changes, _) = tokio::sync::watch::channel(0);
         let (epoch, _) = tokio::sync::watch::channel(0);
-        let server = Self { inner: Arc::new(Inner { state: Mutex::new(state), changes, epoch, clock, options }) };
+        let server = Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                changes,
+                epoch,
+                clock,
+                options,
+                pod_hosts: std::sync::RwLock::new(None),
+            }),
+        };
         server.create_system_namespaces();
         server
     }
@@ -398,10 +411,9 @@ impl ApiServer {
             (&Method::GET, false, None) => self.list(&target, &request).await,
             (&Method::GET, true, Some("scale")) => self.get_scale(&target),
             (&Method::GET, true, _) => self.get(&target),
-            (&Method::POST, _, None) => self.create(&target, &request),
-            (&Method::PUT, true, _) => self.replace(&target, &request),
-            (&Method::PATCH, true, _) => self.patch(&target, &request),
-            (&Method::DELETE, true, None) => self.delete(&target, &request),
+            (&Method::POST, _, None) | (&Method::PUT | &Method::PATCH, true, _) | (&Method::DELETE, true, None) => {
+                self.admitted_write(&target, &request).await
+            }
             (&Method::DELETE, false, None) => self.delete_collection(&target, &request),
             (method, _, _) => Err(errors::method_not_allowed(method.as_str())),
         };

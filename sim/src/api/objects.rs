@@ -37,7 +37,7 @@ impl WriteOptions {
         Self { manager: manager.into(), dry_run: false, validation: FieldValidation::Ignore, subresource: None }
     }
 
-    fn from_request(request: &Request, target: &Target) -> Result<Self, ApiError> {
+    pub(super) fn from_request(request: &Request, target: &Target) -> Result<Self, ApiError> {
         let validation = match request.param("fieldValidation") {
             None | Some("" | "Warn") => FieldValidation::Warn,
             Some("Strict") => FieldValidation::Strict,
@@ -572,7 +572,7 @@ impl ApiServer {
         Ok(Response::Json { code: 200, body: object, warnings })
     }
 
-    fn current(&self, state: &State, target: &Target) -> Result<Arc<Value>, ApiError> {
+    pub(super) fn current(&self, state: &State, target: &Target) -> Result<Arc<Value>, ApiError> {
         let name = target.name.as_deref().unwrap_or_default();
         state
             .store

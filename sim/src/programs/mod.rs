@@ -34,17 +34,34 @@ use sv_operator::clock::SharedClock;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{ClusterView, ContainerHealth, PodRuntime, StartError};
-use pod::PodContext;
+pub use pod::PodContext;
 use probe::{HttpProbe, ProbeState};
 pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
 
-/// Our programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a pod of a registered image runs.
+#[derive(Clone)]
 pub enum Program {
     /// `sv-nfs`: the managed NFS server.
     NfsServer,
     /// `sv-syncer`: keeps a volume equal to its source.
     Syncer,
+    /// Anything else a test or scenario needs in a pod (a webhook, a source server): called with
+    /// the pod as its container sees it, until the pod stops.
+    Custom(CustomProgram),
+}
+
+/// The code of a [`Program::Custom`]: returns when the program exits (an error is logged and the
+/// container restarted, as for ours).
+pub type CustomProgram = Arc<dyn Fn(PodContext, CancellationToken) -> ProgramFuture + Send + Sync>;
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Program::NfsServer => "NfsServer",
+            Program::Syncer => "Syncer",
+            Program::Custom(_) => "Custom",
+        })
+    }
 }
 
 /// The software of one simulated host; called again when the host restarts.
@@ -140,7 +157,7 @@ impl Programs {
     /// The program an image runs, if it is one of ours.
     pub fn program_for(&self, image: &str) -> Option<Program> {
         let repo = repository(image);
-        self.lock().images.iter().find(|(r, _)| r == repo).map(|(_, p)| *p)
+        self.lock().images.iter().find(|(r, _)| r == repo).map(|(_, p)| p.clone())
     }
 
     /// What the world must do now.
@@ -229,7 +246,7 @@ impl PodRuntime for Programs {
         };
         let host = format!("{}.{}.{}", context.name, context.namespace, uid.split('-').next().unwrap_or_default());
         let clock = inner.clock.clone();
-        let run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync> = match program {
+        let run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync> = match &program {
             Program::NfsServer => {
                 running.export = nfs::export_dir(&context).ok();
                 let context = context.clone();
@@ -238,6 +255,10 @@ impl PodRuntime for Programs {
             Program::Syncer => {
                 let context = context.clone();
                 Arc::new(move |stop, _| Box::pin(syncer::run(context.clone(), clock.clone(), stop)))
+            }
+            Program::Custom(code) => {
+                let (context, code) = (context.clone(), code.clone());
+                Arc::new(move |stop, _| code(context.clone(), stop))
             }
         };
         running.readiness = HttpProbe::readiness(container);
@@ -293,11 +314,12 @@ impl PodRuntime for Programs {
 impl Programs {
     fn program_for_locked(&self, inner: &Inner, image: &str) -> Option<Program> {
         let repo = repository(image);
-        inner.images.iter().find(|(r, _)| r == repo).map(|(_, p)| *p)
+        inner.images.iter().find(|(r, _)| r == repo).map(|(_, p)| p.clone())
     }
 }
 
-type ProgramFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+/// A running program; its error says why it exited.
+pub type ProgramFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
 /// The container as the kubelet runs it: the program, started again with a doubling back-off
 /// whenever it exits, until the pod stops. A restarted host (a bounce, a node that came back)

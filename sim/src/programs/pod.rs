@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::cluster::{ClusterView, StartError};
 
+/// A pod as its program sees it.
 #[derive(Clone, Debug)]
-pub(super) struct PodContext {
+pub struct PodContext {
     pub name: String,
     pub namespace: String,
     /// The container's `command` and `args` after the image's entrypoint.
@@ -27,7 +28,7 @@ fn config_error(message: String) -> StartError {
 
 impl PodContext {
     /// The pod's arguments and environment (values, field references, Secret and ConfigMap keys).
-    pub fn new(pod: &Value, container: &Value, cluster: &dyn ClusterView) -> Result<Self, StartError> {
+    pub(super) fn new(pod: &Value, container: &Value, cluster: &dyn ClusterView) -> Result<Self, StartError> {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         let strings = |v: &Value| -> Vec<String> {
@@ -65,7 +66,7 @@ impl PodContext {
     }
 
     /// Records the container's volume mounts, given the directory of each pod volume.
-    pub fn mount(&mut self, container: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<(), StartError> {
+    pub(super) fn mount(&mut self, container: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<(), StartError> {
         for mount in container["volumeMounts"].as_array().into_iter().flatten() {
             let (Some(name), Some(path)) = (mount["name"].as_str(), mount["mountPath"].as_str()) else { continue };
             let dir = volumes

@@ -1,0 +1,580 @@
+//! Admission webhooks: writes that arrive over HTTP (create, replace, patch, apply, delete) pass
+//! the MutatingWebhookConfigurations, then the ValidatingWebhookConfigurations, whose rules,
+//! `namespaceSelector` and `objectSelector` match them. Each webhook is called over HTTPS on the
+//! simulated network (or on loopback when the server runs outside a simulation) with a real
+//! `admission.k8s.io/v1` AdmissionReview, trusting only the configuration's `caBundle`; a mutating
+//! webhook's JSONPatch is applied before the next one sees the object; `failurePolicy` decides
+//! what an unreachable or broken webhook means.
+//!
+//! How a write is admitted: the server first runs it as a dry run to learn the object it would
+//! store (defaults, patches and server-side apply resolved), sends that to the webhooks, and then
+//! writes either the original request (nothing was mutated) or the mutated object, provided the
+//! object did not change meanwhile (else it starts over, three times at most, then answers 409).
+//!
+//! Not modelled: `matchConditions` (no CEL evaluator; a webhook that has them is called as if they
+//! held), `reinvocationPolicy`, `sideEffects` checks for dry runs, and writes made by the
+//! simulation's own controllers (they write in-process, so pods that ReplicaSets and StatefulSets
+//! create are not admitted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::errors::{self, ApiError};
+use super::objects::WriteOptions;
+use super::{ApiServer, Request, Response, State, Target};
+
+/// Finds the simulated host running a pod (by uid), to reach a webhook Service's endpoints.
+pub type PodHosts = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
+}
+
+/// One webhook of a configuration, as it applies to a request.
+#[derive(Clone, Debug)]
+struct Webhook {
+    name: String,
+    mutating: bool,
+    client: Value,
+    fail_closed: bool,
+    timeout: Duration,
+    namespace_selector: Value,
+    object_selector: Value,
+}
+
+/// Attempts at writing an admitted object before a concurrent change makes it a conflict.
+const ADMISSION_ATTEMPTS: usize = 3;
+
+impl ApiServer {
+    /// Sets how webhook Services reach their pods (the simulation's pod runtime knows the hosts).
+    pub fn set_pod_hosts(&self, hosts: PodHosts) {
+        *self.inner.pod_hosts.write().unwrap_or_else(|e| e.into_inner()) = Some(hosts);
+    }
+
+    /// A write request, through admission when a webhook could apply to it.
+    pub(super) async fn admitted_write(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
+        let operation = match request.method {
+            ::http::Method::POST => Operation::Create,
+            ::http::Method::DELETE => Operation::Delete,
+            _ => Operation::Update,
+        };
+        let dry_run = request.param("dryRun") == Some("All");
+        for _ in 0..ADMISSION_ATTEMPTS {
+            let (hooks, old) = {
+                let state = self.state();
+                let hooks = webhooks(&state, target, operation);
+                if hooks.is_empty() {
+                    drop(state);
+                    return self.write(target, request);
+                }
+                let old = match operation {
+                    Operation::Create => None,
+                    _ => Some((*self.current(&state, target)?).clone()),
+                };
+                (hooks, old)
+            };
+            // The object the write would store, without storing it.
+            let planned = match operation {
+                Operation::Delete => Value::Null,
+                _ => {
+                    let mut dry = request.clone();
+                    dry.query.insert("dryRun".into(), "All".into());
+                    match self.write(target, &dry)? {
+                        Response::Json { body, .. } => body,
+                        other => return Ok(other),
+                    }
+                }
+            };
+            let mut object = planned.clone();
+            let mut warnings = Vec::new();
+            for hook in &hooks {
+                let namespace_labels = self.namespace_labels(target, &object, old.as_ref());
+                if !hook_selects(hook, &namespace_labels, &object, old.as_ref()) {
+                    continue;
+                }
+                let review = review(target, operation, &object, old.as_ref(), request, dry_run);
+                let verdict = match self.call(hook, &review).await {
+                    Ok(verdict) => verdict,
+                    Err(why) if hook.fail_closed => {
+                        return Err(errors::internal(format!(
+                            "Internal error occurred: failed calling webhook \"{}\": {why}",
+                            hook.name
+                        )));
+                    }
+                    Err(why) => {
+                        tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored by its failurePolicy");
+                        continue;
+                    }
+                };
+                warnings.extend(verdict.warnings);
+                if !verdict.allowed {
+                    return Err(denied(&hook.name, &verdict.status));
+                }
+                if let Some(patch) = verdict.patch.filter(|_| hook.mutating && operation != Operation::Delete) {
+                    json_patch::patch(&mut object, &patch).map_err(|e| {
+                        errors::internal(format!(
+                            "Internal error occurred: the patch of webhook \"{}\" does not apply: {e}",
+                            hook.name
+                        ))
+                    })?;
+                }
+            }
+            let result = if object == planned {
+                self.unchanged_since(target, old.as_ref()).then(|| self.write(target, request))
+            } else {
+                self.write_mutated(target, request, object, old.as_ref())
+            };
+            match result {
+                Some(Ok(Response::Json { code, body, warnings: own })) => {
+                    warnings.extend(own);
+                    return Ok(Response::Json { code, body, warnings });
+                }
+                Some(other) => return other,
+                // The object changed while the webhooks looked at it: start over.
+                None => continue,
+            }
+        }
+        Err(errors::conflict(&target.rt.id, target.name.as_deref().unwrap_or_default()))
+    }
+
+    /// Create, replace, patch or delete, without admission.
+    pub(super) fn write(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
+        match request.method {
+            ::http::Method::POST => self.create(target, request),
+            ::http::Method::PUT => self.replace(target, request),
+            ::http::Method::PATCH => self.patch(target, request),
+            ::http::Method::DELETE => self.delete(target, request),
+            ref method => Err(errors::method_not_allowed(method.as_str())),
+        }
+    }
+
+    /// Whether the stored object is still the one the webhooks were shown.
+    fn unchanged_since(&self, target: &Target, old: Option<&Value>) -> bool {
+        let Some(old) = old else { return true };
+        let state = self.state();
+        self.current(&state, target)
+            .is_ok_and(|now| now["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"])
+    }
+
+    /// Stores what the mutating webhooks made of the request's object; None if the stored object
+    /// changed meanwhile.
+    fn write_mutated(
+        &self,
+        target: &Target,
+        request: &Request,
+        mut object: Value,
+        old: Option<&Value>,
+    ) -> Option<Result<Response, ApiError>> {
+        let opts = match WriteOptions::from_request(request, target) {
+            Ok(opts) => opts,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut state = self.state();
+        match old {
+            None => {
+                // The dry run made these up; the real create makes them again.
+                if let Some(meta) = object["metadata"].as_object_mut() {
+                    for generated in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"] {
+                        meta.remove(generated);
+                    }
+                }
+                Some(self.create_in(&mut state, &target.rt, object, &opts).map(|(body, warnings)| Response::Json {
+                    code: 201,
+                    body,
+                    warnings,
+                }))
+            }
+            Some(old) => {
+                let now = self.current(&state, target).ok()?;
+                if now["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                    return None;
+                }
+                object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                Some(self.update_in(&mut state, &target.rt, object, &opts).map(|body| Response::Json {
+                    code: 200,
+                    body,
+                    warnings: Vec::new(),
+                }))
+            }
+        }
+    }
+
+    /// Labels that a `namespaceSelector` is matched against: the object's namespace's, or a
+    /// Namespace's own; None for other cluster-scoped objects (the selector does not apply).
+    fn namespace_labels(&self, target: &Target, object: &Value, old: Option<&Value>) -> Option<Value> {
+        let subject = if object.is_null() { old.unwrap_or(&Value::Null) } else { object };
+        if target.rt.id.group.is_empty() && target.rt.id.plural == "namespaces" {
+            return Some(subject["metadata"]["labels"].clone());
+        }
+        if !target.rt.namespaced {
+            return None;
+        }
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let state = self.state();
+        let namespaces = state.registry.find("", "v1", "namespaces")?;
+        Some(
+            state.store.get(&namespaces.id, "", namespace).map(|n| n["metadata"]["labels"].clone()).unwrap_or_default(),
+        )
+    }
+
+    /// Sends the review to the webhook and reads its answer.
+    async fn call(&self, hook: &Webhook, review: &Value) -> Result<Verdict, String> {
+        let (host, port, path, server_name) = self.endpoint(&hook.client)?;
+        let ca = hook.client["caBundle"].as_str().unwrap_or_default();
+        let pem = base64::engine::general_purpose::STANDARD.decode(ca).map_err(|e| format!("caBundle: {e}"))?;
+        let tls = tls_config(&pem)?;
+        let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
+        let exchange = async {
+            let stream = connect(&host, port).await.map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+            let name = rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let request = ::http::Request::post(path.as_str())
+                .header(::http::header::HOST, server_name.as_str())
+                .header(::http::header::CONTENT_TYPE, "application/json")
+                .header(::http::header::ACCEPT, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            if !status.is_success() {
+                return Err(format!("the webhook answered {status}"));
+            }
+            Ok(bytes)
+        };
+        let bytes = tokio::time::timeout(hook.timeout, exchange)
+            .await
+            .map_err(|_| format!("context deadline exceeded (timeoutSeconds {})", hook.timeout.as_secs()))??;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not JSON: {e}"))?;
+        Verdict::read(&answer, &review["request"]["uid"])
+    }
+
+    /// Host, port, path and TLS server name of a webhook's `clientConfig`.
+    fn endpoint(&self, client: &Value) -> Result<(String, u16, String, String), String> {
+        if let Some(url) = client["url"].as_str() {
+            let uri: ::http::Uri = url.parse().map_err(|e| format!("clientConfig.url: {e}"))?;
+            if uri.scheme_str() != Some("https") {
+                return Err("clientConfig.url: only https:// is allowed".to_string());
+            }
+            let host = uri.host().ok_or("clientConfig.url: no host")?.to_string();
+            let path = uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
+            return Ok((host.clone(), uri.port_u16().unwrap_or(443), path, host));
+        }
+        let service = &client["service"];
+        let (Some(namespace), Some(name)) = (service["namespace"].as_str(), service["name"].as_str()) else {
+            return Err("clientConfig names neither a url nor a service".to_string());
+        };
+        let port = service["port"].as_u64().unwrap_or(443);
+        let path = service["path"].as_str().unwrap_or("/").to_string();
+        let server_name = format!("{name}.{namespace}.svc");
+        let state = self.state();
+        let unavailable = || format!("service \"{namespace}/{name}\" has no ready endpoints");
+        let find = |plural: &str| -> Option<Arc<Value>> {
+            let rt = state.registry.find("", "v1", plural)?;
+            state.store.get(&rt.id, namespace, name).cloned()
+        };
+        let svc = find("services").ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
+        let target_port = svc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["port"].as_u64() == Some(port))
+            .and_then(|p| p["targetPort"].as_u64().or_else(|| p["port"].as_u64()))
+            .ok_or_else(|| format!("service \"{namespace}/{name}\" has no port {port}"))?;
+        let endpoints = find("endpoints").ok_or_else(unavailable)?;
+        let hosts = self.inner.pod_hosts.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let host = endpoints["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+            .find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))
+            .ok_or_else(unavailable)?;
+        let port = u16::try_from(target_port).map_err(|e| e.to_string())?;
+        Ok((host, port, path, server_name))
+    }
+}
+
+/// The webhooks of every configuration that could apply to a request: mutating ones first, each
+/// kind in configuration name order, then in their order within it.
+fn webhooks(state: &State, target: &Target, operation: Operation) -> Vec<Webhook> {
+    let mut out = Vec::new();
+    for (plural, mutating) in [("mutatingwebhookconfigurations", true), ("validatingwebhookconfigurations", false)] {
+        let Some(rt) = state.registry.find("admissionregistration.k8s.io", "v1", plural) else { continue };
+        for (_, config) in state.store.list(&rt.id, None) {
+            for hook in config["webhooks"].as_array().into_iter().flatten() {
+                let applies =
+                    hook["rules"].as_array().into_iter().flatten().any(|rule| rule_matches(rule, target, operation));
+                if !applies {
+                    continue;
+                }
+                out.push(Webhook {
+                    name: hook["name"].as_str().unwrap_or_default().to_string(),
+                    mutating,
+                    client: hook["clientConfig"].clone(),
+                    fail_closed: hook["failurePolicy"].as_str() != Some("Ignore"),
+                    timeout: Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30)),
+                    namespace_selector: hook["namespaceSelector"].clone(),
+                    object_selector: hook["objectSelector"].clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn listed(list: &Value, value: &str) -> bool {
+    list.as_array().is_some_and(|l| l.iter().any(|v| v == "*" || v == value))
+}
+
+fn rule_matches(rule: &Value, target: &Target, operation: Operation) -> bool {
+    let id = &target.rt.id;
+    let scope_ok = match rule["scope"].as_str().unwrap_or("*") {
+        "Cluster" => !target.rt.namespaced,
+        "Namespaced" => target.rt.namespaced,
+        _ => true,
+    };
+    let resource_ok = rule["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).any(|r| {
+        match (r.split_once('/'), target.sub.as_deref()) {
+            _ if r == "*/*" => true,
+            (None, None) => r == "*" || r == id.plural,
+            (None, Some(_)) => false,
+            (Some((resource, sub)), Some(wanted)) => {
+                (resource == "*" || resource == id.plural) && (sub == "*" || sub == wanted)
+            }
+            (Some(_), None) => false,
+        }
+    });
+    scope_ok
+        && resource_ok
+        && listed(&rule["operations"], operation.as_str())
+        && listed(&rule["apiGroups"], &id.group)
+        && listed(&rule["apiVersions"], &id.version)
+}
+
+fn hook_selects(hook: &Webhook, namespace_labels: &Option<Value>, object: &Value, old: Option<&Value>) -> bool {
+    let namespace_ok =
+        namespace_labels.as_ref().is_none_or(|labels| selector_matches(&hook.namespace_selector, labels));
+    let object_ok = [Some(object), old]
+        .into_iter()
+        .flatten()
+        .filter(|o| !o.is_null())
+        .any(|o| selector_matches(&hook.object_selector, &o["metadata"]["labels"]));
+    namespace_ok && object_ok
+}
+
+/// A `LabelSelector` (`matchLabels`, `matchExpressions`) against labels; an absent or empty
+/// selector matches everything.
+pub(super) fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let label = |key: &str| labels[key].as_str();
+    let labels_ok = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|wanted| wanted.iter().all(|(k, v)| label(k).is_some_and(|l| v == l)));
+    let expressions_ok = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        match e["operator"].as_str() {
+            Some("In") => label(key).is_some_and(|l| values.contains(&l)),
+            Some("NotIn") => label(key).is_none_or(|l| !values.contains(&l)),
+            Some("Exists") => label(key).is_some(),
+            Some("DoesNotExist") => label(key).is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// The AdmissionReview sent for a request.
+fn review(
+    target: &Target,
+    operation: Operation,
+    object: &Value,
+    old: Option<&Value>,
+    request: &Request,
+    dry_run: bool,
+) -> Value {
+    let id = &target.rt.id;
+    let subject = if object.is_null() { old.unwrap_or(&Value::Null) } else { object };
+    let name =
+        target.name.clone().unwrap_or_else(|| subject["metadata"]["name"].as_str().unwrap_or_default().to_string());
+    let uid = blake3::hash(
+        format!("{}{}{}{}", operation.as_str(), id.plural, name, subject["metadata"]["resourceVersion"]).as_bytes(),
+    )
+    .to_hex()
+    .chars()
+    .take(32)
+    .collect::<String>();
+    let kind = json!({"group": id.group, "version": id.version, "kind": target.rt.kind});
+    let resource = json!({"group": id.group, "version": id.version, "resource": id.plural});
+    let options_kind = match operation {
+        Operation::Create => "CreateOptions",
+        Operation::Update => "UpdateOptions",
+        Operation::Delete => "DeleteOptions",
+    };
+    let mut review_request = json!({
+        "uid": format!("{}-{}-{}-{}-{}", &uid[..8], &uid[8..12], &uid[12..16], &uid[16..20], &uid[20..32]),
+        "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
+        "name": name, "operation": operation.as_str(),
+        "userInfo": {"username": request.user_agent.split('/').next().unwrap_or("anonymous"), "groups": ["system:authenticated"]},
+        "object": object, "oldObject": old.cloned().unwrap_or(Value::Null),
+        "dryRun": dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+    });
+    if let Some(namespace) = &target.namespace {
+        review_request["namespace"] = json!(namespace);
+    }
+    if let Some(sub) = &target.sub {
+        review_request["subResource"] = json!(sub);
+        review_request["requestSubResource"] = json!(sub);
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review_request})
+}
+
+/// What a webhook answered.
+struct Verdict {
+    allowed: bool,
+    status: Value,
+    patch: Option<json_patch::Patch>,
+    warnings: Vec<String>,
+}
+
+impl Verdict {
+    fn read(answer: &Value, uid: &Value) -> Result<Self, String> {
+        if answer["apiVersion"] != "admission.k8s.io/v1" || answer["kind"] != "AdmissionReview" {
+            return Err(format!(
+                "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {}, Kind={}",
+                answer["apiVersion"].as_str().unwrap_or_default(),
+                answer["kind"].as_str().unwrap_or_default()
+            ));
+        }
+        let response = &answer["response"];
+        if &response["uid"] != uid {
+            return Err(format!("expected response.uid={uid}, got {}", response["uid"]));
+        }
+        let patch = match response["patch"].as_str() {
+            None => None,
+            Some(_) if response["patchType"] != "JSONPatch" => {
+                return Err("webhook returned a patch without patchType JSONPatch".to_string());
+            }
+            Some(encoded) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|e| format!("response.patch: {e}"))?;
+                Some(serde_json::from_slice(&bytes).map_err(|e| format!("response.patch: {e}"))?)
+            }
+        };
+        Ok(Self {
+            allowed: response["allowed"] == true,
+            status: response["status"].clone(),
+            patch,
+            warnings: response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect(),
+        })
+    }
+}
+
+/// The error a denial becomes, as the real server words it (a code below 400 becomes 400).
+fn denied(webhook: &str, status: &Value) -> ApiError {
+    let code = status["code"].as_u64().filter(|c| *c >= 400).unwrap_or(400) as u16;
+    let message = match (status["message"].as_str(), status["reason"].as_str()) {
+        (Some(m), _) if !m.is_empty() => format!("admission webhook \"{webhook}\" denied the request: {m}"),
+        (_, Some(r)) if !r.is_empty() => format!("admission webhook \"{webhook}\" denied the request: {r}"),
+        _ => format!("admission webhook \"{webhook}\" denied the request without explanation"),
+    };
+    let reason = status["reason"].as_str().filter(|r| !r.is_empty()).unwrap_or("BadRequest");
+    ApiError::status(code, reason, &message, None)
+}
+
+fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.map_err(|e| format!("caBundle: {e}"))?).map_err(|e| format!("caBundle: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the webhook's caBundle holds no certificate; the simulation trusts nothing else".to_string());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A connection on the simulated network inside a simulation, on the real one outside.
+async fn connect(host: &str, port: u16) -> std::io::Result<Box<dyn Stream>> {
+    if turmoil::sim_elapsed().is_some() {
+        Ok(Box::new(turmoil::net::TcpStream::connect((host, port)).await?))
+    } else {
+        Ok(Box::new(tokio::net::TcpStream::connect((host, port)).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let labels = json!({"app": "web", "tier": "front"});
+        assert!(selector_matches(&Value::Null, &labels));
+        assert!(selector_matches(&json!({}), &Value::Null));
+        assert!(selector_matches(&json!({"matchLabels": {"app": "web"}}), &labels));
+        assert!(!selector_matches(&json!({"matchLabels": {"app": "db"}}), &labels));
+        let expr = |op: &str, values: &[&str]| json!({"matchExpressions": [{"key": "tier", "operator": op, "values": values}]});
+        assert!(selector_matches(&expr("In", &["front", "back"]), &labels));
+        assert!(!selector_matches(&expr("NotIn", &["front"]), &labels));
+        assert!(selector_matches(&expr("Exists", &[]), &labels));
+        assert!(!selector_matches(&expr("DoesNotExist", &[]), &labels));
+        assert!(!selector_matches(&expr("Bogus", &[]), &labels));
+    }
+
+    #[test]
+    fn denials_are_worded_as_the_real_server_words_them() {
+        let e = denied("pods.example.com", &json!({"message": "no", "code": 200}));
+        match e {
+            ApiError::Status { code, body } => {
+                assert_eq!(code, 400);
+                assert_eq!(body["message"], "admission webhook \"pods.example.com\" denied the request: no");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

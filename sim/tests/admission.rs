@@ -1,0 +1,249 @@
+//! Admission webhooks: a webhook runs in a pod behind a Service, served over HTTPS on the
+//! simulated network; the real kube client's writes pass its mutating and validating
+//! configurations, which honour their rules, selectors and failure policies.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::routing::post;
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sv_sim::programs::{PodContext, Program, ProgramFuture};
+use sv_sim::world::{World, WorldConfig};
+use tokio_util::sync::CancellationToken;
+
+const IMAGE: &str = "example.com/test-webhook";
+
+/// What each request of the test client got: the stored object or the error.
+type Outcomes = Arc<Mutex<Vec<(String, Result<Value, String>)>>>;
+
+/// A self-signed CA and a server configuration for `admission.default.svc`; returns the CA's PEM.
+fn tls() -> (Arc<rustls::ServerConfig>, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["admission.default.svc".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key)).expect("cert");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    (Arc::new(config), ca.pem())
+}
+
+fn answer(review: &Value, allowed: bool, message: Option<&str>, patch: Option<Value>) -> Json<Value> {
+    let mut response = json!({"uid": review["request"]["uid"], "allowed": allowed});
+    if let Some(message) = message {
+        response["status"] = json!({"message": message, "code": 422});
+    }
+    if let Some(patch) = patch {
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch.to_string()));
+        response["warnings"] = json!(["labelled by the test webhook"]);
+    }
+    Json(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}))
+}
+
+/// Labels what it is shown; refuses ConfigMaps holding a key named `forbidden`.
+fn webhook(tls: Arc<rustls::ServerConfig>, reviews: Arc<Mutex<Vec<Value>>>) -> Program {
+    Program::Custom(Arc::new(move |_pod: PodContext, stop: CancellationToken| -> ProgramFuture {
+        let (tls, reviews) = (tls.clone(), reviews.clone());
+        Box::pin(async move {
+            let seen = reviews.clone();
+            let router = axum::Router::new()
+                .route(
+                    "/mutate",
+                    post(move |Json(review): Json<Value>| {
+                        seen.lock().expect("lock").push(review.clone());
+                        let labels = &review["request"]["object"]["metadata"]["labels"];
+                        let patch = if labels.is_object() {
+                            json!([{"op": "add", "path": "/metadata/labels/admitted", "value": "yes"}])
+                        } else {
+                            json!([{"op": "add", "path": "/metadata/labels", "value": {"admitted": "yes"}}])
+                        };
+                        async move { answer(&review, true, None, Some(patch)) }
+                    }),
+                )
+                .route(
+                    "/validate",
+                    post(|Json(review): Json<Value>| async move {
+                        let forbidden = !review["request"]["object"]["data"]["forbidden"].is_null();
+                        answer(&review, !forbidden, forbidden.then_some("the key 'forbidden' is not allowed"), None)
+                    }),
+                );
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 8443)).await.map_err(|e| e.to_string())?;
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => accepted.map_err(|e| e.to_string())?,
+                    _ = stop.cancelled() => return Ok(()),
+                };
+                let (tls, router) = (tls.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    }))
+}
+
+fn configuration(kind: &str, name: &str, path: &str, resources: &[&str], ca: &str, extra: Value) -> Value {
+    let mut hook = json!({
+        "name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+        "clientConfig": {"service": {"namespace": "default", "name": "admission", "path": path, "port": 443},
+                         "caBundle": base64::engine::general_purpose::STANDARD.encode(ca)},
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": resources}],
+    });
+    if let (Some(hook), Some(extra)) = (hook.as_object_mut(), extra.as_object()) {
+        hook.extend(extra.clone());
+    }
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind, "metadata": {"name": name}, "webhooks": [hook]})
+}
+
+#[test]
+fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let (tls, ca) = tls();
+    let reviews = Arc::new(Mutex::new(Vec::new()));
+    world.programs().expect("programs").register_image(IMAGE, webhook(tls, reviews.clone()));
+    let unreachable = |policy: &str| {
+        json!({"failurePolicy": policy, "clientConfig": {"url": "https://api:9443/nothing-listens-here",
+        "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca)}})
+    };
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"admission": "on"}}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "admission", "namespace": "default", "labels": {"app": "admission"}},
+               "spec": {"containers": [{"name": "webhook", "image": format!("{IMAGE}:1")}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "admission", "namespace": "default"},
+               "spec": {"selector": {"app": "admission"}, "ports": [{"port": 443, "targetPort": 8443}]}}),
+        configuration(
+            "MutatingWebhookConfiguration",
+            "label.example.com",
+            "/mutate",
+            &["configmaps"],
+            &ca,
+            json!({
+                "namespaceSelector": {"matchLabels": {"admission": "on"}},
+                "objectSelector": {"matchExpressions": [{"key": "skip-admission", "operator": "DoesNotExist"}]},
+            }),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "refuse.example.com",
+            "/validate",
+            &["configmaps"],
+            &ca,
+            json!({}),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "closed.example.com",
+            "/",
+            &["secrets"],
+            &ca,
+            unreachable("Fail"),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "open.example.com",
+            "/",
+            &["serviceaccounts"],
+            &ca,
+            unreachable("Ignore"),
+        ),
+    ];
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    world.run_for(Duration::from_secs(5)).expect("the webhook pod starts");
+
+    let results: Outcomes = Arc::default();
+    let record = results.clone();
+    world.sim.client("tester", async move {
+        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+        let maps = |ns: &str| Api::<ConfigMap>::namespaced(client.clone(), ns);
+        let cm = |name: &str, labels: Value, data: Value| -> ConfigMap {
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": data})).expect("cm")
+        };
+        let note = |what: &str, result: Result<Value, kube::Error>| {
+            record.lock().expect("lock").push((what.to_string(), result.map_err(|e| e.to_string())));
+        };
+        let post = PostParams::default();
+        let created = maps("team").create(&post, &cm("labelled", json!(null), json!({"a": "1"}))).await;
+        note("team", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let created = maps("other").create(&post, &cm("plain", json!(null), json!({"a": "1"}))).await;
+        note("other", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let created = maps("team").create(&post, &cm("skipped", json!({"skip-admission": "yes"}), json!({}))).await;
+        note("skipped", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let created = maps("team").create(&post, &cm("refused", json!(null), json!({"forbidden": "x"}))).await;
+        note("refused", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        // A merge patch that drops the label: the webhook puts it back.
+        let patch = json!({"metadata": {"labels": {"admitted": null, "more": "x"}}});
+        let patched = maps("team").patch("labelled", &PatchParams::default(), &Patch::Merge(&patch)).await;
+        note("patched", patched.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).expect("secret");
+        let created = Api::<Secret>::namespaced(client.clone(), "team").create(&post, &secret).await;
+        note("closed", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "sa"}})).expect("sa");
+        let created = Api::<ServiceAccount>::namespaced(client.clone(), "team").create(&post, &account).await;
+        note("open", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        Ok(())
+    });
+    let done = results.clone();
+    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == 7).expect("run"));
+
+    let results = results.lock().expect("lock").clone();
+    let outcome = |what: &str| results.iter().find(|(w, _)| w == what).map(|(_, r)| r.clone()).expect("recorded");
+    let labels =
+        |what: &str| outcome(what).map(|c| c["metadata"]["labels"].clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(labels("team")["admitted"], "yes", "the mutating webhook labels ConfigMaps in selected namespaces");
+    assert!(labels("other")["admitted"].is_null(), "the namespaceSelector leaves other namespaces alone");
+    assert!(labels("skipped")["admitted"].is_null(), "the objectSelector leaves opted-out objects alone");
+    let refused = outcome("refused").expect_err("the validating webhook refuses");
+    assert!(
+        refused.contains(
+            "admission webhook \"refuse.example.com\" denied the request: the key 'forbidden' is not allowed"
+        ),
+        "{refused}"
+    );
+    let patched = labels("patched");
+    assert_eq!((patched["admitted"].as_str(), patched["more"].as_str()), (Some("yes"), Some("x")), "{patched}");
+    let closed = outcome("closed").expect_err("failurePolicy Fail refuses when the webhook cannot be called");
+    assert!(closed.contains("failed calling webhook \"closed.example.com\""), "{closed}");
+    assert!(outcome("open").is_ok(), "failurePolicy Ignore lets the write through");
+
+    // The mutating webhook saw real AdmissionReviews (the refused ConfigMap too: mutation comes
+    // before validation), the update with its old object.
+    let reviews = reviews.lock().expect("lock").clone();
+    let seen: Vec<(&str, &str)> = reviews
+        .iter()
+        .filter_map(|r| Some((r["request"]["operation"].as_str()?, r["request"]["name"].as_str()?)))
+        .collect();
+    assert_eq!(seen, [("CREATE", "labelled"), ("CREATE", "refused"), ("UPDATE", "labelled")], "{reviews:#?}");
+    let update = &reviews[2]["request"];
+    assert_eq!(update["oldObject"]["metadata"]["labels"]["admitted"], "yes");
+    assert_eq!(update["resource"], json!({"group": "", "version": "v1", "resource": "configmaps"}));
+    assert_eq!(update["namespace"], "team");
+    // The stored object is the admitted one.
+    let state = world.api.state();
+    let rt = state.registry.find("", "v1", "configmaps").expect("configmaps");
+    assert_eq!(state.store.get(&rt.id, "team", "labelled").expect("stored")["metadata"]["labels"]["admitted"], "yes");
+    assert!(state.store.get(&rt.id, "team", "refused").is_none());
+}
