@@ -150,7 +150,7 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
             "/validate",
             &["configmaps"],
             &ca,
-            json!({}),
+            json!({"matchConditions": [{"name": "not-exempt", "expression": "!has(object.metadata.labels) || !('exempt' in object.metadata.labels)"}]}),
         ),
         configuration(
             "ValidatingWebhookConfiguration",
@@ -198,6 +198,10 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         let patch = json!({"metadata": {"labels": {"admitted": null, "more": "x"}}});
         let patched = maps("team").patch("labelled", &PatchParams::default(), &Patch::Merge(&patch)).await;
         note("patched", patched.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        // The validating webhook's matchCondition skips exempt objects.
+        let created =
+            maps("team").create(&post, &cm("exempt", json!({"exempt": "yes"}), json!({"forbidden": "x"}))).await;
+        note("exempt", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
         let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).expect("secret");
         let created = Api::<Secret>::namespaced(client.clone(), "team").create(&post, &secret).await;
         note("closed", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
@@ -207,7 +211,7 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         Ok(())
     });
     let done = results.clone();
-    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == 7).expect("run"));
+    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == 8).expect("run"));
 
     let results = results.lock().expect("lock").clone();
     let outcome = |what: &str| results.iter().find(|(w, _)| w == what).map(|(_, r)| r.clone()).expect("recorded");
@@ -225,6 +229,7 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
     );
     let patched = labels("patched");
     assert_eq!((patched["admitted"].as_str(), patched["more"].as_str()), (Some("yes"), Some("x")), "{patched}");
+    assert_eq!(labels("exempt")["admitted"], "yes", "a matchCondition skipped the validating webhook only");
     let closed = outcome("closed").expect_err("failurePolicy Fail refuses when the webhook cannot be called");
     assert!(closed.contains("failed calling webhook \"closed.example.com\""), "{closed}");
     assert!(outcome("open").is_ok(), "failurePolicy Ignore lets the write through");
@@ -236,7 +241,11 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         .iter()
         .filter_map(|r| Some((r["request"]["operation"].as_str()?, r["request"]["name"].as_str()?)))
         .collect();
-    assert_eq!(seen, [("CREATE", "labelled"), ("CREATE", "refused"), ("UPDATE", "labelled")], "{reviews:#?}");
+    assert_eq!(
+        seen,
+        [("CREATE", "labelled"), ("CREATE", "refused"), ("UPDATE", "labelled"), ("CREATE", "exempt")],
+        "{reviews:#?}"
+    );
     let update = &reviews[2]["request"];
     assert_eq!(update["oldObject"]["metadata"]["labels"]["admitted"], "yes");
     assert_eq!(update["resource"], json!({"group": "", "version": "v1", "resource": "configmaps"}));

@@ -11,8 +11,12 @@
 //! writes either the original request (nothing was mutated) or the mutated object, provided the
 //! object did not change meanwhile (else it starts over, three times at most, then answers 409).
 //!
-//! Not modelled: `matchConditions` (no CEL evaluator; a webhook that has them is called as if they
-//! held), `reinvocationPolicy`, `sideEffects` checks for dry runs, and writes made by the
+//! `matchConditions` are CEL expressions over `object`, `oldObject`, `request` and
+//! `namespaceObject`, evaluated with the `cel` crate: the webhook is called when all hold, skipped
+//! when one is false, and an expression that fails (`authorizer` is not modelled) counts as the
+//! webhook failing, for its `failurePolicy` to decide.
+//!
+//! Not modelled: `reinvocationPolicy`, `sideEffects` checks for dry runs, and writes made by the
 //! simulation's own controllers (they write in-process, so pods that ReplicaSets and StatefulSets
 //! create are not admitted).
 
@@ -60,6 +64,8 @@ struct Webhook {
     timeout: Duration,
     namespace_selector: Value,
     object_selector: Value,
+    /// `matchConditions`: (name, CEL expression).
+    match_conditions: Vec<(String, String)>,
 }
 
 /// Attempts at writing an admitted object before a concurrent change makes it a conflict.
@@ -108,12 +114,17 @@ impl ApiServer {
             let mut object = planned.clone();
             let mut warnings = Vec::new();
             for hook in &hooks {
-                let namespace_labels = self.namespace_labels(target, &object, old.as_ref());
-                if !hook_selects(hook, &namespace_labels, &object, old.as_ref()) {
+                let namespace = self.namespace_object(target, &object, old.as_ref());
+                if !hook_selects(hook, namespace.as_ref(), &object, old.as_ref()) {
                     continue;
                 }
                 let review = review(target, operation, &object, old.as_ref(), request, dry_run);
-                let verdict = match self.call(hook, &review).await {
+                let called = match conditions_hold(hook, &review, namespace.as_ref()) {
+                    Ok(true) => self.call(hook, &review).await,
+                    Ok(false) => continue,
+                    Err(why) => Err(why),
+                };
+                let verdict = match called {
                     Ok(verdict) => verdict,
                     Err(why) if hook.fail_closed => {
                         return Err(errors::internal(format!(
@@ -219,12 +230,12 @@ impl ApiServer {
         }
     }
 
-    /// Labels that a `namespaceSelector` is matched against: the object's namespace's, or a
-    /// Namespace's own; None for other cluster-scoped objects (the selector does not apply).
-    fn namespace_labels(&self, target: &Target, object: &Value, old: Option<&Value>) -> Option<Value> {
+    /// The namespace a `namespaceSelector` is matched against: the object's namespace, or a
+    /// Namespace itself; None for other cluster-scoped objects (the selector does not apply).
+    fn namespace_object(&self, target: &Target, object: &Value, old: Option<&Value>) -> Option<Value> {
         let subject = if object.is_null() { old.unwrap_or(&Value::Null) } else { object };
         if target.rt.id.group.is_empty() && target.rt.id.plural == "namespaces" {
-            return Some(subject["metadata"]["labels"].clone());
+            return Some(subject.clone());
         }
         if !target.rt.namespaced {
             return None;
@@ -232,9 +243,7 @@ impl ApiServer {
         let namespace = target.namespace.as_deref().unwrap_or_default();
         let state = self.state();
         let namespaces = state.registry.find("", "v1", "namespaces")?;
-        Some(
-            state.store.get(&namespaces.id, "", namespace).map(|n| n["metadata"]["labels"].clone()).unwrap_or_default(),
-        )
+        Some(state.store.get(&namespaces.id, "", namespace).map(|n| (**n).clone()).unwrap_or_default())
     }
 
     /// Sends the review to the webhook and reads its answer.
@@ -344,6 +353,12 @@ fn webhooks(state: &State, target: &Target, operation: Operation) -> Vec<Webhook
                     timeout: Duration::from_secs(hook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30)),
                     namespace_selector: hook["namespaceSelector"].clone(),
                     object_selector: hook["objectSelector"].clone(),
+                    match_conditions: hook["matchConditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["expression"].as_str()?.to_string())))
+                        .collect(),
                 });
             }
         }
@@ -380,15 +395,47 @@ fn rule_matches(rule: &Value, target: &Target, operation: Operation) -> bool {
         && listed(&rule["apiVersions"], &id.version)
 }
 
-fn hook_selects(hook: &Webhook, namespace_labels: &Option<Value>, object: &Value, old: Option<&Value>) -> bool {
-    let namespace_ok =
-        namespace_labels.as_ref().is_none_or(|labels| selector_matches(&hook.namespace_selector, labels));
+fn hook_selects(hook: &Webhook, namespace: Option<&Value>, object: &Value, old: Option<&Value>) -> bool {
+    let namespace_ok = namespace.is_none_or(|n| selector_matches(&hook.namespace_selector, &n["metadata"]["labels"]));
     let object_ok = [Some(object), old]
         .into_iter()
         .flatten()
         .filter(|o| !o.is_null())
         .any(|o| selector_matches(&hook.object_selector, &o["metadata"]["labels"]));
     namespace_ok && object_ok
+}
+
+/// Whether every `matchCondition` holds: false as soon as one is false; an error if one cannot be
+/// evaluated and none is false.
+fn conditions_hold(hook: &Webhook, review: &Value, namespace: Option<&Value>) -> Result<bool, String> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    let request = &review["request"];
+    let mut context = cel::Context::default();
+    let variables = [
+        ("object", &request["object"]),
+        ("oldObject", &request["oldObject"]),
+        ("request", request),
+        ("namespaceObject", namespace.unwrap_or(&Value::Null)),
+    ];
+    for (name, value) in variables {
+        let value = cel::to_value(value).map_err(|e| format!("matchConditions: {name}: {e}"))?;
+        context.add_variable_from_value(name, value);
+    }
+    let mut failure = None;
+    for (name, expression) in &hook.match_conditions {
+        let outcome = cel::Program::compile(expression)
+            .map_err(|e| e.to_string())
+            .and_then(|program| program.execute(&context).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(cel::Value::Bool(false)) => return Ok(false),
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(other) => failure = Some(format!("matchCondition {name:?} is not a boolean: {other:?}")),
+            Err(e) => failure = Some(format!("matchCondition {name:?} cannot be evaluated: {e}")),
+        }
+    }
+    failure.map_or(Ok(true), Err)
 }
 
 /// A `LabelSelector` (`matchLabels`, `matchExpressions`) against labels; an absent or empty
@@ -564,6 +611,35 @@ mod tests {
         assert!(selector_matches(&expr("Exists", &[]), &labels));
         assert!(!selector_matches(&expr("DoesNotExist", &[]), &labels));
         assert!(!selector_matches(&expr("Bogus", &[]), &labels));
+    }
+
+    fn hook(conditions: &[(&str, &str)]) -> Webhook {
+        Webhook {
+            name: "w".into(),
+            mutating: false,
+            client: Value::Null,
+            fail_closed: true,
+            timeout: Duration::from_secs(1),
+            namespace_selector: Value::Null,
+            object_selector: Value::Null,
+            match_conditions: conditions.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn match_conditions_are_cel_over_the_review() {
+        let review = json!({"request": {"operation": "CREATE", "userInfo": {"username": "kubectl"},
+            "object": {"metadata": {"name": "a", "labels": {"exempt": "yes"}}}, "oldObject": null}});
+        let holds = |expression: &str| conditions_hold(&hook(&[("c", expression)]), &review, None);
+        assert_eq!(holds("request.operation == 'CREATE'"), Ok(true));
+        assert_eq!(holds("'exempt' in object.metadata.labels"), Ok(true));
+        assert_eq!(holds("!has(object.metadata.labels) || !('exempt' in object.metadata.labels)"), Ok(false));
+        assert_eq!(holds("oldObject == null"), Ok(true));
+        assert!(holds("authorizer.group('').resource('pods').check('get').allowed()").is_err());
+        assert!(holds("object.metadata.name").is_err(), "not a boolean");
+        // A false condition wins over one that cannot be evaluated.
+        let mixed = hook(&[("broken", "nonsense.field"), ("no", "false")]);
+        assert_eq!(conditions_hold(&mixed, &review, None), Ok(false));
     }
 
     #[test]
