@@ -76,7 +76,9 @@ fn webhook(tls: Arc<rustls::ServerConfig>, reviews: Arc<Mutex<Vec<Value>>>) -> P
                 .route(
                     "/validate",
                     post(|Json(review): Json<Value>| async move {
-                        let forbidden = !review["request"]["object"]["data"]["forbidden"].is_null();
+                        let object = &review["request"]["object"];
+                        let forbidden = !object["data"]["forbidden"].is_null()
+                            || !object["metadata"]["labels"]["forbidden"].is_null();
                         answer(&review, !forbidden, forbidden.then_some("the key 'forbidden' is not allowed"), None)
                     }),
                 );
@@ -126,6 +128,7 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         json!({"failurePolicy": policy, "clientConfig": {"url": "https://api:9443/nothing-listens-here",
         "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca)}})
     };
+    let in_team = json!({"namespaceSelector": {"matchLabels": {"admission": "on"}}});
     let objects = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"admission": "on"}}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
@@ -151,6 +154,22 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
             &["configmaps"],
             &ca,
             json!({"matchConditions": [{"name": "not-exempt", "expression": "!has(object.metadata.labels) || !('exempt' in object.metadata.labels)"}]}),
+        ),
+        configuration(
+            "MutatingWebhookConfiguration",
+            "label-pods.example.com",
+            "/mutate",
+            &["pods"],
+            &ca,
+            in_team.clone(),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "refuse-pods.example.com",
+            "/validate",
+            &["pods"],
+            &ca,
+            in_team,
         ),
         configuration(
             "ValidatingWebhookConfiguration",
@@ -251,8 +270,47 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
     assert_eq!(update["resource"], json!({"group": "", "version": "v1", "resource": "configmaps"}));
     assert_eq!(update["namespace"], "team");
     // The stored object is the admitted one.
-    let state = world.api.state();
-    let rt = state.registry.find("", "v1", "configmaps").expect("configmaps");
-    assert_eq!(state.store.get(&rt.id, "team", "labelled").expect("stored")["metadata"]["labels"]["admitted"], "yes");
-    assert!(state.store.get(&rt.id, "team", "refused").is_none());
+    {
+        let state = world.api.state();
+        let rt = state.registry.find("", "v1", "configmaps").expect("configmaps");
+        assert_eq!(
+            state.store.get(&rt.id, "team", "labelled").expect("stored")["metadata"]["labels"]["admitted"],
+            "yes"
+        );
+        assert!(state.store.get(&rt.id, "team", "refused").is_none());
+    }
+
+    // Pods the ReplicaSet controller creates pass admission too: labelled, or refused with a
+    // FailedCreate Warning on their ReplicaSet.
+    let deployment = |name: &str, labels: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "team"},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    };
+    let objects =
+        [deployment("web", json!({"app": "web"})), deployment("bad", json!({"app": "bad", "forbidden": "yes"}))];
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    let list = |api: &sv_sim::api::ApiServer, plural: &str| -> Vec<Value> {
+        let state = api.state();
+        let rt = state.registry.find("", "v1", plural).expect("type");
+        state.store.list(&rt.id, Some("team")).map(|(_, o)| (**o).clone()).collect()
+    };
+    let settled = world
+        .run_until(Duration::from_secs(60), |api| {
+            let web = list(api, "pods").into_iter().filter(|p| p["metadata"]["labels"]["app"] == "web").count();
+            let refused = list(api, "events").iter().any(|e| e["reason"] == "FailedCreate");
+            web == 2 && refused
+        })
+        .expect("run");
+    let pods = list(&world.api, "pods");
+    assert!(settled, "{pods:#?}");
+    assert!(pods.iter().all(|p| p["metadata"]["labels"]["admitted"] == "yes"), "{pods:#?}");
+    assert!(pods.iter().all(|p| p["metadata"]["labels"]["app"] == "web"), "the refused pods do not exist");
+    let events = list(&world.api, "events");
+    let failed = events.iter().find(|e| e["reason"] == "FailedCreate").expect("an event");
+    assert_eq!(failed["involvedObject"]["kind"], "ReplicaSet");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Error creating: admission webhook \"refuse-pods.example.com\" denied"), "{message}");
 }

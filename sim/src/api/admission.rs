@@ -16,9 +16,12 @@
 //! when one is false, and an expression that fails (`authorizer` is not modelled) counts as the
 //! webhook failing, for its `failurePolicy` to decide.
 //!
-//! Not modelled: `reinvocationPolicy`, `sideEffects` checks for dry runs, and writes made by the
-//! simulation's own controllers (they write in-process, so pods that ReplicaSets and StatefulSets
-//! create are not admitted).
+//! The simulation's own controllers write in-process; of their writes, the pods that ReplicaSets
+//! and StatefulSets create are admitted (they are what webhooks mutate in practice): while any
+//! webhook applies to pods, a controller's pod waits in [`State::pending_pods`] and is admitted
+//! and created between passes. Their other writes are not admitted.
+//!
+//! Not modelled: `reinvocationPolicy`, `sideEffects` checks for dry runs, delete-collection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +71,13 @@ struct Webhook {
     match_conditions: Vec<(String, String)>,
 }
 
+/// Whether a webhook could apply to pods created in `namespace` (selectors are checked when the
+/// pod is admitted): then the simulation's controllers queue their pods for admission.
+pub(crate) fn pods_need_admission(state: &State, rt: &super::ResourceType) -> bool {
+    let target = Target { rt: rt.clone(), namespace: None, name: None, sub: None };
+    !webhooks(state, &target, Operation::Create).is_empty()
+}
+
 /// Attempts at writing an admitted object before a concurrent change makes it a conflict.
 const ADMISSION_ATTEMPTS: usize = 3;
 
@@ -86,18 +96,16 @@ impl ApiServer {
         };
         let dry_run = request.param("dryRun") == Some("All");
         for _ in 0..ADMISSION_ATTEMPTS {
-            let (hooks, old) = {
+            let old = {
                 let state = self.state();
-                let hooks = webhooks(&state, target, operation);
-                if hooks.is_empty() {
+                if webhooks(&state, target, operation).is_empty() {
                     drop(state);
                     return self.write(target, request);
                 }
-                let old = match operation {
+                match operation {
                     Operation::Create => None,
                     _ => Some((*self.current(&state, target)?).clone()),
-                };
-                (hooks, old)
+                }
             };
             // The object the write would store, without storing it.
             let planned = match operation {
@@ -111,45 +119,9 @@ impl ApiServer {
                     }
                 }
             };
-            let mut object = planned.clone();
-            let mut warnings = Vec::new();
-            for hook in &hooks {
-                let namespace = self.namespace_object(target, &object, old.as_ref());
-                if !hook_selects(hook, namespace.as_ref(), &object, old.as_ref()) {
-                    continue;
-                }
-                let review = review(target, operation, &object, old.as_ref(), request, dry_run);
-                let called = match conditions_hold(hook, &review, namespace.as_ref()) {
-                    Ok(true) => self.call(hook, &review).await,
-                    Ok(false) => continue,
-                    Err(why) => Err(why),
-                };
-                let verdict = match called {
-                    Ok(verdict) => verdict,
-                    Err(why) if hook.fail_closed => {
-                        return Err(errors::internal(format!(
-                            "Internal error occurred: failed calling webhook \"{}\": {why}",
-                            hook.name
-                        )));
-                    }
-                    Err(why) => {
-                        tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored by its failurePolicy");
-                        continue;
-                    }
-                };
-                warnings.extend(verdict.warnings);
-                if !verdict.allowed {
-                    return Err(denied(&hook.name, &verdict.status));
-                }
-                if let Some(patch) = verdict.patch.filter(|_| hook.mutating && operation != Operation::Delete) {
-                    json_patch::patch(&mut object, &patch).map_err(|e| {
-                        errors::internal(format!(
-                            "Internal error occurred: the patch of webhook \"{}\" does not apply: {e}",
-                            hook.name
-                        ))
-                    })?;
-                }
-            }
+            let user = request.user_agent.split('/').next().unwrap_or("anonymous").to_string();
+            let (object, mut warnings) =
+                self.admit(target, operation, planned.clone(), old.as_ref(), &user, dry_run).await?;
             let result = if object == planned {
                 self.unchanged_since(target, old.as_ref()).then(|| self.write(target, request))
             } else {
@@ -166,6 +138,111 @@ impl ApiServer {
             }
         }
         Err(errors::conflict(&target.rt.id, target.name.as_deref().unwrap_or_default()))
+    }
+
+    /// Runs the webhooks that select `object` (the object a write would store; null for a
+    /// delete): returns it as the mutating webhooks left it, and their warnings, or why the write
+    /// is refused.
+    async fn admit(
+        &self,
+        target: &Target,
+        operation: Operation,
+        mut object: Value,
+        old: Option<&Value>,
+        user: &str,
+        dry_run: bool,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let hooks = webhooks(&self.state(), target, operation);
+        let mut warnings = Vec::new();
+        for hook in &hooks {
+            let namespace = self.namespace_object(target, &object, old);
+            if !hook_selects(hook, namespace.as_ref(), &object, old) {
+                continue;
+            }
+            let review = review(target, operation, &object, old, user, dry_run);
+            let called = match conditions_hold(hook, &review, namespace.as_ref()) {
+                Ok(true) => self.call(hook, &review).await,
+                Ok(false) => continue,
+                Err(why) => Err(why),
+            };
+            let verdict = match called {
+                Ok(verdict) => verdict,
+                Err(why) if hook.fail_closed => {
+                    return Err(errors::internal(format!(
+                        "Internal error occurred: failed calling webhook \"{}\": {why}",
+                        hook.name
+                    )));
+                }
+                Err(why) => {
+                    tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored by its failurePolicy");
+                    continue;
+                }
+            };
+            warnings.extend(verdict.warnings);
+            if !verdict.allowed {
+                return Err(denied(&hook.name, &verdict.status));
+            }
+            if let Some(patch) = verdict.patch.filter(|_| hook.mutating && operation != Operation::Delete) {
+                json_patch::patch(&mut object, &patch).map_err(|e| {
+                    errors::internal(format!(
+                        "Internal error occurred: the patch of webhook \"{}\" does not apply: {e}",
+                        hook.name
+                    ))
+                })?;
+            }
+        }
+        Ok((object, warnings))
+    }
+
+    /// Creates the pods the simulation's controllers asked for while webhooks applied to pods
+    /// (see [`State::pending_pods`]), each through admission as the real controllers' requests
+    /// would go; a refused pod becomes a `FailedCreate` Warning on its owner, and the controller
+    /// asks again on its next pass.
+    pub async fn create_pending_pods(&self) {
+        let pending = std::mem::take(&mut self.state().pending_pods);
+        let Some(rt) = self.state().registry.find("", "v1", "pods").cloned() else { return };
+        for (pod, manager) in pending {
+            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            let target = Target { rt: rt.clone(), namespace: Some(namespace.clone()), name: None, sub: None };
+            let admitted =
+                match self.admit(&target, Operation::Create, pod.clone(), None, manager.as_str(), false).await {
+                    Ok((admitted, _)) => {
+                        let mut state = self.state();
+                        self.create_in(&mut state, &rt, admitted, &WriteOptions::controller(&manager)).map(|_| ())
+                    }
+                    Err(e) => Err(e),
+                };
+            if let Err(error) = admitted {
+                let message = match &error {
+                    ApiError::Status { body, .. } => body["message"].as_str().unwrap_or_default().to_string(),
+                    ApiError::PlainNotFound => "not found".to_string(),
+                };
+                tracing::info!(%namespace, %message, "a controller's pod was not created");
+                self.owner_event(&pod, &namespace, &format!("Error creating: {message}"));
+            }
+        }
+    }
+
+    /// A `FailedCreate` Warning on the controller that owns `pod`, as kube-controller-manager
+    /// records one.
+    fn owner_event(&self, pod: &Value, namespace: &str, message: &str) {
+        let Some(owner) = pod["metadata"]["ownerReferences"].as_array().and_then(|o| o.first()) else { return };
+        let now = self.now();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", owner["name"].as_str().unwrap_or("pod")), "namespace": namespace},
+            "involvedObject": {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
+                               "namespace": namespace, "uid": owner["uid"]},
+            "reason": "FailedCreate", "message": message, "type": "Warning",
+            "source": {"component": "replicaset-controller"}, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+        });
+        let mut state = self.state();
+        let Some(rt) = state.registry.find("", "v1", "events").cloned() else { return };
+        if let Err(error) = self.create_in(&mut state, &rt, event, &WriteOptions::controller("kube-controller-manager"))
+        {
+            tracing::debug!(?error, "recording a FailedCreate event");
+        }
     }
 
     /// Create, replace, patch or delete, without admission.
@@ -465,7 +542,7 @@ fn review(
     operation: Operation,
     object: &Value,
     old: Option<&Value>,
-    request: &Request,
+    user: &str,
     dry_run: bool,
 ) -> Value {
     let id = &target.rt.id;
@@ -490,7 +567,7 @@ fn review(
         "uid": format!("{}-{}-{}-{}-{}", &uid[..8], &uid[8..12], &uid[12..16], &uid[16..20], &uid[20..32]),
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
         "name": name, "operation": operation.as_str(),
-        "userInfo": {"username": request.user_agent.split('/').next().unwrap_or("anonymous"), "groups": ["system:authenticated"]},
+        "userInfo": {"username": user, "groups": ["system:authenticated"]},
         "object": object, "oldObject": old.cloned().unwrap_or(Value::Null),
         "dryRun": dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use sv_operator::clock::SharedClock;
 
 pub use admission::PodHosts;
+pub(crate) use admission::pods_need_admission;
 pub use errors::ApiError;
 pub use objects::{DeleteOptions, WriteOptions};
 pub use registry::{Registry, ResourceId, ResourceType};
@@ -121,6 +122,9 @@ pub struct State {
     pub ips: builtin::IpAllocator,
     pub faults: Faults,
     fault_rng: Rng,
+    /// Pods the simulation's controllers want created while admission webhooks apply to pods:
+    /// they are admitted and created between controller passes (with the manager asking).
+    pub pending_pods: Vec<(Value, String)>,
 }
 
 struct Inner {
@@ -278,6 +282,7 @@ impl ApiServer {
             ips: builtin::IpAllocator::default(),
             faults: Faults::default(),
             fault_rng: Rng::new(options.seed ^ 0xFA17),
+            pending_pods: Vec::new(),
         };
         let (changes, _) = tokio::sync::watch::channel(0);
         let (epoch, _) = tokio::sync::watch::channel(0);

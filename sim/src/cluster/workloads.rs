@@ -42,13 +42,19 @@ fn owned_pods(pass: &Pass, owner: &Value) -> Vec<Arc<Value>> {
     pass.list("", "pods", Some(namespace(owner))).into_iter().filter(|p| controlled_by(p, owner)).collect()
 }
 
+/// Pods a controller asked for that await admission: counted as if created, as the real
+/// controllers' expectations do, so a pass does not ask twice.
+fn pending_pods(pass: &Pass, owner: &Value) -> usize {
+    pass.pending_pods().filter(|p| controlled_by(p, owner)).count()
+}
+
 pub(super) fn replica_sets(pass: &mut Pass) {
     for rs in pass.list("apps", "replicasets", None) {
         let pods = owned_pods(pass, &rs);
         let active: Vec<&Arc<Value>> = pods.iter().filter(|p| !deleting(p)).collect();
         let want = if deleting(&rs) { 0 } else { replicas(&rs) };
         if !deleting(&rs) {
-            for _ in active.len()..want {
+            for _ in active.len() + pending_pods(pass, &rs)..want {
                 let mut pod = pod_from_template(&rs, &rs["spec"]["template"], &[]);
                 pod["metadata"]["generateName"] = json!(format!("{}-", name(&rs)));
                 pass.create("", "pods", pod, MANAGER);
