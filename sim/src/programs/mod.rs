@@ -167,21 +167,21 @@ impl Programs {
 
     /// The directory each running NFS server exports, by `namespace/pod`.
     pub fn exports(&self, cluster: &crate::api::ApiServer) -> BTreeMap<String, PathBuf> {
-        let inner = self.lock();
-        let state = cluster.state();
-        let Some(pods) = state.registry.types().find(|t| t.id.group.is_empty() && t.id.plural == "pods").cloned()
-        else {
-            return BTreeMap::new();
+        // The API server's lock is taken before ours everywhere else (the kubelet holds it while
+        // starting pods), so read the pods first and let go.
+        let pods: Vec<(String, String)> = {
+            let state = cluster.state();
+            let Some(rt) = state.registry.find("", "v1", "pods") else { return BTreeMap::new() };
+            state
+                .store
+                .list(&rt.id, None)
+                .filter_map(|((namespace, name), pod)| {
+                    Some((format!("{namespace}/{name}"), pod["metadata"]["uid"].as_str()?.to_string()))
+                })
+                .collect()
         };
-        state
-            .store
-            .list(&pods.id, None)
-            .filter_map(|((namespace, name), pod)| {
-                let uid = pod["metadata"]["uid"].as_str()?;
-                let export = inner.pods.get(uid)?.export.clone()?;
-                Some((format!("{namespace}/{name}"), export))
-            })
-            .collect()
+        let inner = self.lock();
+        pods.into_iter().filter_map(|(pod, uid)| Some((pod, inner.pods.get(&uid)?.export.clone()?))).collect()
     }
 
     /// The simulated host a running pod's program runs on.

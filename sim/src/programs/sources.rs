@@ -118,18 +118,16 @@ pub fn identity_of(source: &SourceSpec) -> Option<String> {
     None
 }
 
+/// A URL without `user:password@`.
 fn without_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() && !rest.contains('/') {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
-        }
-        None => url.rsplit_once('@').map_or(url, |(_, h)| h).to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.rsplit_once('@').map_or(url, |(_, h)| h).to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match path {
+        Some(path) => format!("{scheme}://{host}/{path}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 
@@ -239,5 +237,24 @@ impl Source for SimSource {
             }
             Ok(Fetched::Tree { revision: reply.revision, meta: BTreeMap::new() })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_name_the_source_without_its_credentials() {
+        let source = |yaml: &str| -> SourceSpec { serde_saphyr::from_str(yaml).expect("source") };
+        let git = source("git: {url: 'https://user:s3cret@git.example.com/team/docs.git', branch: main}");
+        assert_eq!(identity_of(&git).as_deref(), Some("git https://git.example.com/team/docs.git main"));
+        let ssh = source("ssh: {host: files.example.com, user: deploy, path: /srv, password: pw}");
+        assert_eq!(identity_of(&ssh).as_deref(), Some("ssh deploy@files.example.com:22/srv"));
+        let s3 = source("s3: {endpointUrl: 'https://s3.example.com', bucketName: b, path: p/}");
+        assert_eq!(identity_of(&s3).as_deref(), Some("s3 https://s3.example.com b p/"));
+        assert_eq!(without_userinfo("https://a:b@h"), "https://h");
+        assert_eq!(without_userinfo("user@host:repo.git"), "host:repo.git");
+        assert_eq!(identity_of(&SourceSpec::default()), None);
     }
 }
