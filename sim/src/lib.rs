@@ -6,4 +6,5 @@ pub mod cluster;
 pub mod examples;
 pub mod net;
 pub mod programs;
+pub mod scenario;
 pub mod world;

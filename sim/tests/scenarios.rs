@@ -1,0 +1,54 @@
+//! Replays every scenario under `scenarios/` (see `sim/src/scenario.rs`).
+
+use std::path::PathBuf;
+
+use sv_sim::scenario::Scenario;
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the scenarios folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_scenario_replays_and_keeps_the_invariants() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let files = scenario_files();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut failures = Vec::new();
+    for file in &files {
+        let result = Scenario::load(file).and_then(|s| s.run());
+        eprintln!("{}: {result:?}", file.display());
+        if let Err(e) = result {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_scenario_that_expects_the_impossible_fails_at_its_step() {
+    let text = r#"
+description: the volume never becomes Ready, since its source refuses every fetch
+steps:
+  - install: true
+  - sourceFailing: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", status: 404, message: gone}
+  - example: 13-http.yaml
+  - waitFor: {volume: default/http-sv, phase: Ready, within: 2m}
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let error = scenario.run().expect_err("fails").to_string();
+    assert!(error.starts_with("step 4 "), "{error}");
+    assert!(error.contains("not reached within"), "{error}");
+
+    let bad: Result<Scenario, _> = serde_saphyr::from_str("description: x\nsteps:\n  - teleport: now\n");
+    assert!(bad.is_err(), "unknown steps are refused");
+}
