@@ -1,6 +1,9 @@
 //! A whole simulated cluster on turmoil: the API server and the built-in controllers on host
-//! `api`, the real operator on host `operator` talking to it over the simulated network, nodes,
-//! fault controls, and the trace hash that makes a run replayable.
+//! `api`, the real operator on host `operator` talking to it over the simulated network, the
+//! simulated sources on host `sources`, one host per running pod of ours (see
+//! [`crate::programs`]), nodes, fault controls, and the trace hash that makes a run replayable.
+//! Step it with [`World::run_for`] / [`World::run_until`], which also start and stop the pods'
+//! hosts; stepping `sim` directly does not.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
