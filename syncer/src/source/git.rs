@@ -373,10 +373,14 @@ fn classify_ssh(log: &str) -> Option<SyncError> {
     }
 }
 
-/// Classifies a git error message.
+/// Classifies a git error message (URLs left out: a port such as `:40312` is not a 403).
 fn classify(text: &str) -> SyncError {
-    let lower = text.to_ascii_lowercase();
-    if ["401", "403", "authentication", "permission denied", "credentials"].iter().any(|s| lower.contains(s)) {
+    let lower = super::error_words(text);
+    let status = |code| super::has_status(&lower, code);
+    if status("401")
+        || status("403")
+        || ["authentication", "permission denied", "credentials"].iter().any(|s| lower.contains(s))
+    {
         SyncError::Auth(text.to_string())
     } else if ["connection refused", "could not resolve", "timed out", "connect", "unreachable"]
         .iter()
@@ -439,5 +443,18 @@ impl Source for GitSource {
 
     fn fetch<'a>(&'a self, stage: &'a mut Stage) -> BoxFuture<'a, Result<Fetched, SyncError>> {
         Box::pin(self.run(stage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_words_and_ports_are_not_statuses() {
+        let down = "An IO error occurred when talking to the server: connect to http://127.0.0.1:40312/repo.git: Connection refused";
+        assert!(matches!(classify(down), SyncError::Unreachable(_)));
+        assert!(matches!(classify("Received HTTP status 401"), SyncError::Auth(_)));
+        assert!(matches!(classify("object 3a403f1 is missing"), SyncError::Source(_)));
     }
 }

@@ -98,6 +98,18 @@ impl SourceFactory for NetworkSources {
     }
 }
 
+/// Error text prepared for classifying it by what it says: lower case, without URLs (a port such
+/// as `:46401` or a path must not read as a status or a keyword).
+pub fn error_words(text: &str) -> String {
+    text.to_ascii_lowercase().split_whitespace().filter(|word| !word.contains("://")).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether `words` holds the HTTP status `code` as a word of its own (not inside a number or a
+/// hash).
+pub fn has_status(words: &str, code: &str) -> bool {
+    words.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| w == code)
+}
+
 /// Runs `work` on the blocking thread pool with the stage lent to it, and puts the stage back.
 /// Unpacking and writing trees is blocking file I/O that must not stall the runtime. If the
 /// caller is dropped (the sync timed out), `cancel` is cancelled: `work` should check it between

@@ -166,23 +166,22 @@ impl S3Source {
     }
 }
 
-/// Classifies an `object_store` error by what the server or the network said.
+/// Classifies an `object_store` error by what the server or the network said. URLs are left out
+/// of the match: a port such as `:46401` must not read as a 401.
 fn classify(e: object_store::Error) -> SyncError {
     let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
+    let lower = super::error_words(&text);
+    let says = |signs: &[&str]| signs.iter().any(|s| lower.contains(s));
     if matches!(e, object_store::Error::InvalidPath { .. }) {
         SyncError::content(format!("the bucket lists a key that cannot be stored safely: {text}"))
     } else if matches!(e, object_store::Error::NotFound { .. }) || lower.contains("nosuchbucket") {
         SyncError::Source(text)
-    } else if ["403", "401", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch"]
-        .iter()
-        .any(|s| lower.contains(s))
+    } else if super::has_status(&lower, "401")
+        || super::has_status(&lower, "403")
+        || says(&["accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch"])
     {
         SyncError::Auth(text)
-    } else if ["error sending request", "connection refused", "dns error", "timed out", "connect"]
-        .iter()
-        .any(|s| lower.contains(s))
-    {
+    } else if says(&["error sending request", "connection refused", "dns error", "timed out", "connect"]) {
         SyncError::Unreachable(text)
     } else {
         SyncError::Source(text)
@@ -196,5 +195,23 @@ impl Source for S3Source {
 
     fn fetch<'a>(&'a self, stage: &'a mut Stage) -> BoxFuture<'a, Result<Fetched, SyncError>> {
         Box::pin(self.run(stage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: message.to_string().into() }
+    }
+
+    #[test]
+    fn a_port_in_a_url_is_not_a_status() {
+        let down = "Error performing GET http://127.0.0.1:46401/bucket?list-type=2 in 280ms, after 2 retries - HTTP error: error sending request";
+        assert!(matches!(classify(generic(down)), SyncError::Unreachable(_)));
+        let refused = "Error performing GET http://127.0.0.1:9000/b in 3ms - Client error with status 403 Forbidden: SignatureDoesNotMatch";
+        assert!(matches!(classify(generic(refused)), SyncError::Auth(_)));
+        assert!(matches!(classify(generic("status 500 Internal Server Error")), SyncError::Source(_)));
     }
 }
