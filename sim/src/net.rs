@@ -154,18 +154,29 @@ pub async fn http_request(
     request: http::Request<http_body_util::Full<bytes::Bytes>>,
     timeout: std::time::Duration,
 ) -> Result<(http::StatusCode, bytes::Bytes), String> {
-    use http_body_util::BodyExt;
     let exchange = async {
         let stream = turmoil::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((status, body))
+        http_exchange(stream, request).await
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out after {timeout:?}"))?
+}
+
+/// One HTTP/1.1 request on an open connection (plain or TLS): the status and the whole body.
+pub async fn http_exchange<S>(
+    stream: S,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(http::StatusCode, bytes::Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
 }

@@ -28,8 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -337,20 +336,13 @@ impl ApiServer {
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("tls: {e}"))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
             let request = ::http::Request::post(path.as_str())
                 .header(::http::header::HOST, server_name.as_str())
                 .header(::http::header::CONTENT_TYPE, "application/json")
                 .header(::http::header::ACCEPT, "application/json")
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let (status, bytes) = crate::net::http_exchange(stream, request).await?;
             if !status.is_success() {
                 return Err(format!("the webhook answered {status}"));
             }
@@ -515,25 +507,16 @@ fn conditions_hold(hook: &Webhook, review: &Value, namespace: Option<&Value>) ->
     failure.map_or(Ok(true), Err)
 }
 
-/// A `LabelSelector` (`matchLabels`, `matchExpressions`) against labels; an absent or empty
-/// selector matches everything.
+/// A `LabelSelector` against an object's labels, as the operator matches them; an absent selector
+/// matches everything, one that does not parse matches nothing.
 pub(super) fn selector_matches(selector: &Value, labels: &Value) -> bool {
-    let label = |key: &str| labels[key].as_str();
-    let labels_ok = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|wanted| wanted.iter().all(|(k, v)| label(k).is_some_and(|l| v == l)));
-    let expressions_ok = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
-        let key = e["key"].as_str().unwrap_or_default();
-        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        match e["operator"].as_str() {
-            Some("In") => label(key).is_some_and(|l| values.contains(&l)),
-            Some("NotIn") => label(key).is_none_or(|l| !values.contains(&l)),
-            Some("Exists") => label(key).is_some(),
-            Some("DoesNotExist") => label(key).is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && expressions_ok
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let selector: Option<LabelSelector> = match selector {
+        Value::Null => Some(LabelSelector::default()),
+        other => serde_json::from_value(other.clone()).ok(),
+    };
+    let labels: std::collections::BTreeMap<String, String> = serde_json::from_value(labels.clone()).unwrap_or_default();
+    selector.is_some_and(|s| sv_operator::plan::selector_matches(&s, &labels))
 }
 
 /// The AdmissionReview sent for a request.

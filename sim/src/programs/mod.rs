@@ -156,8 +156,7 @@ impl Programs {
 
     /// The program an image runs, if it is one of ours.
     pub fn program_for(&self, image: &str) -> Option<Program> {
-        let repo = repository(image);
-        self.lock().images.iter().find(|(r, _)| r == repo).map(|(_, p)| p.clone())
+        self.lock().program_for(image)
     }
 
     /// What the world must do now.
@@ -298,7 +297,7 @@ impl PodRuntime for Programs {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|c| c["image"].as_str().is_some_and(|i| self.program_for_locked(&inner, i).is_some()));
+                .any(|c| c["image"].as_str().is_some_and(|i| inner.program_for(i).is_some()));
             return ContainerHealth { ready: !ours, restarts: 0 };
         };
         let restarts = running.restarts.load(Ordering::Relaxed);
@@ -308,13 +307,6 @@ impl PodRuntime for Programs {
             _ => true,
         };
         ContainerHealth { ready, restarts }
-    }
-}
-
-impl Programs {
-    fn program_for_locked(&self, inner: &Inner, image: &str) -> Option<Program> {
-        let repo = repository(image);
-        inner.images.iter().find(|(r, _)| r == repo).map(|(_, p)| p.clone())
     }
 }
 
@@ -359,6 +351,11 @@ fn container_loop(
 }
 
 impl Inner {
+    fn program_for(&self, image: &str) -> Option<Program> {
+        let repo = repository(image);
+        self.images.iter().find(|(r, _)| r == repo).map(|(_, p)| p.clone())
+    }
+
     /// The pod's environment and volumes as its container sees them.
     fn resolve(
         &mut self,
