@@ -1,5 +1,7 @@
 //! Server-side printing: the `meta.k8s.io/v1` Table that `kubectl get` asks for. Custom resources
-//! get their CRD's `additionalPrinterColumns`; built-in kinds get Name and Age.
+//! get their CRD's `additionalPrinterColumns`; the common built-in kinds get the columns the real
+//! server prints for them (pods, deployments, replica sets, stateful sets, services, claims,
+//! volumes, nodes, namespaces); any other kind gets Name and Age.
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -15,6 +17,10 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
+    let builtin = builtin_columns(rt);
+    for (name, kind, _) in &builtin {
+        columns.push(json!({"name": name, "type": kind, "format": "", "description": name, "priority": 0}));
+    }
     let custom: Vec<&Value> = rt.printer_columns.iter().collect();
     for column in &custom {
         columns.push(json!({
@@ -32,6 +38,7 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
         .iter()
         .map(|object| {
             let mut cells = vec![object["metadata"]["name"].clone()];
+            cells.extend(builtin.iter().map(|(_, _, cell)| cell(object)));
             for column in &custom {
                 let value = column["jsonPath"].as_str().map(|path| at(object, path)).unwrap_or(Value::Null);
                 cells.push(if column["type"] == "date" { age(&value, now) } else { value });
@@ -53,6 +60,122 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
     })
 }
 
+type Cell = fn(&Value) -> Value;
+
+/// The columns (after Name, before Age) the real server prints for common built-in kinds.
+fn builtin_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)> {
+    if !rt.printer_columns.is_empty() || rt.custom {
+        return Vec::new();
+    }
+    match (rt.id.group.as_str(), rt.id.plural.as_str()) {
+        ("", "pods") => vec![
+            ("Ready", "string", |o| {
+                let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+                let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+                let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+                json!(format!("{ready}/{total}"))
+            }),
+            ("Status", "string", |o| {
+                let waiting = o["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|c| c["state"]["waiting"]["reason"].as_str().map(str::to_string));
+                let phase = o["status"]["phase"].as_str().unwrap_or("Pending").to_string();
+                let deleting = !o["metadata"]["deletionTimestamp"].is_null();
+                json!(if deleting { "Terminating".to_string() } else { waiting.unwrap_or(phase) })
+            }),
+            ("Restarts", "integer", |o| {
+                let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+                json!(statuses.iter().filter_map(|c| c["restartCount"].as_u64()).sum::<u64>())
+            }),
+            ("Node", "string", |o| text(&o["spec"]["nodeName"])),
+        ],
+        ("apps", "deployments") => vec![
+            ("Ready", "string", |o| ratio(&o["status"]["readyReplicas"], &o["spec"]["replicas"])),
+            ("Up-to-date", "integer", |o| count(&o["status"]["updatedReplicas"])),
+            ("Available", "integer", |o| count(&o["status"]["availableReplicas"])),
+        ],
+        ("apps", "statefulsets") => {
+            vec![("Ready", "string", |o| ratio(&o["status"]["readyReplicas"], &o["spec"]["replicas"]))]
+        }
+        ("apps", "replicasets") => vec![
+            ("Desired", "integer", |o| count(&o["spec"]["replicas"])),
+            ("Current", "integer", |o| count(&o["status"]["replicas"])),
+            ("Ready", "integer", |o| count(&o["status"]["readyReplicas"])),
+        ],
+        ("", "services") => vec![
+            ("Type", "string", |o| text(&o["spec"]["type"])),
+            ("Cluster-IP", "string", |o| text(&o["spec"]["clusterIP"])),
+            ("Ports", "string", |o| {
+                let ports: Vec<String> = o["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .collect();
+                json!(ports.join(","))
+            }),
+        ],
+        ("", "persistentvolumeclaims") => vec![
+            ("Status", "string", |o| text(&o["status"]["phase"])),
+            ("Volume", "string", |o| text(&o["spec"]["volumeName"])),
+            ("Capacity", "string", |o| text(&o["status"]["capacity"]["storage"])),
+            ("Access Modes", "string", |o| modes(&o["spec"]["accessModes"])),
+            ("StorageClass", "string", |o| text(&o["spec"]["storageClassName"])),
+        ],
+        ("", "persistentvolumes") => vec![
+            ("Capacity", "string", |o| text(&o["spec"]["capacity"]["storage"])),
+            ("Access Modes", "string", |o| modes(&o["spec"]["accessModes"])),
+            ("Reclaim Policy", "string", |o| text(&o["spec"]["persistentVolumeReclaimPolicy"])),
+            ("Status", "string", |o| text(&o["status"]["phase"])),
+            ("Claim", "string", |o| {
+                let claim = &o["spec"]["claimRef"];
+                match (claim["namespace"].as_str(), claim["name"].as_str()) {
+                    (Some(ns), Some(name)) => json!(format!("{ns}/{name}")),
+                    _ => json!(""),
+                }
+            }),
+        ],
+        ("", "nodes") => vec![("Status", "string", |o| {
+            let ready = o["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+            json!(if ready.is_some_and(|c| c["status"] == "True") { "Ready" } else { "NotReady" })
+        })],
+        ("", "namespaces") => vec![("Status", "string", |o| text(&o["status"]["phase"]))],
+        _ => Vec::new(),
+    }
+}
+
+fn text(value: &Value) -> Value {
+    json!(value.as_str().unwrap_or_default())
+}
+
+fn count(value: &Value) -> Value {
+    json!(value.as_u64().unwrap_or(0))
+}
+
+fn ratio(ready: &Value, wanted: &Value) -> Value {
+    json!(format!("{}/{}", ready.as_u64().unwrap_or(0), wanted.as_u64().unwrap_or(1)))
+}
+
+/// Access modes as kubectl abbreviates them.
+fn modes(value: &Value) -> Value {
+    let short: Vec<&str> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    json!(short.join(","))
+}
+
 /// A simple JSONPath (`.status.phase`, `.spec.storage.capacity`); anything fancier is empty.
 fn at(object: &Value, path: &str) -> Value {
     path.trim_start_matches('.').split('.').try_fold(object, |v, key| v.get(key)).cloned().unwrap_or(Value::Null)
@@ -69,4 +192,37 @@ fn age(timestamp: &Value, now: &Timestamp) -> Value {
         s => format!("{}d", s / 86400),
     };
     json!(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Registry;
+
+    #[test]
+    fn pods_print_readiness_status_restarts_and_node() {
+        let registry = Registry::default();
+        let pods = registry.find("", "v1", "pods").expect("pods");
+        let pod = json!({
+            "metadata": {"name": "web-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"ready": true, "restartCount": 2, "state": {"running": {}}},
+                {"ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+        });
+        let now: Timestamp = "2026-01-01T00:03:00Z".parse().expect("time");
+        let table = render(pods, &pod, &now);
+        let names: Vec<&str> =
+            table["columnDefinitions"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Node", "Age"]);
+        assert_eq!(table["rows"][0]["cells"], json!(["web-1", "1/2", "CrashLoopBackOff", 3, "node-2", "3m"]));
+
+        let pvcs = registry.find("", "v1", "persistentvolumeclaims").expect("pvcs");
+        let claim = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"], "volumeName": "pv-1", "storageClassName": "standard"},
+                           "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}});
+        assert_eq!(
+            render(pvcs, &claim, &now)["rows"][0]["cells"],
+            json!(["data", "Bound", "pv-1", "1Gi", "RWX", "standard", null])
+        );
+    }
 }
