@@ -116,10 +116,7 @@ fn configuration(kind: &str, name: &str, path: &str, resources: &[&str], ca: &st
 
 #[test]
 fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    sv_sim::init_test_logging();
     let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
     let (tls, ca) = tls();
     let reviews = Arc::new(Mutex::new(Vec::new()));

@@ -11,13 +11,6 @@ use sv_sim::examples::{install, volumes};
 use sv_sim::programs::{SimFile, SourceState};
 use sv_sim::world::{World, WorldConfig};
 
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
 fn get(api: &ApiServer, group: &str, version: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
     let state = api.state();
     let rt = state.registry.find(group, version, plural)?;
@@ -59,7 +52,7 @@ fn shared_volume(name: &str, source: Value) -> Value {
 }
 
 fn world() -> World {
-    logs();
+    sv_sim::init_test_logging();
     let world = World::new(WorldConfig::default()).expect("a world");
     assert!(install(&world).expect("install").is_empty());
     world
@@ -222,7 +215,7 @@ fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server
 
 #[test]
 fn pods_that_cannot_start_say_why() {
-    logs();
+    sv_sim::init_test_logging();
     let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
     let image = sv_operator::plan::Settings::default().nfs_image;
     let pod = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": spec});

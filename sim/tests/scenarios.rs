@@ -17,10 +17,7 @@ fn scenario_files() -> Vec<PathBuf> {
 
 #[test]
 fn every_scenario_replays_and_keeps_the_invariants() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    sv_sim::init_test_logging();
     let files = scenario_files();
     assert!(files.len() >= 3, "{files:?}");
     let mut failures = Vec::new();

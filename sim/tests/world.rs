@@ -183,10 +183,7 @@ fn the_operator_recovers_from_api_errors_a_partition_and_an_api_server_restart()
     use sv_sim::api::Faults;
     use sv_sim::examples::{example, install, volumes};
 
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    sv_sim::init_test_logging();
     let mut world = World::new(WorldConfig::default()).expect("a world");
     assert!(install(&world).expect("install").is_empty());
     for result in world.create_all(example("01-no-source.yaml").expect("example")) {
