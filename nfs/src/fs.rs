@@ -8,6 +8,11 @@
 //!   resend what was not committed. Namespace changes sync their directories.
 //! - Capacity: the logical size of all regular files is kept against `capacity`; a write or
 //!   truncate that would pass it fails with `NOSPC` before any byte is written.
+//! - Identity: `AUTH_UNIX` credentials are only claims, so consumers' credentials are squashed
+//!   as [`Identity`] says (root to the anonymous ids by default in the program), consumers may be
+//!   limited to reading, and a protected top-level directory (the syncer's state) is read-only to
+//!   them. Only the writer, who mounts the export through a secret path, is exempt; the
+//!   [`Class`] sealed into every handle says which a request comes through.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
@@ -21,7 +26,7 @@ use nfs3_types::nfs3::{
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, SeekFrom, Stat, Timestamps};
 
-use crate::handle::{Fh, HandleCodec, HandleError, KernelHandle, name_to_handle, open_by_handle};
+use crate::handle::{Class, Fh, HandleCodec, HandleError, KernelHandle, name_to_handle, open_by_handle};
 use crate::rpc::Credential;
 
 /// Name of the server's own state directory at the export root, invisible to clients.
@@ -31,6 +36,8 @@ const KEY_FILE: &str = "handle-key";
 const CACHE_CAPACITY: usize = 1024;
 /// Largest READ or WRITE payload (also announced in FSINFO).
 pub const MAX_IO: u32 = 1024 * 1024;
+/// Stripes of the per-file size locks.
+const SIZE_LOCK_STRIPES: usize = 64;
 
 pub type NfsResult<T> = Result<T, nfsstat3>;
 
@@ -42,11 +49,91 @@ pub struct ExportOptions {
     pub capacity: Option<u64>,
     /// Sync directories after namespace changes (create, remove, rename, ...).
     pub sync_namespace: bool,
+    /// How consumers are identified and what they may change.
+    pub identity: Identity,
+    /// The mode the export's root directory is given when the export opens (`0o1777` lets
+    /// squashed consumers create entries without removing the writer's or each other's).
+    pub root_mode: Option<u32>,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { read_only: false, capacity: None, sync_namespace: true }
+        Self { read_only: false, capacity: None, sync_namespace: true, identity: Identity::default(), root_mode: None }
+    }
+}
+
+/// Whose credentials a consumer's request is mapped to, as an NFS export's `root_squash` and
+/// `all_squash` with `anonuid`/`anongid` do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Squash {
+    /// Credentials are taken as sent.
+    #[default]
+    None,
+    /// uid 0 and gid 0 (also among the supplementary groups) become the anonymous ids.
+    Root,
+    /// Every request is made as the anonymous ids.
+    All,
+}
+
+impl std::str::FromStr for Squash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Squash::None),
+            "root" => Ok(Squash::Root),
+            "all" => Ok(Squash::All),
+            other => Err(format!("{other:?} is not a squash mode; use none, root or all")),
+        }
+    }
+}
+
+/// The identity policy of an export. Everything here applies to consumers only: requests through
+/// the writer's mount (see `writer_path`) are taken as sent and may change everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub squash: Squash,
+    pub anon_uid: u32,
+    pub anon_gid: u32,
+    /// Consumers may only read.
+    pub consumer_read_only: bool,
+    /// A top-level directory consumers may read but not change.
+    pub protected_dir: Option<String>,
+    /// The MOUNT path that gives the writer's class; without one there is no writer, and every
+    /// client is a consumer.
+    pub writer_path: Option<String>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            squash: Squash::None,
+            anon_uid: Credential::NOBODY,
+            anon_gid: Credential::NOBODY,
+            consumer_read_only: false,
+            protected_dir: None,
+            writer_path: None,
+        }
+    }
+}
+
+impl Identity {
+    /// The credential a request of `class` is served as.
+    pub fn map(&self, cred: &Credential, class: Class) -> Credential {
+        if class.is_writer() {
+            return cred.clone();
+        }
+        match self.squash {
+            Squash::None => cred.clone(),
+            Squash::All => Credential { uid: self.anon_uid, gid: self.anon_gid, gids: Vec::new() },
+            Squash::Root => {
+                let squash_gid = |g: u32| if g == 0 { self.anon_gid } else { g };
+                Credential {
+                    uid: if cred.uid == 0 { self.anon_uid } else { cred.uid },
+                    gid: squash_gid(cred.gid),
+                    gids: cred.gids.iter().map(|g| squash_gid(*g)).collect(),
+                }
+            }
+        }
     }
 }
 
@@ -207,9 +294,12 @@ fn times(st: &Stat) -> [nfstime3; 3] {
     ]
 }
 
-/// (inode, ctime seconds, ctime nanoseconds): identifies one incarnation of an inode.
+/// (inode, ctime seconds, ctime nanoseconds): identifies one incarnation of an inode (a reused
+/// inode number has a new ctime).
+type Incarnation = (u64, i64, i64);
+
 #[allow(clippy::unnecessary_cast)]
-fn incarnation(st: &Stat) -> (u64, i64, i64) {
+fn incarnation(st: &Stat) -> Incarnation {
     (st.st_ino, st.st_ctime as i64, st.st_ctime_nsec as i64)
 }
 
@@ -257,6 +347,8 @@ fn is_reg(st: &Stat) -> bool {
 pub struct Export {
     dir: PathBuf,
     root: Node,
+    /// The root as the writer reaches it.
+    writer_root: Fh,
     root_dev: u64,
     root_ino: u64,
     codec: HandleCodec,
@@ -264,11 +356,14 @@ pub struct Export {
     options: ExportOptions,
     /// Logical bytes of regular files.
     used: Mutex<u64>,
+    /// Size changes of one file are made one at a time (by inode, striped), so that the growth
+    /// a write or truncate settles is measured against the size it really started from.
+    size_locks: Vec<Mutex<()>>,
     cache: Mutex<Cache>,
     /// Listings in progress, to continue without seeking.
     streams: Mutex<Vec<(Fh, DirStream)>>,
     /// Handles by (inode, ctime), so repeated listings skip `name_to_handle_at`.
-    handles: Mutex<HashMap<(u64, i64, i64), Fh>>,
+    handles: Mutex<HashMap<(Incarnation, Class), Fh>>,
     /// Recent LOOKUP and READDIRPLUS answers by (directory, name).
     entries: Mutex<HashMap<(Fh, Vec<u8>), CachedEntry>>,
     running_as_root: bool,
@@ -279,11 +374,15 @@ impl Export {
     /// counting what the export already holds.
     pub fn open(dir: &Path, options: ExportOptions) -> io::Result<Self> {
         let root_fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        if let Some(mode) = options.root_mode {
+            rustix::fs::fchmod(&root_fd, Mode::from_raw_mode(mode & 0o7777))?;
+        }
         let root_stat = rustix::fs::fstat(&root_fd)?;
         let key = load_or_create_key(&root_fd)?;
         let codec = HandleCodec::new(key);
         let kernel = name_to_handle(root_fd.as_fd(), c"", true)?;
-        let fh = codec.seal(&kernel)?;
+        let fh = codec.seal(&kernel, Class::CONSUMER)?;
+        let writer_root = codec.seal(&kernel, Class::WRITER)?;
         let fsid = u64::from_be_bytes(blake3::hash(&key).as_bytes()[..8].try_into().unwrap_or([0; 8]));
         let root = Node { fh, kernel, fd: Arc::new(root_fd) };
         let export = Self {
@@ -291,10 +390,12 @@ impl Export {
             root_dev: root_stat.st_dev,
             root_ino: root_stat.st_ino,
             root,
+            writer_root,
             codec,
             fsid,
             options,
             used: Mutex::new(0),
+            size_locks: (0..SIZE_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             cache: Mutex::new(Cache::default()),
             streams: Mutex::new(Vec::new()),
             handles: Mutex::new(HashMap::new()),
@@ -449,10 +550,34 @@ impl Export {
         Ok(fd.0)
     }
 
-    /// The handle of `name` in `dir` (which must already be resolved).
-    fn child_handle(&self, dir: BorrowedFd<'_>, name: &CStr) -> NfsResult<Fh> {
+    /// The handle of `name` in `dir` (which must already be resolved), of `class`.
+    fn child_handle(&self, dir: BorrowedFd<'_>, name: &CStr, class: Class) -> NfsResult<Fh> {
         let kernel = name_to_handle(dir, name, false).map_err(|e| status(&e))?;
-        self.codec.seal(&kernel).map_err(|_| nfsstat3::NFS3ERR_NOTSUPP)
+        self.codec.seal(&kernel, class).map_err(|_| nfsstat3::NFS3ERR_NOTSUPP)
+    }
+
+    /// The class of an entry of `dir`: the directory's own, and protected when a consumer enters
+    /// the protected directory. (`..` is handled where it is looked up: climbing out of the
+    /// protected directory reaches the root, which is not protected.)
+    fn child_class(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> Class {
+        let class = dir.fh.class();
+        let protected = self.options.identity.protected_dir.as_deref().is_some_and(|p| p.as_bytes() == name);
+        if !class.is_writer() && protected && self.is_root(dir_st) { class.protected() } else { class }
+    }
+
+    /// A consumer may not create, remove or rename the protected directory's own name: removing
+    /// or renaming it would take the writer's state out from under the protection.
+    fn check_protected_name(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> NfsResult<()> {
+        let protected = self.options.identity.protected_dir.as_deref().is_some_and(|p| p.as_bytes() == name);
+        if protected && !dir.fh.class().is_writer() && self.is_root(dir_st) {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        Ok(())
+    }
+
+    /// The credential a request through `node` is served as.
+    fn caller(&self, cred: &Credential, node: &Node) -> Credential {
+        self.options.identity.map(cred, node.fh.class())
     }
 
     fn is_root(&self, st: &Stat) -> bool {
@@ -509,17 +634,36 @@ impl Export {
         granted & bits == bits
     }
 
-    fn check_writable(&self) -> NfsResult<()> {
-        if self.options.read_only { Err(nfsstat3::NFS3ERR_ROFS) } else { Ok(()) }
+    /// Whether an object reached through `class` may be changed at all.
+    fn check_writable(&self, class: Class) -> NfsResult<()> {
+        if self.options.read_only || (!class.is_writer() && self.options.identity.consumer_read_only) {
+            return Err(nfsstat3::NFS3ERR_ROFS);
+        }
+        if class.is_protected() {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        Ok(())
+    }
+
+    /// A new object may only be given away to another owner by root, and only to a group its
+    /// creator is in, as SETATTR has it.
+    fn check_new_owner(&self, cred: &Credential, attrs: &SetAttrs) -> NfsResult<()> {
+        if cred.is_root() {
+            return Ok(());
+        }
+        if attrs.uid.is_some_and(|u| u != cred.uid) || attrs.gid.is_some_and(|g| !cred.in_group(g)) {
+            return Err(nfsstat3::NFS3ERR_PERM);
+        }
+        Ok(())
     }
 
     /// Write and search permission on a directory, for changing its entries.
-    fn check_dir_change(&self, cred: &Credential, dir: &Stat) -> NfsResult<()> {
-        self.check_writable()?;
-        if !is_dir(dir) {
+    fn check_dir_change(&self, cred: &Credential, dir: &Node, dir_st: &Stat) -> NfsResult<()> {
+        self.check_writable(dir.fh.class())?;
+        if !is_dir(dir_st) {
             return Err(nfsstat3::NFS3ERR_NOTDIR);
         }
-        if self.permits(cred, dir, want::WRITE | want::EXEC) { Ok(()) } else { Err(nfsstat3::NFS3ERR_ACCES) }
+        if self.permits(cred, dir_st, want::WRITE | want::EXEC) { Ok(()) } else { Err(nfsstat3::NFS3ERR_ACCES) }
     }
 
     /// A name a client may create, remove or rename to.
@@ -553,6 +697,7 @@ impl Export {
     /// is the root: a client cannot climb out of the export.
     pub fn lookup(&self, dir_fh: &[u8], name: &[u8], cred: &Credential) -> NfsResult<(Fh, fattr3, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         if !is_dir(&dir_st) {
             return Err(nfsstat3::NFS3ERR_NOTDIR);
         }
@@ -572,7 +717,12 @@ impl Export {
             return Ok((fh, attr, dir_attr));
         }
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
-        let fh = self.known_handle(dir.fd(), &name, &st)?;
+        let class = if bytes == b".." && self.is_root(&st) {
+            dir.fh.class().unprotected()
+        } else {
+            self.child_class(&dir, &dir_st, bytes)
+        };
+        let fh = self.known_handle(dir.fd(), &name, &st, class)?;
         let attr = self.attr(&st);
         self.remember_entry(&dir.fh, bytes, &fh, &attr);
         Ok((fh, attr, dir_attr))
@@ -582,12 +732,13 @@ impl Export {
         use nfs3_types::nfs3::{
             ACCESS3_DELETE, ACCESS3_EXECUTE, ACCESS3_EXTEND, ACCESS3_LOOKUP, ACCESS3_MODIFY, ACCESS3_READ,
         };
-        let (_, st) = self.resolve(fh)?;
+        let (node, st) = self.resolve(fh)?;
+        let cred = &self.caller(cred, &node);
         let mut granted = 0;
         if self.permits(cred, &st, want::READ) {
             granted |= ACCESS3_READ;
         }
-        if !self.options.read_only && self.permits(cred, &st, want::WRITE) {
+        if self.check_writable(node.fh.class()).is_ok() && self.permits(cred, &st, want::WRITE) {
             granted |= ACCESS3_MODIFY | ACCESS3_EXTEND;
             if is_dir(&st) {
                 granted |= ACCESS3_DELETE;
@@ -619,6 +770,7 @@ impl Export {
         out: &mut Vec<u8>,
     ) -> NfsResult<(fattr3, u32, bool)> {
         let (node, st) = self.resolve(fh)?;
+        let cred = &self.caller(cred, &node);
         if is_dir(&st) {
             return Err(nfsstat3::NFS3ERR_ISDIR);
         }
@@ -664,6 +816,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(wcc_attr, fattr3, u32)> {
         let (node, st) = self.resolve(fh)?;
+        let cred = &self.caller(cred, &node);
         self.changed();
         if is_dir(&st) {
             return Err(nfsstat3::NFS3ERR_ISDIR);
@@ -671,7 +824,7 @@ impl Export {
         if !is_reg(&st) {
             return Err(nfsstat3::NFS3ERR_INVAL);
         }
-        self.check_writable()?;
+        self.check_writable(node.fh.class())?;
         // The owner may write a file whose mode lacks the write bit, as local `open(O_CREAT, 0444)`
         // followed by writes allows.
         if cred.uid != st.st_uid && !self.permits(cred, &st, want::WRITE) {
@@ -679,7 +832,11 @@ impl Export {
         }
         let end = offset.checked_add(data.len() as u64).ok_or(nfsstat3::NFS3ERR_FBIG)?;
         let fd = self.data_fd(&node, true)?;
-        let reserved = self.reserve(end.saturating_sub(st.st_size as u64))?;
+        let size_lock = self.size_lock(&st);
+        // The size this write grows the file from, read under the lock: another write or a
+        // truncate of the same file may have changed it since `resolve`.
+        let size = rustix::fs::fstat(&*fd).map_err(nfs_err)?.st_size as u64;
+        let reserved = self.reserve(end.saturating_sub(size))?;
         let mut written = 0usize;
         let result = loop {
             if written == data.len() {
@@ -693,8 +850,9 @@ impl Export {
             }
         };
         let after = rustix::fs::fstat(&*fd).map_err(nfs_err);
-        let grown = after.as_ref().map_or(0, |a| (a.st_size as u64).saturating_sub(st.st_size as u64));
+        let grown = after.as_ref().map_or(0, |a| (a.st_size as u64).saturating_sub(size));
         self.settle(reserved, i128::from(grown));
+        drop(size_lock);
         result?;
         let synced = match stable {
             2 => rustix::fs::fsync(&*fd).map(|_| 2),
@@ -704,6 +862,11 @@ impl Export {
         .map_err(nfs_err)?;
         let after = if synced > 0 { rustix::fs::fstat(&*fd).map_err(nfs_err)? } else { after? };
         Ok((wcc(&st), self.attr(&after), synced))
+    }
+
+    fn size_lock(&self, st: &Stat) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = (st.st_ino as usize) % self.size_locks.len();
+        self.size_locks[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reserves `growth` bytes against the capacity.
@@ -748,6 +911,7 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(wcc_attr, fattr3)> {
         let (node, st) = self.resolve(fh)?;
+        let cred = &self.caller(cred, &node);
         self.changed();
         let pre = wcc(&st);
         if let Some(expected) = guard
@@ -755,7 +919,7 @@ impl Export {
         {
             return Err(nfsstat3::NFS3ERR_NOT_SYNC);
         }
-        self.check_writable()?;
+        self.check_writable(node.fh.class())?;
         let owner = cred.is_root() || cred.uid == st.st_uid;
         if (attrs.mode.is_some() || attrs.uid.is_some() || attrs.gid.is_some()) && !owner {
             return Err(nfsstat3::NFS3ERR_PERM);
@@ -777,12 +941,16 @@ impl Export {
                 return Err(nfsstat3::NFS3ERR_ACCES);
             }
             let fd = self.data_fd(&node, true)?;
-            let old = st.st_size as u64;
+            let size_lock = self.size_lock(&st);
+            let old = rustix::fs::fstat(&*fd).map_err(nfs_err)?.st_size as u64;
             let reserved = self.reserve(size.saturating_sub(old))?;
             let result = rustix::fs::ftruncate(&*fd, size).map_err(nfs_err);
             let actual = if result.is_ok() { i128::from(size) - i128::from(old) } else { 0 };
             self.settle(reserved, actual);
+            drop(size_lock);
             result?;
+            // SETATTR is stable before its reply, as a FILE_SYNC write is (RFC 1813 §3.3.2).
+            rustix::fs::fsync(&*fd).map_err(nfs_err)?;
         }
         if kind == FileType::Symlink {
             // Symlinks have no mode on Linux, and their times cannot be set through a descriptor.
@@ -848,15 +1016,19 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         self.changed();
-        self.check_dir_change(cred, &dir_st)?;
+        self.check_dir_change(cred, &dir, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
+        self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
+        let class = self.child_class(&dir, &dir_st, name.as_bytes());
         let pre = wcc(&dir_st);
         let (attrs, flags) = match &how {
             CreateHow::Unchecked(a) => (a.clone(), OFlags::CREATE),
             CreateHow::Guarded(a) => (a.clone(), OFlags::CREATE | OFlags::EXCL),
             CreateHow::Exclusive(_) => (SetAttrs::default(), OFlags::CREATE | OFlags::EXCL),
         };
+        self.check_new_owner(cred, &attrs)?;
         let mode = Mode::from_raw_mode(attrs.mode.unwrap_or(0o644) & 0o7777);
         let existing = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
         if let (CreateHow::Exclusive(verifier), Some(st)) = (&how, &existing) {
@@ -864,7 +1036,7 @@ impl Export {
             // times, as the Linux server does.
             let [atime, mtime, _] = times(st);
             if is_reg(st) && exclusive_stamp(verifier) == (i64::from(atime.seconds), i64::from(mtime.seconds)) {
-                let fh = self.child_handle(dir.fd(), &name)?;
+                let fh = self.child_handle(dir.fd(), &name, class)?;
                 return Ok((fh, self.attr(st), pre, self.attr(&dir_st)));
             }
             return Err(nfsstat3::NFS3ERR_EXIST);
@@ -886,11 +1058,15 @@ impl Export {
                 .map_err(nfs_err)?;
         }
         if let Some(size) = attrs.size {
-            let old = existing.as_ref().filter(|s| is_reg(s)).map_or(0, |s| s.st_size as u64);
+            // The inode first, for its lock; then the size under the lock.
+            let size_lock = self.size_lock(&rustix::fs::fstat(&fd).map_err(nfs_err)?);
+            let old = rustix::fs::fstat(&fd).map_err(nfs_err)?.st_size as u64;
             let reserved = self.reserve(size.saturating_sub(old))?;
             let result = rustix::fs::ftruncate(&fd, size).map_err(nfs_err);
             self.settle(reserved, if result.is_ok() { i128::from(size) - i128::from(old) } else { 0 });
+            drop(size_lock);
             result?;
+            rustix::fs::fsync(&fd).map_err(nfs_err)?;
         }
         if attrs.atime != SetTime::Keep || attrs.mtime != SetTime::Keep {
             rustix::fs::futimens(
@@ -901,7 +1077,7 @@ impl Export {
         }
         self.sync_dir(&dir);
         let st = rustix::fs::fstat(&fd).map_err(nfs_err)?;
-        let fh = self.child_handle(dir.fd(), &name)?;
+        let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((fh, self.attr(&st), pre, self.attr(&dir_after)))
     }
@@ -914,16 +1090,20 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         self.changed();
-        self.check_dir_change(cred, &dir_st)?;
+        self.check_dir_change(cred, &dir, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
+        self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
+        self.check_new_owner(cred, attrs)?;
+        let class = self.child_class(&dir, &dir_st, name.as_bytes());
         let pre = wcc(&dir_st);
         rustix::fs::mkdirat(dir.fd(), name.as_c_str(), Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777))
             .map_err(nfs_err)?;
         self.own_new(&dir, &name, cred, attrs)?;
         self.sync_dir(&dir);
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
-        let fh = self.child_handle(dir.fd(), &name)?;
+        let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((fh, self.attr(&st), pre, self.attr(&dir_after)))
     }
@@ -937,9 +1117,13 @@ impl Export {
         cred: &Credential,
     ) -> NfsResult<(Fh, fattr3, wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         self.changed();
-        self.check_dir_change(cred, &dir_st)?;
+        self.check_dir_change(cred, &dir, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
+        self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
+        self.check_new_owner(cred, attrs)?;
+        let class = self.child_class(&dir, &dir_st, name.as_bytes());
         if target.is_empty() || target.len() > 4096 || target.contains(&0) {
             return Err(nfsstat3::NFS3ERR_INVAL);
         }
@@ -951,7 +1135,7 @@ impl Export {
         self.own_new(&dir, &name, cred, attrs)?;
         self.sync_dir(&dir);
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
-        let fh = self.child_handle(dir.fd(), &name)?;
+        let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((fh, self.attr(&st), pre, self.attr(&dir_after)))
     }
@@ -959,14 +1143,15 @@ impl Export {
     /// REMOVE (`dir == false`) or RMDIR (`dir == true`).
     pub fn remove(&self, dir_fh: &[u8], name: &[u8], rmdir: bool, cred: &Credential) -> NfsResult<(wcc_attr, fattr3)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         self.changed();
-        self.check_dir_change(cred, &dir_st)?;
+        self.check_dir_change(cred, &dir, &dir_st)?;
         let name = checked_name(name)?;
         match name.as_bytes() {
             b"." => return Err(nfsstat3::NFS3ERR_INVAL),
             b".." => return Err(nfsstat3::NFS3ERR_EXIST),
             n if self.is_root(&dir_st) && n == STATE_DIR.as_bytes() => return Err(nfsstat3::NFS3ERR_NOENT),
-            _ => {}
+            n => self.check_protected_name(&dir, &dir_st, n)?,
         }
         let pre = wcc(&dir_st);
         let victim = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
@@ -981,7 +1166,7 @@ impl Export {
         if sticky_denied {
             return Err(nfsstat3::NFS3ERR_ACCES);
         }
-        let victim_fh = self.child_handle(dir.fd(), &name).ok();
+        let victim_fh = self.child_handle(dir.fd(), &name, self.child_class(&dir, &dir_st, name.as_bytes())).ok();
         let flags = if rmdir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
         rustix::fs::unlinkat(dir.fd(), name.as_c_str(), flags).map_err(nfs_err)?;
         if is_reg(&victim) && victim.st_nlink == 1 {
@@ -1007,10 +1192,16 @@ impl Export {
         let (from, from_st) = self.resolve(from_fh)?;
         self.changed();
         let (to, to_st) = self.resolve(to_fh)?;
-        self.check_dir_change(cred, &from_st)?;
-        self.check_dir_change(cred, &to_st)?;
+        if from.fh.class().is_writer() != to.fh.class().is_writer() {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        let cred = &self.caller(cred, &from);
+        self.check_dir_change(cred, &from, &from_st)?;
+        self.check_dir_change(cred, &to, &to_st)?;
         let from_name = self.entry_name(&from_st, from_name)?;
         let to_name = self.entry_name(&to_st, to_name)?;
+        self.check_protected_name(&from, &from_st, from_name.as_bytes())?;
+        self.check_protected_name(&to, &to_st, to_name.as_bytes())?;
         let (from_pre, to_pre) = (wcc(&from_st), wcc(&to_st));
         let moving = rustix::fs::statat(from.fd(), from_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
         let replaced = rustix::fs::statat(to.fd(), to_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
@@ -1021,7 +1212,8 @@ impl Export {
             // Renaming onto a hard link of itself is a successful no-op, as rename(2) has it.
             return Ok((from_pre, self.attr(&from_st), to_pre, self.attr(&to_st)));
         }
-        let replaced_fh = replaced.as_ref().and_then(|_| self.child_handle(to.fd(), &to_name).ok());
+        let replaced_class = self.child_class(&to, &to_st, to_name.as_bytes());
+        let replaced_fh = replaced.as_ref().and_then(|_| self.child_handle(to.fd(), &to_name, replaced_class).ok());
         rustix::fs::renameat(from.fd(), from_name.as_c_str(), to.fd(), to_name.as_c_str()).map_err(|e| match e {
             rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST => nfsstat3::NFS3ERR_EXIST,
             other => nfs_err(other),
@@ -1054,11 +1246,18 @@ impl Export {
         let (file, file_st) = self.resolve(file_fh)?;
         self.changed();
         let (dir, dir_st) = self.resolve(dir_fh)?;
-        self.check_dir_change(cred, &dir_st)?;
+        if file.fh.class().is_writer() != dir.fh.class().is_writer() {
+            return Err(nfsstat3::NFS3ERR_ACCES);
+        }
+        // A new name for a protected file would be a way to change it.
+        self.check_writable(file.fh.class())?;
+        let cred = &self.caller(cred, &dir);
+        self.check_dir_change(cred, &dir, &dir_st)?;
         if is_dir(&file_st) {
             return Err(nfsstat3::NFS3ERR_ISDIR);
         }
         let name = self.entry_name(&dir_st, name)?;
+        self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
         let pre = wcc(&dir_st);
         rustix::fs::linkat(file.fd(), c"", dir.fd(), name.as_c_str(), AtFlags::EMPTY_PATH).map_err(nfs_err)?;
         self.sync_dir(&dir);
@@ -1078,6 +1277,7 @@ impl Export {
         mut fits: impl FnMut(&DirEntry) -> bool,
     ) -> NfsResult<(fattr3, Vec<DirEntry>, bool)> {
         let (dir, dir_st) = self.resolve(dir_fh)?;
+        let cred = &self.caller(cred, &dir);
         if !is_dir(&dir_st) {
             return Err(nfsstat3::NFS3ERR_NOTDIR);
         }
@@ -1143,7 +1343,12 @@ impl Export {
             return Some(hit);
         }
         let st = rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let fh = self.known_handle(dir.fd(), name, &st).ok()?;
+        let class = if bytes == b".." && self.is_root(&st) {
+            dir.fh.class().unprotected()
+        } else {
+            self.child_class(dir, dir_st, bytes)
+        };
+        let fh = self.known_handle(dir.fd(), name, &st, class).ok()?;
         let attr = self.attr(&st);
         self.remember_entry(&dir.fh, bytes, &fh, &attr);
         Some((fh, attr))
@@ -1175,12 +1380,12 @@ impl Export {
     /// The handle of `name`, whose attributes are `st`, from the cache when the same inode was
     /// seen with the same ctime. A reused inode number has a new ctime, so it never gets the old
     /// object's handle; a miss costs one `name_to_handle_at`.
-    fn known_handle(&self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat) -> NfsResult<Fh> {
-        let key = incarnation(st);
+    fn known_handle(&self, dir: BorrowedFd<'_>, name: &CStr, st: &Stat, class: Class) -> NfsResult<Fh> {
+        let key = (incarnation(st), class);
         if let Some(fh) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(fh.clone());
         }
-        let fh = self.child_handle(dir, name)?;
+        let fh = self.child_handle(dir, name, class)?;
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         if handles.len() >= MAX_KNOWN_HANDLES {
             handles.clear();
@@ -1221,9 +1426,15 @@ impl Export {
         FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME
     }
 
-    /// Resolves a MOUNT path: `/` is the export; a deeper path is walked one directory at a time,
-    /// refusing `..`, symlinks and anything that is not a directory.
+    /// Resolves a MOUNT path: `/` is the export; the writer's secret path is the export as the
+    /// writer reaches it; a deeper path is walked one directory at a time, refusing `..`,
+    /// symlinks and anything that is not a directory.
     pub fn mount_path(&self, path: &[u8]) -> NfsResult<Fh> {
+        if let Some(writer) = &self.options.identity.writer_path
+            && constant_time_eq(path, writer.as_bytes())
+        {
+            return Ok(self.writer_root.clone());
+        }
         let mut node = self.root.clone();
         for component in path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
             if component == b".." || component.contains(&0) {
@@ -1241,12 +1452,18 @@ impl Export {
                 Mode::empty(),
             )
             .map_err(|e| if e == rustix::io::Errno::LOOP { nfsstat3::NFS3ERR_NOTDIR } else { nfs_err(e) })?;
-            let fh = self.child_handle(node.fd(), &name)?;
+            let class = self.child_class(&node, &st, component);
+            let fh = self.child_handle(node.fd(), &name, class)?;
             let kernel = name_to_handle(fd.as_fd(), c"", true).map_err(|e| status(&e))?;
             node = Node { fh, kernel, fd: Arc::new(fd) };
         }
         Ok(node.fh)
     }
+}
+
+/// Compares a secret without telling, by timing, how much of it matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// FSSTAT figures.

@@ -7,13 +7,19 @@
 //!   exists (a deleted or reused inode fails with `ESTALE` thanks to the generation number);
 //! - a forged handle, or one from another export, fails the MAC (`NFS3ERR_BADHANDLE`) before the
 //!   kernel is asked, so a client cannot name a file outside the export by guessing inode numbers.
+//!
+//! The MAC also covers the handle's [`Class`]: whether it was reached through the writer's mount
+//! (the syncer) or a consumer's, and whether it lies in the protected state directory. A client
+//! cannot change the class of a handle it holds, so the class can decide what the handle may do.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// Format version in the first byte.
-const VERSION: u8 = 1;
+/// Format version in the first byte. Version 2 added the class byte.
+const VERSION: u8 = 2;
+/// Bytes before the kernel handle: version, class, kernel handle type, kernel handle length.
+const HEADER_LEN: usize = 4;
 /// Bytes of MAC at the end of the handle.
 const MAC_LEN: usize = 8;
 /// Longest kernel handle we carry (ext4 uses 8 bytes, XFS 12–16, btrfs 20–40).
@@ -31,6 +37,40 @@ pub struct Fh {
 impl Fh {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
+    }
+
+    /// The class sealed into the handle.
+    pub fn class(&self) -> Class {
+        Class(self.bytes[1])
+    }
+}
+
+/// Who reached an object, and where it lies; inherited from a directory by its entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Class(u8);
+
+impl Class {
+    /// Reached through a consumer's mount: identity squashing and the consumer access apply.
+    pub const CONSUMER: Class = Class(0);
+    /// Reached through the writer's mount (the syncer): full access.
+    pub const WRITER: Class = Class(1);
+    const PROTECTED_BIT: u8 = 2;
+
+    pub fn is_writer(self) -> bool {
+        self.0 & Self::WRITER.0 != 0
+    }
+
+    /// Inside the protected directory, reached by a consumer: read-only.
+    pub fn is_protected(self) -> bool {
+        self.0 & Self::PROTECTED_BIT != 0
+    }
+
+    pub fn protected(self) -> Class {
+        Class(self.0 | Self::PROTECTED_BIT)
+    }
+
+    pub fn unprotected(self) -> Class {
+        Class(self.0 & !Self::PROTECTED_BIT)
     }
 }
 
@@ -76,8 +116,8 @@ impl HandleCodec {
         out
     }
 
-    /// Wraps a kernel handle; fails if it does not fit in 64 bytes.
-    pub fn seal(&self, kernel: &KernelHandle) -> io::Result<Fh> {
+    /// Wraps a kernel handle with its class; fails if it does not fit in 64 bytes.
+    pub fn seal(&self, kernel: &KernelHandle, class: Class) -> io::Result<Fh> {
         let n = kernel.bytes.len();
         let handle_type = u8::try_from(kernel.handle_type).ok();
         let Some(handle_type) = handle_type.filter(|_| n <= MAX_KERNEL_HANDLE) else {
@@ -85,33 +125,34 @@ impl HandleCodec {
         };
         let mut bytes = [0u8; MAX_HANDLE];
         bytes[0] = VERSION;
-        bytes[1] = handle_type;
-        bytes[2] = n as u8;
-        bytes[3..3 + n].copy_from_slice(&kernel.bytes);
-        let mac = self.mac(&bytes[..3 + n]);
-        bytes[3 + n..3 + n + MAC_LEN].copy_from_slice(&mac);
-        Ok(Fh { len: (3 + n + MAC_LEN) as u8, bytes })
+        bytes[1] = class.0;
+        bytes[2] = handle_type;
+        bytes[3] = n as u8;
+        bytes[HEADER_LEN..HEADER_LEN + n].copy_from_slice(&kernel.bytes);
+        let mac = self.mac(&bytes[..HEADER_LEN + n]);
+        bytes[HEADER_LEN + n..HEADER_LEN + n + MAC_LEN].copy_from_slice(&mac);
+        Ok(Fh { len: (HEADER_LEN + n + MAC_LEN) as u8, bytes })
     }
 
     /// Checks a handle from the wire and returns the kernel handle inside.
     pub fn open(&self, wire: &[u8]) -> Result<(Fh, KernelHandle), HandleError> {
-        if wire.len() < 3 + MAC_LEN || wire.len() > MAX_HANDLE || wire[0] != VERSION {
+        if wire.len() < HEADER_LEN + MAC_LEN || wire.len() > MAX_HANDLE || wire[0] != VERSION {
             return Err(HandleError::Bad);
         }
-        let n = wire[2] as usize;
-        if n > MAX_KERNEL_HANDLE || wire.len() != 3 + n + MAC_LEN {
+        let n = wire[3] as usize;
+        if n > MAX_KERNEL_HANDLE || wire.len() != HEADER_LEN + n + MAC_LEN {
             return Err(HandleError::Bad);
         }
-        let expected = self.mac(&wire[..3 + n]);
+        let expected = self.mac(&wire[..HEADER_LEN + n]);
         // Constant time is not needed for an 8-byte truncated MAC on handles, but it is cheap.
-        let given = &wire[3 + n..];
+        let given = &wire[HEADER_LEN + n..];
         if given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
             return Err(HandleError::Bad);
         }
         let mut bytes = [0u8; MAX_HANDLE];
         bytes[..wire.len()].copy_from_slice(wire);
         let fh = Fh { len: wire.len() as u8, bytes };
-        Ok((fh, KernelHandle { handle_type: i32::from(wire[1]), bytes: wire[3..3 + n].to_vec() }))
+        Ok((fh, KernelHandle { handle_type: i32::from(wire[2]), bytes: wire[HEADER_LEN..HEADER_LEN + n].to_vec() }))
     }
 }
 
@@ -174,16 +215,30 @@ mod tests {
     #[test]
     fn sealed_handles_open() {
         let k = KernelHandle { handle_type: 1, bytes: vec![1, 2, 3, 4, 5, 6, 7, 8] };
-        let fh = codec().seal(&k).expect("fits");
+        let fh = codec().seal(&k, Class::CONSUMER).expect("fits");
         let (again, kernel) = codec().open(fh.as_bytes()).expect("opens");
         assert_eq!(again, fh);
         assert_eq!(kernel, k);
+        let writer = codec().seal(&k, Class::WRITER).expect("fits");
+        assert_ne!(writer, fh, "the class is part of the handle");
+        assert!(codec().open(writer.as_bytes()).expect("opens").0.class().is_writer());
+    }
+
+    #[test]
+    fn the_class_cannot_be_changed_by_a_client() {
+        let k = KernelHandle { handle_type: 1, bytes: vec![1, 2, 3, 4, 5, 6, 7, 8] };
+        let protected = codec().seal(&k, Class::CONSUMER.protected()).expect("fits");
+        for class in [0u8, 1, 3, 0xff] {
+            let mut raised = protected.as_bytes().to_vec();
+            raised[1] = class;
+            assert_eq!(codec().open(&raised), Err(HandleError::Bad), "class byte {class} forged");
+        }
     }
 
     #[test]
     fn forged_and_foreign_handles_fail() {
         let k = KernelHandle { handle_type: 1, bytes: vec![1, 2, 3, 4, 5, 6, 7, 8] };
-        let fh = codec().seal(&k).expect("fits");
+        let fh = codec().seal(&k, Class::CONSUMER).expect("fits");
         let mut forged = fh.as_bytes().to_vec();
         forged[4] ^= 1;
         assert_eq!(codec().open(&forged), Err(HandleError::Bad));

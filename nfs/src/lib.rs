@@ -10,6 +10,8 @@ pub mod handle;
 #[cfg(feature = "program")]
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "program")]
+pub mod program;
 pub mod proto;
 pub mod rpc;
 pub mod server;

@@ -219,6 +219,9 @@ impl NfsServer {
         };
         self.metrics.bytes_read.inc_by(ctx.bytes_read);
         self.metrics.bytes_written.inc_by(ctx.bytes_written);
+        // Current after every call: Linux clients keep their connection for as long as they are
+        // mounted, so a gauge updated at disconnect would stand still.
+        self.metrics.used_bytes.set(i64::try_from(self.export.used_bytes()).unwrap_or(i64::MAX));
         let procedure = procedure_name(call.prog, call.proc_);
         match outcome {
             Outcome::Done(status) => {

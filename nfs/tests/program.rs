@@ -25,7 +25,19 @@ fn help_describes_the_command() {
     let out = Command::new(env!("CARGO_BIN_EXE_sv-nfs")).args(["serve", "--help"]).output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for flag in ["--export", "--port", "--http-port", "--capacity-bytes", "--read-only"] {
+    for flag in [
+        "--export",
+        "--port",
+        "--http-port",
+        "--capacity-bytes",
+        "--read-only",
+        "--squash",
+        "--anon-uid",
+        "--consumer-access",
+        "--protected-dir",
+        "--writer-token-file",
+        "--root-mode",
+    ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
@@ -41,9 +53,14 @@ fn serves_probes_and_metrics_and_stops_on_sigterm() {
             .args(["--port", &nfs_port.to_string(), "--http-port", "0", "--log-format", "json"]),
     )
     .expect("starts");
-    let serving = program.wait_for_log("serving NFSv3", Duration::from_secs(20));
+    // The HTTP port is open before the export is counted (a large volume takes a while, and the
+    // liveness probe must not kill it meanwhile).
+    let counting = program.wait_for_log("counting what the export holds", Duration::from_secs(20));
     let http_port =
-        json_field(&serving, "http_addr").rsplit(':').next().and_then(|p| p.parse().ok()).expect("http port");
+        json_field(&counting, "http_addr").rsplit(':').next().and_then(|p| p.parse().ok()).expect("http port");
+    let live = http_get(http_port, "/healthz").expect("healthz while counting");
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    program.wait_for_log("serving NFSv3", Duration::from_secs(20));
     // Readiness comes from the first successful self-probe, which the program logs.
     program.wait_for_log("ready: the self-probe succeeded", Duration::from_secs(20));
     let ready = http_get(http_port, "/readyz").expect("readyz");

@@ -6,10 +6,12 @@
 pub mod api;
 pub mod clock;
 pub mod controller;
+pub mod lease;
 pub mod manifests;
 pub mod names;
 pub mod offline;
 pub mod plan;
+pub mod redact;
 pub mod telemetry;
 pub mod testing;
 pub mod units;

@@ -52,6 +52,20 @@ pub fn is_dns1123_subdomain(value: &str) -> bool {
 }
 
 /// Names of the objects that belong to one volume.
+/// Key of the writer token in its Secret.
+pub const NFS_WRITER_TOKEN_KEY: &str = "token";
+
+/// The MOUNT path of a managed NFS server that gives the writer's rights (the syncer's): the
+/// export itself, reached through a path only the holder of the token knows. Consumers mount `/`.
+pub fn nfs_writer_path(token: &str) -> String {
+    format!("/.sv-writer-{token}")
+}
+
+/// Whether `token` has the shape the operator issues: 32 lowercase hex digits (128 bits).
+pub fn is_valid_writer_token(token: &str) -> bool {
+    token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildNames {
     reference: String,
@@ -85,6 +99,11 @@ impl ChildNames {
     /// Secret holding the credentials the syncer mounts.
     pub fn credentials(&self) -> String {
         format!("{}-credentials", self.reference)
+    }
+
+    /// Secret holding the token of the NFS server's writer mount path (see [`nfs_writer_path`]).
+    pub fn nfs_writer(&self) -> String {
+        format!("nfs-{}-writer", self.reference)
     }
 
     /// PV and PVC through which the syncer mounts the volume.

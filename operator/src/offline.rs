@@ -42,6 +42,10 @@ pub enum Stage {
 
 const NODE_ADDRESS: &str = "172.18.0.2";
 const SERVICE_IP: &str = "10.96.0.10";
+/// Stands in for the writer token, which only a running operator issues. It is not a valid token
+/// on purpose: an NFS server given objects printed offline refuses to start rather than serve a
+/// writer path everybody can read here.
+const OFFLINE_WRITER_TOKEN: &str = "issued-by-the-operator";
 const EXTERNAL_SERVICE_IP: &str = "10.96.0.20";
 
 impl OfflineCluster {
@@ -126,6 +130,8 @@ impl OfflineCluster {
                 service_ip: Some(SERVICE_IP.to_string()),
                 service_exists: true,
                 data_claim_phase: Some("Bound".to_string()),
+                writer_token: Some(OFFLINE_WRITER_TOKEN.to_string()),
+                new_writer_token: None,
             };
             o.syncer_ready = Some(1);
             if o.spec.has_source() {

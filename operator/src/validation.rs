@@ -12,6 +12,7 @@ use crate::api::{
     VolumeSpec,
 };
 use crate::names::{MAX_REFERENCE_LEN, is_dns1123_label, is_dns1123_subdomain, is_valid_reference_value};
+use crate::redact::{has_userinfo, scrub_userinfo};
 use crate::units::{format_duration, parse_duration, parse_quantity_bytes};
 
 /// Default `syncInterval` when a source is set.
@@ -93,8 +94,17 @@ impl Validation {
         self.push(field, ErrorKind::Forbidden, message);
     }
 
+    /// Every message passes here, and a URL it echoes loses its credentials: the messages reach
+    /// status, Events, logs and admission answers.
     fn push(&mut self, field: impl Into<String>, kind: ErrorKind, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.into(), kind, message: message.into() });
+        let message = message.into();
+        let message = scrub_userinfo(&message).into_owned();
+        self.errors.push(FieldError { field: field.into(), kind, message });
+    }
+
+    fn warn(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        self.warnings.push(scrub_userinfo(&message).into_owned());
     }
 }
 
@@ -105,6 +115,53 @@ pub fn summarize(errors: &[FieldError]) -> String {
         [one] => one.to_string(),
         many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
     }
+}
+
+/// The identity policy of a managed NFS server for the volume's consumers, from its annotations
+/// (see `docs/nfs.md`, "Identity"). Values that do not parse fall back to the defaults here;
+/// [`validate_nfs_annotations`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NfsIdentity {
+    /// `root`, `all` or `none`, as `sv-nfs --squash` takes it.
+    pub squash: &'static str,
+    pub anon_uid: u32,
+    pub anon_gid: u32,
+}
+
+/// The anonymous id squashed consumers get unless the volume says otherwise.
+pub const NFS_ANON_ID: u32 = 65534;
+
+impl NfsIdentity {
+    pub fn of(annotations: &std::collections::BTreeMap<String, String>) -> Self {
+        use crate::plan::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+        let id = |key: &str| annotations.get(key).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(NFS_ANON_ID);
+        let squash = match annotations.get(NFS_SQUASH_ANNOTATION).map(|v| v.trim()) {
+            Some("all") => "all",
+            Some("none") => "none",
+            _ => "root",
+        };
+        Self { squash, anon_uid: id(NFS_ANON_UID_ANNOTATION), anon_gid: id(NFS_ANON_GID_ANNOTATION) }
+    }
+}
+
+/// Errors in the annotations that set a managed NFS server's identity policy.
+pub fn validate_nfs_annotations(annotations: &std::collections::BTreeMap<String, String>) -> Vec<FieldError> {
+    use crate::plan::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+    let mut v = Validation::default();
+    let field = |key: &str| format!("metadata.annotations[{key}]");
+    if let Some(value) = annotations.get(NFS_SQUASH_ANNOTATION)
+        && !matches!(value.trim(), "root" | "all" | "none")
+    {
+        v.invalid(field(NFS_SQUASH_ANNOTATION), format!("{value:?}: use root (the default), all or none"));
+    }
+    for key in [NFS_ANON_UID_ANNOTATION, NFS_ANON_GID_ANNOTATION] {
+        if let Some(value) = annotations.get(key)
+            && value.trim().parse::<u32>().is_err()
+        {
+            v.invalid(field(key), format!("{value:?}: must be a numeric id from 0 to 4294967295, e.g. 65534"));
+        }
+    }
+    v.errors
 }
 
 /// Sync schedule after defaults.
@@ -406,6 +463,14 @@ fn validate_source(v: &mut Validation, kind: VolumeKind, source: &SourceSpec) {
     }
 }
 
+/// Whether a `scheme://user:password@host` URL carries a password.
+fn url_has_password(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(_, rest)| {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        rest[..end].rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
+}
+
 /// Whether a git URL is reached over SSH (`ssh://…` or scp-like `user@host:path`).
 pub fn git_url_is_ssh(url: &str) -> bool {
     if let Some((scheme, _)) = url.split_once("://") {
@@ -433,10 +498,15 @@ fn validate_git(v: &mut Validation, kind: VolumeKind, git: &GitSource) {
         } else if rest.is_empty() || rest.starts_with('/') {
             v.invalid(format!("{BASE}.url"), format!("{url:?}: has no host"));
         }
-        if (scheme == "https" || scheme == "http") && rest.split('/').next().is_some_and(|h| h.contains('@')) {
+        if (scheme == "https" || scheme == "http") && has_userinfo(url) {
             v.invalid(
                 format!("{BASE}.url"),
                 "must not carry credentials; put the user in git.user and the password in git.passwordFromSecret",
+            );
+        } else if url_has_password(url) {
+            v.invalid(
+                format!("{BASE}.url"),
+                "must not carry a password; put the private key in git.privateKeyFromSecret",
             );
         }
     } else if !is_ssh {
@@ -473,7 +543,7 @@ fn validate_git(v: &mut Validation, kind: VolumeKind, git: &GitSource) {
         );
     }
     if has_password && url.starts_with("http://") {
-        v.warnings.push(format!("{BASE}: the password is sent over plain http://; use https://"));
+        v.warn(format!("{BASE}: the password is sent over plain http://; use https://"));
     }
     warn_inline(v, BASE, &[("password", &git.password), ("privateKey", &git.private_key)]);
 }
@@ -559,7 +629,7 @@ fn validate_s3(v: &mut Validation, kind: VolumeKind, s3: &S3Source) {
         Some(url) => match url.split_once("://") {
             Some(("http" | "https", rest)) if !rest.is_empty() && !rest.starts_with('/') => {
                 if url.starts_with("http://") {
-                    v.warnings.push(format!("{BASE}: credentials are signed over plain http://; use https://"));
+                    v.warn(format!("{BASE}: credentials are signed over plain http://; use https://"));
                 }
             }
             _ => v.invalid(format!("{BASE}.endpointUrl"), format!("{url:?}: must be an http:// or https:// URL")),
@@ -661,7 +731,7 @@ fn check_selector(v: &mut Validation, kind: VolumeKind, field: &str, selector: O
 fn warn_inline(v: &mut Validation, base: &str, fields: &[(&str, &Option<String>)]) {
     for (name, value) in fields {
         if non_empty(value).is_some() {
-            v.warnings.push(format!(
+            v.warn(format!(
                 "{base}.{name}: an inline credential is readable by anyone who can read the volume; \
                  use {name}FromSecret"
             ));

@@ -1,6 +1,7 @@
 //! Unpacking `.tar`, `.tar.gz` and `.zip` archives into a stage. Archives are untrusted: every
-//! entry name goes through [`RelPath::parse`], symlinks must stay inside the tree, hard links must
-//! name an entry already unpacked, device files and FIFOs are refused, and the capacity is checked
+//! entry name goes through [`RelPath::parse`], symlinks must stay inside the tree (followed through
+//! the tree's other links), hard links must name an entry already unpacked (and never reach a file
+//! through a link), device files and FIFOs are refused, and the capacity is checked
 //! as bytes are written (so a decompression bomb stops at the volume's size).
 //!
 //! An entry is compared, as it streams out of the archive, with the previous revision's file at
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::SyncError;
 use crate::paths::RelPath;
-use crate::tree::Stage;
+use crate::tree::{Entry, Stage};
 
 /// Archive formats recognised by file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +90,7 @@ fn copy_into(
     // A candidate to link: the previous file at this path, of the same size and mode.
     let (mut previous, previous_size) = match (stage.previous_file(path), size_hint) {
         (Some((file, size, was_executable)), Some(hint)) if size == hint && was_executable == executable => {
-            (File::open(file).ok().map(|f| (f, vec![0u8; buf.len()])), size)
+            (Some((file, vec![0u8; buf.len()])), size)
         }
         _ => (None, 0),
     };
@@ -179,10 +180,20 @@ fn unpack_tar(reader: impl Read, stage: &mut Stage, cancel: &CancellationToken) 
         } else if kind.is_hard_link() {
             let target = entry.link_name_bytes().ok_or_else(|| bad(format!("{name}: hard link without a target")))?;
             let target = RelPath::parse(std::str::from_utf8(&target).map_err(|_| bad("a link target is not UTF-8"))?)?;
-            let mut source = File::open(target.under(stage.dir()))
-                .map_err(|_| bad(format!("{name}: hard link to {target}, which is not an earlier entry")))?;
-            let size = source.metadata().ok().map(|m| m.len());
-            copy_into(&mut source, stage, &path, false, size, cancel)?;
+            // A hard link names an earlier entry of this archive, never a path on disk: the entry
+            // is looked up in the tree, and a file is read without following links.
+            match stage.entry(&target).cloned() {
+                Some(Entry::File { executable, .. }) => {
+                    let mut source = stage.open_staged(&target)?;
+                    let size = source.metadata().ok().map(|m| m.len());
+                    copy_into(&mut source, stage, &path, executable, size, cancel)?;
+                }
+                // A hard link to a symlink is that symlink under a second name, resolved from
+                // where the second name is: it is checked as any symlink is.
+                Some(Entry::Symlink { target }) => stage.symlink(&path, &target)?,
+                Some(Entry::Dir) => return Err(bad(format!("{name}: hard link to the directory {target}"))),
+                None => return Err(bad(format!("{name}: hard link to {target}, which is not an earlier entry"))),
+            }
         } else if kind.is_pax_global_extensions()
             || kind.is_pax_local_extensions()
             || kind.is_gnu_longname()

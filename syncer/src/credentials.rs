@@ -99,8 +99,10 @@ impl Redactor {
         self.needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
     }
 
+    /// Removes the known values, and the userinfo of any URL (a source URL may carry credentials
+    /// the syncer was never told are secret).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = sv_operator::redact::scrub_userinfo(text).into_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), "[redacted]");
@@ -125,6 +127,15 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_userinfo_even_when_the_secret_is_unknown() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.redact("fetching ssh://u:unregistered@h/r.git failed; ftp://a:b@c too"),
+            "fetching ssh://***@h/r.git failed; ftp://***@c too"
+        );
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -31,10 +31,18 @@ pub enum SyncError {
         "the source holds at least {needed} bytes, more than the volume's capacity of {capacity} bytes; raise spec.storage.capacity"
     )]
     Capacity { needed: u64, capacity: u64 },
+    /// The volume has too little free space for the new revision beside the published one.
+    #[error(
+        "the volume is full: the new revision needs at least {needed} more bytes and {free} are free; the published revision stays while the next is built, so a source that changes entirely needs twice its size plus the syncer's caches; raise spec.storage.capacity"
+    )]
+    VolumeFull { needed: u64, free: u64 },
     #[error("the sync did not finish within syncTimeout ({0:?}); the published tree is unchanged")]
     Timeout(Duration),
     #[error("volume I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// Another syncer pod of the volume may hold its Lease now.
+    #[error("this syncer could not renew the volume's Lease in time, so another may hold it; nothing was published")]
+    Fenced,
 }
 
 impl SyncError {
@@ -52,8 +60,21 @@ impl SyncError {
             SyncError::Source(_) => "source",
             SyncError::Content(_) | SyncError::Path(_) => "content",
             SyncError::Capacity { .. } => "capacity",
+            SyncError::VolumeFull { .. } => "volume-full",
             SyncError::Timeout(_) => "timeout",
             SyncError::Io(_) => "io",
+            SyncError::Fenced => "fenced",
+        }
+    }
+}
+
+impl From<std::io::Error> for SyncError {
+    /// A full volume is told as such, not as an I/O error: on the managed NFS server it is the
+    /// capacity being reached (`NOSPC`), which the user fixes by raising it.
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => SyncError::VolumeFull { needed: 0, free: 0 },
+            _ => SyncError::Io(e),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod credentials;
 pub mod error;
+pub mod nofollow;
 pub mod paths;
 pub mod publish;
 pub mod report;

@@ -13,7 +13,7 @@ use sv_operator::manifests::{self, Manifest};
 use sv_operator::telemetry::{self, Health, LogFormat};
 use sv_syncer::publish::Volume;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{Syncer, SyncerConfig, VolumeView, watch_volume};
+use sv_syncer::run::{LeaseIdentity, Syncer, SyncerConfig, VolumeView, elect, watch_volume};
 use sv_syncer::source::NetworkSources;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,16 @@ struct RunArgs {
     /// Port of /healthz, /readyz and /metrics.
     #[arg(long, env = "SV_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
+    /// The volume's Lease: only the syncer pod holding it publishes. Without it this syncer
+    /// assumes it is the only one.
+    #[arg(long, env = "SV_LEASE_NAME", requires_all = ["pod_name", "pod_namespace"])]
+    lease_name: Option<String>,
+    /// This pod's name, its identity for the Lease.
+    #[arg(long, env = "SV_POD_NAME")]
+    pod_name: Option<String>,
+    /// This pod's namespace, where the Lease is.
+    #[arg(long, env = "SV_POD_NAMESPACE")]
+    pod_namespace: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,8 +147,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let (views, watch_task) = watch_volume(client.clone(), kind, &args.name, namespace.as_deref());
     tokio::spawn(watch_task);
-    let status = StatusWriter::new(client, kind, &args.name, namespace.as_deref());
-    let syncer = Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), metrics, health, Some(status));
+    let status = StatusWriter::new(client.clone(), kind, &args.name, namespace.as_deref());
+    let mut syncer =
+        Syncer::new(config, Arc::new(NetworkSources), Arc::new(SystemClock), metrics, health, Some(status));
+    if let (Some(lease_name), Some(pod_name), Some(pod_namespace)) =
+        (args.lease_name, args.pod_name, args.pod_namespace)
+    {
+        let identity = LeaseIdentity { lease_name, pod_name, pod_namespace };
+        tracing::info!(lease = %identity.lease_name, "publishing only while holding the volume's Lease");
+        syncer = syncer.with_fence(elect(client, &identity, Arc::new(SystemClock), shutdown.clone()));
+    }
     syncer.run(views, shutdown.clone()).await?;
     shutdown.cancel();
     let _ = http.await;

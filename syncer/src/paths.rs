@@ -1,6 +1,13 @@
 //! Paths that come from a source (archive entries, S3 keys, remote listings, git trees) are
 //! untrusted. Only plain relative paths inside the volume are accepted, and symlinks must point
 //! inside the tree.
+//!
+//! A symlink is checked twice. [`check_link_target`] refuses at once a target that leaves the tree
+//! by its text alone. That is not enough: a target names other links of the tree, which the kernel
+//! follows (`a/b/c/up -> ../../..` is harmless, but `a/b/c/esc -> up/../../../..` then resolves
+//! to `/`, although its text never climbs above the root). So once the whole tree is known,
+//! [`resolve_link`] resolves every link as the kernel would, following the tree's own links, and
+//! refuses any that leaves it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -125,6 +132,75 @@ pub fn check_link_target(link: &RelPath, target: &str) -> Result<(), PathError> 
     Ok(())
 }
 
+/// What a path of the tree being built is, for [`resolve_link`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node<'a> {
+    Dir,
+    File,
+    Symlink(&'a str),
+    /// Not in the tree: the rest of the path is resolved by its text (nothing below an absent
+    /// name can be a link of the tree).
+    Absent,
+}
+
+/// Links followed in one resolution before it counts as a loop (Linux's own limit is 40).
+pub const MAX_LINK_HOPS: usize = 40;
+
+/// Resolves the symlink at `link` (with `target`) the way the kernel would, following the links of
+/// the tree that `lookup` describes, and fails if any step leaves the tree, reaches the syncer's
+/// state, or loops. Returns the path it resolves to (which may not exist: dangling links are
+/// allowed, as git allows them).
+pub fn resolve_link<'a>(
+    link: &RelPath,
+    target: &'a str,
+    lookup: impl Fn(&str) -> Node<'a>,
+) -> Result<Vec<String>, PathError> {
+    let escapes = || PathError::LinkEscapes { link: link.to_string(), target: target.to_string() };
+    // Only real directories are ever in `resolved`: links are replaced by their targets, so `..`
+    // pops to the directory the kernel would reach.
+    let mut resolved: Vec<String> =
+        link.parent().map(|p| p.components().map(str::to_string).collect()).unwrap_or_default();
+    let mut pending: std::collections::VecDeque<&'a str> = target.split('/').collect();
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return Err(escapes());
+    }
+    let mut hops = 0usize;
+    while let Some(part) = pending.pop_front() {
+        match part {
+            "" | "." => {}
+            ".." => {
+                resolved.pop().ok_or_else(escapes)?;
+            }
+            name => {
+                resolved.push(name.to_string());
+                if resolved.len() == 1 && name == STATE_DIR {
+                    return Err(escapes());
+                }
+                match lookup(&resolved.join("/")) {
+                    Node::Dir | Node::Absent => {}
+                    // A file in the middle of a path is ENOTDIR to the kernel: nothing is reached.
+                    Node::File => {
+                        if pending.iter().any(|p| !p.is_empty() && *p != ".") {
+                            return Ok(resolved);
+                        }
+                    }
+                    Node::Symlink(next) => {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS || next.is_empty() || next.starts_with('/') {
+                            return Err(escapes());
+                        }
+                        resolved.pop();
+                        for p in next.split('/').rev() {
+                            pending.push_front(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,7 +236,106 @@ mod tests {
         assert!(check_link_target(&top, "a/../..").is_err());
     }
 
+    fn tree_of<'a>(entries: &'a [(&'a str, Node<'a>)]) -> impl Fn(&str) -> Node<'a> + 'a {
+        move |path| entries.iter().find(|(p, _)| *p == path).map_or(Node::Absent, |(_, n)| *n)
+    }
+
+    #[test]
+    fn a_chain_of_links_that_leaves_the_tree_is_refused() {
+        let entries = [
+            ("a", Node::Dir),
+            ("a/b", Node::Dir),
+            ("a/b/c", Node::Dir),
+            ("a/b/c/up", Node::Symlink("../../..")),
+            ("a/b/c/esc", Node::Symlink("up/../../../..")),
+        ];
+        let up = RelPath::parse("a/b/c/up").expect("ok");
+        assert_eq!(resolve_link(&up, "../../..", tree_of(&entries)), Ok(vec![]), "up is the root itself");
+        let esc = RelPath::parse("a/b/c/esc").expect("ok");
+        assert!(check_link_target(&esc, "up/../../../..").is_ok(), "the text alone stays inside");
+        assert!(resolve_link(&esc, "up/../../../..", tree_of(&entries)).is_err(), "followed, it is /");
+    }
+
+    #[test]
+    fn deep_chains_loops_and_links_through_links() {
+        // l0 -> l1 -> ... -> l9 -> d, all inside: allowed.
+        let names: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
+        let mut entries: Vec<(&str, Node)> = vec![("d", Node::Dir)];
+        for i in 0..10 {
+            let next = if i == 9 { "d" } else { names[i + 1].as_str() };
+            entries.push((names[i].as_str(), Node::Symlink(next)));
+        }
+        let l0 = RelPath::parse("l0").expect("ok");
+        assert_eq!(resolve_link(&l0, "l1", tree_of(&entries)), Ok(vec!["d".to_string()]));
+        // A link through a directory link that climbs: d2/x -> ../l/.. where l -> d2/deeper/.. -> root.
+        let entries = [("d2", Node::Dir), ("l", Node::Symlink(".")), ("d2/x", Node::Symlink("../l/.."))];
+        let x = RelPath::parse("d2/x").expect("ok");
+        assert!(resolve_link(&x, "../l/..", tree_of(&entries)).is_err(), "l is the root; its parent is outside");
+        // A loop.
+        let entries = [("p", Node::Symlink("q")), ("q", Node::Symlink("p"))];
+        let p = RelPath::parse("p").expect("ok");
+        assert!(resolve_link(&p, "q", tree_of(&entries)).is_err());
+        // A link through a file stops there (ENOTDIR), and a dangling link is allowed.
+        let entries = [("f", Node::File)];
+        let via = RelPath::parse("via").expect("ok");
+        assert!(resolve_link(&via, "f/../..", tree_of(&entries)).is_ok());
+        assert!(resolve_link(&via, "missing/file", tree_of(&entries)).is_ok());
+        assert!(resolve_link(&via, "missing/../..", tree_of(&entries)).is_err());
+        // A link in the tree whose own target is absolute poisons every link through it.
+        let entries = [("abs", Node::Symlink("/etc"))];
+        assert!(resolve_link(&via, "abs/passwd", tree_of(&entries)).is_err());
+        // The syncer's state is never reachable.
+        let entries = [("s", Node::Symlink("."))];
+        assert!(resolve_link(&via, "s/.sharedvolume/current", tree_of(&entries)).is_err());
+    }
+
     proptest! {
+        /// Whatever links a tree of a few names holds, a link that resolve_link accepts, resolved
+        /// by the real kernel on disk, stays inside the tree.
+        #[test]
+        fn accepted_links_stay_inside_on_a_real_disk(
+            links in proptest::collection::vec(("[abc]{1,2}", "(\\.\\.|[abc]{1,2}|\\.)(/(\\.\\.|[abc]{1,2})){0,4}"), 1..6),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path().join("root");
+            std::fs::create_dir_all(root.join("d")).expect("mkdir");
+            let mut entries: Vec<(String, String)> = Vec::new();
+            for (name, target) in &links {
+                let name = format!("d/{name}");
+                if entries.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                std::os::unix::fs::symlink(target, root.join(&name)).expect("symlink");
+                entries.push((name, target.clone()));
+            }
+            let lookup = |path: &str| -> Node<'_> {
+                if path == "d" {
+                    return Node::Dir;
+                }
+                entries.iter().find(|(n, _)| n == path).map_or(Node::Absent, |(_, t)| Node::Symlink(t.as_str()))
+            };
+            let canonical_root = root.canonicalize().expect("root");
+            for (name, target) in &entries {
+                let link = RelPath::parse(name).expect("name");
+                if resolve_link(&link, target, lookup).is_ok() {
+                    // Where the kernel lands: the deepest existing ancestor must be inside.
+                    let mut probe = root.join(name);
+                    let landed = loop {
+                        match probe.canonicalize() {
+                            Ok(p) => break Some(p),
+                            Err(_) => match probe.parent() {
+                                Some(parent) if parent.starts_with(&root) => probe = parent.to_path_buf(),
+                                _ => break None,
+                            },
+                        }
+                    };
+                    if let Some(landed) = landed {
+                        prop_assert!(landed.starts_with(&canonical_root), "{name} -> {target} reached {landed:?}");
+                    }
+                }
+            }
+        }
+
         #[test]
         fn parsed_paths_never_escape(raw in "[a-z./]{0,24}") {
             if let Ok(p) = RelPath::parse(&raw) {

@@ -49,17 +49,17 @@ pub struct Published {
 }
 
 impl Volume {
-    /// Opens the volume, creating the state directory and removing what an interrupted sync left.
+    /// Opens the volume, creating the state directory. What an interrupted sync left is removed
+    /// when the next one starts ([`Volume::stage`]), not here: a syncer that opens the volume may
+    /// not hold its Lease yet, and the holder's sync in progress is not a leftover.
     pub fn open(root: &Path) -> io::Result<Self> {
         let state = root.join(STATE_DIR);
         std::fs::create_dir_all(state.join(REVISIONS))?;
-        let volume = Self { root: root.to_path_buf(), state };
-        volume.remove_leftovers()?;
-        Ok(volume)
+        Ok(Self { root: root.to_path_buf(), state })
     }
 
-    /// Removes staging directories and downloads of syncs that did not finish (one sync runs at a
-    /// time, so any found here are abandoned).
+    /// Removes staging directories, downloads and switch links of syncs that did not finish
+    /// (only the Lease holder syncs, one sync at a time, so any found here are abandoned).
     fn remove_leftovers(&self) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.state)? {
             let entry = entry?;
@@ -72,10 +72,16 @@ impl Volume {
                 }
             }
         }
-        match std::fs::remove_file(self.state.join("current.tmp")) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for entry in std::fs::read_dir(&self.state)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with("current.tmp") {
+                match std::fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
         }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -124,12 +130,40 @@ impl Volume {
         Ok(max + 1)
     }
 
-    /// Starts a new revision, incremental on `previous`.
+    /// Starts a new revision, incremental on `previous`, limited to the volume's free space.
     pub fn stage(&self, previous: Option<Previous>, capacity: Option<u64>) -> io::Result<Stage> {
         self.remove_leftovers()?;
+        let free = self.free_bytes()?;
         let dir = self.state.join(format!("staging-{}", self.next_seq()?));
         std::fs::create_dir(&dir)?;
-        Ok(Stage::new(dir, previous, capacity))
+        Ok(Stage::new(dir, previous, capacity).with_free_space(free))
+    }
+
+    /// Bytes the volume still accepts. On the managed NFS server this is its capacity less what
+    /// it counts (FSSTAT), so the syncer's budget is the server's own.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let vfs = rustix::fs::statvfs(&self.root)?;
+        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+    }
+
+    /// Removes published revisions other than the current one (kept only so that reads in
+    /// progress at the last switch finish); returns whether there was one.
+    pub fn free_previous(&self) -> io::Result<bool> {
+        let Some((current, _)) = self.current()? else {
+            return Ok(false);
+        };
+        let revisions = self.state.join(REVISIONS);
+        let mut freed = false;
+        for entry in std::fs::read_dir(&revisions)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir() && name != current {
+                remove_all(&entry.path())?;
+                let _ = std::fs::remove_file(revisions.join(format!("{name}.json")));
+                freed = true;
+            }
+        }
+        Ok(freed)
     }
 
     /// Throws a stage away; the published tree is untouched. (A blocking thread of an abandoned
@@ -151,19 +185,23 @@ impl Volume {
         let id = format!("{seq}-{}", short(&staged.manifest.revision));
         let revisions = self.state.join(REVISIONS);
         let manifest_bytes = serde_json::to_vec(&staged.manifest).map_err(io::Error::other)?;
-        std::fs::write(revisions.join(format!("{id}.json")), manifest_bytes)?;
+        write_durably(&revisions.join(format!("{id}.json")), &manifest_bytes)?;
         std::fs::rename(&staged.dir, revisions.join(&id))?;
+        sync_dir(&revisions)?;
 
         let new_names: std::collections::BTreeSet<String> =
             staged.manifest.entries.keys().filter(|p| p.parent().is_none()).map(|p| p.top().to_string()).collect();
         for name in &new_names {
             self.link_top_level(name, &seq)?;
         }
-        // The switch: one rename.
-        let tmp = self.state.join("current.tmp");
+        sync_dir(&self.root)?;
+        // The switch: one rename. The link's name is this sync's own, so a second syncer that
+        // overlapped (a replacement pod during a partition) never renames a link of another's.
+        let tmp = self.state.join(format!("current.tmp-{seq}"));
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(Path::new(REVISIONS).join(&id), &tmp)?;
         std::fs::rename(&tmp, self.state.join(CURRENT))?;
+        sync_dir(&self.state)?;
         for name in self.our_top_level_links()? {
             if !new_names.contains(&name) {
                 std::fs::remove_file(self.root.join(&name))?;
@@ -239,6 +277,20 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+/// Writes a file and makes it durable, reporting the errors of the write, the sync and the close.
+fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    crate::tree::close_checked(file)
+}
+
+/// Makes a directory's entries durable (on an NFS mount the server has already: it is cheap).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// A revision shortened for a directory name: alphanumerics only, at most 12.

@@ -86,6 +86,62 @@ pub struct SyncOutcome {
     pub published: bool,
 }
 
+/// Whether this syncer may publish: it holds the volume's Lease and renewed it less than
+/// `deadline` ago. The deadline is shorter than the Lease's duration, so a syncer cut off from the
+/// API stops publishing before another can take the Lease over (see [`sv_operator::lease`]).
+#[derive(Clone, Debug)]
+pub struct PublishFence {
+    renewals: watch::Receiver<Option<tokio::time::Instant>>,
+    deadline: Duration,
+}
+
+impl PublishFence {
+    pub fn new(renewals: watch::Receiver<Option<tokio::time::Instant>>, deadline: Duration) -> Self {
+        Self { renewals, deadline }
+    }
+
+    pub fn holds(&self) -> bool {
+        self.renewals.borrow().is_some_and(|at| at.elapsed() < self.deadline)
+    }
+}
+
+/// How long a syncer's Lease lasts without renewal, and how soon a holder stops publishing when
+/// it cannot renew: the gap covers one publication and the clocks' drift.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const LEASE_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// The syncer pod's identity for its volume's Lease, from its environment (`SV_LEASE_NAME`,
+/// `SV_POD_NAME`, `SV_POD_NAMESPACE`, which the operator sets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseIdentity {
+    pub lease_name: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+}
+
+/// Runs the election for the volume's Lease until `shutdown` (then releases it, so a replacement
+/// takes over at once), and returns the fence that says whether this pod may publish.
+pub fn elect(
+    client: Client,
+    identity: &LeaseIdentity,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> PublishFence {
+    let config = sv_operator::lease::LeaderConfig {
+        namespace: identity.pod_namespace.clone(),
+        lease_name: identity.lease_name.clone(),
+        identity: identity.pod_name.clone(),
+        lease_duration: LEASE_DURATION,
+        retry_period: LEASE_RETRY,
+    };
+    let elector = sv_operator::lease::LeaderElector::new(client, config, clock);
+    let fence = PublishFence::new(elector.renewals(), LEASE_RENEW_DEADLINE);
+    let (leading, _) = watch::channel(false);
+    tokio::spawn(elector.run(leading, shutdown.cancelled_owned()));
+    fence
+}
+
 pub struct Syncer {
     config: SyncerConfig,
     factory: Arc<dyn SourceFactory>,
@@ -93,6 +149,7 @@ pub struct Syncer {
     metrics: SyncMetrics,
     health: Health,
     status: Option<StatusWriter>,
+    fence: Option<PublishFence>,
 }
 
 impl Syncer {
@@ -104,7 +161,17 @@ impl Syncer {
         health: Health,
         status: Option<StatusWriter>,
     ) -> Self {
-        Self { config, factory, clock, metrics, health, status }
+        Self { config, factory, clock, metrics, health, status, fence: None }
+    }
+
+    /// Syncs and publishes only while `fence` holds (several syncer pods of one volume).
+    pub fn with_fence(mut self, fence: PublishFence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    fn fenced(&self) -> bool {
+        self.fence.as_ref().is_some_and(|f| !f.holds())
     }
 
     /// A syncer outside Kubernetes (`sv-syncer once`, tests): real network sources, the system
@@ -124,7 +191,21 @@ impl Syncer {
     /// timeout the stage is thrown away and the published tree is untouched. Errors are redacted.
     pub async fn sync_once(&self, view: &VolumeView, volume: &Volume) -> Result<SyncOutcome, (SyncError, Redactor)> {
         let mut redactor = Redactor::default();
-        let result = self.sync_inner(view, volume, &mut redactor).await;
+        let mut result = self.sync_inner(view, volume, &mut redactor).await;
+        // The revision before the published one is kept only so that reads in progress at the
+        // last switch finish; when the new revision does not fit beside both, it goes first.
+        if matches!(result, Err(SyncError::VolumeFull { .. })) {
+            match volume.free_previous() {
+                Ok(true) => {
+                    tracing::info!(
+                        "the volume is full: removed the revision before the published one and trying again"
+                    );
+                    result = self.sync_inner(view, volume, &mut redactor).await;
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "could not remove the previous revision"),
+            }
+        }
         result.map_err(|e| (e, redactor))
     }
 
@@ -192,7 +273,18 @@ impl Syncer {
                 })
             }
             Fetched::Tree { revision, meta } => {
-                let staged = stage.finish(&revision, &source.identity(), meta);
+                let staged = match stage.finish(&revision, &source.identity(), meta) {
+                    Ok(staged) => staged,
+                    Err(e) => {
+                        discard(volume, &stage_dir);
+                        return Err(e);
+                    }
+                };
+                // Checked last, just before the switch: the sync may have outlasted the Lease.
+                if self.fenced() {
+                    discard(volume, &stage_dir);
+                    return Err(SyncError::Fenced);
+                }
                 let transferred = staged.transferred;
                 let published = volume.publish(staged)?;
                 Ok(SyncOutcome {
@@ -250,6 +342,18 @@ impl Syncer {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep_until(at) => {}
+                        changed = views.changed() => if changed.is_err() { break },
+                    }
+                    continue;
+                }
+                Due::Now(_) if self.fenced() => {
+                    tracing::info!("waiting for the volume's syncer Lease (another syncer pod may hold it)");
+                    let Some(mut renewals) = self.fence.as_ref().map(|f| f.renewals.clone()) else { continue };
+                    renewals.borrow_and_update();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        // The election ends only with the process: without it nothing can publish.
+                        changed = renewals.changed() => if changed.is_err() { break },
                         changed = views.changed() => if changed.is_err() { break },
                     }
                     continue;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
-use crate::paths::{RelPath, check_link_target};
+use crate::nofollow::open_regular;
+use crate::paths::{Node, RelPath, check_link_target, resolve_link};
 
 /// One object of a tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,10 @@ pub struct Stage {
     capacity: Option<u64>,
     /// Bytes written (not linked from the previous revision).
     transferred: u64,
+    /// Free space on the volume when the stage began (what the NFS server will still accept),
+    /// and the bytes this stage has written since (new files and copies; links cost nothing).
+    free: Option<u64>,
+    new_bytes: u64,
 }
 
 /// A finished revision, ready to publish.
@@ -83,7 +88,29 @@ pub struct StagedTree {
 
 impl Stage {
     pub fn new(dir: PathBuf, previous: Option<Previous>, capacity: Option<u64>) -> Self {
-        Self { dir, previous, entries: BTreeMap::new(), bytes: 0, capacity, transferred: 0 }
+        Self { dir, previous, entries: BTreeMap::new(), bytes: 0, capacity, transferred: 0, free: None, new_bytes: 0 }
+    }
+
+    /// Limits what the stage may write to `free` bytes.
+    pub fn with_free_space(mut self, free: u64) -> Self {
+        self.free = Some(free);
+        self
+    }
+
+    /// Counts a download spooled into the volume for this stage against its free space.
+    pub fn count_spooled(&mut self, bytes: u64) {
+        self.new_bytes = self.new_bytes.saturating_add(bytes);
+    }
+
+    /// Fails when writing `more` new bytes (beyond those already written) would not fit in the
+    /// volume's free space. Downloads spooled into the volume are checked here too.
+    pub fn check_space(&self, more: u64) -> Result<(), SyncError> {
+        match self.free {
+            Some(free) if self.new_bytes.saturating_add(more) > free => {
+                Err(SyncError::VolumeFull { needed: self.new_bytes.saturating_add(more), free })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -99,12 +126,28 @@ impl Stage {
         self.previous.as_ref().and_then(|p| p.manifest.entries.get(path))
     }
 
-    /// The previous revision's file at `path`: its location, size and mode.
-    pub fn previous_file(&self, path: &RelPath) -> Option<(PathBuf, u64, bool)> {
+    /// The previous revision's file at `path`, opened without following links: the file, its
+    /// recorded size and mode. `None` when the previous revision has no such file, or what is on
+    /// disk there is not a regular file of the recorded size any more.
+    pub fn previous_file(&self, path: &RelPath) -> Option<(File, u64, bool)> {
         let previous = self.previous.as_ref()?;
-        match previous.manifest.entries.get(path)? {
-            Entry::File { size, executable, .. } => Some((path.under(&previous.dir), *size, *executable)),
-            _ => None,
+        let Entry::File { size, executable, .. } = previous.manifest.entries.get(path)? else {
+            return None;
+        };
+        let file = open_regular(&previous.dir, path).ok()?;
+        (file.metadata().ok()?.len() == *size).then_some((file, *size, *executable))
+    }
+
+    /// What this stage already holds at `path`.
+    pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// A file this stage already holds, opened without following links.
+    pub fn open_staged(&self, path: &RelPath) -> Result<File, SyncError> {
+        match self.entries.get(path) {
+            Some(Entry::File { .. }) => Ok(open_regular(&self.dir, path)?),
+            _ => Err(SyncError::content(format!("{path} is not a file of this tree"))),
         }
     }
 
@@ -180,13 +223,40 @@ impl Stage {
         self.claim(path)?;
         let source = path.under(&previous_dir);
         let target = path.under(&self.dir);
-        if std::fs::hard_link(&source, &target).is_err() {
-            // Some file systems (and some NFS servers) refuse hard links: copy instead.
-            match std::fs::copy(&source, &target) {
-                Ok(_) => {}
-                // The previous file is gone or damaged: fetch it again.
-                Err(_) => return Ok(false),
+        // linkat(2) does not follow a symlink at `source`, so what is linked is whatever inode is
+        // there; checking the new name afterwards cannot race, because the inode it names cannot
+        // change its type or leave.
+        let linked = std::fs::hard_link(&source, &target).is_ok()
+            && match std::fs::symlink_metadata(&target) {
+                Ok(meta) if meta.file_type().is_file() && meta.len() == size => true,
+                _ => {
+                    std::fs::remove_file(&target)?;
+                    return Ok(false);
+                }
+            };
+        if !linked {
+            // Some file systems (and some NFS servers) refuse hard links: copy instead, reading
+            // the previous file without following links.
+            let Ok(mut from) = open_regular(&previous_dir, path) else {
+                return Ok(false);
+            };
+            let mut to = self.create_file(path, executable)?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut from, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                to.write(&buf[..n])?;
             }
+            if to.written != size {
+                // The previous file is damaged: fetch it again.
+                drop(to);
+                std::fs::remove_file(&target)?;
+                return Ok(false);
+            }
+            to.commit_reused(&old)?;
+            return Ok(true);
         }
         self.bytes += size;
         self.entries.insert(path.clone(), Entry::File { size, executable, version: old });
@@ -223,9 +293,22 @@ impl Stage {
         Ok(())
     }
 
-    /// Finishes the tree.
-    pub fn finish(self, revision: &str, source: &str, meta: BTreeMap<String, String>) -> StagedTree {
-        StagedTree {
+    /// Finishes the tree: refuses it if any of its symlinks, followed through the tree's other
+    /// links, leaves it; then makes everything written durable, so that a write that failed late
+    /// (on NFS, often only at COMMIT) fails the sync instead of publishing a short file.
+    pub fn finish(self, revision: &str, source: &str, meta: BTreeMap<String, String>) -> Result<StagedTree, SyncError> {
+        check_links(&self.entries)?;
+        let dir = File::open(&self.dir)?;
+        // One syncfs for the whole revision instead of an fsync per file: it writes back and
+        // commits every dirty page of the file system and reports any write error seen on it
+        // since `dir` was opened, or earlier that nobody has reported yet (Linux 5.8+).
+        rustix::fs::syncfs(&dir).map_err(|e| {
+            SyncError::Io(std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!("writing the new revision to the volume failed ({e}); nothing was published"),
+            ))
+        })?;
+        Ok(StagedTree {
             dir: self.dir,
             manifest: Manifest {
                 revision: revision.to_string(),
@@ -234,8 +317,34 @@ impl Stage {
                 meta,
             },
             transferred: self.transferred,
+        })
+    }
+}
+
+/// Resolves every symlink of a finished tree through the tree's own links.
+fn check_links(entries: &BTreeMap<RelPath, Entry>) -> Result<(), SyncError> {
+    let lookup = |path: &str| match RelPath::parse(path).ok().and_then(|p| entries.get(&p)) {
+        Some(Entry::Dir) => Node::Dir,
+        Some(Entry::File { .. }) => Node::File,
+        Some(Entry::Symlink { target }) => Node::Symlink(target.as_str()),
+        None => Node::Absent,
+    };
+    for (path, entry) in entries {
+        if let Entry::Symlink { target } = entry {
+            resolve_link(path, target, lookup)?;
         }
     }
+    Ok(())
+}
+
+/// Closes a file and reports the error a plain drop would swallow: on NFS a write that failed
+/// on the server often surfaces only here.
+pub(crate) fn close_checked(file: File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just taken out of the `File` that owned it, so it is open and nothing else
+    // will close it.
+    if unsafe { libc::close(fd) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// A file being written into the stage; counts against the capacity as it grows.
@@ -250,6 +359,7 @@ pub struct StagedFile<'a> {
 impl StagedFile<'_> {
     pub fn write(&mut self, data: &[u8]) -> Result<(), SyncError> {
         self.stage.check_capacity(self.written + data.len() as u64)?;
+        self.stage.check_space(self.written + data.len() as u64)?;
         self.file.write_all(data)?;
         self.written += data.len() as u64;
         Ok(())
@@ -257,15 +367,87 @@ impl StagedFile<'_> {
 
     /// Records the file with the source's `version` of it.
     pub fn commit(self, version: &str) -> Result<(), SyncError> {
+        self.commit_counted(version, true)
+    }
+
+    /// Records a file copied from the previous revision (not transferred from the source).
+    fn commit_reused(self, version: &str) -> Result<(), SyncError> {
+        self.commit_counted(version, false)
+    }
+
+    fn commit_counted(self, version: &str, transferred: bool) -> Result<(), SyncError> {
         let mode = if self.executable { 0o755 } else { 0o644 };
         self.file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        drop(self.file);
+        // The manifest records the size, and later syncs link this file forward on its word: it
+        // must be the file on disk.
+        let on_disk = self.file.metadata()?.len();
+        if on_disk != self.written {
+            return Err(SyncError::Io(std::io::Error::other(format!(
+                "{}: wrote {} bytes but the volume holds {on_disk}",
+                self.path, self.written
+            ))));
+        }
+        close_checked(self.file)
+            .map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{}: closing failed: {e}", self.path))))?;
         self.stage.bytes += self.written;
-        self.stage.transferred += self.written;
+        self.stage.new_bytes += self.written;
+        if transferred {
+            self.stage.transferred += self.written;
+        }
         self.stage.entries.insert(
             self.path,
             Entry::File { size: self.written, executable: self.executable, version: version.to_string() },
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A previous revision holding `f` (4 bytes, version v1), whose file on disk a consumer of a
+    /// writable volume replaced with a link to a file of the syncer's own machine.
+    fn swapped_previous() -> (tempfile::TempDir, tempfile::TempDir, Previous) {
+        let volume = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("token"), "SECR").expect("write");
+        let previous = volume.path().join("rev1");
+        std::fs::create_dir(&previous).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path().join("token"), previous.join("f")).expect("symlink");
+        let path = RelPath::parse("f").expect("path");
+        let manifest = Manifest {
+            entries: BTreeMap::from([(path, Entry::File { size: 4, executable: false, version: "v1".into() })]),
+            ..Manifest::default()
+        };
+        (volume, outside, Previous { dir: previous, manifest })
+    }
+
+    #[test]
+    fn a_previous_file_swapped_for_a_link_is_neither_read_nor_linked() {
+        let (volume, _outside, previous) = swapped_previous();
+        let stage_dir = volume.path().join("staging");
+        std::fs::create_dir(&stage_dir).expect("mkdir");
+        let mut stage = Stage::new(stage_dir.clone(), Some(previous), None);
+        let f = RelPath::parse("f").expect("path");
+        assert!(stage.previous_file(&f).is_none(), "the link is not opened as the previous file");
+        assert!(!stage.reuse(&f, "v1").expect("reuse"), "the link is not reused: the file is fetched again");
+        assert!(std::fs::symlink_metadata(stage_dir.join("f")).is_err(), "nothing was left in the stage");
+        stage.write_file(&f, b"real", false, "v1").expect("fetched again");
+        let staged = stage.finish("r2", "s", BTreeMap::new()).expect("finish");
+        assert_eq!(std::fs::read_to_string(staged.dir.join("f")).expect("read"), "real");
+    }
+
+    #[test]
+    fn a_finished_tree_with_a_chained_escape_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut stage = Stage::new(dir.path().to_path_buf(), None, None);
+        let p = |s: &str| RelPath::parse(s).expect("path");
+        stage.mkdir(&p("a/b/c")).expect("mkdir");
+        // Created before the link it goes through: only the whole tree shows the escape.
+        stage.symlink(&p("a/b/c/esc"), "up/../../../..").expect("the text alone stays inside");
+        stage.symlink(&p("a/b/c/up"), "../../..").expect("inside");
+        let error = stage.finish("r", "s", BTreeMap::new()).expect_err("refused");
+        assert!(error.to_string().contains("a/b/c/esc"), "{error}");
     }
 }

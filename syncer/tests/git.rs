@@ -153,6 +153,28 @@ async fn submodules_and_symlinks_out_of_the_tree_are_refused() {
     assert_eq!(tree(data.path()), before);
 
     std::fs::remove_file(repo.work.join("escape")).expect("remove");
+    // A chain: each link stays inside by its text, but `esc` followed through `up` is `/`, and
+    // the deep chain's last step climbs out of the root that its first link names.
+    std::fs::create_dir_all(repo.work.join("a1/b/c")).expect("mkdir");
+    std::os::unix::fs::symlink("../../..", repo.work.join("a1/b/c/up")).expect("symlink");
+    std::os::unix::fs::symlink("up/../../../..", repo.work.join("a1/b/c/esc")).expect("symlink");
+    repo.commit("chain", "main");
+    let error = sync(&syncer, &volume, &v).await.expect_err("chained symlink");
+    assert!(error.contains("symlink \"a1/b/c/esc\" points to \"up/../../../..\", outside the synced tree"), "{error}");
+    assert_eq!(tree(data.path()), before);
+    std::fs::remove_file(repo.work.join("a1/b/c/esc")).expect("remove");
+    std::fs::create_dir_all(repo.work.join("deep")).expect("mkdir");
+    for i in 0..25 {
+        let next = if i == 24 { "deep/..".to_string() } else { format!("l{}", i + 1) };
+        std::os::unix::fs::symlink(next, repo.work.join(format!("l{i}"))).expect("symlink");
+    }
+    std::os::unix::fs::symlink("../l0/..", repo.work.join("deep/out")).expect("symlink");
+    repo.commit("deep chain", "main");
+    let error = sync(&syncer, &volume, &v).await.expect_err("deep chain");
+    assert!(error.contains("symlink \"deep/out\""), "{error}");
+    assert_eq!(tree(data.path()), before);
+    std::fs::remove_file(repo.work.join("deep/out")).expect("remove");
+
     git(&repo.work, &["add", "-A"]);
     // A gitlink entry, as `git submodule add` records it.
     let other = Repo::new(repos.path(), "other");

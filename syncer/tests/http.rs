@@ -31,21 +31,59 @@ fn tar_gz(entries: &[(&str, &str)]) -> Vec<u8> {
 /// A tar whose one entry's raw name (and link target) bypass the tar crate's own checks, as a
 /// hostile archive would.
 fn raw_tar(name: &str, kind: tar::EntryType, link: Option<&str>, content: &[u8]) -> Vec<u8> {
-    let mut header = tar::Header::new_old();
-    let old = header.as_old_mut();
-    old.name[..name.len()].copy_from_slice(name.as_bytes());
-    if let Some(link) = link {
-        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    raw_tar_entries(&[(name, kind, link, content)])
+}
+
+/// A tar of several such entries, in order.
+fn raw_tar_entries(entries: &[(&str, tar::EntryType, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, kind, link, content) in entries {
+        let mut header = tar::Header::new_old();
+        let old = header.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(link) = link {
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_entry_type(*kind);
+        header.set_size(content.len() as u64);
+        header.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(content);
+        out.resize(out.len().div_ceil(512) * 512, 0);
     }
-    header.set_entry_type(kind);
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    let mut out = header.as_bytes().to_vec();
-    out.extend_from_slice(content);
-    out.resize(out.len().div_ceil(512) * 512, 0);
     out.extend_from_slice(&[0u8; 1024]);
     out
+}
+
+/// The chain a review found: each link alone stays inside the tree by its text, but `esc`
+/// followed through `up` is `/`. `then` is appended (a hard link through the chain, say).
+fn chained_escape(then: &[(&'static str, tar::EntryType, Option<&'static str>, &'static [u8])]) -> Vec<u8> {
+    use tar::EntryType::{Directory, Symlink};
+    let mut entries: Vec<(&str, tar::EntryType, Option<&str>, &[u8])> = vec![
+        ("a/", Directory, None, b""),
+        ("a/b/", Directory, None, b""),
+        ("a/b/c/", Directory, None, b""),
+        ("a/b/c/up", Symlink, Some("../../.."), b""),
+        ("a/b/c/esc", Symlink, Some("up/../../../.."), b""),
+    ];
+    entries.extend_from_slice(then);
+    raw_tar_entries(&entries)
+}
+
+/// A chain 30 links deep whose last link climbs out: `l0 -> l1 -> ... -> l29 -> d/..`, then
+/// `d/out -> ../l0/..` (l0 is the root, so its parent is outside).
+fn deep_chain() -> Vec<u8> {
+    use tar::EntryType::{Directory, Symlink};
+    let names: Vec<String> = (0..30).map(|i| format!("l{i}")).collect();
+    let targets: Vec<String> =
+        (0..30).map(|i| if i == 29 { "d/..".to_string() } else { format!("l{}", i + 1) }).collect();
+    let mut entries: Vec<(&str, tar::EntryType, Option<&str>, &[u8])> = vec![("d/", Directory, None, b"")];
+    for i in 0..30 {
+        entries.push((names[i].as_str(), Symlink, Some(targets[i].as_str()), b""));
+    }
+    entries.push(("d/out", Symlink, Some("../l0/.."), b""));
+    raw_tar_entries(&entries)
 }
 
 fn zip_with(build: impl FnOnce(&mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>)) -> Vec<u8> {
@@ -152,6 +190,25 @@ async fn hostile_archives_are_refused_and_the_published_tree_stays() {
             "..",
         ),
         ("link-out.zip", zip_with(|w| w.add_symlink("up", "../../..", zip_options()).expect("symlink")), "outside"),
+        ("chained-links.tar", chained_escape(&[]), "outside"),
+        // A hard link through the chain to a file of the syncer's own machine: never opened.
+        (
+            "hardlink-through-chain.tar",
+            chained_escape(&[("leak", tar::EntryType::Link, Some("a/b/c/esc/etc/hostname"), b"")]),
+            "not an earlier entry",
+        ),
+        // A hard link to a link of the chain is that link again, and refused as it is.
+        ("hardlink-to-link.tar", chained_escape(&[("again", tar::EntryType::Link, Some("a/b/c/esc"), b"")]), "outside"),
+        ("deep-chain.tar", deep_chain(), "outside"),
+        (
+            "chained-links.zip",
+            zip_with(|w| {
+                w.add_directory("a/b/c/", zip_options()).expect("dir");
+                w.add_symlink("a/b/c/up", "../../..", zip_options()).expect("symlink");
+                w.add_symlink("a/b/c/esc", "up/../../../..", zip_options()).expect("symlink");
+            }),
+            "outside",
+        ),
         ("garbage.tar.gz", b"this is not gzip at all, just text".to_vec(), "archive"),
         ("garbage.zip", vec![0x50, 0x4b, 0x03, 0x04, 1, 2, 3], "archive"),
     ];

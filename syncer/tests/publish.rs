@@ -25,7 +25,7 @@ fn publish(volume: &Volume, revision: &str, files: &[(&str, String)]) -> sv_sync
             stage.write_file(&path, content.as_bytes(), false, content).expect("write");
         }
     }
-    volume.publish(stage.finish(revision, "test-source", BTreeMap::new())).expect("publish")
+    volume.publish(stage.finish(revision, "test-source", BTreeMap::new()).expect("finish")).expect("publish")
 }
 
 #[test]
@@ -90,12 +90,17 @@ fn a_discarded_stage_leaves_the_published_tree_alone() {
     volume.discard(&stage_dir).expect("discard");
     assert!(!stage_dir.exists());
     assert_eq!(std::fs::read_to_string(dir.path().join("f")).expect("read"), "one");
-    // A stage left by a crash is cleaned up on the next start.
-    let crashed = volume.stage(None, None).expect("stage");
-    let crashed_dir = crashed.dir().to_path_buf();
+    // A stage left by a crash is cleaned up when the next sync starts, not when a syncer opens
+    // the volume (it may not hold the volume's Lease yet, and the holder may be mid-sync).
+    let mut crashed = volume.stage(None, None).expect("stage");
+    crashed.write_file(&p("half-written"), b"x", false, "x").expect("write");
+    let leftover = crashed.dir().join("half-written");
     drop(crashed);
-    Volume::open(dir.path()).expect("reopen");
-    assert!(!crashed_dir.exists());
+    let reopened = Volume::open(dir.path()).expect("reopen");
+    assert!(leftover.exists(), "opening removes nothing");
+    let next = reopened.stage(None, None).expect("the next sync");
+    assert!(!leftover.exists(), "the next sync starts from an empty stage");
+    assert!(next.dir().exists());
 }
 
 #[test]

@@ -18,7 +18,7 @@ use sv_syncer::credentials::Credentials;
 use sv_syncer::error::SyncError;
 use sv_syncer::paths::RelPath;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{Syncer, SyncerConfig, VolumeView};
+use sv_syncer::run::{LEASE_RENEW_DEADLINE, PublishFence, Syncer, SyncerConfig, VolumeView};
 use sv_syncer::source::{BoxFuture, Fetched, Source, SourceFactory, SourceOptions};
 use sv_syncer::tree::Stage;
 use tokio::sync::{mpsc, watch};
@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 enum Step {
     Publish(&'static str),
+    /// Publish, after this many simulated seconds.
+    SlowPublish(&'static str, u64),
     Fail,
     Stall,
 }
@@ -84,7 +86,10 @@ impl Source for ScriptedSource {
                 self.fetches.send(Fetch { at: self.t0.elapsed(), identity: self.identity.clone(), previous, visible });
             let step = self.steps.lock().expect("lock").pop_front().unwrap_or(Step::Fail);
             match step {
-                Step::Publish(revision) => {
+                Step::Publish(revision) | Step::SlowPublish(revision, _) => {
+                    if let Step::SlowPublish(_, seconds) = step {
+                        tokio::time::sleep(Duration::from_secs(seconds)).await;
+                    }
                     let path = RelPath::parse("data.txt").expect("path");
                     stage.write_file(&path, revision.as_bytes(), false, revision)?;
                     Ok(Fetched::Tree { revision: revision.to_string(), meta: Default::default() })
@@ -144,6 +149,10 @@ struct Harness {
 
 impl Harness {
     fn start(steps: &[Step], first: VolumeView) -> Self {
+        Self::start_fenced(steps, first, None)
+    }
+
+    fn start_fenced(steps: &[Step], first: VolumeView, fence: Option<PublishFence>) -> Self {
         let t0 = Instant::now();
         let (tx, fetches) = mpsc::unbounded_channel();
         let factory = Scripted { t0, steps: Arc::new(Mutex::new(steps.iter().cloned().collect())), fetches: tx };
@@ -161,7 +170,7 @@ impl Harness {
             extra_ca_pem: None,
         };
         let writer = StatusWriter::new(client, VolumeKind::SharedVolume, "vol", Some("team"));
-        let syncer = Syncer::new(
+        let mut syncer = Syncer::new(
             config,
             Arc::new(factory),
             Arc::new(TokioClock::starting_at(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
@@ -169,6 +178,9 @@ impl Harness {
             health.clone(),
             Some(writer),
         );
+        if let Some(fence) = fence {
+            syncer = syncer.with_fence(fence);
+        }
         let (views, rx) = watch::channel(Some(first));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(syncer.run(rx, shutdown.clone()));
@@ -326,4 +338,51 @@ async fn triggers_and_source_changes_start_a_sync_at_once() {
     assert!(h.fetches.try_recv().is_err(), "no sync without a source");
     assert!(!h.task.is_finished(), "still running");
     h.stop().await;
+}
+
+/// Two syncer pods of one volume: only the Lease holder syncs, and one that cannot renew in time
+/// (cut off from the API mid-sync) throws its finished tree away instead of publishing it.
+#[tokio::test(start_paused = true)]
+async fn only_the_lease_holder_publishes_and_a_late_holder_publishes_nothing() {
+    let (renewals, rx) = watch::channel(None);
+    let fence = PublishFence::new(rx, LEASE_RENEW_DEADLINE);
+    let steps = [Step::Publish("r1"), Step::SlowPublish("r2", 30)];
+    let mut h = Harness::start_fenced(&steps, view("http://h/a", "60s", "50s", None), Some(fence));
+    // Without the Lease nothing is fetched, for as long as it is held elsewhere.
+    assert!(tokio::time::timeout(secs(120), h.fetches.recv()).await.is_err(), "no sync without the Lease");
+    assert_eq!(h.published(), "");
+
+    // Acquired, and renewed every two seconds while the first sync runs.
+    renewals.send_replace(Some(Instant::now()));
+    let keep_renewing = {
+        let renewals = renewals.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(secs(2)).await;
+                renewals.send_replace(Some(Instant::now()));
+            }
+        })
+    };
+    h.next_fetch().await;
+    h.run_for(secs(1)).await;
+    assert_eq!(h.published(), "r1", "the holder publishes");
+
+    // The next sync takes 30 s; the renewals stop (a partition) as it starts.
+    let second = h.next_fetch().await;
+    keep_renewing.abort();
+    h.run_for(secs(31)).await;
+    assert_eq!(second.previous.as_deref(), Some("r1"));
+    assert_eq!(h.published(), "r1", "a tree finished after the renew deadline is not published");
+    let failed = h.statuses().into_iter().rev().find(|s| s["lastResult"] == "Failed").expect("a failed sync");
+    assert!(failed["lastError"].as_str().unwrap_or_default().contains("Lease"), "{failed}");
+    let leftovers: Vec<_> = std::fs::read_dir(h.data.path().join(".sharedvolume"))
+        .expect("state")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("staging") || n.starts_with("current.tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "the fenced stage was thrown away: {leftovers:?}");
+    drop(renewals);
+    h.shutdown.cancel();
+    let _ = tokio::time::timeout(secs(60), h.task).await;
 }

@@ -165,6 +165,23 @@ async fn symlinks_out_of_the_tree_and_unreachable_hosts_are_refused() {
         assert!(error.contains("outside the synced tree"), "{target}: {error}");
         assert_eq!(tree(data.path()), before);
     }
+    let _ = std::fs::remove_file(remote.path().join("evil"));
+    // A chain whose links each stay inside by their text, and a deep one.
+    std::fs::create_dir_all(remote.path().join("a/b/c")).expect("mkdir");
+    std::os::unix::fs::symlink("../../..", remote.path().join("a/b/c/up")).expect("symlink");
+    std::os::unix::fs::symlink("up/../../../..", remote.path().join("a/b/c/esc")).expect("symlink");
+    let error = sync(&syncer, &volume, &v).await.expect_err("chain");
+    assert!(error.contains("symlink \"a/b/c/esc\" points to \"up/../../../..\", outside the synced tree"), "{error}");
+    assert_eq!(tree(data.path()), before);
+    std::fs::remove_file(remote.path().join("a/b/c/esc")).expect("remove");
+    for i in 0..25 {
+        let next = if i == 24 { "a/..".to_string() } else { format!("l{}", i + 1) };
+        std::os::unix::fs::symlink(next, remote.path().join(format!("l{i}"))).expect("symlink");
+    }
+    std::os::unix::fs::symlink("../l0/..", remote.path().join("a/out")).expect("symlink");
+    let error = sync(&syncer, &volume, &v).await.expect_err("deep chain");
+    assert!(error.contains("symlink \"a/out\""), "{error}");
+    assert_eq!(tree(data.path()), before);
 
     let port = sshd.port;
     drop(sshd);

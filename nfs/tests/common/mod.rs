@@ -50,14 +50,18 @@ impl TestServer {
 
     /// A client authenticating as `uid`/`gid`.
     pub async fn client_as(&self, uid: u32, gid: u32) -> Client {
-        Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+        self.client_mounting("/", uid, gid).await.expect("mount")
+    }
+
+    /// A client that mounts `path`, authenticating as `uid`/`gid`.
+    pub async fn client_mounting(&self, path: &str, uid: u32, gid: u32) -> Result<Client, nfs3_client::ConnectError> {
+        Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", path)
             .mount_port(self.port)
             .nfs3_port(self.port)
             .connect_from_privileged_port(false)
             .credential(unix_cred(uid, gid))
             .mount()
             .await
-            .expect("mount")
     }
 
     pub async fn stop(self) {

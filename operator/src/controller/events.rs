@@ -89,7 +89,7 @@ impl Recorder {
             type_: Some(if event.warning { "Warning" } else { "Normal" }.to_string()),
             reason: Some(event.reason.clone()),
             action: Some("Reconcile".to_string()),
-            note: Some(truncate(&event.note, 1024)),
+            note: Some(truncate(&crate::redact::scrub_userinfo(&event.note), 1024)),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),

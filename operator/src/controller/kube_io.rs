@@ -2,6 +2,7 @@
 //! the status patch, finalizer patches. Their exact shapes are tested against a mocked transport.
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -17,7 +18,7 @@ use crate::plan::{Desired, ObjectKey};
 pub const FIELD_MANAGER: &str = "sharedvolume-operator";
 
 /// Kinds the operator creates, with whether they are namespaced.
-pub const OWNED_KINDS: [&str; 12] = [
+pub const OWNED_KINDS: [&str; 13] = [
     "Secret",
     "ServiceAccount",
     "Role",
@@ -30,6 +31,7 @@ pub const OWNED_KINDS: [&str; 12] = [
     "StatefulSet",
     "NetworkPolicy",
     "ReplicaSet",
+    "Lease",
 ];
 
 /// API resource of a kind the operator creates, and whether it is namespaced.
@@ -47,6 +49,7 @@ pub fn api_resource(kind: &str) -> Option<(ApiResource, bool)> {
         "StatefulSet" => (ApiResource::erase::<StatefulSet>(&()), true),
         "NetworkPolicy" => (ApiResource::erase::<NetworkPolicy>(&()), true),
         "ReplicaSet" => (ApiResource::erase::<ReplicaSet>(&()), true),
+        "Lease" => (ApiResource::erase::<Lease>(&()), true),
         _ => return None,
     })
 }

@@ -3,7 +3,8 @@
 
 pub mod events;
 pub mod kube_io;
-pub mod leader;
+/// Leader election lives in [`crate::lease`], shared with the syncer; the operator's name for it.
+pub use crate::lease as leader;
 pub mod metrics;
 pub mod observe;
 
@@ -52,6 +53,8 @@ pub enum Error {
     LostLeadership,
     #[error("the {0} cache did not sync: {1}")]
     Cache(&'static str, String),
+    #[error("drawing random bytes from the OS failed: {0}")]
+    Random(String),
 }
 
 impl Error {
@@ -71,6 +74,7 @@ impl Error {
             Error::UnknownKind(_) => "unknown_kind".to_string(),
             Error::LostLeadership => "lost_leadership".to_string(),
             Error::Cache(..) => "cache".to_string(),
+            Error::Random(_) => "random".to_string(),
         }
     }
 

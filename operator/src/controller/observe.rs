@@ -12,7 +12,7 @@ use super::Error;
 use super::kube_io::{OWNED_KINDS, api_resource, list_keys};
 use crate::api::{Volume, VolumeKind, labels, pod_requested_volumes};
 use crate::clock::SharedClock;
-use crate::names::ChildNames;
+use crate::names::{ChildNames, NFS_WRITER_TOKEN_KEY, is_valid_writer_token};
 use crate::plan::{ConsumerPod, Lookup, NfsObserved, Observed, Settings};
 use crate::validation::{ServerMode, server_mode};
 
@@ -75,11 +75,19 @@ pub async fn observe<V: Volume>(
                 &names.nfs_data_claim(),
             )
             .await?;
+            let writer = get_opt(Api::<Secret>::namespaced(client.clone(), &resource_ns), &names.nfs_writer()).await?;
+            let writer_token = writer
+                .and_then(|s| s.data)
+                .and_then(|d| d.get(NFS_WRITER_TOKEN_KEY).cloned())
+                .and_then(|b| String::from_utf8(b.0).ok())
+                .filter(|t| is_valid_writer_token(t));
             o.nfs = NfsObserved {
                 statefulset_ready: sts.map(|s| s.status.and_then(|st| st.ready_replicas).unwrap_or(0)),
                 service_exists: svc.is_some(),
                 service_ip: svc.as_ref().and_then(cluster_ip),
                 data_claim_phase: claim.and_then(|c| c.status).and_then(|s| s.phase),
+                new_writer_token: if writer_token.is_none() { Some(new_writer_token()?) } else { None },
+                writer_token,
             };
         }
         ServerMode::ExternalService { name: svc_name, namespace, .. } => {
@@ -182,4 +190,11 @@ pub fn requested_by_pod(pod: &Pod, kind: VolumeKind) -> Vec<(Option<String>, Str
         VolumeKind::ClusterSharedVolume => None,
     };
     pod_requested_volumes(pod.annotations(), kind).into_iter().map(|n| (namespace.clone(), n)).collect()
+}
+
+/// A fresh writer token: 128 bits from the OS, as 32 hex digits.
+pub fn new_writer_token() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

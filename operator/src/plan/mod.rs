@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -60,6 +61,15 @@ pub const PROBE_PORT: i32 = 8080;
 pub const MANAGED_MOUNT_OPTIONS: [&str; 5] = ["nfsvers=3", "proto=tcp", "port=2049", "mountport=2049", "nolock"];
 /// Annotation on a volume overriding the mount options of its PVs (comma separated).
 pub const MOUNT_OPTIONS_ANNOTATION: &str = "sv.sharedvolume.io/mount-options";
+/// How a managed NFS server treats consumers' `AUTH_UNIX` identities: `root` (the default: uid
+/// and gid 0 become the anonymous ids), `all` (everyone does) or `none` (trusted as sent).
+pub const NFS_SQUASH_ANNOTATION: &str = "sv.sharedvolume.io/nfs-squash";
+/// The anonymous uid squashed consumers get (default 65534).
+pub const NFS_ANON_UID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-uid";
+/// The anonymous gid squashed consumers get (default 65534).
+pub const NFS_ANON_GID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-gid";
+/// Where the managed NFS server reads its writer token.
+pub const NFS_WRITER_DIR: &str = "/etc/sv-nfs/writer";
 /// Where the syncer finds credential files.
 pub const CREDENTIALS_DIR: &str = "/var/run/sharedvolume/credentials";
 /// Where the syncer mounts the volume.
@@ -105,6 +115,12 @@ pub struct NfsObserved {
     pub service_exists: bool,
     /// Phase of the data PVC, if it exists.
     pub data_claim_phase: Option<String>,
+    /// The token of the server's writer mount path, from its Secret (when it exists and holds a
+    /// well-formed token).
+    pub writer_token: Option<String>,
+    /// A fresh token to store when there is none yet. The controller draws it from the OS, so the
+    /// plan stays a pure function of what it is given.
+    pub new_writer_token: Option<String>,
 }
 
 /// A pod that asks for the volume through its annotations.
@@ -267,6 +283,7 @@ pub enum Desired {
     StatefulSet(StatefulSet),
     NetworkPolicy(NetworkPolicy),
     ReplicaSet(ReplicaSet),
+    Lease(Lease),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped) and name.
@@ -302,6 +319,7 @@ impl Desired {
             Desired::StatefulSet(o) => ("StatefulSet", o.namespace(), o.name_any()),
             Desired::NetworkPolicy(o) => ("NetworkPolicy", o.namespace(), o.name_any()),
             Desired::ReplicaSet(o) => ("ReplicaSet", o.namespace(), o.name_any()),
+            Desired::Lease(o) => ("Lease", o.namespace(), o.name_any()),
         };
         ObjectKey { kind, namespace: meta_ns, name }
     }
@@ -337,12 +355,13 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         _ => Some(reference.clone()),
     };
     let names = ChildNames::new(&reference);
-    let validation = validation::validate_spec(
+    let mut validation = validation::validate_spec(
         observed.kind,
         observed.namespace.as_deref(),
         &observed.spec,
         observed.namespace_selector.as_ref(),
     );
+    validation.errors.extend(validation::validate_nfs_annotations(&observed.annotations));
     let ctx = PlanContext {
         observed,
         settings,
@@ -373,6 +392,11 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         for ns in storage_namespaces {
             let ns = ns.map(String::as_str);
             match server_address.as_deref() {
+                // The syncer's PV names the writer path, and a PV's path can never change: it
+                // waits until the token is stored.
+                Some(_) if ns.is_none() && ctx.syncer_export_path().is_none() => {
+                    waiting.extend(ctx.storage_keys(ns));
+                }
                 Some(address) => objects.extend(ctx.storage(ns, address)),
                 None => waiting.extend(ctx.storage_keys(ns)),
             }
@@ -527,6 +551,19 @@ impl PlanContext<'_> {
             ServerMode::Managed { .. } => "/".to_string(),
             ServerMode::ExternalUrl { path, .. } | ServerMode::ExternalService { path, .. } => path.clone(),
         }
+    }
+
+    /// The path the syncer mounts: a managed server's writer path, once its token is stored.
+    fn syncer_export_path(&self) -> Option<String> {
+        match &self.mode {
+            ServerMode::Managed { .. } => self.observed.nfs.writer_token.as_deref().map(crate::names::nfs_writer_path),
+            _ => Some(self.export_path()),
+        }
+    }
+
+    /// The writer token the server is given: the stored one, or the one about to be stored.
+    fn writer_token(&self) -> Option<&str> {
+        self.observed.nfs.writer_token.as_deref().or(self.observed.nfs.new_writer_token.as_deref())
     }
 
     fn mount_options(&self) -> Vec<String> {

@@ -22,10 +22,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{CREDENTIALS_DIR, Desired, NFS_EXPORT_DIR, NFS_PORT, ObjectKey, PROBE_PORT, PlanContext, SYNCER_DATA_DIR};
+use super::{
+    CREDENTIALS_DIR, Desired, NFS_EXPORT_DIR, NFS_PORT, NFS_WRITER_DIR, ObjectKey, PROBE_PORT, PlanContext,
+    SYNCER_DATA_DIR,
+};
 use crate::api::{API_VERSION, AccessMode, CONSUMER_POD_LABEL, VolumeKind, annotations, components, labels};
+use crate::names::NFS_WRITER_TOKEN_KEY;
 use crate::units::parse_quantity_bytes;
+use crate::validation::NfsIdentity;
 use crate::validation::ServerMode;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
 
 /// Label on consumer pods of one volume: `consumer.sv.sharedvolume.io/<reference>: "true"`.
 pub fn consumer_label_key(reference: &str) -> String {
@@ -100,11 +107,18 @@ impl PlanContext<'_> {
         let ServerMode::Managed { image } = &self.mode else {
             return Vec::new();
         };
-        let mut out = vec![
-            Desired::PersistentVolumeClaim(self.nfs_data_claim()),
-            Desired::Service(self.nfs_service()),
-            Desired::StatefulSet(self.nfs_statefulset(image.as_deref())),
-        ];
+        let mut out = vec![Desired::PersistentVolumeClaim(self.nfs_data_claim()), Desired::Service(self.nfs_service())];
+        // The server reads its writer token from this Secret; it comes before the server's pod.
+        if let Some(token) = self.writer_token() {
+            out.push(Desired::Secret(Secret {
+                metadata: self.meta(self.names.nfs_writer(), Some(&self.resource_namespace), components::NFS_SERVER),
+                type_: Some("Opaque".to_string()),
+                data: Some(BTreeMap::from([(NFS_WRITER_TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec()))])),
+                immutable: Some(false),
+                ..Default::default()
+            }));
+        }
+        out.push(Desired::StatefulSet(self.nfs_statefulset(image.as_deref())));
         if self.settings.network_policy {
             out.push(Desired::NetworkPolicy(self.nfs_network_policy()));
         }
@@ -154,25 +168,49 @@ impl PlanContext<'_> {
     fn nfs_statefulset(&self, image: Option<&str>) -> StatefulSet {
         let capacity_bytes =
             self.observed.spec.storage.as_ref().and_then(|s| parse_quantity_bytes(&s.capacity).ok()).unwrap_or(0);
+        let identity = NfsIdentity::of(&self.observed.annotations);
+        let mut args = vec![
+            "serve".to_string(),
+            format!("--export={NFS_EXPORT_DIR}"),
+            format!("--port={NFS_PORT}"),
+            format!("--http-port={PROBE_PORT}"),
+            format!("--capacity-bytes={capacity_bytes}"),
+            format!("--squash={}", identity.squash),
+            format!("--anon-uid={}", identity.anon_uid),
+            format!("--anon-gid={}", identity.anon_gid),
+            format!("--writer-token-file={NFS_WRITER_DIR}/{NFS_WRITER_TOKEN_KEY}"),
+        ];
+        if self.access_mode().is_read_only() {
+            args.push("--consumer-access=read-only".to_string());
+        } else {
+            // Squashed consumers must be able to create entries at the root; the sticky bit keeps
+            // them from removing the syncer's links and each other's entries.
+            args.push("--consumer-access=read-write".to_string());
+            args.push("--root-mode=1777".to_string());
+        }
         let container = Container {
             name: "nfs".to_string(),
             image: Some(image.unwrap_or(&self.settings.nfs_image).to_string()),
             image_pull_policy: self.settings.image_pull_policy.clone(),
-            args: Some(vec![
-                "serve".to_string(),
-                format!("--export={NFS_EXPORT_DIR}"),
-                format!("--port={NFS_PORT}"),
-                format!("--http-port={PROBE_PORT}"),
-                format!("--capacity-bytes={capacity_bytes}"),
-            ]),
+            args: Some(args),
             ports: Some(vec![container_port("nfs", NFS_PORT), container_port("http", PROBE_PORT)]),
-            readiness_probe: Some(http_probe("/healthz", 2, 3)),
+            // Ready once the self-probe passes; live while the process answers, including while it
+            // counts a large export at start.
+            readiness_probe: Some(http_probe("/readyz", 2, 3)),
             liveness_probe: Some(http_probe("/healthz", 10, 6)),
-            volume_mounts: Some(vec![VolumeMount {
-                name: "export".to_string(),
-                mount_path: NFS_EXPORT_DIR.to_string(),
-                ..Default::default()
-            }]),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "export".to_string(),
+                    mount_path: NFS_EXPORT_DIR.to_string(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "writer".to_string(),
+                    mount_path: NFS_WRITER_DIR.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
             resources: Some(resources("100m", "64Mi", "512Mi")),
             // Serving files for every client uid needs chown and DAC override, persistent handles
             // need DAC_READ_SEARCH (open_by_handle_at), binding 2049 needs NET_BIND_SERVICE.
@@ -217,14 +255,25 @@ impl PlanContext<'_> {
                             ..Default::default()
                         }),
                         containers: vec![container],
-                        volumes: Some(vec![PodVolume {
-                            name: "export".to_string(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: self.names.nfs_data_claim(),
-                                read_only: Some(false),
-                            }),
-                            ..Default::default()
-                        }]),
+                        volumes: Some(vec![
+                            PodVolume {
+                                name: "export".to_string(),
+                                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                    claim_name: self.names.nfs_data_claim(),
+                                    read_only: Some(false),
+                                }),
+                                ..Default::default()
+                            },
+                            PodVolume {
+                                name: "writer".to_string(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(self.names.nfs_writer()),
+                                    default_mode: Some(0o400),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ]),
                         ..Default::default()
                     }),
                 },
@@ -321,7 +370,10 @@ impl PlanContext<'_> {
                 mount_options: Some(self.mount_options()).filter(|o| !o.is_empty()),
                 nfs: Some(NFSVolumeSource {
                     server: server.to_string(),
-                    path: self.export_path(),
+                    path: match consumer_namespace {
+                        Some(_) => self.export_path(),
+                        None => self.syncer_export_path().unwrap_or_else(|| self.export_path()),
+                    },
                     read_only: Some(read_only),
                 }),
                 claim_ref: Some(ObjectReference {
@@ -399,22 +451,23 @@ impl PlanContext<'_> {
             namespace: Some(ns.to_string()),
             ..Default::default()
         };
+        // Only the syncer pod holding this Lease publishes. The operator creates it, so the
+        // syncer needs no right to create Leases (create cannot be limited to a name), only to
+        // read and renew this one.
+        out.push(Desired::Lease(Lease { metadata: self.meta(name.clone(), Some(ns), components::SYNCER), spec: None }));
+        let lease_rule = PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".to_string()]),
+            resources: Some(vec!["leases".to_string()]),
+            resource_names: Some(vec![name.clone()]),
+            verbs: ["get", "update"].map(String::from).to_vec(),
+            ..Default::default()
+        };
         match kind {
             // A SharedVolume's syncer lives in the volume's namespace: a Role suffices.
             VolumeKind::SharedVolume => {
-                out.push(Desired::Role(Role {
-                    metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
-                    rules: Some(rules),
-                }));
-                out.push(Desired::RoleBinding(RoleBinding {
-                    metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
-                    role_ref: RoleRef {
-                        api_group: Some("rbac.authorization.k8s.io".to_string()),
-                        kind: "Role".to_string(),
-                        name: name.clone(),
-                    },
-                    subjects: Some(vec![subject]),
-                }));
+                let mut rules = rules;
+                rules.push(lease_rule);
+                out.extend(self.syncer_role(rules, subject));
             }
             // A ClusterSharedVolume is cluster-scoped, so its status needs a ClusterRole, still
             // limited to this one object by resourceNames.
@@ -431,12 +484,31 @@ impl PlanContext<'_> {
                         kind: "ClusterRole".to_string(),
                         name: name.clone(),
                     },
-                    subjects: Some(vec![subject]),
+                    subjects: Some(vec![subject.clone()]),
                 }));
+                // The Lease is namespaced: its right stays in the syncer's namespace.
+                out.extend(self.syncer_role(vec![lease_rule], subject));
             }
         }
         out.push(Desired::ReplicaSet(self.syncer_replicaset(has_credentials)));
         out
+    }
+
+    /// The syncer's Role in its namespace, and the binding to its ServiceAccount.
+    fn syncer_role(&self, rules: Vec<PolicyRule>, subject: Subject) -> [Desired; 2] {
+        let (name, ns) = (self.names.syncer(), self.resource_namespace.as_str());
+        [
+            Desired::Role(Role { metadata: self.meta(name.clone(), Some(ns), components::SYNCER), rules: Some(rules) }),
+            Desired::RoleBinding(RoleBinding {
+                metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".to_string()),
+                    kind: "Role".to_string(),
+                    name,
+                },
+                subjects: Some(vec![subject]),
+            }),
+        ]
     }
 
     fn syncer_replicaset(&self, has_credentials: bool) -> ReplicaSet {
@@ -447,17 +519,9 @@ impl PlanContext<'_> {
             env_var("SV_VOLUME_NAME", &o.name),
             env_var("SV_DATA_DIR", SYNCER_DATA_DIR),
             env_var("SV_HTTP_PORT", &PROBE_PORT.to_string()),
-            EnvVar {
-                name: "SV_POD_NAME".to_string(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".to_string(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            field_env("SV_POD_NAME", "metadata.name"),
+            field_env("SV_POD_NAMESPACE", "metadata.namespace"),
+            env_var("SV_LEASE_NAME", &self.names.syncer()),
         ];
         if let Some(vol_ns) = &o.namespace {
             env.push(env_var("SV_VOLUME_NAMESPACE", vol_ns));
@@ -557,6 +621,18 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
         name: Some(name.to_string()),
         container_port: port,
         protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
+}
+
+/// An environment variable from a field of the pod (the downward API).
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: field_path.to_string(), ..Default::default() }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

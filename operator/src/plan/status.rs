@@ -43,8 +43,12 @@ struct ConditionValue {
 }
 
 impl ConditionValue {
+    /// Messages quote the syncer's errors and the spec's URLs: credentials in a URL are scrubbed
+    /// here, whatever produced the text.
     fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { status, reason, message: message.into() }
+        let message = message.into();
+        let message = crate::redact::scrub_userinfo(&message).into_owned();
+        Self { status, reason, message }
     }
 }
 
@@ -102,7 +106,7 @@ pub(crate) fn compute(
         set_condition(&mut status.conditions, type_, value.status, value.reason, &value.message, generation, o.now);
     }
     status.phase = Some(phase.as_str().to_string());
-    status.message = Some(message);
+    status.message = Some(crate::redact::scrub_userinfo(&message).into_owned());
 
     let requeue_after = if o.deleting {
         WAIT_REQUEUE

@@ -99,8 +99,13 @@ fn base_observed(kind: VolumeKind, spec_yaml: &str) -> Observed {
     let mut o = Observed::new(kind, "vol", namespace, "3f1c7a52-0d7e-4f1a-9d65-2a9c0e7f3b21", spec);
     o.storage_class = Lookup::Found(());
     o.node_addresses = BTreeSet::from(["172.18.0.2".to_string()]);
+    // As the controller does when the writer Secret does not exist yet.
+    o.nfs.new_writer_token = Some(TEST_WRITER_TOKEN.to_string());
     o
 }
+
+/// A writer token as the controller would store one (tests only: real ones come from the OS).
+const TEST_WRITER_TOKEN: &str = "00112233445566778899aabbccddeeff";
 
 const HTTP_SPEC: &str = r#"
 mountPath: /opt/mnt/data
@@ -115,6 +120,8 @@ fn serving(mut o: Observed) -> Observed {
         service_ip: Some("10.96.0.10".to_string()),
         service_exists: true,
         data_claim_phase: Some("Bound".to_string()),
+        writer_token: Some(TEST_WRITER_TOKEN.to_string()),
+        new_writer_token: None,
     };
     o.syncer_ready = Some(1);
     o
@@ -135,9 +142,11 @@ fn fresh_managed_volume_creates_server_then_waits() {
         [
             format!("PersistentVolumeClaim/team-a/nfs-{r}-data"),
             format!("Service/team-a/nfs-{r}"),
+            format!("Secret/team-a/nfs-{r}-writer"),
             format!("StatefulSet/team-a/nfs-{r}"),
             format!("NetworkPolicy/team-a/nfs-{r}"),
             format!("ServiceAccount/team-a/{r}-syncer"),
+            format!("Lease/team-a/{r}-syncer"),
             format!("Role/team-a/{r}-syncer"),
             format!("RoleBinding/team-a/{r}-syncer"),
         ]
@@ -345,7 +354,7 @@ fn removing_the_source_removes_the_syncer() {
     o.spec.source = None;
     let p = plan(&o, &settings());
     let deleted: Vec<&str> = p.delete.iter().map(|k| k.kind).collect();
-    assert_eq!(deleted, ["ReplicaSet", "Role", "RoleBinding", "ServiceAccount"]);
+    assert_eq!(deleted, ["Lease", "ReplicaSet", "Role", "RoleBinding", "ServiceAccount"]);
 }
 
 #[test]
@@ -442,7 +451,14 @@ prop_compose! {
         if reference_set {
             o.spec.reference_value = Some(o.reference());
         }
-        o.nfs = NfsObserved { statefulset_ready: sts, service_exists: ip.is_some(), service_ip: ip, data_claim_phase: None };
+        o.nfs = NfsObserved {
+            statefulset_ready: sts,
+            service_exists: ip.is_some(),
+            service_ip: ip,
+            data_claim_phase: None,
+            writer_token: sts.map(|_| TEST_WRITER_TOKEN.to_string()),
+            new_writer_token: Some(TEST_WRITER_TOKEN.to_string()),
+        };
         o.status.nfs_server_address = recorded_ip;
         o.syncer_ready = syncer;
         o.storage_class = if storage_class { Lookup::Found(()) } else { Lookup::Missing };
@@ -533,4 +549,69 @@ proptest! {
             prop_assert!(is_dns1123_label(&key.name), "{}", key);
         }
     }
+}
+
+/// The syncer mounts the server's writer path, which a PV can never change, so its PV waits until
+/// the token is stored; consumers mount `/`; the server gets the token and the identity policy.
+#[test]
+fn the_syncer_mounts_the_writer_path_once_the_token_is_stored() {
+    let mut o = base_observed(VolumeKind::SharedVolume, HTTP_SPEC);
+    o.nfs.service_ip = Some("10.96.0.10".to_string());
+    o.nfs.service_exists = true;
+    let p = plan(&o, &settings());
+    let r = p.reference.clone();
+    let syncer_pv = format!("PersistentVolume/{r}");
+    assert!(!keys(&p).contains(&syncer_pv), "no syncer PV before the token is stored: {:?}", keys(&p));
+    let secret = p.objects.iter().find_map(|d| match d {
+        Desired::Secret(s) if s.metadata.name.as_deref() == Some(&format!("nfs-{r}-writer")) => Some(s.clone()),
+        _ => None,
+    });
+    let token = secret.and_then(|s| s.data).and_then(|d| d.get("token").cloned()).expect("the writer Secret");
+    assert_eq!(token.0, TEST_WRITER_TOKEN.as_bytes());
+
+    o.nfs.writer_token = Some(TEST_WRITER_TOKEN.to_string());
+    o.nfs.new_writer_token = None;
+    o.consumer_pods.push(ConsumerPod {
+        namespace: "team-a".to_string(),
+        name: "reader".to_string(),
+        terminating: false,
+    });
+    o.namespaces.insert("team-a".to_string(), Some(BTreeMap::new()));
+    let p = plan(&o, &settings());
+    let path_of = |name: &str| {
+        p.objects.iter().find_map(|d| match d {
+            Desired::PersistentVolume(pv) if pv.metadata.name.as_deref() == Some(name) => {
+                pv.spec.as_ref().and_then(|s| s.nfs.as_ref()).map(|n| n.path.clone())
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(path_of(&r), Some(format!("/.sv-writer-{TEST_WRITER_TOKEN}")));
+    assert_eq!(path_of(&format!("{r}-team-a")), Some("/".to_string()));
+    let args = p
+        .objects
+        .iter()
+        .find_map(|d| match d {
+            Desired::StatefulSet(s) => s.spec.as_ref()?.template.spec.as_ref()?.containers[0].args.clone(),
+            _ => None,
+        })
+        .expect("server args");
+    for flag in [
+        "--squash=root",
+        "--anon-uid=65534",
+        "--writer-token-file=/etc/sv-nfs/writer/token",
+        "--consumer-access=read-only",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+    }
+}
+
+#[test]
+fn a_bad_identity_annotation_is_a_validation_error() {
+    let mut o = base_observed(VolumeKind::SharedVolume, HTTP_SPEC);
+    o.annotations.insert(crate::plan::NFS_SQUASH_ANNOTATION.to_string(), "sometimes".to_string());
+    let p = plan(&o, &settings());
+    assert_eq!(p.status.phase(), Some(Phase::Failed));
+    assert!(p.status.message.as_deref().unwrap_or_default().contains("nfs-squash"), "{:?}", p.status.message);
+    assert!(p.objects.is_empty(), "nothing is created for an invalid volume");
 }

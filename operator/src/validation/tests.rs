@@ -311,3 +311,50 @@ fn namespace_selector_operators() {
     let v = validate_spec(VolumeKind::ClusterSharedVolume, None, &s, Some(&sel));
     only_error(&v, "spec.namespaceSelector.matchExpressions[0].operator", "In, NotIn");
 }
+
+/// No message of validation echoes a credential from a URL, whatever the scheme or field.
+#[test]
+fn credentials_in_urls_never_reach_a_message() {
+    let cases = [
+        "source: {git: {url: 'ftp://alice:s3cr3tpw@h/r.git'}}",
+        "source: {git: {url: 'ssh://alice:s3cr3tpw@h/r.git'}}",
+        "source: {git: {url: 'https://alice:s3cr3tpw@h/r.git'}}",
+        "source: {git: {url: 'weird://alice:s3cr3tpw@'}}",
+        "source: {http: {url: 'ftp://alice:s3cr3tpw@h/f.tar'}}",
+        "source: {http: {url: 'https://alice:s3cr3tpw@h/f.tar'}}",
+        "source: {s3: {endpointUrl: 'ftp://alice:s3cr3tpw@h', bucketName: b, region: r, accessKey: a, secretKey: k}}",
+        "source: {s3: {endpointUrl: 'http://alice:s3cr3tpw@h', bucketName: b, region: r, accessKey: a, secretKey: k}}",
+        "nfsServer: {url: 'nfs://alice:s3cr3tpw@h/x'}",
+    ];
+    for case in cases {
+        let v = sv(&with(case));
+        let text = format!("{} {:?}", v.summary(), v.warnings);
+        assert!(!text.contains("s3cr3tpw"), "{case}: {text}");
+        assert!(!text.contains("alice:"), "{case}: {text}");
+    }
+    // A password in an ssh:// git URL is refused, as in an https:// one; a user alone is fine.
+    only_error(&sv(&with("source: {git: {url: 'ssh://alice:pw@h/r.git'}}")), "spec.source.git.url", "password");
+    assert!(sv(&with("source: {git: {url: 'ssh://git@h/r.git'}}")).is_valid());
+}
+
+#[test]
+fn nfs_identity_annotations() {
+    use crate::plan::{NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+    use std::collections::BTreeMap;
+    let none = BTreeMap::new();
+    assert_eq!(NfsIdentity::of(&none), NfsIdentity { squash: "root", anon_uid: 65534, anon_gid: 65534 });
+    assert!(validate_nfs_annotations(&none).is_empty());
+    let set = BTreeMap::from([
+        (NFS_SQUASH_ANNOTATION.to_string(), "all".to_string()),
+        (NFS_ANON_UID_ANNOTATION.to_string(), "1000".to_string()),
+    ]);
+    assert_eq!(NfsIdentity::of(&set), NfsIdentity { squash: "all", anon_uid: 1000, anon_gid: 65534 });
+    let bad = BTreeMap::from([
+        (NFS_SQUASH_ANNOTATION.to_string(), "everyone".to_string()),
+        (NFS_ANON_UID_ANNOTATION.to_string(), "-1".to_string()),
+    ]);
+    let errors = validate_nfs_annotations(&bad);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].to_string().starts_with("metadata.annotations[sv.sharedvolume.io/nfs-squash]"), "{}", errors[0]);
+    assert!(errors[1].to_string().contains("numeric id"), "{}", errors[1]);
+}

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser as _;
 use prometheus_client::registry::Registry;
-use sv_nfs::fs::{Export, ExportOptions};
+use sv_nfs::fs::Export;
 use sv_nfs::health::{Connector, run_probes};
 use sv_nfs::metrics::NfsMetrics;
+use sv_nfs::program::{Cli, Command, ServeArgs};
 use sv_nfs::server::{NfsServer, ServerConfig};
 use sv_operator::telemetry::{self, Health};
 use tokio_util::sync::CancellationToken;
@@ -16,61 +18,18 @@ use tokio_util::sync::CancellationToken;
 use super::pod::PodContext;
 use crate::net::SimListener;
 
-/// `serve`'s flags, as the program's command line takes them.
-#[derive(Debug, PartialEq, Eq)]
-struct ServeArgs {
-    export: String,
-    port: u16,
-    http_port: u16,
-    capacity_bytes: u64,
-    read_only: bool,
-    no_sync_namespace: bool,
-}
-
+/// `serve`'s flags, parsed by the program's own command line.
 fn parse(args: &[String]) -> Result<ServeArgs, String> {
-    let mut words = args.iter();
-    if words.next().map(String::as_str) != Some("serve") {
-        return Err(format!("usage: sv-nfs serve [OPTIONS]; got {args:?}"));
-    }
-    let mut parsed = ServeArgs {
-        export: String::new(),
-        port: 2049,
-        http_port: 8080,
-        capacity_bytes: 0,
-        read_only: false,
-        no_sync_namespace: false,
-    };
-    let mut words = words.peekable();
-    while let Some(word) = words.next() {
-        let (flag, inline) = match word.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_string())),
-            None => (word.as_str(), None),
-        };
-        let mut value = || inline.clone().or_else(|| words.next().cloned()).ok_or(format!("{flag} needs a value"));
-        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
-        match flag {
-            "--export" => parsed.export = value()?,
-            "--port" => parsed.port = u16::try_from(number(value()?)?).map_err(|e| e.to_string())?,
-            "--http-port" => parsed.http_port = u16::try_from(number(value()?)?).map_err(|e| e.to_string())?,
-            "--capacity-bytes" => parsed.capacity_bytes = number(value()?)?,
-            "--bind" | "--log-format" => {
-                value()?;
-            }
-            "--read-only" => parsed.read_only = true,
-            "--no-sync-namespace" => parsed.no_sync_namespace = true,
-            other => return Err(format!("error: unexpected argument '{other}'")),
-        }
-    }
-    if parsed.export.is_empty() {
-        return Err("error: the argument '--export <EXPORT>' is required".to_string());
-    }
-    Ok(parsed)
+    let cli = Cli::try_parse_from(std::iter::once("sv-nfs").chain(args.iter().map(String::as_str)))
+        .map_err(|e| e.to_string())?;
+    let Command::Serve(args) = cli.command;
+    Ok(args)
 }
 
 /// The directory the pod's server exports, if its arguments name one on a volume.
 pub(super) fn export_dir(context: &PodContext) -> Result<PathBuf, String> {
     let args = parse(&context.args)?;
-    context.host_path(&args.export)
+    context.host_path(&args.export.to_string_lossy())
 }
 
 /// Connects to the server on its own host, as the program's self-probe does over loopback.
@@ -87,13 +46,17 @@ impl Connector for Loopback {
 /// change with every restart, and in a simulation it must not come from the OS).
 pub(super) async fn run(context: PodContext, incarnation: u32, stop: CancellationToken) -> Result<(), String> {
     let args = parse(&context.args)?;
-    let dir = context.host_path(&args.export)?;
-    let options = ExportOptions {
-        read_only: args.read_only,
-        capacity: (args.capacity_bytes > 0).then_some(args.capacity_bytes),
-        sync_namespace: !args.no_sync_namespace,
+    let export_path = args.export.to_string_lossy().into_owned();
+    let dir = context.host_path(&export_path)?;
+    let token = match &args.writer_token_file {
+        Some(file) => {
+            let path = context.host_path(&file.to_string_lossy())?;
+            Some(std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", file.display()))?)
+        }
+        None => None,
     };
-    let export = Export::open(&dir, options).map_err(|e| format!("opening export {}: {e}", args.export))?;
+    let options = args.export_options(token.as_deref())?;
+    let export = Export::open(&dir, options).map_err(|e| format!("opening export {export_path}: {e}"))?;
     let mut registry = Registry::default();
     let metrics = NfsMetrics::register(&mut registry);
     let health = Health::new();
@@ -106,7 +69,7 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
     let server = Arc::new(NfsServer::new(export, metrics, config));
     let listener = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding port {}: {e}", args.http_port))?;
-    tracing::info!(export = %args.export, port = args.port, "serving NFSv3");
+    tracing::info!(export = %export_path, port = args.port, "serving NFSv3");
     tokio::spawn(run_probes(Loopback(args.port), root, health.clone(), stop.clone()));
     tokio::spawn(telemetry::serve(http, telemetry::router(Arc::new(registry), health), stop.clone().cancelled_owned()));
     server.serve(listener, stop).await.map_err(|e| e.to_string())
@@ -123,11 +86,12 @@ mod tests {
     #[test]
     fn the_operators_arguments_parse_and_mistakes_are_refused() {
         let args = parse(&words("serve --export=/export --port=2049 --http-port=8080 --capacity-bytes=1024")).unwrap();
-        assert_eq!(args.export, "/export");
+        assert_eq!(args.export, PathBuf::from("/export"));
         assert_eq!(args.capacity_bytes, 1024);
         assert_eq!(parse(&words("serve --export /e --read-only")).map(|a| a.read_only), Ok(true));
         assert!(parse(&words("serve --port=2049")).unwrap_err().contains("--export"));
         assert!(parse(&words("serve --export=/e --bogus")).unwrap_err().contains("--bogus"));
+        assert!(parse(&words("serve --export=/e --squash=maybe")).unwrap_err().contains("squash"));
         assert!(parse(&words("run")).is_err());
         assert!(parse(&words("serve --export=/e --port=99999")).is_err());
     }

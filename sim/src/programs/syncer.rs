@@ -9,7 +9,7 @@ use sv_operator::api::VolumeKind;
 use sv_operator::clock::SharedClock;
 use sv_operator::telemetry::{self, Health};
 use sv_syncer::report::{StatusWriter, SyncMetrics};
-use sv_syncer::run::{Syncer, SyncerConfig, watch_volume};
+use sv_syncer::run::{LeaseIdentity, Syncer, SyncerConfig, elect, watch_volume};
 use tokio_util::sync::CancellationToken;
 
 use super::pod::PodContext;
@@ -20,6 +20,7 @@ use crate::world::{API_HOST, API_PORT};
 struct RunSettings {
     config: SyncerConfig,
     http_port: u16,
+    lease: Option<LeaseIdentity>,
 }
 
 /// `run`'s settings from the pod's arguments and environment, as the program reads them.
@@ -43,14 +44,24 @@ fn settings(context: &PodContext) -> Result<RunSettings, String> {
         Some(port) => port.parse().map_err(|e| format!("SV_HTTP_PORT: {e}"))?,
         None => 8080,
     };
+    let lease = match (env("SV_LEASE_NAME"), env("SV_POD_NAME"), env("SV_POD_NAMESPACE")) {
+        (Some(lease_name), Some(pod_name), Some(pod_namespace)) => Some(LeaseIdentity {
+            lease_name: lease_name.clone(),
+            pod_name: pod_name.clone(),
+            pod_namespace: pod_namespace.clone(),
+        }),
+        (Some(_), _, _) => return Err("error: SV_LEASE_NAME needs SV_POD_NAME and SV_POD_NAMESPACE".to_string()),
+        _ => None,
+    };
     Ok(RunSettings {
         config: SyncerConfig { kind, name, namespace, data_dir, credentials_dir, extra_ca_pem },
         http_port,
+        lease,
     })
 }
 
 pub(super) async fn run(context: PodContext, clock: SharedClock, stop: CancellationToken) -> Result<(), String> {
-    let RunSettings { config, http_port } = settings(&context)?;
+    let RunSettings { config, http_port, lease } = settings(&context)?;
     let mut registry = Registry::default();
     let metrics = SyncMetrics::register(&mut registry);
     let health = Health::new();
@@ -64,8 +75,11 @@ pub(super) async fn run(context: PodContext, clock: SharedClock, stop: Cancellat
     let (kind, name, namespace) = (config.kind, config.name.clone(), config.namespace.clone());
     let (views, watch_task) = watch_volume(client.clone(), kind, &name, namespace.as_deref());
     let watching = tokio::spawn(watch_task);
-    let status = StatusWriter::new(client, kind, &name, namespace.as_deref());
-    let syncer = Syncer::new(config, Arc::new(SimSources), clock, metrics, health, Some(status));
+    let status = StatusWriter::new(client.clone(), kind, &name, namespace.as_deref());
+    let mut syncer = Syncer::new(config, Arc::new(SimSources), clock.clone(), metrics, health, Some(status));
+    if let Some(identity) = &lease {
+        syncer = syncer.with_fence(elect(client, identity, clock, stop.clone()));
+    }
     let result = syncer.run(views, stop).await;
     watching.abort();
     result.map_err(|e| e.to_string())

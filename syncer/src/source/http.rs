@@ -169,8 +169,11 @@ impl HttpSource {
                     {
                         return Err(SyncError::Capacity { needed: written, capacity });
                     }
+                    // The spool lies on the volume: it takes free space as the unpacked tree does.
+                    stage.check_space(written)?;
                     spool.file.write_all(&chunk)?;
                 }
+                stage.count_spooled(written);
                 let revision = revision_from_headers.unwrap_or_else(|| hasher.finalize().to_hex()[..32].to_string());
                 let file = spool.reopen()?;
                 on_blocking_thread(stage, move |stage, cancel| archive::unpack_file(file, stage, cancel)).await?;

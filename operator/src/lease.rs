@@ -3,6 +3,11 @@
 //! for `lease_duration` (their own observation time, so clock skew between replicas does not
 //! matter). Timing runs on tokio's clock, timestamps on the injected clock, so the simulation
 //! replays elections exactly.
+//!
+//! The operator elects its leader with it; the syncer uses it so that only one syncer pod of a
+//! volume publishes (a replacement started while the old pod is cut off must not publish beside
+//! it). A holder that must not act after losing the lease watches [`LeaderElector::renewals`]
+//! and acts only while its last renewal is younger than a deadline shorter than the lease.
 
 use std::time::Duration;
 
@@ -46,12 +51,19 @@ pub struct LeaderElector {
     config: LeaderConfig,
     clock: SharedClock,
     observed: Option<(String, Instant)>,
+    renewals: watch::Sender<Option<Instant>>,
 }
 
 impl LeaderElector {
     pub fn new(client: Client, config: LeaderConfig, clock: SharedClock) -> Self {
         let api = Api::namespaced(client, &config.namespace);
-        Self { api, config, clock, observed: None }
+        Self { api, config, clock, observed: None, renewals: watch::channel(None).0 }
+    }
+
+    /// When this replica last renewed the lease it holds (`None` while it holds none). The
+    /// instant is taken before the renewal was sent, so it errs on the safe side.
+    pub fn renewals(&self) -> watch::Receiver<Option<Instant>> {
+        self.renewals.subscribe()
     }
 
     pub async fn run(mut self, state: watch::Sender<bool>, shutdown: impl std::future::Future<Output = ()>) {
@@ -59,9 +71,11 @@ impl LeaderElector {
         let mut leading = false;
         let mut last_renewal = Instant::now();
         loop {
+            let attempt = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
-                    last_renewal = Instant::now();
+                    last_renewal = attempt;
+                    self.renewals.send_replace(Some(attempt));
                     if !leading {
                         tracing::info!(identity = %self.config.identity, lease = %self.config.lease_name, "became leader");
                     }
@@ -72,6 +86,7 @@ impl LeaderElector {
                         tracing::warn!(identity = %self.config.identity, "lost the lease to another replica");
                     }
                     leading = false;
+                    self.renewals.send_replace(None);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "lease update failed");
@@ -80,6 +95,7 @@ impl LeaderElector {
                     if leading && last_renewal.elapsed() >= self.config.lease_duration {
                         tracing::warn!("could not renew the lease in time; stepping down");
                         leading = false;
+                        self.renewals.send_replace(None);
                     }
                 }
             }
@@ -93,6 +109,7 @@ impl LeaderElector {
                 _ = tokio::time::sleep(self.config.retry_period) => {}
             }
         }
+        self.renewals.send_replace(None);
         if leading {
             if let Err(error) = self.release().await {
                 tracing::warn!(%error, "could not release the lease");
