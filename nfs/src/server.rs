@@ -1,5 +1,17 @@
 //! Accepting connections and answering calls. Generic over the transport, so the same code serves
 //! real TCP in production and simulated sockets in the simulation.
+//!
+//! A Linux client multiplexes every mount of a node over one TCP connection, so one connection
+//! carries many calls at once. Each connection reads calls as they come, answers up to
+//! [`MAX_IN_FLIGHT`] of them at the same time and writes each reply when it is ready (RPC replies
+//! may come in any order; the xid pairs them). In production the file system work runs on the
+//! blocking thread pool, so one slow `fsync` holds up neither other calls nor other clients; the
+//! simulation answers on the connection's own task, in order, to stay deterministic.
+//!
+//! Bounds: calls in flight per connection, bytes of calls in flight over all connections
+//! ([`MAX_BYTES_IN_FLIGHT`]; a connection past it stops reading until calls finish, which pushes
+//! back on the client through TCP), connections ([`MAX_CONNECTIONS`]; more are closed at once),
+//! and idle time ([`IDLE_TIMEOUT`]; clients reconnect transparently).
 
 use std::future::Future;
 use std::io;
@@ -8,6 +20,7 @@ use std::time::Duration;
 
 use nfs3_types::nfs3::nfsstat3;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +47,26 @@ impl Listener for tokio::net::TcpListener {
     }
 }
 
+/// Calls one connection answers at the same time.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Bytes of calls being answered, over all connections.
+pub const MAX_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A connection with no call for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// What a call is charged against the byte budget beyond its own size: room for its reply.
+const REPLY_ALLOWANCE: usize = 64 * 1024;
+
+/// Where calls are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Execution {
+    /// On the blocking thread pool, many at a time (production).
+    BlockingPool,
+    /// On the connection's task, one at a time (the simulation: deterministic).
+    Inline,
+}
+
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -43,14 +76,15 @@ pub struct ServerConfig {
     pub write_verifier: [u8; 8],
     /// How long connections may take to finish their current call after shutdown starts.
     pub shutdown_grace: Duration,
+    pub execution: Execution,
 }
 
 impl ServerConfig {
-    /// A configuration with a fresh random write verifier.
+    /// A production configuration with a fresh random write verifier.
     pub fn new(port: u16) -> io::Result<Self> {
         let mut write_verifier = [0u8; 8];
         getrandom::fill(&mut write_verifier).map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Self { port, write_verifier, shutdown_grace: Duration::from_secs(10) })
+        Ok(Self { port, write_verifier, shutdown_grace: Duration::from_secs(10), execution: Execution::BlockingPool })
     }
 }
 
@@ -59,13 +93,16 @@ pub struct NfsServer {
     export: Arc<Export>,
     metrics: NfsMetrics,
     config: ServerConfig,
+    /// The byte budget of calls in flight, in KiB.
+    budget: Arc<Semaphore>,
 }
 
 impl NfsServer {
     pub fn new(export: Arc<Export>, metrics: NfsMetrics, config: ServerConfig) -> Self {
         metrics.capacity_bytes.set(export.options().capacity.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX)));
         metrics.used_bytes.set(i64::try_from(export.used_bytes()).unwrap_or(i64::MAX));
-        Self { export, metrics, config }
+        let budget = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT / 1024));
+        Self { export, metrics, config, budget }
     }
 
     pub fn export(&self) -> &Arc<Export> {
@@ -87,6 +124,12 @@ impl NfsServer {
                             continue;
                         }
                     };
+                    if connections.len() >= MAX_CONNECTIONS {
+                        self.metrics.rpc_error("too_many_connections");
+                        tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing the new one");
+                        drop(io);
+                        continue;
+                    }
                     tracing::debug!(%peer, "client connected");
                     let server = self.clone();
                     let stop = shutdown.clone();
@@ -106,31 +149,74 @@ impl NfsServer {
     }
 
     /// Answers calls on one connection until the peer closes it, it sends something we refuse to
-    /// read, or shutdown starts (after the call in progress is answered).
-    pub async fn handle_connection<IO>(&self, io: IO, peer: &str, shutdown: CancellationToken)
+    /// read, it stays idle for [`IDLE_TIMEOUT`], or shutdown starts; calls in progress are then
+    /// answered before the connection closes.
+    pub async fn handle_connection<IO>(self: &Arc<Self>, io: IO, peer: &str, shutdown: CancellationToken)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         self.metrics.clients.inc();
         let (reader, mut writer) = tokio::io::split(io);
+        let (replies, mut outbox) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
+        let reading = self.read_calls(reader, peer, replies, shutdown);
+        let writing = async {
+            while let Some(reply) = outbox.recv().await {
+                if let Err(error) = writer.write_all(&reply).await {
+                    tracing::debug!(%peer, %error, "connection write failed");
+                    break;
+                }
+            }
+            // Calls still being answered find the outbox closed and drop their replies.
+            outbox.close();
+            let _ = writer.shutdown().await;
+        };
+        tokio::join!(reading, writing);
+        self.metrics.clients.dec();
+        tracing::debug!(%peer, "client disconnected");
+    }
+
+    /// The reading half of a connection: reads calls and has them answered, each reply sent to
+    /// `replies`. Returns once no call is left in progress.
+    async fn read_calls<R>(
+        self: &Arc<Self>,
+        reader: R,
+        peer: &str,
+        replies: mpsc::Sender<Vec<u8>>,
+        shutdown: CancellationToken,
+    ) where
+        R: AsyncRead + Unpin + Send,
+    {
         let mut reader = BufReader::with_capacity(256 * 1024, reader);
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut in_flight = JoinSet::new();
         let mut record = Vec::with_capacity(64 * 1024);
-        let mut reply = Vec::with_capacity(64 * 1024);
         loop {
+            // Finished calls are reaped as we go, so the set stays small.
+            while in_flight.try_join_next().is_some() {}
             let read = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                read = rpc::read_record(&mut reader, &mut record) => read,
+                read = tokio::time::timeout(IDLE_TIMEOUT, rpc::read_record(&mut reader, &mut record)) => read,
             };
-            let answer = match read {
-                Ok(Record::Complete) => self.answer(&record, &mut reply),
+            let read = match read {
+                Ok(read) => read,
+                Err(_) if in_flight.is_empty() => {
+                    tracing::debug!(%peer, "connection idle; closing it");
+                    break;
+                }
+                Err(_) => continue,
+            };
+            match read {
+                Ok(Record::Complete) => {}
                 Ok(Record::Closed) => break,
                 Ok(Record::TooLarge { xid }) => {
                     self.metrics.rpc_error("record_too_large");
                     tracing::warn!(%peer, "record larger than {} bytes; closing the connection", rpc::MAX_RECORD);
                     if let Some(xid) = xid {
+                        let mut reply = Vec::new();
                         Reply::new(&mut reply).accepted(xid, accept::GARBAGE_ARGS);
-                        let _ = writer.write_all(rpc::seal(&mut reply)).await;
+                        rpc::seal(&mut reply);
+                        let _ = replies.send(reply).await;
                     }
                     break;
                 }
@@ -138,22 +224,42 @@ impl NfsServer {
                     tracing::debug!(%peer, %error, "connection read failed");
                     break;
                 }
-            };
-            if let Some(bytes) = answer
-                && let Err(error) = writer.write_all(bytes).await
-            {
-                tracing::debug!(%peer, %error, "connection write failed");
-                break;
             }
-            // Keep large buffers from a 1 MiB WRITE or READ from pinning memory per idle client.
-            if record.capacity() > 2 * rpc::MAX_RECORD {
-                record = Vec::with_capacity(64 * 1024);
+            let call = std::mem::replace(&mut record, Vec::with_capacity(64 * 1024));
+            match self.config.execution {
+                Execution::Inline => {
+                    if let Some(reply) = self.answer_owned(&call)
+                        && replies.send(reply).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Execution::BlockingPool => {
+                    // Waiting here stops reading: the client's further calls wait in TCP.
+                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                    let kib = u32::try_from((call.len() + REPLY_ALLOWANCE).div_ceil(1024)).unwrap_or(u32::MAX);
+                    let Ok(bytes) = self.budget.clone().acquire_many_owned(kib).await else { break };
+                    let server = self.clone();
+                    let replies = replies.clone();
+                    in_flight.spawn(async move {
+                        let answered = tokio::task::spawn_blocking(move || server.answer_owned(&call)).await;
+                        drop(bytes);
+                        if let Ok(Some(reply)) = answered {
+                            let _ = replies.send(reply).await;
+                        }
+                        drop(slot);
+                    });
+                }
             }
         }
-        let _ = writer.shutdown().await;
-        self.metrics.clients.dec();
-        self.metrics.used_bytes.set(i64::try_from(self.export.used_bytes()).unwrap_or(i64::MAX));
-        tracing::debug!(%peer, "client disconnected");
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Answers one record into a reply of its own (see [`NfsServer::answer`]).
+    pub fn answer_owned(&self, record: &[u8]) -> Option<Vec<u8>> {
+        let mut reply = Vec::with_capacity(1024);
+        self.answer(record, &mut reply)?;
+        Some(reply)
     }
 
     /// Answers one record; None when no reply is due (a reply message, or an unreadable record).

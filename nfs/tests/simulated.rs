@@ -16,7 +16,7 @@ use nfs3_types::xdr_codec::Opaque;
 use prometheus_client::registry::Registry;
 use sv_nfs::fs::{Export, ExportOptions};
 use sv_nfs::metrics::NfsMetrics;
-use sv_nfs::server::{Listener, NfsServer, ServerConfig};
+use sv_nfs::server::{Execution, Listener, NfsServer, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 struct SimListener(turmoil::net::TcpListener);
@@ -75,7 +75,8 @@ fn the_server_runs_on_simulated_sockets_and_survives_a_crash() -> turmoil::Resul
         async move {
             let export = Arc::new(Export::open(&export_dir, ExportOptions::default())?);
             let metrics = NfsMetrics::register(&mut Registry::default());
-            let server = Arc::new(NfsServer::new(export, metrics, ServerConfig::new(2049)?));
+            let config = ServerConfig { execution: Execution::Inline, ..ServerConfig::new(2049)? };
+            let server = Arc::new(NfsServer::new(export, metrics, config));
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 2049)).await?;
             server.serve(SimListener(listener), CancellationToken::new()).await?;
             Ok(())

@@ -22,7 +22,12 @@ fn target() -> &'static Target {
         std::fs::write(dir.path().join("file"), b"data").expect("file");
         let export = Arc::new(Export::open(dir.path(), ExportOptions::default()).expect("export"));
         let metrics = NfsMetrics::register(&mut prometheus_client::registry::Registry::default());
-        let config = ServerConfig { port: 2049, write_verifier: [1; 8], shutdown_grace: std::time::Duration::from_secs(1) };
+        let config = ServerConfig {
+            port: 2049,
+            write_verifier: [1; 8],
+            shutdown_grace: std::time::Duration::from_secs(1),
+            execution: sv_nfs::server::Execution::Inline,
+        };
         Target { server: NfsServer::new(export, metrics, config), _dir: dir }
     })
 }

@@ -11,7 +11,7 @@ use sv_nfs::fs::Export;
 use sv_nfs::health::{Connector, run_probes};
 use sv_nfs::metrics::NfsMetrics;
 use sv_nfs::program::{Cli, Command, ServeArgs};
-use sv_nfs::server::{NfsServer, ServerConfig};
+use sv_nfs::server::{Execution, NfsServer, ServerConfig};
 use sv_operator::telemetry::{self, Health};
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +65,13 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
     let mut verifier = [0u8; 8];
     verifier[..4].copy_from_slice(&incarnation.to_be_bytes());
     verifier[4..].copy_from_slice(&(context.name.len() as u32).to_be_bytes());
-    let config = ServerConfig { port: args.port, write_verifier: verifier, shutdown_grace: Duration::from_secs(10) };
+    // Calls are answered in order on each connection's task: the simulation stays deterministic.
+    let config = ServerConfig {
+        port: args.port,
+        write_verifier: verifier,
+        shutdown_grace: Duration::from_secs(10),
+        execution: Execution::Inline,
+    };
     let server = Arc::new(NfsServer::new(export, metrics, config));
     let listener = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding port {}: {e}", args.http_port))?;
