@@ -227,3 +227,32 @@ async fn shutdown_closes_idle_connections_and_returns() {
     let mut rest = Vec::new();
     assert_eq!(idle.read_to_end(&mut rest).await.map(|_| rest.len()).unwrap_or(0), 0, "the idle connection was closed");
 }
+
+/// Many calls written on one connection before any reply is read (as the Linux client sends
+/// the calls of every pod of a node): each is answered exactly once, whatever the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_on_one_connection_are_each_answered_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), ExportOptions::default()).await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).await.expect("connect");
+    let calls = 200u32;
+    let mut burst = Vec::new();
+    for xid in 1..=calls {
+        // NFS NULL, the cheapest call: the point is the pairing of replies to calls.
+        burst.extend_from_slice(&record(&call(xid, 2, 100_003, 3, 0, 1, &[])));
+    }
+    stream.write_all(&burst).await.expect("write the burst");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut buf = Vec::new();
+    for _ in 0..calls {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), rpc::read_record(&mut stream, &mut buf))
+            .await
+            .expect("a reply in time")
+            .expect("read");
+        assert_eq!(read, Record::Complete);
+        let xid = Decoder::new(&buf).u32().expect("xid");
+        assert!(seen.insert(xid), "xid {xid} answered twice");
+    }
+    assert_eq!(seen, (1..=calls).collect(), "every call answered");
+    server.stop().await;
+}
