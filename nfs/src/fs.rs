@@ -26,7 +26,9 @@ use nfs3_types::nfs3::{
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, SeekFrom, Stat, Timestamps};
 
-use crate::handle::{Class, Fh, HandleCodec, HandleError, KernelHandle, name_to_handle, open_by_handle};
+use crate::handle::{
+    Class, Fh, HandleCodec, HandleError, KernelHandle, constant_time_eq, name_to_handle, open_by_handle,
+};
 use crate::rpc::Credential;
 
 /// Name of the server's own state directory at the export root, invisible to clients.
@@ -561,18 +563,29 @@ impl Export {
     /// protected directory reaches the root, which is not protected.)
     fn child_class(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> Class {
         let class = dir.fh.class();
+        if self.is_protected_name(dir, dir_st, name) { class.protected() } else { class }
+    }
+
+    /// The class of an entry found by LOOKUP or READDIRPLUS, whose attributes are `st`: `..`
+    /// that reaches the root leaves the protected directory.
+    fn found_class(&self, dir: &Node, dir_st: &Stat, name: &[u8], st: &Stat) -> Class {
+        if name == b".." && self.is_root(st) {
+            dir.fh.class().unprotected()
+        } else {
+            self.child_class(dir, dir_st, name)
+        }
+    }
+
+    /// Whether `name` in `dir`, as a consumer reaches it, is the protected directory itself.
+    fn is_protected_name(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> bool {
         let protected = self.options.identity.protected_dir.as_deref().is_some_and(|p| p.as_bytes() == name);
-        if !class.is_writer() && protected && self.is_root(dir_st) { class.protected() } else { class }
+        protected && !dir.fh.class().is_writer() && self.is_root(dir_st)
     }
 
     /// A consumer may not create, remove or rename the protected directory's own name: removing
     /// or renaming it would take the writer's state out from under the protection.
     fn check_protected_name(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> NfsResult<()> {
-        let protected = self.options.identity.protected_dir.as_deref().is_some_and(|p| p.as_bytes() == name);
-        if protected && !dir.fh.class().is_writer() && self.is_root(dir_st) {
-            return Err(nfsstat3::NFS3ERR_ACCES);
-        }
-        Ok(())
+        if self.is_protected_name(dir, dir_st, name) { Err(nfsstat3::NFS3ERR_ACCES) } else { Ok(()) }
     }
 
     /// The credential a request through `node` is served as.
@@ -717,11 +730,7 @@ impl Export {
             return Ok((fh, attr, dir_attr));
         }
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
-        let class = if bytes == b".." && self.is_root(&st) {
-            dir.fh.class().unprotected()
-        } else {
-            self.child_class(&dir, &dir_st, bytes)
-        };
+        let class = self.found_class(&dir, &dir_st, bytes, &st);
         let fh = self.known_handle(dir.fd(), &name, &st, class)?;
         let attr = self.attr(&st);
         self.remember_entry(&dir.fh, bytes, &fh, &attr);
@@ -1343,11 +1352,7 @@ impl Export {
             return Some(hit);
         }
         let st = rustix::fs::statat(dir.fd(), name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let class = if bytes == b".." && self.is_root(&st) {
-            dir.fh.class().unprotected()
-        } else {
-            self.child_class(dir, dir_st, bytes)
-        };
+        let class = self.found_class(dir, dir_st, bytes, &st);
         let fh = self.known_handle(dir.fd(), name, &st, class).ok()?;
         let attr = self.attr(&st);
         self.remember_entry(&dir.fh, bytes, &fh, &attr);
@@ -1459,11 +1464,6 @@ impl Export {
         }
         Ok(node.fh)
     }
-}
-
-/// Compares a secret without telling, by timing, how much of it matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// FSSTAT figures.

@@ -145,8 +145,7 @@ impl HandleCodec {
         }
         let expected = self.mac(&wire[..HEADER_LEN + n]);
         // Constant time is not needed for an 8-byte truncated MAC on handles, but it is cheap.
-        let given = &wire[HEADER_LEN + n..];
-        if given.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+        if !constant_time_eq(&wire[HEADER_LEN + n..], &expected) {
             return Err(HandleError::Bad);
         }
         let mut bytes = [0u8; MAX_HANDLE];
@@ -154,6 +153,11 @@ impl HandleCodec {
         let fh = Fh { len: wire.len() as u8, bytes };
         Ok((fh, KernelHandle { handle_type: i32::from(wire[2]), bytes: wire[HEADER_LEN..HEADER_LEN + n].to_vec() }))
     }
+}
+
+/// Compares secrets without telling, by timing, how much of them matched.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[repr(C)]

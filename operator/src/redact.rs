@@ -49,12 +49,16 @@ pub fn scrub_userinfo(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The userinfo of `url` (`scheme://userinfo@host…`), if it carries any.
+pub fn userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..end].rsplit_once('@').map(|(userinfo, _)| userinfo)
+}
+
 /// Whether `url` (`scheme://…`) carries userinfo.
 pub fn has_userinfo(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(_, rest)| {
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        rest[..end].contains('@')
-    })
+    userinfo(url).is_some()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::api::{
     VolumeSpec,
 };
 use crate::names::{MAX_REFERENCE_LEN, is_dns1123_label, is_dns1123_subdomain, is_valid_reference_value};
-use crate::redact::{has_userinfo, scrub_userinfo};
+use crate::redact::{has_userinfo, scrub_userinfo, userinfo};
 use crate::units::{format_duration, parse_duration, parse_quantity_bytes};
 
 /// Default `syncInterval` when a source is set.
@@ -134,14 +134,26 @@ pub const NFS_ANON_ID: u32 = 65534;
 impl NfsIdentity {
     pub fn of(annotations: &std::collections::BTreeMap<String, String>) -> Self {
         use crate::plan::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
-        let id = |key: &str| annotations.get(key).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(NFS_ANON_ID);
-        let squash = match annotations.get(NFS_SQUASH_ANNOTATION).map(|v| v.trim()) {
-            Some("all") => "all",
-            Some("none") => "none",
-            _ => "root",
-        };
-        Self { squash, anon_uid: id(NFS_ANON_UID_ANNOTATION), anon_gid: id(NFS_ANON_GID_ANNOTATION) }
+        let id = |key: &str| annotations.get(key).and_then(|v| parse_nfs_id(v)).unwrap_or(NFS_ANON_ID);
+        Self {
+            squash: annotations.get(NFS_SQUASH_ANNOTATION).and_then(|v| parse_squash(v)).unwrap_or("root"),
+            anon_uid: id(NFS_ANON_UID_ANNOTATION),
+            anon_gid: id(NFS_ANON_GID_ANNOTATION),
+        }
     }
+}
+
+fn parse_squash(value: &str) -> Option<&'static str> {
+    match value.trim() {
+        "root" => Some("root"),
+        "all" => Some("all"),
+        "none" => Some("none"),
+        _ => None,
+    }
+}
+
+fn parse_nfs_id(value: &str) -> Option<u32> {
+    value.trim().parse().ok()
 }
 
 /// Errors in the annotations that set a managed NFS server's identity policy.
@@ -150,13 +162,13 @@ pub fn validate_nfs_annotations(annotations: &std::collections::BTreeMap<String,
     let mut v = Validation::default();
     let field = |key: &str| format!("metadata.annotations[{key}]");
     if let Some(value) = annotations.get(NFS_SQUASH_ANNOTATION)
-        && !matches!(value.trim(), "root" | "all" | "none")
+        && parse_squash(value).is_none()
     {
         v.invalid(field(NFS_SQUASH_ANNOTATION), format!("{value:?}: use root (the default), all or none"));
     }
     for key in [NFS_ANON_UID_ANNOTATION, NFS_ANON_GID_ANNOTATION] {
         if let Some(value) = annotations.get(key)
-            && value.trim().parse::<u32>().is_err()
+            && parse_nfs_id(value).is_none()
         {
             v.invalid(field(key), format!("{value:?}: must be a numeric id from 0 to 4294967295, e.g. 65534"));
         }
@@ -465,10 +477,7 @@ fn validate_source(v: &mut Validation, kind: VolumeKind, source: &SourceSpec) {
 
 /// Whether a `scheme://user:password@host` URL carries a password.
 fn url_has_password(url: &str) -> bool {
-    url.split_once("://").is_some_and(|(_, rest)| {
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        rest[..end].rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
-    })
+    userinfo(url).is_some_and(|u| u.contains(':'))
 }
 
 /// Whether a git URL is reached over SSH (`ssh://…` or scp-like `user@host:path`).

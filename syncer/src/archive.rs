@@ -142,17 +142,8 @@ fn copy_into(
 
 /// Copies the first `len` bytes of `file` into `staged`.
 fn copy_prefix(mut file: File, len: u64, staged: &mut crate::tree::StagedFile<'_>) -> Result<(), SyncError> {
-    use std::io::Seek;
     file.rewind()?;
-    let mut limited = file.take(len);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = limited.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        staged.write(&buf[..n])?;
-    }
+    staged.write_from(file.take(len))
 }
 
 fn unpack_tar(reader: impl Read, stage: &mut Stage, cancel: &CancellationToken) -> Result<(), SyncError> {

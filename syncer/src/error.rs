@@ -36,6 +36,11 @@ pub enum SyncError {
         "the volume is full: the new revision needs at least {needed} more bytes and {free} are free; the published revision stays while the next is built, so a source that changes entirely needs twice its size plus the syncer's caches; raise spec.storage.capacity"
     )]
     VolumeFull { needed: u64, free: u64 },
+    /// The volume refused a write for want of space (`ENOSPC`, `EDQUOT`).
+    #[error(
+        "the volume is full: it refused a write of the new revision ({0}); the published revision stays while the next is built, so a source that changes entirely needs twice its size plus the syncer's caches; raise spec.storage.capacity"
+    )]
+    NoSpace(std::io::Error),
     #[error("the sync did not finish within syncTimeout ({0:?}); the published tree is unchanged")]
     Timeout(Duration),
     #[error("volume I/O: {0}")]
@@ -60,7 +65,7 @@ impl SyncError {
             SyncError::Source(_) => "source",
             SyncError::Content(_) | SyncError::Path(_) => "content",
             SyncError::Capacity { .. } => "capacity",
-            SyncError::VolumeFull { .. } => "volume-full",
+            SyncError::VolumeFull { .. } | SyncError::NoSpace(_) => "volume-full",
             SyncError::Timeout(_) => "timeout",
             SyncError::Io(_) => "io",
             SyncError::Fenced => "fenced",
@@ -73,7 +78,7 @@ impl From<std::io::Error> for SyncError {
     /// capacity being reached (`NOSPC`), which the user fixes by raising it.
     fn from(e: std::io::Error) -> Self {
         match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => SyncError::VolumeFull { needed: 0, free: 0 },
+            Some(libc::ENOSPC | libc::EDQUOT) => SyncError::NoSpace(e),
             _ => SyncError::Io(e),
         }
     }

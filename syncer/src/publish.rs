@@ -64,17 +64,9 @@ impl Volume {
         for entry in std::fs::read_dir(&self.state)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("staging-") {
-                if entry.file_type()?.is_dir() {
-                    remove_all(&entry.path())?;
-                } else {
-                    std::fs::remove_file(entry.path())?;
-                }
-            }
-        }
-        for entry in std::fs::read_dir(&self.state)? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with("current.tmp") {
+            if name.starts_with("staging-") && entry.file_type()?.is_dir() {
+                remove_all(&entry.path())?;
+            } else if name.starts_with("staging-") || name.starts_with("current.tmp") {
                 match std::fs::remove_file(entry.path()) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}

@@ -194,7 +194,7 @@ impl Syncer {
         let mut result = self.sync_inner(view, volume, &mut redactor).await;
         // The revision before the published one is kept only so that reads in progress at the
         // last switch finish; when the new revision does not fit beside both, it goes first.
-        if matches!(result, Err(SyncError::VolumeFull { .. })) {
+        if matches!(result, Err(SyncError::VolumeFull { .. } | SyncError::NoSpace(_))) {
             match volume.free_previous() {
                 Ok(true) => {
                     tracing::info!(

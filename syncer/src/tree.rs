@@ -223,32 +223,25 @@ impl Stage {
         self.claim(path)?;
         let source = path.under(&previous_dir);
         let target = path.under(&self.dir);
-        // linkat(2) does not follow a symlink at `source`, so what is linked is whatever inode is
-        // there; checking the new name afterwards cannot race, because the inode it names cannot
-        // change its type or leave.
-        let linked = std::fs::hard_link(&source, &target).is_ok()
-            && match std::fs::symlink_metadata(&target) {
-                Ok(meta) if meta.file_type().is_file() && meta.len() == size => true,
+        if std::fs::hard_link(&source, &target).is_ok() {
+            // linkat(2) does not follow a symlink at `source`, so what is linked is whatever
+            // inode is there; checking the new name afterwards cannot race, because the inode it
+            // names cannot change its type or leave.
+            match std::fs::symlink_metadata(&target) {
+                Ok(meta) if meta.file_type().is_file() && meta.len() == size => {}
                 _ => {
                     std::fs::remove_file(&target)?;
                     return Ok(false);
                 }
-            };
-        if !linked {
+            }
+        } else {
             // Some file systems (and some NFS servers) refuse hard links: copy instead, reading
             // the previous file without following links.
-            let Ok(mut from) = open_regular(&previous_dir, path) else {
+            let Ok(from) = open_regular(&previous_dir, path) else {
                 return Ok(false);
             };
             let mut to = self.create_file(path, executable)?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = std::io::Read::read(&mut from, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                to.write(&buf[..n])?;
-            }
+            to.write_from(from)?;
             if to.written != size {
                 // The previous file is damaged: fetch it again.
                 drop(to);
@@ -363,6 +356,18 @@ impl StagedFile<'_> {
         self.file.write_all(data)?;
         self.written += data.len() as u64;
         Ok(())
+    }
+
+    /// Writes everything `reader` gives.
+    pub fn write_from(&mut self, mut reader: impl std::io::Read) -> Result<(), SyncError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.write(&buf[..n])?;
+        }
     }
 
     /// Records the file with the source's `version` of it.

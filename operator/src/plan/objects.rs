@@ -110,13 +110,8 @@ impl PlanContext<'_> {
         let mut out = vec![Desired::PersistentVolumeClaim(self.nfs_data_claim()), Desired::Service(self.nfs_service())];
         // The server reads its writer token from this Secret; it comes before the server's pod.
         if let Some(token) = self.writer_token() {
-            out.push(Desired::Secret(Secret {
-                metadata: self.meta(self.names.nfs_writer(), Some(&self.resource_namespace), components::NFS_SERVER),
-                type_: Some("Opaque".to_string()),
-                data: Some(BTreeMap::from([(NFS_WRITER_TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec()))])),
-                immutable: Some(false),
-                ..Default::default()
-            }));
+            let data = BTreeMap::from([(NFS_WRITER_TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec()))]);
+            out.push(self.opaque_secret(self.names.nfs_writer(), components::NFS_SERVER, data));
         }
         out.push(Desired::StatefulSet(self.nfs_statefulset(image.as_deref())));
         if self.settings.network_policy {
@@ -416,13 +411,7 @@ impl PlanContext<'_> {
         let files = self.credential_files();
         let has_credentials = !files.is_empty();
         if has_credentials {
-            out.push(Desired::Secret(Secret {
-                metadata: self.meta(self.names.credentials(), Some(ns), components::SYNCER),
-                type_: Some("Opaque".to_string()),
-                data: Some(files),
-                immutable: Some(false),
-                ..Default::default()
-            }));
+            out.push(self.opaque_secret(self.names.credentials(), components::SYNCER, files));
         }
         out.push(Desired::ServiceAccount(ServiceAccount {
             metadata: self.meta(name.clone(), Some(ns), components::SYNCER),
@@ -492,6 +481,17 @@ impl PlanContext<'_> {
         }
         out.push(Desired::ReplicaSet(self.syncer_replicaset(has_credentials)));
         out
+    }
+
+    /// A Secret of the volume in its resource namespace.
+    fn opaque_secret(&self, name: String, component: &str, data: BTreeMap<String, ByteString>) -> Desired {
+        Desired::Secret(Secret {
+            metadata: self.meta(name, Some(&self.resource_namespace), component),
+            type_: Some("Opaque".to_string()),
+            data: Some(data),
+            immutable: Some(false),
+            ..Default::default()
+        })
     }
 
     /// The syncer's Role in its namespace, and the binding to its ServiceAccount.
