@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use sv_operator::telemetry::Health;
+use sv_common::telemetry::Health;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 

@@ -12,7 +12,7 @@ use sv_nfs::health::{TcpConnector, run_probes};
 use sv_nfs::metrics::NfsMetrics;
 use sv_nfs::program::{Cli, Command, ServeArgs};
 use sv_nfs::server::{NfsServer, ServerConfig};
-use sv_operator::telemetry::{self, Health};
+use sv_common::telemetry::{self, Health};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

@@ -57,17 +57,9 @@ pub const DEFAULT_OPERATOR_NAMESPACE: &str = "shared-volume-controller-system";
 pub const NFS_PORT: i32 = 2049;
 /// Port of `/healthz`, `/readyz` and `/metrics` on the NFS server and the syncer.
 pub const PROBE_PORT: i32 = 8080;
-/// Mount options for the managed server: NFSv3 over TCP on one fixed port, no NLM.
-pub const MANAGED_MOUNT_OPTIONS: [&str; 5] = ["nfsvers=3", "proto=tcp", "port=2049", "mountport=2049", "nolock"];
-/// Annotation on a volume overriding the mount options of its PVs (comma separated).
-pub const MOUNT_OPTIONS_ANNOTATION: &str = "sv.sharedvolume.io/mount-options";
-/// How a managed NFS server treats consumers' `AUTH_UNIX` identities: `root` (the default: uid
-/// and gid 0 become the anonymous ids), `all` (everyone does) or `none` (trusted as sent).
-pub const NFS_SQUASH_ANNOTATION: &str = "sv.sharedvolume.io/nfs-squash";
-/// The anonymous uid squashed consumers get (default 65534).
-pub const NFS_ANON_UID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-uid";
-/// The anonymous gid squashed consumers get (default 65534).
-pub const NFS_ANON_GID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-gid";
+pub use sv_api::{
+    MANAGED_MOUNT_OPTIONS, MOUNT_OPTIONS_ANNOTATION, NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION,
+};
 /// Where the managed NFS server reads its writer token.
 pub const NFS_WRITER_DIR: &str = "/etc/sv-nfs/writer";
 /// Where the syncer finds credential files.
@@ -247,23 +239,7 @@ impl Observed {
     }
 }
 
-/// Whether a label selector matches a label set. An empty selector matches everything.
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            // Validation rejects other operators; match nothing rather than everything.
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
+pub use sv_api::selector_matches;
 
 /// An object the operator wants to exist, in the order it should be applied.
 // A plan holds a dozen of these, built once per reconcile; boxing would only add noise.
@@ -547,10 +523,7 @@ impl PlanContext<'_> {
     }
 
     fn export_path(&self) -> String {
-        match &self.mode {
-            ServerMode::Managed { .. } => "/".to_string(),
-            ServerMode::ExternalUrl { path, .. } | ServerMode::ExternalService { path, .. } => path.clone(),
-        }
+        sv_api::consumer::export_path(&self.mode)
     }
 
     /// The path the syncer mounts: a managed server's writer path, once its token is stored.
@@ -567,13 +540,7 @@ impl PlanContext<'_> {
     }
 
     fn mount_options(&self) -> Vec<String> {
-        if let Some(custom) = self.observed.annotations.get(MOUNT_OPTIONS_ANNOTATION) {
-            return custom.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
-        }
-        match self.mode {
-            ServerMode::Managed { .. } => MANAGED_MOUNT_OPTIONS.iter().map(|s| s.to_string()).collect(),
-            _ => self.settings.external_mount_options.clone(),
-        }
+        sv_api::consumer::mount_options(&self.observed.annotations, &self.mode, &self.settings.external_mount_options)
     }
 
     /// The credential files the syncer gets, by file name.

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, NFSVolumeSource,
-    ObjectFieldSelector, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServicePort,
     ServiceSpec, Volume as PodVolume, VolumeMount, VolumeResourceRequirements,
 };
@@ -19,14 +19,14 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     CREDENTIALS_DIR, Desired, NFS_EXPORT_DIR, NFS_PORT, NFS_WRITER_DIR, ObjectKey, PROBE_PORT, PlanContext,
     SYNCER_DATA_DIR,
 };
-use crate::api::{API_VERSION, AccessMode, CONSUMER_POD_LABEL, VolumeKind, annotations, components, labels};
+use crate::api::{AccessMode, CONSUMER_POD_LABEL, VolumeKind, components, labels};
 use crate::names::NFS_WRITER_TOKEN_KEY;
 use crate::units::parse_quantity_bytes;
 use crate::validation::NfsIdentity;
@@ -34,20 +34,22 @@ use crate::validation::ServerMode;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 
-/// Label on consumer pods of one volume: `consumer.sv.sharedvolume.io/<reference>: "true"`.
-pub fn consumer_label_key(reference: &str) -> String {
-    format!("consumer.sv.sharedvolume.io/{reference}")
-}
+pub use sv_api::consumer_label_key;
+use sv_api::consumer::{Owner, StorageTarget, storage_pair};
 
 impl PlanContext<'_> {
+    fn owner(&self) -> Owner {
+        Owner {
+            kind: self.observed.kind,
+            name: self.observed.name.clone(),
+            namespace: self.observed.namespace.clone(),
+            uid: self.observed.uid.clone(),
+            reference: self.names.reference().to_string(),
+        }
+    }
+
     fn labels(&self, component: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
-            (labels::PART_OF.to_string(), labels::PART_OF_VALUE.to_string()),
-            (labels::COMPONENT.to_string(), component.to_string()),
-            (labels::REFERENCE.to_string(), self.names.reference().to_string()),
-            (labels::VOLUME_KIND.to_string(), self.observed.kind.as_str().to_string()),
-        ])
+        self.owner().labels(component)
     }
 
     /// Labels that select the pods of one component; a subset of [`Self::labels`], and stable, since
@@ -59,37 +61,9 @@ impl PlanContext<'_> {
         ])
     }
 
-    fn owner_reference(&self) -> OwnerReference {
-        OwnerReference {
-            api_version: API_VERSION.to_string(),
-            kind: self.observed.kind.as_str().to_string(),
-            name: self.observed.name.clone(),
-            uid: self.observed.uid.clone(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
-    }
-
-    /// Metadata of a child. An ownerReference is set wherever Kubernetes honours it: the owner is a
-    /// ClusterSharedVolume, or a SharedVolume owning an object in its own namespace. Elsewhere the
-    /// owner is recorded in an annotation and the finalizer does the cleanup.
+    /// Metadata of a child (see [`Owner::meta`]).
     fn meta(&self, name: String, namespace: Option<&str>, component: &str) -> ObjectMeta {
-        let owner_valid = match self.observed.kind {
-            VolumeKind::ClusterSharedVolume => true,
-            VolumeKind::SharedVolume => namespace.is_some() && namespace == self.observed.namespace.as_deref(),
-        };
-        let owner = match &self.observed.namespace {
-            Some(ns) => format!("{}/{}/{}", self.observed.kind, ns, self.observed.name),
-            None => format!("{}/{}", self.observed.kind, self.observed.name),
-        };
-        ObjectMeta {
-            name: Some(name),
-            namespace: namespace.map(str::to_string),
-            labels: Some(self.labels(component)),
-            annotations: Some(BTreeMap::from([(annotations::OWNER.to_string(), owner)])),
-            owner_references: owner_valid.then(|| vec![self.owner_reference()]),
-            ..ObjectMeta::default()
-        }
+        self.owner().meta(name, namespace, component)
     }
 
     fn capacity(&self) -> Quantity {
@@ -348,58 +322,17 @@ impl PlanContext<'_> {
     /// read-write; a consumer pair follows `storage.accessMode`.
     pub(crate) fn storage(&self, consumer_namespace: Option<&str>, server: &str) -> Vec<Desired> {
         let (name, namespace, component) = self.storage_location(consumer_namespace);
-        let read_only = consumer_namespace.is_some() && self.access_mode().is_read_only();
-        let access_modes = vec![if read_only { "ReadOnlyMany" } else { "ReadWriteMany" }.to_string()];
-        let mut pv_meta = self.meta(name.clone(), None, component);
-        if let Some(ns) = consumer_namespace {
-            pv_meta.labels.get_or_insert_default().insert(labels::CONSUMER_NAMESPACE.to_string(), ns.to_string());
-        }
-        let pv = PersistentVolume {
-            metadata: pv_meta,
-            spec: Some(PersistentVolumeSpec {
-                capacity: Some(BTreeMap::from([("storage".to_string(), self.capacity())])),
-                access_modes: Some(access_modes.clone()),
-                // The PV is only a pointer to the server; deleting it must never touch the data.
-                persistent_volume_reclaim_policy: Some("Retain".to_string()),
-                storage_class_name: Some(String::new()),
-                mount_options: Some(self.mount_options()).filter(|o| !o.is_empty()),
-                nfs: Some(NFSVolumeSource {
-                    server: server.to_string(),
-                    path: match consumer_namespace {
-                        Some(_) => self.export_path(),
-                        None => self.syncer_export_path().unwrap_or_else(|| self.export_path()),
-                    },
-                    read_only: Some(read_only),
-                }),
-                claim_ref: Some(ObjectReference {
-                    api_version: Some("v1".to_string()),
-                    kind: Some("PersistentVolumeClaim".to_string()),
-                    namespace: Some(namespace.clone()),
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let target = StorageTarget {
+            server: server.to_string(),
+            path: match consumer_namespace {
+                Some(_) => self.export_path(),
+                None => self.syncer_export_path().unwrap_or_else(|| self.export_path()),
+            },
+            mount_options: self.mount_options(),
+            capacity: self.capacity().0,
+            read_only: consumer_namespace.is_some() && self.access_mode().is_read_only(),
         };
-        let mut pvc_meta = self.meta(name.clone(), Some(&namespace), component);
-        if let Some(ns) = consumer_namespace {
-            pvc_meta.labels.get_or_insert_default().insert(labels::CONSUMER_NAMESPACE.to_string(), ns.to_string());
-        }
-        let pvc = PersistentVolumeClaim {
-            metadata: pvc_meta,
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(access_modes),
-                storage_class_name: Some(String::new()),
-                volume_name: Some(name),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([("storage".to_string(), self.capacity())])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let (pv, pvc) = storage_pair(&self.owner(), &name, &namespace, component, consumer_namespace, &target);
         vec![Desired::PersistentVolume(pv), Desired::PersistentVolumeClaim(pvc)]
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{
+use crate::{
     AccessMode, GitSource, HttpSource, NfsServerSpec, S3Source, SecretKeySelector, SourceSpec, SshSource, VolumeKind,
     VolumeSpec,
 };
@@ -133,7 +133,7 @@ pub const NFS_ANON_ID: u32 = 65534;
 
 impl NfsIdentity {
     pub fn of(annotations: &std::collections::BTreeMap<String, String>) -> Self {
-        use crate::plan::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+        use crate::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
         let id = |key: &str| annotations.get(key).and_then(|v| parse_nfs_id(v)).unwrap_or(NFS_ANON_ID);
         Self {
             squash: annotations.get(NFS_SQUASH_ANNOTATION).and_then(|v| parse_squash(v)).unwrap_or("root"),
@@ -158,7 +158,7 @@ fn parse_nfs_id(value: &str) -> Option<u32> {
 
 /// Errors in the annotations that set a managed NFS server's identity policy.
 pub fn validate_nfs_annotations(annotations: &std::collections::BTreeMap<String, String>) -> Vec<FieldError> {
-    use crate::plan::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+    use crate::{NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
     let mut v = Validation::default();
     let field = |key: &str| format!("metadata.annotations[{key}]");
     if let Some(value) = annotations.get(NFS_SQUASH_ANNOTATION)
@@ -753,8 +753,10 @@ fn validate_sync(v: &mut Validation, spec: &VolumeSpec) {
     let timeout_text = spec.sync_timeout.as_deref().filter(|s| !s.is_empty());
     if !spec.has_source() {
         for (field, value) in [("spec.syncInterval", interval_text), ("spec.syncTimeout", timeout_text)] {
+            // A warning, not an error: the Go project's own no-source example sets both, and
+            // its manifests must apply unchanged.
             if value.is_some() {
-                v.forbidden(field, "only applies to a volume with a source; remove it or add a source");
+                v.warn(format!("{field} has no effect on a volume without a source; remove it or add a source"));
             }
         }
         return;

@@ -51,21 +51,10 @@ pub fn is_dns1123_subdomain(value: &str) -> bool {
     value.len() <= 253 && value.split('.').all(is_dns1123_label)
 }
 
+/// The writer path is a contract between the operator and `sv-nfs`, which does not link kube.
+pub use sv_common::writer::{NFS_WRITER_TOKEN_KEY, is_valid_writer_token, nfs_writer_path};
+
 /// Names of the objects that belong to one volume.
-/// Key of the writer token in its Secret.
-pub const NFS_WRITER_TOKEN_KEY: &str = "token";
-
-/// The MOUNT path of a managed NFS server that gives the writer's rights (the syncer's): the
-/// export itself, reached through a path only the holder of the token knows. Consumers mount `/`.
-pub fn nfs_writer_path(token: &str) -> String {
-    format!("/.sv-writer-{token}")
-}
-
-/// Whether `token` has the shape the operator issues: 32 lowercase hex digits (128 bits).
-pub fn is_valid_writer_token(token: &str) -> bool {
-    token.len() == 32 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildNames {
     reference: String,

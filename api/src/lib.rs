@@ -1,15 +1,27 @@
 //! The public API `sv.sharedvolume.io/v1alpha1`: `SharedVolume` (namespaced, `sv`) and
 //! `ClusterSharedVolume` (cluster-scoped, `csv`), the annotations pods use to ask for them, and the
 //! labels and names every other crate shares.
+//!
+//! The operator, the webhook, the syncer and `sv-operator validate` all build on this crate: one
+//! [`validation::validate_spec`] decides what a valid volume is, and [`consumer`] builds the
+//! storage a consumer namespace gets, whichever program creates it.
 
+pub mod clock;
+pub mod consumer;
+pub mod names;
+pub mod redact;
 mod spec;
 mod status;
+pub mod units;
+pub mod validation;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -37,6 +49,18 @@ pub const SSH_KNOWN_HOSTS_ANNOTATION: &str = "sv.sharedvolume.io/ssh-known-hosts
 pub const SSH_INSECURE_ANNOTATION: &str = "sv.sharedvolume.io/ssh-insecure-skip-host-key-check";
 /// Annotation (`"true"`) asking the HTTP source to unpack a `.tar`, `.tar.gz`/`.tgz` or `.zip`.
 pub const HTTP_UNPACK_ANNOTATION: &str = "sv.sharedvolume.io/http-unpack";
+
+/// Mount options for the managed server: NFSv3 over TCP on one fixed port, no NLM.
+pub const MANAGED_MOUNT_OPTIONS: [&str; 5] = ["nfsvers=3", "proto=tcp", "port=2049", "mountport=2049", "nolock"];
+/// Annotation on a volume overriding the mount options of its PVs (comma separated).
+pub const MOUNT_OPTIONS_ANNOTATION: &str = "sv.sharedvolume.io/mount-options";
+/// How a managed NFS server treats consumers' `AUTH_UNIX` identities: `root` (the default: uid
+/// and gid 0 become the anonymous ids), `all` (everyone does) or `none` (trusted as sent).
+pub const NFS_SQUASH_ANNOTATION: &str = "sv.sharedvolume.io/nfs-squash";
+/// The anonymous uid squashed consumers get (default 65534).
+pub const NFS_ANON_UID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-uid";
+/// The anonymous gid squashed consumers get (default 65534).
+pub const NFS_ANON_GID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-gid";
 
 /// Labels on every object the operator creates.
 pub mod labels {
@@ -292,6 +316,30 @@ pub fn pod_requested_volumes(
     annotations.get(kind.pod_annotation()).map(|v| parse_volume_list(v)).unwrap_or_default()
 }
 
+/// Label on consumer pods of one volume: `consumer.sv.sharedvolume.io/<reference>: "true"`. The
+/// webhook sets it; the NFS server's NetworkPolicy admits the pods that carry it.
+pub fn consumer_label_key(reference: &str) -> String {
+    format!("consumer.sv.sharedvolume.io/{reference}")
+}
+
+/// Whether a label selector matches a label set. An empty selector matches everything.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            // Validation rejects other operators; match nothing rather than everything.
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
 /// Both CRDs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     VolumeKind::ALL.into_iter().map(VolumeKind::crd).collect()
@@ -305,4 +353,12 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
         out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
+}
+
+/// Selects ring as the process's TLS crypto provider. A workspace build compiles rustls with more
+/// than one provider (different dependencies ask for different ones), and rustls then refuses to
+/// guess: every program and test that builds a `kube::Client` or a TLS server calls this first.
+/// Safe to repeat.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

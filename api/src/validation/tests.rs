@@ -1,5 +1,5 @@
 use super::*;
-use crate::api::{StorageSpec, VolumeSpec};
+use crate::{StorageSpec, VolumeSpec};
 
 fn spec(yaml: &str) -> VolumeSpec {
     serde_saphyr::from_str(yaml).expect("test spec parses")
@@ -117,7 +117,11 @@ source:
 #[test]
 fn empty_source_counts_as_none() {
     assert!(sv(&with("source: {}")).is_valid());
-    only_error(&sv(&with("source: {}\nsyncInterval: 1m")), "spec.syncInterval", "add a source");
+    // The Go project's no-source example sets both: accepted, with a warning for each.
+    let v = sv(&with("source: {}\nsyncInterval: 1m\nsyncTimeout: 30s"));
+    assert!(v.is_valid(), "{:#?}", v.errors);
+    assert_eq!(v.warnings.len(), 2, "{:#?}", v.warnings);
+    assert!(v.warnings[0].starts_with("spec.syncInterval has no effect"), "{:?}", v.warnings);
 }
 
 #[test]
@@ -230,11 +234,11 @@ fn durations() {
 }
 
 #[test]
-fn sync_fields_need_a_source() {
+fn sync_fields_without_a_source_are_warned_about_not_refused() {
     let v = sv(&with("syncInterval: 1m\nsyncTimeout: 30s"));
-    let fields: Vec<&str> = v.errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(v.is_valid(), "{:#?}", v.errors);
+    let fields: Vec<&str> = v.warnings.iter().filter_map(|w| w.split(' ').next()).collect();
     assert_eq!(fields, ["spec.syncInterval", "spec.syncTimeout"]);
-    assert!(v.errors.iter().all(|e| e.kind == ErrorKind::Forbidden));
 }
 
 #[test]
@@ -339,7 +343,7 @@ fn credentials_in_urls_never_reach_a_message() {
 
 #[test]
 fn nfs_identity_annotations() {
-    use crate::plan::{NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
+    use crate::{NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION};
     use std::collections::BTreeMap;
     let none = BTreeMap::new();
     assert_eq!(NfsIdentity::of(&none), NfsIdentity { squash: "root", anon_uid: 65534, anon_gid: 65534 });

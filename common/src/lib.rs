@@ -1,0 +1,6 @@
+//! What every SharedVolume program shares and that needs no Kubernetes client: logs, health and
+//! metrics endpoints, graceful shutdown, and the writer-path contract with `sv-nfs`. Kept free of
+//! kube so that `sv-nfs` (and its fuzz build) stays small.
+
+pub mod telemetry;
+pub mod writer;
