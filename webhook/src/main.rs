@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use sv_common::telemetry::{self, LogFormat};
+use sv_common::telemetry;
 use sv_webhook::program::{Cli, Command, review, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Review(args) => {
-            telemetry::init_logging(LogFormat::Text);
+            // No log lines: stdout is the answer, stderr the objects.
             let out = review(&args).await?;
             println!("{}", serde_json::to_string_pretty(&out.response)?);
             let mut stderr = std::io::stderr().lock();
