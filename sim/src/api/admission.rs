@@ -380,21 +380,31 @@ impl ApiServer {
             state.store.get(&rt.id, namespace, name).cloned()
         };
         let svc = find("services").ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
-        let target_port = svc["spec"]["ports"]
+        let service_port = svc["spec"]["ports"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|p| p["port"].as_u64() == Some(port))
-            .and_then(|p| p["targetPort"].as_u64().or_else(|| p["port"].as_u64()))
+            .cloned()
             .ok_or_else(|| format!("service \"{namespace}/{name}\" has no port {port}"))?;
         let endpoints = find("endpoints").ok_or_else(unavailable)?;
         let hosts = self.inner.pod_hosts.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let host = endpoints["subsets"]
+        // The endpoint's port of this service port: by its name (a named targetPort resolves per
+        // pod), or the only one.
+        let (host, target_port) = endpoints["subsets"]
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
-            .find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))
+            .find_map(|s| {
+                let ports = s["ports"].as_array()?;
+                let target = match service_port["name"].as_str() {
+                    Some(port_name) => ports.iter().find(|p| p["name"] == port_name),
+                    None => ports.first(),
+                }?["port"]
+                    .as_u64()?;
+                let host = s["addresses"].as_array()?.iter().find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))?;
+                Some((host, target))
+            })
             .ok_or_else(unavailable)?;
         let port = u16::try_from(target_port).map_err(|e| e.to_string())?;
         Ok((host, port, path, server_name))

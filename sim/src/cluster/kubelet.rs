@@ -264,36 +264,63 @@ pub(super) fn endpoints(pass: &mut Pass) {
         }
         let ns = namespace(&service).to_string();
         let matches = |pod: &Value| selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v);
-        let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+        // A named targetPort is resolved per pod, from its containers' ports, as the endpoints
+        // controller does; pods that resolve alike share a subset.
+        let ports_of = |pod: &Value| -> Vec<Value> {
+            service["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let target = match &p["targetPort"] {
+                        Value::String(port_name) => pod["spec"]["containers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                            .find(|cp| cp["name"] == port_name.as_str())
+                            .and_then(|cp| cp["containerPort"].as_i64())?,
+                        other => other.as_i64().or_else(|| p["port"].as_i64()).unwrap_or(0),
+                    };
+                    let mut port = json!({"port": target, "protocol": p["protocol"]});
+                    if let Some(name) = p["name"].as_str() {
+                        port["name"] = json!(name);
+                    }
+                    Some(port)
+                })
+                .collect()
+        };
+        let mut groups: Vec<(Vec<Value>, Vec<Value>, Vec<Value>)> = Vec::new();
         for pod in pass.list("", "pods", Some(&ns)) {
             if !matches(&pod) || deleting(&pod) || pod["status"]["podIP"].is_null() {
                 continue;
             }
             let address = json!({"ip": pod["status"]["podIP"], "nodeName": pod["spec"]["nodeName"],
                                  "targetRef": {"kind": "Pod", "namespace": ns, "name": name(&pod), "uid": pod["metadata"]["uid"]}});
-            if pod_ready(&pod) { ready.push(address) } else { not_ready.push(address) }
-        }
-        let ports: Vec<Value> = service["spec"]["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                let target = p["targetPort"].as_i64().or_else(|| p["port"].as_i64()).unwrap_or(0);
-                let mut port = json!({"port": target, "protocol": p["protocol"]});
-                if let Some(name) = p["name"].as_str() {
-                    port["name"] = json!(name);
+            let ports = ports_of(&pod);
+            let index = match groups.iter().position(|(p, _, _)| *p == ports) {
+                Some(i) => i,
+                None => {
+                    groups.push((ports, Vec::new(), Vec::new()));
+                    groups.len() - 1
                 }
-                port
+            };
+            if pod_ready(&pod) { groups[index].1.push(address) } else { groups[index].2.push(address) }
+        }
+        let subsets: Vec<Value> = groups
+            .into_iter()
+            .map(|(ports, ready, not_ready)| {
+                let mut subset = json!({"ports": ports});
+                if !ready.is_empty() {
+                    subset["addresses"] = json!(ready);
+                }
+                if !not_ready.is_empty() {
+                    subset["notReadyAddresses"] = json!(not_ready);
+                }
+                subset
             })
             .collect();
-        let mut subset = json!({"ports": ports});
-        if !ready.is_empty() {
-            subset["addresses"] = json!(ready);
-        }
-        if !not_ready.is_empty() {
-            subset["notReadyAddresses"] = json!(not_ready);
-        }
-        let subsets = if ready.is_empty() && not_ready.is_empty() { json!([]) } else { json!([subset]) };
+        let subsets = json!(subsets);
         match pass.get("", "endpoints", &ns, name(&service)) {
             Some(current) if current["subsets"] == subsets => {}
             Some(current) => {

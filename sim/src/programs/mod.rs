@@ -20,6 +20,7 @@ mod pod;
 mod probe;
 pub mod sources;
 mod syncer;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,6 +39,9 @@ pub use pod::PodContext;
 use probe::{HttpProbe, ProbeState};
 pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
 
+/// The image of `sv-webhook`, as `deploy/webhook.yaml` names it (any tag).
+pub const WEBHOOK_IMAGE: &str = "ghcr.io/sharedvolume/sv-webhook";
+
 /// What a pod of a registered image runs.
 #[derive(Clone)]
 pub enum Program {
@@ -45,6 +49,8 @@ pub enum Program {
     NfsServer,
     /// `sv-syncer`: keeps a volume equal to its source.
     Syncer,
+    /// `sv-webhook`: the admission webhook.
+    Webhook,
     /// Anything else a test or scenario needs in a pod (a webhook, a source server): called with
     /// the pod as its container sees it, until the pod stops.
     Custom(CustomProgram),
@@ -59,6 +65,7 @@ impl std::fmt::Debug for Program {
         f.write_str(match self {
             Program::NfsServer => "NfsServer",
             Program::Syncer => "Syncer",
+            Program::Webhook => "Webhook",
             Program::Custom(_) => "Custom",
         })
     }
@@ -123,6 +130,7 @@ impl Programs {
         let images = vec![
             (repository(&settings.nfs_image).to_string(), Program::NfsServer),
             (repository(&settings.syncer_image).to_string(), Program::Syncer),
+            (WEBHOOK_IMAGE.to_string(), Program::Webhook),
         ];
         let inner = Inner {
             images,
@@ -254,6 +262,10 @@ impl PodRuntime for Programs {
             Program::Syncer => {
                 let context = context.clone();
                 Arc::new(move |stop, _| Box::pin(syncer::run(context.clone(), clock.clone(), stop)))
+            }
+            Program::Webhook => {
+                let context = context.clone();
+                Arc::new(move |stop, _| Box::pin(webhook::run(context.clone(), clock.clone(), stop)))
             }
             Program::Custom(code) => {
                 let (context, code) = (context.clone(), code.clone());

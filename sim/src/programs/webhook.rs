@@ -1,0 +1,34 @@
+//! `sv-webhook serve` on a simulated host: the program's own command line and entry point, on
+//! turmoil sockets, with the simulation's API client and clock.
+
+use clap::Parser as _;
+use sv_operator::clock::SharedClock;
+use sv_webhook::program::{Cli, Command, ServeArgs, serve};
+use tokio_util::sync::CancellationToken;
+
+use super::pod::PodContext;
+use crate::net::{SimListener, kube_client};
+use crate::world::{API_HOST, API_PORT};
+
+/// `serve`'s flags as the program parses them. clap reads `POD_NAMESPACE` from the process
+/// environment, which is not the pod's here: the pod's value is applied when the flag is absent.
+fn parse(context: &PodContext) -> Result<ServeArgs, String> {
+    let cli = Cli::try_parse_from(std::iter::once("sv-webhook").chain(context.args.iter().map(String::as_str)))
+        .map_err(|e| e.to_string())?;
+    let Command::Serve(mut args) = cli.command else {
+        return Err("the webhook's pod must run `sv-webhook serve`".to_string());
+    };
+    if !context.args.iter().any(|a| a.starts_with("--namespace")) {
+        args.namespace = context.env.get("POD_NAMESPACE").cloned().unwrap_or_else(|| context.namespace.clone());
+    }
+    Ok(args)
+}
+
+pub(super) async fn run(context: PodContext, clock: SharedClock, stop: CancellationToken) -> Result<(), String> {
+    let args = parse(&context)?;
+    let client = kube_client(API_HOST, API_PORT).map_err(|e| e.to_string())?;
+    let https = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
+    let http =
+        SimListener::bind(args.metrics_port).await.map_err(|e| format!("binding port {}: {e}", args.metrics_port))?;
+    serve(args, client, clock, https, http, stop).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,158 @@
+//! The real `sv-webhook`, installed from `deploy/webhook.yaml`, runs as the pods of its image
+//! behind its Service: it issues its certificate and publishes the CA in its configurations;
+//! consumer pods created through the API server come out mutated with their claims created, the
+//! last consumer's deletion removes the namespace's storage, and with the webhook down annotated
+//! pods are refused while every other pod is not.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::{Value, json};
+use sv_sim::api::ApiServer;
+use sv_sim::examples::install;
+use sv_sim::world::{World, WorldConfig};
+
+const OPERATOR_NS: &str = "shared-volume-controller-system";
+
+fn get(api: &ApiServer, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    let version = match group {
+        "" => "v1",
+        "sv.sharedvolume.io" => "v1alpha1",
+        _ => "v1",
+    };
+    let state = api.state();
+    let rt = state.registry.find(group, version, plural)?;
+    state.store.get(&rt.id, namespace, name).map(|o| (**o).clone())
+}
+
+fn world() -> World {
+    sv_sim::init_test_logging();
+    let world = World::new(WorldConfig::default()).expect("a world");
+    assert!(install(&world).expect("install").is_empty());
+    let manifests: Vec<Value> =
+        serde_saphyr::from_multiple(include_str!("../../deploy/webhook.yaml")).expect("deploy/webhook.yaml parses");
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})];
+    objects.extend(manifests);
+    objects.push(json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": "data", "namespace": "team-a"},
+        "spec": {"mountPath": "/mnt/shared/data", "storageClassName": "standard",
+                 "storage": {"capacity": "1Gi", "accessMode": "ReadOnly"}},
+    }));
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    world
+}
+
+/// The webhook is serving: its certificate is in both configurations.
+fn ca_published(api: &ApiServer) -> bool {
+    ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"].iter().all(|plural| {
+        get(api, "admissionregistration.k8s.io", plural, "", "sharedvolume-webhook")
+            .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()))
+    })
+}
+
+fn pod(name: &str, annotations: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                 "initContainers": [{"name": "init", "image": "busybox"}]},
+    }))
+    .expect("pod")
+}
+
+type Results = Arc<Mutex<Vec<(String, Result<Value, String>)>>>;
+
+/// Creates (or deletes, for names starting with `-`) pods in team-a through the API server, as
+/// a client outside the cluster would.
+fn client_run(world: &mut World, host: &str, steps: Vec<(String, Value)>) -> Vec<(String, Result<Value, String>)> {
+    let results: Results = Arc::default();
+    let record = results.clone();
+    let count = steps.len();
+    world.sim.client(host.to_string(), async move {
+        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+        let pods: Api<Pod> = Api::namespaced(client, "team-a");
+        for (name, annotations) in steps {
+            let result = match name.strip_prefix('-') {
+                Some(name) => pods.delete(name, &DeleteParams::default()).await.map(|_| Value::Null),
+                None => pods.create(&PostParams::default(), &pod(&name, annotations)).await.map(|p| serde_json::to_value(p).unwrap_or_default()),
+            };
+            record.lock().expect("lock").push((name, result.map_err(|e| e.to_string())));
+        }
+        Ok(())
+    });
+    let done = results.clone();
+    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == count).expect("run"));
+    let out = results.lock().expect("lock").clone();
+    out
+}
+
+#[test]
+fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
+    let mut world = world();
+    let ready = |api: &ApiServer| {
+        ca_published(api)
+            && get(api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data")
+                .is_some_and(|v| v["status"]["phase"] == "Ready")
+    };
+    assert!(world.run_until(Duration::from_secs(600), ready).expect("run"), "the webhook serves and the volume is Ready");
+    let volume = get(&world.api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data").expect("volume");
+    let reference = volume["spec"]["referenceValue"].as_str().expect("referenceValue").to_string();
+    let claim = format!("{reference}-team-a");
+
+    let results = client_run(
+        &mut world,
+        "tester",
+        vec![("consumer".into(), json!({"sharedvolume.sv": "data"})), ("plain".into(), json!({}))],
+    );
+    let consumer = results[0].1.clone().expect("the annotated pod is admitted");
+    let volumes = consumer["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let ours = volumes.iter().find(|v| v["name"] == reference.as_str()).expect("the volume is added");
+    assert_eq!(ours["persistentVolumeClaim"]["claimName"], claim.as_str());
+    for field in ["containers", "initContainers"] {
+        let mounts = consumer["spec"][field][0]["volumeMounts"].to_string();
+        assert!(mounts.contains("/mnt/shared/data") && mounts.contains("\"readOnly\":true"), "{field}: {mounts}");
+    }
+    assert_eq!(consumer["metadata"]["labels"]["sv.sharedvolume.io/consumer"], "true");
+    let plain = results[1].1.clone().expect("a plain pod is admitted");
+    assert!(plain["metadata"]["labels"].get("sv.sharedvolume.io/consumer").is_none(), "untouched: {plain}");
+    assert!(get(&world.api, "", "persistentvolumeclaims", "team-a", &claim).is_some(), "the webhook created the claim");
+    assert!(get(&world.api, "", "persistentvolumes", "", &claim).is_some(), "and its PV");
+
+    // The last consumer goes: the operator removes the namespace's storage.
+    client_run(&mut world, "deleter", vec![("-consumer".into(), Value::Null)]);
+    let gone = |api: &ApiServer| {
+        get(api, "", "persistentvolumeclaims", "team-a", &claim).is_none() && get(api, "", "persistentvolumes", "", &claim).is_none()
+    };
+    assert!(world.run_until(Duration::from_secs(300), gone).expect("run"), "consumer storage removed after the last consumer");
+}
+
+#[test]
+fn with_the_webhook_down_only_annotated_pods_are_refused() {
+    let mut world = world();
+    assert!(world.run_until(Duration::from_secs(600), ca_published).expect("run"), "the webhook serves");
+    // Take the webhook away: its Deployment is deleted, the pods go.
+    {
+        let mut state = world.api.state();
+        let rt = state.registry.find("apps", "v1", "deployments").expect("deployments").clone();
+        world.api.delete_in(&mut state, &rt, OPERATOR_NS, "sharedvolume-webhook", &Default::default()).expect("delete");
+    }
+    let no_webhook_pods = |api: &ApiServer| {
+        let state = api.state();
+        let Some(rt) = state.registry.find("", "v1", "pods") else { return false };
+        !state.store.list(&rt.id, Some(OPERATOR_NS)).any(|(_, p)| p["metadata"]["labels"]["app.kubernetes.io/name"] == "sharedvolume-webhook")
+    };
+    assert!(world.run_until(Duration::from_secs(300), no_webhook_pods).expect("run"));
+    let results = client_run(
+        &mut world,
+        "tester",
+        vec![("consumer".into(), json!({"sharedvolume.sv": "data"})), ("plain".into(), json!({"team": "a"}))],
+    );
+    let refused = results[0].1.clone().expect_err("the annotated pod is refused");
+    assert!(refused.contains("pods.sv.sharedvolume.io"), "the message names the webhook: {refused}");
+    results[1].1.clone().expect("every other pod is unaffected");
+}
