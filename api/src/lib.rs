@@ -91,6 +91,30 @@ pub mod components {
     pub const CONSUMER_STORAGE: &str = "consumer-storage";
 }
 
+/// The message of an immutable field, in the CRD as in the webhook and the operator.
+pub const IMMUTABLE_MESSAGE: &str =
+    "field is immutable; only source, syncInterval and syncTimeout may change after creation: create a new volume to change this";
+
+/// A CRD validation rule that keeps `spec.<field>` as it was created (absent stays absent). In
+/// the CRD, so that it holds while the webhook is down.
+pub fn immutable_rule(field: &str) -> kube::core::Rule {
+    let rule = format!(
+        "has(self.spec.{field}) == has(oldSelf.spec.{field}) && \
+         (!has(self.spec.{field}) || self.spec.{field} == oldSelf.spec.{field})"
+    );
+    kube::core::Rule::new(rule).message(IMMUTABLE_MESSAGE).field_path(format!(".spec.{field}"))
+}
+
+/// `referenceValue` may be set once (by the operator), then never changes.
+pub fn reference_value_rule() -> kube::core::Rule {
+    kube::core::Rule::new(
+        "!has(oldSelf.spec.referenceValue) || oldSelf.spec.referenceValue == '' || \
+         (has(self.spec.referenceValue) && self.spec.referenceValue == oldSelf.spec.referenceValue)",
+    )
+    .message("field is immutable; it names every object of the volume and cannot change once set: restore the previous value")
+    .field_path(".spec.referenceValue")
+}
+
 /// A namespaced volume: its NFS server and syncer live in its own namespace, and only pods of that
 /// namespace may mount it.
 // The repeated `printcolumn(type_ = …)` arguments are separate columns, not duplicates.
@@ -111,7 +135,13 @@ pub mod components {
     printcolumn(name = "SyncInterval", type_ = "string", json_path = ".spec.syncInterval"),
     printcolumn(name = "Capacity", type_ = "string", json_path = ".spec.storage.capacity"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.sync.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = immutable_rule("mountPath"),
+    validation = immutable_rule("storage"),
+    validation = immutable_rule("storageClassName"),
+    validation = immutable_rule("nfsServer"),
+    validation = immutable_rule("resourceNamespace"),
+    validation = reference_value_rule(),
 )]
 pub struct SharedVolumeSpec {
     #[serde(flatten)]
@@ -136,7 +166,13 @@ pub struct SharedVolumeSpec {
     printcolumn(name = "SyncInterval", type_ = "string", json_path = ".spec.syncInterval"),
     printcolumn(name = "Capacity", type_ = "string", json_path = ".spec.storage.capacity"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.sync.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = immutable_rule("mountPath"),
+    validation = immutable_rule("storage"),
+    validation = immutable_rule("storageClassName"),
+    validation = immutable_rule("nfsServer"),
+    validation = immutable_rule("resourceNamespace"),
+    validation = reference_value_rule(),
 )]
 pub struct ClusterSharedVolumeSpec {
     #[serde(flatten)]

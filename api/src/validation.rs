@@ -238,6 +238,41 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// What is validated of one volume.
+#[derive(Clone, Copy, Debug)]
+pub struct VolumeInput<'a> {
+    pub kind: VolumeKind,
+    /// The object's namespace (None for a ClusterSharedVolume).
+    pub namespace: Option<&'a str>,
+    pub spec: &'a VolumeSpec,
+    pub namespace_selector: Option<&'a LabelSelector>,
+    pub annotations: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> VolumeInput<'a> {
+    pub fn of<V: crate::Volume>(volume: &'a V) -> Self {
+        VolumeInput {
+            kind: V::KIND,
+            namespace: volume.meta().namespace.as_deref(),
+            spec: volume.volume_spec(),
+            namespace_selector: volume.namespace_selector(),
+            annotations: kube::ResourceExt::annotations(volume),
+        }
+    }
+}
+
+/// The one validation of a volume that the operator (every reconcile), the webhook (before the
+/// volume is stored) and `sv-operator validate` all run: the spec, the annotations the operator
+/// reads, and, on an update, immutability against the stored spec `old`.
+pub fn validate_volume(volume: VolumeInput<'_>, old: Option<&VolumeSpec>) -> Validation {
+    let mut v = match old {
+        None => validate_spec(volume.kind, volume.namespace, volume.spec, volume.namespace_selector),
+        Some(old) => validate_update(volume.kind, volume.namespace, old, volume.spec, volume.namespace_selector),
+    };
+    v.errors.extend(validate_nfs_annotations(volume.annotations));
+    v
+}
+
 /// Validates a spec on its own (create, or the new side of an update).
 ///
 /// `namespace` is the object's namespace (None for a ClusterSharedVolume).

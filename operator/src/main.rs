@@ -16,7 +16,7 @@ use sv_operator::manifests::{self, Manifest};
 use sv_operator::offline::{OfflineCluster, Stage};
 use sv_operator::plan::{self, Settings};
 use sv_operator::telemetry::{self, Health, LogFormat};
-use sv_operator::validation::validate_spec;
+use sv_operator::validation::{VolumeInput, validate_volume};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -124,13 +124,11 @@ fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for (file, manifest) in load_all(paths)? {
         let result = match &manifest {
             Manifest::SharedVolume(v) => {
-                let namespace = v.metadata.namespace.as_deref().unwrap_or("default");
-                (v.display_name(), validate_spec(VolumeKind::SharedVolume, Some(namespace), v.volume_spec(), None))
+                let mut input = VolumeInput::of(v.as_ref());
+                input.namespace = Some(input.namespace.unwrap_or("default"));
+                (v.display_name(), validate_volume(input, None))
             }
-            Manifest::ClusterSharedVolume(v) => (
-                v.display_name(),
-                validate_spec(VolumeKind::ClusterSharedVolume, None, v.volume_spec(), v.namespace_selector()),
-            ),
+            Manifest::ClusterSharedVolume(v) => (v.display_name(), validate_volume(VolumeInput::of(v.as_ref()), None)),
             _ => continue,
         };
         let (name, result) = result;

@@ -346,3 +346,38 @@ async fn namespaces_must_exist_and_discovery_lists_crds_case(client: Client) {
     assert_eq!(kinds, ["ClusterSharedVolume", "SharedVolume"]);
     assert!(discovery.get("apps").is_some() && discovery.get("coordination.k8s.io").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_fields_are_held_by_the_crds_validation_rules() {
+    common::against_both(immutable_fields_are_held_by_the_crds_validation_rules_case).await;
+}
+
+/// With no webhook installed, the CRDs' `x-kubernetes-validations` still refuse a change of an
+/// immutable field, with the field and the message; the fields that may change do.
+async fn immutable_fields_are_held_by_the_crds_validation_rules_case(client: Client) {
+    sv_operator::testing::install_crds(&client).await;
+    let api = sv_api(&client);
+    api.create(&PostParams::default(), &volume("fixed", basic_spec())).await.expect("create");
+    let patch = |spec: Value| json!({"spec": spec});
+    let moved = api_error(api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"mountPath": "/elsewhere"})))).await);
+    assert_eq!((moved.code, moved.reason.as_str()), (422, "Invalid"));
+    assert!(
+        moved.message.contains("spec.mountPath: Invalid value: \"object\": field is immutable"),
+        "{}",
+        moved.message
+    );
+    let resized = api_error(
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"storage": {"capacity": "2Gi"}})))).await,
+    );
+    assert!(resized.message.contains("spec.storage: Invalid value"), "{}", resized.message);
+    // referenceValue may be set once, then not changed.
+    api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"referenceValue": "sv-000000000001"}))))
+        .await
+        .expect("set once");
+    let renamed = api_error(
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"referenceValue": "sv-000000000002"})))).await,
+    );
+    assert!(renamed.message.contains("spec.referenceValue: Invalid value"), "{}", renamed.message);
+    let source = json!({"source": {"http": {"url": "https://example.com/a.tgz"}}, "syncInterval": "5m"});
+    api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(source))).await.expect("source and schedule may change");
+}

@@ -7,7 +7,7 @@
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde::de::DeserializeOwned;
-use sv_api::validation::{Validation, validate_nfs_annotations, validate_spec, validate_update};
+use sv_api::validation::{Validation, VolumeInput, validate_volume};
 use sv_api::{ClusterSharedVolume, GROUP, SharedVolume, Volume, VolumeKind};
 
 use crate::mutate::{Decision, Denial};
@@ -58,15 +58,14 @@ fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
         Ok(v) => v,
         Err(e) => return deny("Invalid", format!("{} cannot be read: {e}", V::KIND)),
     };
-    let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
-    let mut outcome: Validation = match old.map(read::<V>) {
-        None => validate_spec(V::KIND, namespace, new.volume_spec(), new.namespace_selector()),
-        Some(Ok(old)) => {
-            validate_update(V::KIND, namespace, old.volume_spec(), new.volume_spec(), new.namespace_selector())
-        }
-        Some(Err(e)) => return deny("Malformed", format!("the stored {} cannot be read: {e}", V::KIND)),
+    let old: Option<V> = match old.map(read::<V>).transpose() {
+        Ok(old) => old,
+        Err(e) => return deny("Malformed", format!("the stored {} cannot be read: {e}", V::KIND)),
     };
-    outcome.errors.extend(validate_nfs_annotations(kube::ResourceExt::annotations(&new)));
+    let mut input = VolumeInput::of(&new);
+    // The review's namespace is the one the object is stored in.
+    input.namespace = request.namespace.as_deref().filter(|n| !n.is_empty()).or(input.namespace);
+    let outcome: Validation = validate_volume(input, old.as_ref().map(|o| o.volume_spec()));
     let warnings = outcome.warnings.clone();
     if outcome.is_valid() {
         return Decision { warnings, ..Decision::default() };

@@ -331,13 +331,16 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         _ => Some(reference.clone()),
     };
     let names = ChildNames::new(&reference);
-    let mut validation = validation::validate_spec(
-        observed.kind,
-        observed.namespace.as_deref(),
-        &observed.spec,
-        observed.namespace_selector.as_ref(),
+    let validation = validation::validate_volume(
+        validation::VolumeInput {
+            kind: observed.kind,
+            namespace: observed.namespace.as_deref(),
+            spec: &observed.spec,
+            namespace_selector: observed.namespace_selector.as_ref(),
+            annotations: &observed.annotations,
+        },
+        None,
     );
-    validation.errors.extend(validation::validate_nfs_annotations(&observed.annotations));
     let ctx = PlanContext {
         observed,
         settings,

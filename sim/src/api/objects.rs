@@ -389,6 +389,9 @@ impl ApiServer {
         }
         schema.default(object);
         let mut causes = schema.validate(object);
+        if causes.is_empty() {
+            causes = schema.validate_rules(object, old);
+        }
         if let Some(old) = old
             && old.get("status") == object.get("status")
         {
