@@ -92,8 +92,7 @@ pub mod components {
 }
 
 /// The message of an immutable field, in the CRD as in the webhook and the operator.
-pub const IMMUTABLE_MESSAGE: &str =
-    "field is immutable; only source, syncInterval and syncTimeout may change after creation: create a new volume to change this";
+pub const IMMUTABLE_MESSAGE: &str = "field is immutable; only source, syncInterval and syncTimeout may change after creation: create a new volume to change this";
 
 /// A CRD validation rule that keeps `spec.<field>` as it was created (absent stays absent). In
 /// the CRD, so that it holds while the webhook is down.

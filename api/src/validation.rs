@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::names::{MAX_REFERENCE_LEN, is_dns1123_label, is_dns1123_subdomain, is_valid_reference_value};
+use crate::redact::{has_userinfo, scrub_userinfo, userinfo};
+use crate::units::{format_duration, parse_duration, parse_quantity_bytes};
 use crate::{
     AccessMode, GitSource, HttpSource, NfsServerSpec, S3Source, SecretKeySelector, SourceSpec, SshSource, VolumeKind,
     VolumeSpec,
 };
-use crate::names::{MAX_REFERENCE_LEN, is_dns1123_label, is_dns1123_subdomain, is_valid_reference_value};
-use crate::redact::{has_userinfo, scrub_userinfo, userinfo};
-use crate::units::{format_duration, parse_duration, parse_quantity_bytes};
 
 /// Default `syncInterval` when a source is set.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(60);

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use prometheus_client::registry::Registry;
+use sv_common::telemetry::{self, Health};
 use sv_nfs::fs::Export;
 use sv_nfs::health::{TcpConnector, run_probes};
 use sv_nfs::metrics::NfsMetrics;
 use sv_nfs::program::{Cli, Command, ServeArgs};
 use sv_nfs::server::{NfsServer, ServerConfig};
-use sv_common::telemetry::{self, Health};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use sv_common::writer::{is_valid_writer_token, nfs_writer_path};
 use sv_common::telemetry::LogFormat;
+use sv_common::writer::{is_valid_writer_token, nfs_writer_path};
 
 use crate::fs::{ExportOptions, Identity, Squash};
 use crate::rpc::Credential;

@@ -13,6 +13,6 @@ pub mod testing;
 // The API, its validation and naming live in `sv-api` (shared with the webhook and the syncer);
 // these re-exports keep `sv_operator::api::…` paths working for the operator's own modules.
 pub use sv_api as api;
+pub use sv_api::install_crypto_provider;
 pub use sv_api::{clock, names, redact, units, validation};
 pub use sv_common::telemetry;
-pub use sv_api::install_crypto_provider;

@@ -202,7 +202,6 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
     ),
     ("http-sv", r#"{"syncTimeout": "2m"}"#, "spec.syncTimeout", "smaller than syncInterval"),
     ("http-sv", r#"{"syncInterval": "every minute"}"#, "spec.syncInterval", "not a duration"),
-    ("nosource-sv", r#"{"syncInterval": "1m"}"#, "spec.syncInterval", "add a source"),
     ("nosource-sv", r#"{"storageClassName": null}"#, "spec.storageClassName", "Required value"),
     ("nosource-sv", r#"{"mountPath": "opt/mnt"}"#, "spec.mountPath", "absolute"),
     ("nosource-sv", r#"{"storage": {"capacity": "two gigs"}}"#, "spec.storage.capacity", "quantity"),
@@ -242,6 +241,25 @@ fn broken_examples_fail_with_the_right_message() {
         let error = found.unwrap_or_else(|| panic!("{name} + {patch}: no error on {field}: {}", result.summary()));
         assert!(error.to_string().contains(words), "{name} + {patch}: {error}");
     }
+}
+
+#[test]
+fn the_go_no_source_example_with_sync_settings_is_accepted_with_a_warning() {
+    // The Go project's own no-source example sets both fields: its manifests must apply unchanged.
+    let all = example_manifests();
+    let sv = all
+        .iter()
+        .find_map(|(_, m)| match m {
+            Manifest::SharedVolume(v) if v.metadata.name.as_deref() == Some("nosource-sv") => Some(v.clone()),
+            _ => None,
+        })
+        .expect("nosource-sv");
+    let mut spec = sv.volume_spec().clone();
+    spec.sync_interval = Some("60s".into());
+    spec.sync_timeout = Some("30s".into());
+    let result = validate_spec(VolumeKind::SharedVolume, Some("default"), &spec, None);
+    assert!(result.is_valid(), "{}", result.summary());
+    assert_eq!(result.warnings.len(), 2, "{:?}", result.warnings);
 }
 
 #[test]

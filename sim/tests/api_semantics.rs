@@ -68,7 +68,7 @@ async fn create_get_replace_and_conflicts_case(client: Client) {
     assert_eq!((missing.code, missing.message.as_str()), (404, "sharedvolumes.sv.sharedvolume.io \"nope\" not found"));
 
     let mut changed = created.clone();
-    changed.data["spec"]["mountPath"] = json!("/other");
+    changed.data["spec"]["syncInterval"] = json!("5m");
     let replaced = api.replace("sv1", &PostParams::default(), &changed).await.expect("replace");
     assert_eq!(replaced.metadata.generation, Some(2));
     assert_ne!(rv(&replaced), rv(&created));
@@ -359,7 +359,9 @@ async fn immutable_fields_are_held_by_the_crds_validation_rules_case(client: Cli
     let api = sv_api(&client);
     api.create(&PostParams::default(), &volume("fixed", basic_spec())).await.expect("create");
     let patch = |spec: Value| json!({"spec": spec});
-    let moved = api_error(api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"mountPath": "/elsewhere"})))).await);
+    let moved = api_error(
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"mountPath": "/elsewhere"})))).await,
+    );
     assert_eq!((moved.code, moved.reason.as_str()), (422, "Invalid"));
     assert!(
         moved.message.contains("spec.mountPath: Invalid value: \"object\": field is immutable"),
@@ -367,7 +369,8 @@ async fn immutable_fields_are_held_by_the_crds_validation_rules_case(client: Cli
         moved.message
     );
     let resized = api_error(
-        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"storage": {"capacity": "2Gi"}})))).await,
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"storage": {"capacity": "2Gi"}}))))
+            .await,
     );
     assert!(resized.message.contains("spec.storage: Invalid value"), "{}", resized.message);
     // referenceValue may be set once, then not changed.
@@ -375,9 +378,12 @@ async fn immutable_fields_are_held_by_the_crds_validation_rules_case(client: Cli
         .await
         .expect("set once");
     let renamed = api_error(
-        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"referenceValue": "sv-000000000002"})))).await,
+        api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(json!({"referenceValue": "sv-000000000002"}))))
+            .await,
     );
     assert!(renamed.message.contains("spec.referenceValue: Invalid value"), "{}", renamed.message);
     let source = json!({"source": {"http": {"url": "https://example.com/a.tgz"}}, "syncInterval": "5m"});
-    api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(source))).await.expect("source and schedule may change");
+    api.patch("fixed", &PatchParams::default(), &Patch::Merge(patch(source)))
+        .await
+        .expect("source and schedule may change");
 }

@@ -79,7 +79,10 @@ fn client_run(world: &mut World, host: &str, steps: Vec<(String, Value)>) -> Vec
         for (name, annotations) in steps {
             let result = match name.strip_prefix('-') {
                 Some(name) => pods.delete(name, &DeleteParams::default()).await.map(|_| Value::Null),
-                None => pods.create(&PostParams::default(), &pod(&name, annotations)).await.map(|p| serde_json::to_value(p).unwrap_or_default()),
+                None => pods
+                    .create(&PostParams::default(), &pod(&name, annotations))
+                    .await
+                    .map(|p| serde_json::to_value(p).unwrap_or_default()),
             };
             record.lock().expect("lock").push((name, result.map_err(|e| e.to_string())));
         }
@@ -87,8 +90,7 @@ fn client_run(world: &mut World, host: &str, steps: Vec<(String, Value)>) -> Vec
     });
     let done = results.clone();
     assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == count).expect("run"));
-    let out = results.lock().expect("lock").clone();
-    out
+    results.lock().expect("lock").clone()
 }
 
 #[test]
@@ -99,7 +101,10 @@ fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
             && get(api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data")
                 .is_some_and(|v| v["status"]["phase"] == "Ready")
     };
-    assert!(world.run_until(Duration::from_secs(600), ready).expect("run"), "the webhook serves and the volume is Ready");
+    assert!(
+        world.run_until(Duration::from_secs(600), ready).expect("run"),
+        "the webhook serves and the volume is Ready"
+    );
     let volume = get(&world.api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data").expect("volume");
     let reference = volume["spec"]["referenceValue"].as_str().expect("referenceValue").to_string();
     let claim = format!("{reference}-team-a");
@@ -126,9 +131,13 @@ fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
     // The last consumer goes: the operator removes the namespace's storage.
     client_run(&mut world, "deleter", vec![("-consumer".into(), Value::Null)]);
     let gone = |api: &ApiServer| {
-        get(api, "", "persistentvolumeclaims", "team-a", &claim).is_none() && get(api, "", "persistentvolumes", "", &claim).is_none()
+        get(api, "", "persistentvolumeclaims", "team-a", &claim).is_none()
+            && get(api, "", "persistentvolumes", "", &claim).is_none()
     };
-    assert!(world.run_until(Duration::from_secs(300), gone).expect("run"), "consumer storage removed after the last consumer");
+    assert!(
+        world.run_until(Duration::from_secs(300), gone).expect("run"),
+        "consumer storage removed after the last consumer"
+    );
 }
 
 #[test]
@@ -144,7 +153,10 @@ fn with_the_webhook_down_only_annotated_pods_are_refused() {
     let no_webhook_pods = |api: &ApiServer| {
         let state = api.state();
         let Some(rt) = state.registry.find("", "v1", "pods") else { return false };
-        !state.store.list(&rt.id, Some(OPERATOR_NS)).any(|(_, p)| p["metadata"]["labels"]["app.kubernetes.io/name"] == "sharedvolume-webhook")
+        !state
+            .store
+            .list(&rt.id, Some(OPERATOR_NS))
+            .any(|(_, p)| p["metadata"]["labels"]["app.kubernetes.io/name"] == "sharedvolume-webhook")
     };
     assert!(world.run_until(Duration::from_secs(300), no_webhook_pods).expect("run"));
     let results = client_run(

@@ -471,14 +471,17 @@ pub mod keeper {
                     if hook["clientConfig"]["caBundle"].as_str() != Some(encoded.as_str()) {
                         // `test` first: if the list changed since it was read, the patch fails
                         // and the next round starts over.
-                        ops.push(json!({"op": "test", "path": format!("/webhooks/{index}/name"), "value": hook["name"]}));
+                        ops.push(
+                            json!({"op": "test", "path": format!("/webhooks/{index}/name"), "value": hook["name"]}),
+                        );
                         ops.push(json!({"op": "add", "path": format!("/webhooks/{index}/clientConfig/caBundle"), "value": encoded}));
                     }
                 }
                 if ops.is_empty() {
                     continue;
                 }
-                let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+                let patch: json_patch::Patch =
+                    serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
                 let params = PatchParams::default();
                 if mutating {
                     let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());

@@ -63,8 +63,11 @@ impl Snapshot {
     pub fn load_file(&mut self, path: &Path) -> Result<(), LoadError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
-        let documents = serde_saphyr::from_multiple::<Value>(&text)
-            .map_err(|e| LoadError::Document { path: shown.clone(), index: 0, message: e.to_string() })?;
+        let documents = serde_saphyr::from_multiple::<Value>(&text).map_err(|e| LoadError::Document {
+            path: shown.clone(),
+            index: 0,
+            message: e.to_string(),
+        })?;
         for (index, document) in documents.into_iter().enumerate() {
             self.add(document).map_err(|message| LoadError::Document { path: shown.clone(), index, message })?;
         }

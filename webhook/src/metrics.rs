@@ -53,11 +53,19 @@ impl WebhookMetrics {
             cert_expiry: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("sharedvolume_webhook");
-        r.register("reviews", "Admission reviews answered, by endpoint, operation, kind and result", metrics.reviews.clone());
+        r.register(
+            "reviews",
+            "Admission reviews answered, by endpoint, operation, kind and result",
+            metrics.reviews.clone(),
+        );
         r.register("denials", "Admission reviews denied, by reason", metrics.denials.clone());
         r.register("review_duration_seconds", "Time from request to answer", metrics.latency.clone());
         r.register("consumer_storage_created", "Consumer PV/PVC pairs created", metrics.storage_created.clone());
-        r.register("consumer_storage_errors", "Failed creations of consumer PV/PVC pairs", metrics.storage_errors.clone());
+        r.register(
+            "consumer_storage_errors",
+            "Failed creations of consumer PV/PVC pairs",
+            metrics.storage_errors.clone(),
+        );
         r.register(
             "certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time)",

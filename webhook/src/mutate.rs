@@ -88,8 +88,15 @@ struct Requested {
 }
 
 /// Decides a pod review.
-pub fn mutate(request: &AdmissionRequest<DynamicObject>, cluster: &impl ClusterView, settings: &MutateSettings) -> Decision {
-    if !request.kind.group.is_empty() || request.kind.kind != "Pod" || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+pub fn mutate(
+    request: &AdmissionRequest<DynamicObject>,
+    cluster: &impl ClusterView,
+    settings: &MutateSettings,
+) -> Decision {
+    if !request.kind.group.is_empty()
+        || request.kind.kind != "Pod"
+        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    {
         return Decision::deny(
             "UnsupportedResource",
             format!(
@@ -222,7 +229,12 @@ fn resolve(
     Ok(out)
 }
 
-fn requested<V: Volume>(volume: &V, name: &str, namespace: &str, settings: &MutateSettings) -> Result<Requested, Denial> {
+fn requested<V: Volume>(
+    volume: &V,
+    name: &str,
+    namespace: &str,
+    settings: &MutateSettings,
+) -> Result<Requested, Denial> {
     if volume.meta().deletion_timestamp.is_some() {
         return Err(Denial {
             reason: "VolumeDeleting",
@@ -303,7 +315,8 @@ fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, 
         ops.push(json!({"op": "add", "path": "/spec/volumes", "value": new_volumes}));
     }
 
-    let groups = [("initContainers", spec.init_containers.clone().unwrap_or_default()), ("containers", spec.containers)];
+    let groups =
+        [("initContainers", spec.init_containers.clone().unwrap_or_default()), ("containers", spec.containers)];
     for (field, containers) in groups {
         for (index, container) in containers.iter().enumerate() {
             let mounts = container.volume_mounts.clone().unwrap_or_default();
@@ -359,7 +372,11 @@ fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, 
 pub fn requested_names(pod_annotations: &BTreeMap<String, String>) -> String {
     VolumeKind::ALL
         .into_iter()
-        .filter_map(|k| pod_annotations.get(k.pod_annotation()).map(|v| format!("{}={}", k.pod_annotation(), parse_volume_list(v).join(","))))
+        .filter_map(|k| {
+            pod_annotations
+                .get(k.pod_annotation())
+                .map(|v| format!("{}={}", k.pod_annotation(), parse_volume_list(v).join(",")))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

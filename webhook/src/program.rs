@@ -26,7 +26,11 @@ use crate::server::{Creator, Webhook, answer, router};
 use crate::tls::{ReloadableCert, TlsListener, server_config};
 
 #[derive(Debug, Parser)]
-#[command(name = "sv-webhook", version, about = "SharedVolume admission webhook: mounts shared volumes into annotated pods and validates volumes")]
+#[command(
+    name = "sv-webhook",
+    version,
+    about = "SharedVolume admission webhook: mounts shared volumes into annotated pods and validates volumes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -95,7 +99,12 @@ impl ServeArgs {
 
     pub fn mutate_settings(&self) -> MutateSettings {
         MutateSettings {
-            external_mount_options: self.external_mount_options.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            external_mount_options: self
+                .external_mount_options
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
         }
     }
 }
@@ -240,7 +249,11 @@ where
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::register(&mut registry);
     let health = Health::new();
-    tokio::spawn(telemetry::serve(http, telemetry::router(Arc::new(registry), health.clone()), stop.clone().cancelled_owned()));
+    tokio::spawn(telemetry::serve(
+        http,
+        telemetry::router(Arc::new(registry), health.clone()),
+        stop.clone().cancelled_owned(),
+    ));
 
     let claims = watcher::Config::default().labels(&format!("{}={}", labels::COMPONENT, components::CONSUMER_STORAGE));
     let cluster = WatchedCluster {
@@ -253,7 +266,8 @@ where
     let cert = Arc::new(ReloadableCert::default());
     match args.cert_source() {
         CertSource::SelfIssued(settings) => {
-            let keeper = CertKeeper { client: client.clone(), settings, clock, cert: cert.clone(), metrics: metrics.clone() };
+            let keeper =
+                CertKeeper { client: client.clone(), settings, clock, cert: cert.clone(), metrics: metrics.clone() };
             tokio::spawn(keeper.run(stop.clone()));
         }
         CertSource::Files { cert: cert_file, key: key_file } => {
@@ -317,7 +331,9 @@ async fn reload_files(cert_file: PathBuf, key_file: PathBuf, cert: Arc<Reloadabl
                     tracing::info!(file = %cert_file.display(), "loaded the serving certificate");
                     loaded = Some((c, k));
                 }
-                Err(error) => tracing::warn!(%error, file = %cert_file.display(), "the certificate files cannot be served"),
+                Err(error) => {
+                    tracing::warn!(%error, file = %cert_file.display(), "the certificate files cannot be served")
+                }
             },
             (Ok(_), Ok(_)) => {}
             (Err(error), _) | (_, Err(error)) => tracing::warn!(%error, "reading the certificate files"),

@@ -2,9 +2,9 @@
 //! `admission.k8s.io/v1` AdmissionReview with a request is refused here with a reason (the
 //! server answers 400), so the handlers only ever see well-formed requests.
 
+use base64::Engine as _;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use base64::Engine as _;
 use serde_json::Value;
 
 /// The largest body accepted. The API server's own limit on an object is 3 MiB, and a review of
@@ -21,7 +21,9 @@ pub enum BadReview {
     TooLarge(usize),
     #[error("the body is not JSON: {0}")]
     NotJson(String),
-    #[error("expected apiVersion {API_VERSION:?} and kind {KIND:?}, got {api_version:?} and {kind:?}; set admissionReviewVersions: [\"v1\"] in the webhook configuration")]
+    #[error(
+        "expected apiVersion {API_VERSION:?} and kind {KIND:?}, got {api_version:?} and {kind:?}; set admissionReviewVersions: [\"v1\"] in the webhook configuration"
+    )]
     WrongType { api_version: String, kind: String },
     #[error("the review has no request")]
     NoRequest,
@@ -105,7 +107,10 @@ mod tests {
         let v1beta1 = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#;
         let err = decode(v1beta1).unwrap_err();
         assert!(err.to_string().contains("admissionReviewVersions"), "{err}");
-        assert_eq!(decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).err(), Some(BadReview::NoRequest));
+        assert_eq!(
+            decode(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#).err(),
+            Some(BadReview::NoRequest)
+        );
         let no_uid = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"",
             "kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},
             "operation":"CREATE","userInfo":{},"object":null,"oldObject":null}}"#;

@@ -96,7 +96,11 @@ pub fn router<C: ClusterView + Send + Sync + 'static>(webhook: Arc<Webhook<C>>) 
 }
 
 async fn readyz<C>(State(webhook): State<Arc<Webhook<C>>>) -> impl IntoResponse {
-    if webhook.health.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+    if webhook.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
 }
 
 async fn mutate_handler<C: ClusterView + Send + Sync + 'static>(
@@ -131,8 +135,11 @@ async fn handle<C: ClusterView>(webhook: &Webhook<C>, endpoint: &str, body: Body
         Err(why) => {
             tracing::warn!(endpoint, error = %why, "refused a body that is not an AdmissionReview");
             webhook.metrics.review(endpoint, "", "", "error", started.elapsed());
-            let status =
-                if matches!(why, BadReview::TooLarge(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            let status = if matches!(why, BadReview::TooLarge(_)) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return bad_request(status, &why);
         }
     };
@@ -201,7 +208,8 @@ pub async fn answer<C: ClusterView>(
             }
             Err(error) => {
                 response.allowed = false;
-                response.result = Status::failure(&format!("building the patch: {error}"), "InternalError").with_code(500);
+                response.result =
+                    Status::failure(&format!("building the patch: {error}"), "InternalError").with_code(500);
                 "error"
             }
         }

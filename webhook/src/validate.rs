@@ -52,7 +52,10 @@ fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
         Operation::Delete | Operation::Connect => return Decision::default(),
     };
     let Some(object) = object else {
-        return deny("Malformed", format!("a {} review without an object", crate::review::operation_name(&request.operation)));
+        return deny(
+            "Malformed",
+            format!("a {} review without an object", crate::review::operation_name(&request.operation)),
+        );
     };
     let new: V = match read(object) {
         Ok(v) => v,

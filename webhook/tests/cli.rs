@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn sv_webhook(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sv-webhook")).args(args).output().expect("runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn path(relative: &str) -> String {
@@ -16,7 +20,7 @@ fn path(relative: &str) -> String {
 #[test]
 fn review_prints_the_answer_and_the_objects_it_would_create() {
     let cluster = path("tests/fixtures/cluster.yaml");
-    let request = path("../../shared/admission/requests/016-pod-create-patched-pod.json");
+    let request = path("tests/admission/requests/016-pod-create-patched-pod.json");
     let (code, stdout, stderr) = sv_webhook(&["review", "--cluster", &cluster, &request]);
     assert_eq!(code, 0, "{stderr}");
     let answer: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is the AdmissionReview JSON");
@@ -27,7 +31,10 @@ fn review_prints_the_answer_and_the_objects_it_would_create() {
     // A denial is an answer: exit 0.
     let (code, stdout, _) = sv_webhook(&["review", &request]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("\"allowed\": false") && stdout.contains("SharedVolume \\\"data\\\" does not exist"), "{stdout}");
+    assert!(
+        stdout.contains("\"allowed\": false") && stdout.contains("SharedVolume \\\"data\\\" does not exist"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -36,7 +43,7 @@ fn unreadable_input_fails_with_the_reason() {
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent/review.json"), "{stderr}");
     let cluster = path("Cargo.toml");
-    let request = path("../../shared/admission/requests/001-pod-create-plain.json");
+    let request = path("tests/admission/requests/001-pod-create-plain.json");
     let (code, _, stderr) = sv_webhook(&["review", "--cluster", &cluster, &request]);
     assert_ne!(code, 0, "a cluster file that is not YAML objects is refused");
     assert!(stderr.contains("Cargo.toml"), "{stderr}");

@@ -1,6 +1,6 @@
 //! The handlers over every AdmissionReview a real kube-apiserver v1.36.2 sent
-//! (`../shared/admission/requests/`), the patch applied to the recorded pod and the result
-//! checked; and one case per fact of `../shared/admission/README.md`.
+//! (`tests/admission/requests/`, copied from `../shared/admission/`), the patch applied to the recorded pod and the result
+//! checked; and one case per fact of `tests/admission/README.md`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use sv_webhook::review::decode;
 use sv_webhook::server::{Creator, Webhook, answer};
 
 fn admission_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/admission")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/admission")
 }
 
 fn recorded(name: &str) -> Value {
@@ -187,7 +187,8 @@ async fn recorded_004_multi_container_pod_mounts_in_each_container() {
     let containers: Vec<&str> = mounts.iter().map(|(c, _, _)| c.as_str()).collect();
     assert_eq!(containers, ["init", "app", "sidecar"], "{mounts:?}");
     // The emptyDir and the token volume are kept.
-    let names: Vec<&str> = pod["spec"]["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
+    let names: Vec<&str> =
+        pod["spec"]["volumes"].as_array().into_iter().flatten().filter_map(|v| v["name"].as_str()).collect();
     assert!(names.contains(&"scratch") && names.iter().any(|n| n.starts_with("kube-api-access-")), "{names:?}");
 }
 
@@ -286,7 +287,8 @@ async fn reinvocation_leaves_a_mutated_pod_unchanged() {
 
 #[tokio::test]
 async fn annotations_are_read_from_metadata_never_from_last_applied() {
-    let last_applied = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"sharedvolume.sv":"data"},"name":"p"}}"#;
+    let last_applied =
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"sharedvolume.sv":"data"},"name":"p"}}"#;
     let body = with_annotations(
         recorded("001-pod-create-plain.json"),
         json!({"kubectl.kubernetes.io/last-applied-configuration": last_applied}),
@@ -311,7 +313,11 @@ async fn names_are_trimmed_and_merged_and_bad_names_are_refused() {
     assert!(empty.allowed() && empty.patch().is_empty(), "only empty entries: nothing to mount");
 
     let case = |value: &str| with_annotations(plain(), json!({"sharedvolume.sv": value}));
-    review("mutate", &case("da ta")).await.denied_with(&["sharedvolume.sv", "\"da ta\"", "not a valid SharedVolume name"]);
+    review("mutate", &case("da ta")).await.denied_with(&[
+        "sharedvolume.sv",
+        "\"da ta\"",
+        "not a valid SharedVolume name",
+    ]);
     review("mutate", &case("Data")).await.denied_with(&["\"Data\""]);
     review("mutate", &case("team-b/a")).await.denied_with(&["own namespace", "ClusterSharedVolume"]);
     review("mutate", &case("missing")).await.denied_with(&[
@@ -326,7 +332,9 @@ async fn names_are_trimmed_and_merged_and_bad_names_are_refused() {
     review("mutate", &case(&many.join(","))).await.denied_with(&[&format!("at most {MAX_VOLUMES_PER_POD}")]);
     review("mutate", &case("leaving")).await.denied_with(&["being deleted"]);
     let csv = with_annotations(plain(), json!({"sharedvolume.csv": "nope"}));
-    review("mutate", &csv).await.denied_with(&["annotation sharedvolume.csv", "ClusterSharedVolume \"nope\" does not exist"]);
+    review("mutate", &csv)
+        .await
+        .denied_with(&["annotation sharedvolume.csv", "ClusterSharedVolume \"nope\" does not exist"]);
 }
 
 #[tokio::test]
@@ -335,7 +343,11 @@ async fn a_namespace_outside_the_selector_is_refused_with_the_fix() {
     body["request"]["namespace"] = json!("team-c");
     body["request"]["object"]["metadata"]["namespace"] = json!("team-c");
     let outcome = review("mutate", &body).await;
-    outcome.denied_with(&["ClusterSharedVolume \"shared\" does not allow namespace \"team-c\"", "sv-fixtures", "label the namespace"]);
+    outcome.denied_with(&[
+        "ClusterSharedVolume \"shared\" does not allow namespace \"team-c\"",
+        "sv-fixtures",
+        "label the namespace",
+    ]);
     assert!(outcome.created.is_empty());
 }
 
@@ -349,7 +361,9 @@ async fn mount_path_conflicts_are_refused() {
         .as_array_mut()
         .expect("mounts")
         .push(json!({"name": "cache", "mountPath": "/mnt/shared/data"}));
-    review("mutate", &taken).await.denied_with(&["container \"app\" already mounts volume \"cache\" at \"/mnt/shared/data\""]);
+    review("mutate", &taken)
+        .await
+        .denied_with(&["container \"app\" already mounts volume \"cache\" at \"/mnt/shared/data\""]);
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ const HOST: &str = "sv-webhook.sv-system.svc";
 
 fn issue(at: i64) -> CertSet {
     let names = service_dns_names("sv-webhook", "sv-system");
-    next(None, false, &names, Timestamp::from_second(at).expect("time"), &Lifetimes::default()).expect("issue").expect("set")
+    next(None, false, &names, Timestamp::from_second(at).expect("time"), &Lifetimes::default())
+        .expect("issue")
+        .expect("set")
 }
 
 struct Running {
@@ -76,7 +78,7 @@ fn url(addr: SocketAddr, path: &str) -> String {
 }
 
 fn recorded(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/admission/requests").join(name)).expect("recorded")
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/admission/requests").join(name)).expect("recorded")
 }
 
 #[tokio::test]

@@ -58,7 +58,8 @@ pub const NFS_PORT: i32 = 2049;
 /// Port of `/healthz`, `/readyz` and `/metrics` on the NFS server and the syncer.
 pub const PROBE_PORT: i32 = 8080;
 pub use sv_api::{
-    MANAGED_MOUNT_OPTIONS, MOUNT_OPTIONS_ANNOTATION, NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION, NFS_SQUASH_ANNOTATION,
+    MANAGED_MOUNT_OPTIONS, MOUNT_OPTIONS_ANNOTATION, NFS_ANON_GID_ANNOTATION, NFS_ANON_UID_ANNOTATION,
+    NFS_SQUASH_ANNOTATION,
 };
 /// Where the managed NFS server reads its writer token.
 pub const NFS_WRITER_DIR: &str = "/etc/sv-nfs/writer";

@@ -402,7 +402,8 @@ impl ApiServer {
                     None => ports.first(),
                 }?["port"]
                     .as_u64()?;
-                let host = s["addresses"].as_array()?.iter().find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))?;
+                let host =
+                    s["addresses"].as_array()?.iter().find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))?;
                 Some((host, target))
             })
             .ok_or_else(unavailable)?;

@@ -112,7 +112,9 @@ fn rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, causes:
         if !bind("self", value) || (transition && !bind("oldSelf", old.unwrap_or(&Value::Null))) {
             continue;
         }
-        let outcome = cel::Program::compile(expression).map_err(|e| e.to_string()).and_then(|p| p.execute(&context).map_err(|e| e.to_string()));
+        let outcome = cel::Program::compile(expression)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.execute(&context).map_err(|e| e.to_string()));
         let field = {
             let mut field = path.to_string();
             if let Some(extra) = rule.get("fieldPath").and_then(Value::as_str) {
@@ -130,12 +132,18 @@ fn rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, causes:
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("failed rule: {expression}"));
-                causes.push(Cause { field, reason: "FieldValueInvalid", message: format!("Invalid value: {node_type:?}: {message}") });
+                causes.push(Cause {
+                    field,
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: {node_type:?}: {message}"),
+                });
             }
             Ok(other) => causes.push(Cause {
                 field,
                 reason: "FieldValueInvalid",
-                message: format!("Invalid value: {node_type:?}: rule {expression:?} did not evaluate to a boolean: {other:?}"),
+                message: format!(
+                    "Invalid value: {node_type:?}: rule {expression:?} did not evaluate to a boolean: {other:?}"
+                ),
             }),
             Err(e) => causes.push(Cause {
                 field,
