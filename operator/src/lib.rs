@@ -8,6 +8,7 @@ pub mod lease;
 pub mod manifests;
 pub mod offline;
 pub mod plan;
+pub mod program;
 pub mod testing;
 
 // The API, its validation and naming live in `sv-api` (shared with the webhook and the syncer);

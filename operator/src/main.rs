@@ -5,87 +5,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use prometheus_client::registry::Registry;
+use clap::Parser as _;
 use sv_operator::api::{Volume, VolumeKind, crds_yaml};
 use sv_operator::clock::SystemClock;
-use sv_operator::controller::leader::LeaderConfig;
-use sv_operator::controller::metrics::Metrics;
-use sv_operator::controller::{self, RunOptions};
 use sv_operator::manifests::{self, Manifest};
 use sv_operator::offline::{OfflineCluster, Stage};
 use sv_operator::plan::{self, Settings};
-use sv_operator::telemetry::{self, Health, LogFormat};
+use sv_operator::program::{self, Cli, Command, RunArgs};
+use sv_operator::telemetry;
 use sv_operator::validation::{VolumeInput, validate_volume};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "sv-operator",
-    version,
-    about = "SharedVolume operator: shared ReadWriteMany volumes kept in sync with Git, S3, SSH and HTTP sources"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Print the SharedVolume and ClusterSharedVolume CRDs as YAML.
-    Crd,
-    /// Validate volume manifests (files or directories) and print what is wrong with each.
-    Validate {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
-    /// Plan volume manifests without a cluster: what the operator would create and report, when
-    /// the volume is new and once its server and syncer run.
-    Plan {
-        /// Manifest files or directories (default: the bundled examples).
-        #[arg(default_value = "deploy/examples")]
-        paths: Vec<PathBuf>,
-        /// Print every planned object as YAML.
-        #[arg(long)]
-        objects: bool,
-    },
-    /// Run the operator against the cluster of the current kubeconfig or service account.
-    Run(RunArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// Namespace of the operator; ClusterSharedVolumes keep their servers and syncers here.
-    #[arg(long, env = "POD_NAMESPACE", default_value = plan::DEFAULT_OPERATOR_NAMESPACE)]
-    namespace: String,
-    /// Image of the managed NFS server.
-    #[arg(long, env = "SV_NFS_IMAGE")]
-    nfs_image: Option<String>,
-    /// Image of the syncer.
-    #[arg(long, env = "SV_SYNCER_IMAGE")]
-    syncer_image: Option<String>,
-    /// imagePullPolicy of the NFS server and syncer containers.
-    #[arg(long)]
-    image_pull_policy: Option<String>,
-    /// Mount options of PVs that point at an external NFS server (comma separated).
-    #[arg(long, value_delimiter = ',')]
-    external_mount_options: Vec<String>,
-    /// Put a NetworkPolicy in front of each managed NFS server.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    network_policy: bool,
-    /// Elect a leader among replicas through a Lease.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
-    /// Name of this replica (in the Lease and in Events).
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    http_addr: std::net::SocketAddr,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SV_LOG_FORMAT")]
-    log_format: LogFormat,
-}
 
 fn main() -> ExitCode {
     sv_operator::install_crypto_provider();
@@ -211,51 +140,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let mut settings = Settings { operator_namespace: args.namespace.clone(), ..Settings::default() };
-        if let Some(image) = args.nfs_image {
-            settings.nfs_image = image;
-        }
-        if let Some(image) = args.syncer_image {
-            settings.syncer_image = image;
-        }
-        settings.image_pull_policy = args.image_pull_policy;
-        settings.external_mount_options = args.external_mount_options;
-        settings.network_policy = args.network_policy;
-        let identity = match args.identity {
-            Some(id) => id,
-            None => std::env::var("HOSTNAME").unwrap_or_else(|_| "sv-operator".to_string()),
-        };
-
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::register(&mut registry));
-        let health = Health::new();
+        let identity = args.identity(&std::env::var("HOSTNAME").unwrap_or_else(|_| "sv-operator".to_string()));
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
         tracing::info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
-        let http = tokio::spawn(telemetry::serve(
-            listener,
-            telemetry::router(Arc::new(registry), health.clone()),
-            shutdown.clone().cancelled_owned(),
-        ));
         let signal_token = shutdown.clone();
         tokio::spawn(async move {
             telemetry::shutdown_signal().await;
             tracing::info!("shutdown requested");
             signal_token.cancel();
         });
-
         let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-        let options = RunOptions {
-            settings,
-            leader: args.leader_elect.then(|| LeaderConfig::new(&args.namespace, &identity)),
-            instance: identity,
-        };
-        let result = controller::run(client, options, Arc::new(SystemClock), metrics, health, shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = http.await;
-        match result {
+        match program::run(&args, identity, client, Arc::new(SystemClock), listener, shutdown).await {
             Ok(()) => {
                 tracing::info!("stopped");
                 Ok(ExitCode::SUCCESS)

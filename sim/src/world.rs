@@ -255,22 +255,17 @@ impl World {
     }
 }
 
-/// The operator program as `sv-operator run` wires it, on the simulated network.
+/// `sv-operator run --identity=operator-0` on the simulated network: the program's own flags,
+/// settings and wiring (`sv_operator::program`), with the simulation's client, clock and sockets.
 async fn run_operator(clock: Arc<SimClock>) -> turmoil::Result {
-    use sv_operator::controller::leader::LeaderConfig;
-    use sv_operator::controller::{self, RunOptions, metrics::Metrics};
-    use sv_operator::plan::Settings;
-    use sv_operator::telemetry::Health;
+    use clap::Parser as _;
+    use sv_operator::program::{Cli, Command};
 
+    let cli = Cli::try_parse_from(["sv-operator", "run", "--identity=operator-0"]).map_err(|e| e.to_string())?;
+    let Command::Run(args) = cli.command else { return Err("not the run command".into()) };
     let client = kube_client(API_HOST, API_PORT)?;
-    let settings = Settings::default();
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let options = RunOptions {
-        leader: Some(LeaderConfig::new(&settings.operator_namespace, "operator-0")),
-        settings,
-        instance: "operator-0".into(),
-    };
-    let result = controller::run(client, options, clock, metrics, Health::new(), CancellationToken::new()).await;
+    let http = crate::net::SimListener::bind(args.http_addr.port()).await?;
+    let identity = args.identity("operator-0");
+    let result = sv_operator::program::run(&args, identity, client, clock, http, CancellationToken::new()).await;
     result.map_err(|e| e.to_string().into())
 }

@@ -229,12 +229,7 @@ pub fn next(
         if !bundle_published && now < state.leaf_not_after {
             return Ok(None);
         }
-        let (leaf_pem, leaf_key_pem, leaf_not_after) =
-            issue_leaf(&state.ca_name, &current.ca_key_pem, state.ca_not_after, dns_names, now, lifetimes)?;
-        let mut set = current.clone();
-        set.leaf_pem = leaf_pem;
-        set.leaf_key_pem = leaf_key_pem;
-        set.state.leaf_not_after = leaf_not_after;
+        let mut set = with_new_leaf(current, dns_names, now, lifetimes)?;
         set.state.leaf_from_previous_ca = false;
         set.state.previous_trusted_until = Some(add(now, lifetimes.overlap));
         return Ok(Some(set));
@@ -262,15 +257,26 @@ pub fn next(
         return Ok(Some(set));
     }
     if due(state.leaf_not_after, lifetimes.leaf, now) || now >= state.leaf_not_after {
-        let (leaf_pem, leaf_key_pem, leaf_not_after) =
-            issue_leaf(&state.ca_name, &current.ca_key_pem, state.ca_not_after, dns_names, now, lifetimes)?;
-        let mut set = current.clone();
-        set.leaf_pem = leaf_pem;
-        set.leaf_key_pem = leaf_key_pem;
-        set.state.leaf_not_after = leaf_not_after;
-        return Ok(Some(set));
+        return with_new_leaf(current, dns_names, now, lifetimes).map(Some);
     }
     Ok(None)
+}
+
+/// `current` with a new leaf from its current CA.
+fn with_new_leaf(
+    current: &CertSet,
+    dns_names: &[String],
+    now: Timestamp,
+    lifetimes: &Lifetimes,
+) -> Result<CertSet, CertError> {
+    let state = &current.state;
+    let (leaf_pem, leaf_key_pem, leaf_not_after) =
+        issue_leaf(&state.ca_name, &current.ca_key_pem, state.ca_not_after, dns_names, now, lifetimes)?;
+    let mut set = current.clone();
+    set.leaf_pem = leaf_pem;
+    set.leaf_key_pem = leaf_key_pem;
+    set.state.leaf_not_after = leaf_not_after;
+    Ok(set)
 }
 
 /// The DNS names a Service `name` in `namespace` answers to inside the cluster.

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, PodSpec};
 use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -87,54 +87,79 @@ struct Requested {
     storage: Result<(PersistentVolume, PersistentVolumeClaim), sv_api::consumer::NotYet>,
 }
 
-/// Decides a pod review.
+/// Decides a pod review whose object was read as any object (the slow path: a body that did
+/// not read as a pod, or a caller that only has the dynamic form).
 pub fn mutate(
     request: &AdmissionRequest<DynamicObject>,
     cluster: &impl ClusterView,
     settings: &MutateSettings,
 ) -> Decision {
+    if let Some(denial) = not_a_pod_create(request) {
+        return denial;
+    }
+    let pod = request
+        .object
+        .as_ref()
+        .map(|object| serde_json::to_value(object).and_then(serde_json::from_value::<Pod>).map_err(|e| e.to_string()));
+    match pod {
+        Some(Ok(pod)) => decide(&pod, request.namespace.as_deref(), is_dry_run(request), cluster, settings),
+        Some(Err(e)) => Decision::deny("Malformed", format!("the pod cannot be read: {e}")),
+        None => Decision::deny("Malformed", "a CREATE review without an object".to_string()),
+    }
+}
+
+/// Decides a pod review (what the server runs for every body that reads as a pod review).
+pub fn mutate_pod(request: &AdmissionRequest<Pod>, cluster: &impl ClusterView, settings: &MutateSettings) -> Decision {
+    if let Some(denial) = not_a_pod_create(request) {
+        return denial;
+    }
+    match &request.object {
+        Some(pod) => decide(pod, request.namespace.as_deref(), is_dry_run(request), cluster, settings),
+        None => Decision::deny("Malformed", "a CREATE review without an object".to_string()),
+    }
+}
+
+/// The answer for anything but the CREATE of a pod: a denial for other resources, an
+/// unchanged allow for other operations. None for a pod CREATE.
+fn not_a_pod_create<K: kube::Resource>(request: &AdmissionRequest<K>) -> Option<Decision> {
     if !request.kind.group.is_empty()
         || request.kind.kind != "Pod"
         || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
     {
-        return Decision::deny(
+        return Some(Decision::deny(
             "UnsupportedResource",
             format!(
                 "sv-webhook /mutate handles pods only, not {}{}; fix the rules of the MutatingWebhookConfiguration",
                 request.kind.kind,
                 request.sub_resource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
             ),
-        );
+        ));
     }
-    if !matches!(request.operation, Operation::Create) {
-        return Decision::default();
-    }
-    let Some(object) = &request.object else {
-        return Decision::deny("Malformed", "a CREATE review without an object".to_string());
-    };
-    let raw = match serde_json::to_value(object) {
-        Ok(raw) => raw,
-        Err(e) => return Decision::deny("Malformed", format!("the pod cannot be read: {e}")),
-    };
-    let pod: Pod = match serde_json::from_value(raw.clone()) {
-        Ok(pod) => pod,
-        Err(e) => return Decision::deny("Malformed", format!("the pod cannot be read: {e}")),
-    };
-    let Some(namespace) = request.namespace.clone().or_else(|| pod.namespace()).filter(|n| !n.is_empty()) else {
+    (!matches!(request.operation, Operation::Create)).then(Decision::default)
+}
+
+fn decide(
+    pod: &Pod,
+    review_namespace: Option<&str>,
+    dry_run: bool,
+    cluster: &impl ClusterView,
+    settings: &MutateSettings,
+) -> Decision {
+    let Some(namespace) = review_namespace.map(str::to_string).or_else(|| pod.namespace()).filter(|n| !n.is_empty())
+    else {
         return Decision::deny("Malformed", "the review names no namespace for the pod".to_string());
     };
-    let requested = match resolve(&pod, &namespace, cluster, settings) {
+    let requested = match resolve(pod, &namespace, cluster, settings) {
         Ok(r) => r,
         Err(denial) => return Decision { denied: Some(denial), ..Decision::default() },
     };
     if requested.is_empty() {
         return Decision::default();
     }
-    let mut decision = match patch(&pod, &raw, &requested) {
+    let mut decision = match patch(pod, &requested) {
         Ok(patch) => Decision { patch, ..Decision::default() },
         Err(denial) => return Decision { denied: Some(denial), ..Decision::default() },
     };
-    let dry_run = is_dry_run(request);
     for r in &requested {
         match &r.storage {
             Ok((volume, claim)) => {
@@ -287,10 +312,11 @@ fn pointer_key(key: &str) -> String {
 }
 
 /// The JSONPatch: appends (never replaces) the volumes and mounts, adds the labels.
-fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, Denial> {
+fn patch(pod: &Pod, requested: &[Requested]) -> Result<Vec<Value>, Denial> {
     let mut ops = Vec::new();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let existing_volumes = spec.volumes.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let existing_volumes = spec.volumes.as_deref().unwrap_or_default();
     let mut new_volumes = Vec::new();
     for r in requested {
         let volume_name = r.owner.reference.as_str();
@@ -309,17 +335,17 @@ fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, 
             None => new_volumes.push(json!({"name": volume_name, "persistentVolumeClaim": {"claimName": r.claim}})),
         }
     }
-    if raw.pointer("/spec/volumes").is_some_and(Value::is_array) {
+    if spec.volumes.is_some() {
         ops.extend(new_volumes.into_iter().map(|v| json!({"op": "add", "path": "/spec/volumes/-", "value": v})));
     } else if !new_volumes.is_empty() {
         ops.push(json!({"op": "add", "path": "/spec/volumes", "value": new_volumes}));
     }
 
     let groups =
-        [("initContainers", spec.init_containers.clone().unwrap_or_default()), ("containers", spec.containers)];
+        [("initContainers", spec.init_containers.as_deref().unwrap_or_default()), ("containers", &spec.containers)];
     for (field, containers) in groups {
         for (index, container) in containers.iter().enumerate() {
-            let mounts = container.volume_mounts.clone().unwrap_or_default();
+            let mounts = container.volume_mounts.as_deref().unwrap_or_default();
             let mut add = Vec::new();
             for r in requested {
                 let volume_name = r.owner.reference.as_str();
@@ -343,7 +369,7 @@ fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, 
                 add.push(mount);
             }
             let base = format!("/spec/{field}/{index}/volumeMounts");
-            if raw.pointer(&base).is_some_and(Value::is_array) {
+            if container.volume_mounts.is_some() {
                 ops.extend(add.into_iter().map(|m| json!({"op": "add", "path": format!("{base}/-"), "value": m})));
             } else if !add.is_empty() {
                 ops.push(json!({"op": "add", "path": base, "value": add}));
@@ -358,7 +384,7 @@ fn patch(pod: &Pod, raw: &Value, requested: &[Requested]) -> Result<Vec<Value>, 
         wanted.insert(consumer_label_key(&r.owner.reference), "true".to_string());
     }
     wanted.retain(|k, v| labels.get(k) != Some(v));
-    if raw.pointer("/metadata/labels").is_some_and(Value::is_object) {
+    if pod.metadata.labels.is_some() {
         for (key, value) in wanted {
             ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", pointer_key(&key)), "value": value}));
         }

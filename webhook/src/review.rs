@@ -4,7 +4,8 @@
 
 use base64::Engine as _;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::TypeMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
 
 /// The largest body accepted. The API server's own limit on an object is 3 MiB, and a review of
@@ -33,28 +34,65 @@ pub enum BadReview {
     Malformed(String),
 }
 
-/// Decodes a review body.
-pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
+/// The review as it arrives. kube's `AdmissionReview` flattens its type fields, which makes serde
+/// buffer the whole body before reading it; this reads it in one pass.
+#[derive(serde::Deserialize)]
+#[serde(bound = "K: serde::de::DeserializeOwned")]
+struct Envelope<K: kube::Resource> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<K>>,
+}
+
+/// Decodes a review body whose object is read as a `K` (a `DynamicObject` reads any object).
+/// One parse in the common case; a body that does not parse is parsed again only to say why.
+pub fn decode_as<K>(body: &[u8]) -> Result<AdmissionRequest<K>, BadReview>
+where
+    K: kube::Resource + serde::de::DeserializeOwned,
+{
     if body.len() > MAX_BODY_BYTES {
         return Err(BadReview::TooLarge(body.len()));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if api_version != API_VERSION || kind != KIND {
-        return Err(BadReview::WrongType { api_version: api_version.to_string(), kind: kind.to_string() });
+    let review: Envelope<K> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(error) => return Err(why_not(body, error)),
+    };
+    if review.api_version != API_VERSION || review.kind != KIND {
+        return Err(BadReview::WrongType { api_version: review.api_version, kind: review.kind });
     }
-    if value.get("request").is_none_or(Value::is_null) {
-        return Err(BadReview::NoRequest);
-    }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(value).map_err(|e| BadReview::Malformed(e.to_string()))?;
-    // The conversion copies the review's apiVersion and kind into the request, for the answer.
-    let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| BadReview::NoRequest)?;
+    let mut request = review.request.ok_or(BadReview::NoRequest)?;
+    // The answer is typed after the request.
+    request.types = TypeMeta { api_version: API_VERSION.to_string(), kind: KIND.to_string() };
     if request.uid.is_empty() {
         return Err(BadReview::NoUid);
     }
     Ok(request)
+}
+
+/// Decodes a review body, any object.
+pub fn decode(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
+    decode_as(body)
+}
+
+/// Why a body did not parse as a review: not JSON, not a review, no request, or a request whose
+/// fields do not read.
+fn why_not(body: &[u8], error: serde_json::Error) -> BadReview {
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => return BadReview::NotJson(e.to_string()),
+    };
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if api_version != API_VERSION || kind != KIND {
+        return BadReview::WrongType { api_version: api_version.to_string(), kind: kind.to_string() };
+    }
+    if value.get("request").is_none_or(Value::is_null) {
+        return BadReview::NoRequest;
+    }
+    BadReview::Malformed(error.to_string())
 }
 
 /// The review that carries `response`, as JSON. The patch is a base64 string, as the API server's
@@ -86,7 +124,7 @@ pub fn operation_name(operation: &Operation) -> &'static str {
 
 /// Whether the request is a dry run: the review's `dryRun`, or `options.dryRun` (the API server
 /// sets both; either one is enough to make no side effect).
-pub fn is_dry_run(request: &AdmissionRequest<DynamicObject>) -> bool {
+pub fn is_dry_run<K: kube::Resource>(request: &AdmissionRequest<K>) -> bool {
     request.dry_run
         || request
             .options

@@ -11,17 +11,17 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::core::admission::AdmissionResponse;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use kube::core::{DynamicObject, Status};
 use sv_common::telemetry::Health;
 
 use crate::cluster::ClusterView;
 use crate::metrics::WebhookMetrics;
-use crate::mutate::{Decision, MutateSettings, Storage, mutate, requested_names};
-use crate::review::{self, BadReview, MAX_BODY_BYTES, decode, encode, operation_name};
+use crate::mutate::{Decision, MutateSettings, Storage, mutate, mutate_pod, requested_names};
+use crate::review::{self, BadReview, MAX_BODY_BYTES, decode, decode_as, encode, operation_name};
 use crate::validate::validate;
 
 /// How long creating one consumer PV/PVC pair may take: the API server gives the whole review
@@ -130,8 +130,12 @@ async fn handle<C: ClusterView>(webhook: &Webhook<C>, endpoint: &str, body: Body
             return bad_request(StatusCode::PAYLOAD_TOO_LARGE, &BadReview::TooLarge(MAX_BODY_BYTES + 1));
         }
     };
-    let request = match decode(&bytes) {
-        Ok(request) => request,
+    match answer_body(webhook, endpoint, &bytes).await {
+        Ok(answered) => {
+            webhook.metrics.review(endpoint, answered.operation, &answered.kind, answered.result, started.elapsed());
+            let body = serde_json::to_vec(&encode(answered.response)).unwrap_or_default();
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(why) => {
             tracing::warn!(endpoint, error = %why, "refused a body that is not an AdmissionReview");
             webhook.metrics.review(endpoint, "", "", "error", started.elapsed());
@@ -140,25 +144,64 @@ async fn handle<C: ClusterView>(webhook: &Webhook<C>, endpoint: &str, body: Body
             } else {
                 StatusCode::BAD_REQUEST
             };
-            return bad_request(status, &why);
+            bad_request(status, &why)
         }
-    };
+    }
+}
+
+/// One body answered.
+pub struct Answered {
+    pub response: AdmissionResponse,
+    pub operation: &'static str,
+    pub kind: String,
+    /// `allowed`, `patched`, `denied` or `error`.
+    pub result: &'static str,
+}
+
+/// Decodes and answers one body. A pod review is read as a pod in one pass; anything else (or
+/// a pod review that does not read as one) as a dynamic object.
+pub async fn answer_body<C: ClusterView>(
+    webhook: &Webhook<C>,
+    endpoint: &str,
+    body: &[u8],
+) -> Result<Answered, BadReview> {
+    if endpoint == "mutate"
+        && let Ok(request) = decode_as::<Pod>(body)
+    {
+        let decision = mutate_pod(&request, &webhook.cluster, &webhook.settings);
+        let (response, result) = finish(webhook, endpoint, &request, decision).await;
+        return Ok(Answered {
+            response,
+            operation: operation_name(&request.operation),
+            kind: request.kind.kind,
+            result,
+        });
+    }
+    let request = decode(body)?;
     let (response, result) = answer(webhook, endpoint, &request).await;
-    webhook.metrics.review(endpoint, operation_name(&request.operation), &request.kind.kind, result, started.elapsed());
-    let body = serde_json::to_vec(&encode(response)).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Ok(Answered { response, operation: operation_name(&request.operation), kind: request.kind.kind, result })
 }
 
 /// Decides one request and carries out its side effects; returns the answer and its result label.
 pub async fn answer<C: ClusterView>(
     webhook: &Webhook<C>,
     endpoint: &str,
-    request: &kube::core::admission::AdmissionRequest<DynamicObject>,
+    request: &AdmissionRequest<DynamicObject>,
 ) -> (AdmissionResponse, &'static str) {
-    let mut decision: Decision = match endpoint {
+    let decision: Decision = match endpoint {
         "mutate" => mutate(request, &webhook.cluster, &webhook.settings),
         _ => validate(request),
     };
+    finish(webhook, endpoint, request, decision).await
+}
+
+/// Carries out a decision's side effects and writes its answer.
+async fn finish<C: ClusterView, K: kube::Resource>(
+    webhook: &Webhook<C>,
+    endpoint: &str,
+    request: &AdmissionRequest<K>,
+    mut decision: Decision,
+) -> (AdmissionResponse, &'static str) {
     for storage in std::mem::take(&mut decision.create) {
         match webhook.creator.create(&storage).await {
             Ok(()) => {
