@@ -29,11 +29,20 @@ fn get(api: &ApiServer, group: &str, plural: &str, namespace: &str, name: &str) 
 }
 
 fn world() -> World {
+    world_with_args(&[])
+}
+
+/// The world of these tests; `extra` are added to the webhook container's arguments.
+fn world_with_args(extra: &[&str]) -> World {
     sv_sim::init_test_logging();
     let world = World::new(WorldConfig::default()).expect("a world");
     assert!(install(&world).expect("install").is_empty());
-    let manifests: Vec<Value> =
+    let mut manifests: Vec<Value> =
         serde_saphyr::from_multiple(include_str!("../../deploy/webhook.yaml")).expect("deploy/webhook.yaml parses");
+    for manifest in manifests.iter_mut().filter(|m| m["kind"] == "Deployment") {
+        let args = manifest["spec"]["template"]["spec"]["containers"][0]["args"].as_array_mut().expect("args");
+        args.extend(extra.iter().map(|a| json!(a)));
+    }
     let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})];
     objects.extend(manifests);
     objects.push(json!({
@@ -54,6 +63,18 @@ fn ca_published(api: &ApiServer) -> bool {
         get(api, "admissionregistration.k8s.io", plural, "", "sharedvolume-webhook")
             .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()))
     })
+}
+
+/// The webhook answers: its CA is published and its Service has a ready endpoint.
+fn serving(api: &ApiServer) -> bool {
+    ca_published(api)
+        && get(api, "", "endpoints", OPERATOR_NS, "sv-webhook").is_some_and(|e| {
+            e["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+        })
 }
 
 fn pod(name: &str, annotations: Value) -> Pod {
@@ -167,4 +188,59 @@ fn with_the_webhook_down_only_annotated_pods_are_refused() {
     let refused = results[0].1.clone().expect_err("the annotated pod is refused");
     assert!(refused.contains("pods.sv.sharedvolume.io"), "the message names the webhook: {refused}");
     results[1].1.clone().expect("every other pod is unaffected");
+}
+
+#[test]
+fn admissions_keep_working_across_certificate_rotations() {
+    // Short lifetimes, so that 150 simulated minutes see a leaf renewal every 7 minutes and a CA
+    // rotation every 27; the simulated API server checks certificates at simulated time, so an
+    // expired or untrusted certificate fails the admission.
+    let mut world = world_with_args(&["--ca-lifetime=40m", "--leaf-lifetime=10m", "--ca-overlap=3m"]);
+    assert!(world.run_until(Duration::from_secs(600), serving).expect("run"), "the webhook serves");
+    let results: Results = Arc::default();
+    let record = results.clone();
+    let rounds = 75;
+    world.sim.client("tester", async move {
+        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+        let pods: Api<Pod> = Api::namespaced(client, "team-a");
+        for round in 0..rounds {
+            let name = format!("consumer-{round}");
+            let created = pods.create(&PostParams::default(), &pod(&name, json!({"sharedvolume.sv": "data"}))).await;
+            if created.is_ok() {
+                let _ = pods.delete(&name, &DeleteParams::default()).await;
+            }
+            record.lock().expect("lock").push((name, created.map(|_| Value::Null).map_err(|e| e.to_string())));
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        Ok(())
+    });
+    let mut bundles = std::collections::BTreeSet::new();
+    let done = results.clone();
+    let mut checks = 0u64;
+    let finished = world
+        .run_until(Duration::from_secs(3 * 3600), |api| {
+            checks += 1;
+            // Every 5 simulated seconds is enough to see each bundle (each lasts minutes).
+            if checks % 50 == 0
+                && let Some(config) = get(
+                    api,
+                    "admissionregistration.k8s.io",
+                    "mutatingwebhookconfigurations",
+                    "",
+                    "sharedvolume-webhook",
+                )
+            {
+                bundles
+                    .insert(config["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap_or_default().to_string());
+            }
+            done.lock().expect("lock").len() == rounds
+        })
+        .expect("run");
+    assert!(finished, "every round ran");
+    let failed: Vec<_> = results.lock().expect("lock").iter().filter(|(_, r)| r.is_err()).cloned().collect();
+    assert!(failed.is_empty(), "admissions failed during rotation: {failed:?}");
+    // One bundle per CA, and one per overlap: at least three CA rotations were seen.
+    assert!(bundles.len() >= 7, "caBundle values seen: {}", bundles.len());
+    let secret = get(&world.api, "", "secrets", OPERATOR_NS, "sv-webhook-tls").expect("the certificate Secret");
+    assert!(secret["data"]["tls.crt"].is_string());
 }

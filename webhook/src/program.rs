@@ -80,6 +80,19 @@ pub struct ServeArgs {
     pub external_mount_options: Vec<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Lifetime of a self-issued CA (renewed with a third of it left).
+    #[arg(long, default_value = "1095d", value_parser = parse_lifetime)]
+    pub ca_lifetime: std::time::Duration,
+    /// Lifetime of a self-issued serving certificate (renewed with a third of it left).
+    #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
+    pub leaf_lifetime: std::time::Duration,
+    /// How long a replaced CA stays in the caBundle after the new leaf is issued.
+    #[arg(long, default_value = "1d", value_parser = parse_lifetime)]
+    pub ca_overlap: std::time::Duration,
+}
+
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    sv_api::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 impl ServeArgs {
@@ -92,7 +105,7 @@ impl ServeArgs {
                 service: self.service.clone(),
                 mutating_configuration: self.mutating_configuration.clone(),
                 validating_configuration: self.validating_configuration.clone(),
-                lifetimes: Lifetimes::default(),
+                lifetimes: Lifetimes { ca: self.ca_lifetime, leaf: self.leaf_lifetime, overlap: self.ca_overlap },
             }),
         }
     }

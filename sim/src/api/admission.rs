@@ -30,6 +30,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{Value, json};
+use sv_operator::clock::SharedClock;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::errors::{self, ApiError};
@@ -327,7 +328,7 @@ impl ApiServer {
         let (host, port, path, server_name) = self.endpoint(&hook.client)?;
         let ca = hook.client["caBundle"].as_str().unwrap_or_default();
         let pem = base64::engine::general_purpose::STANDARD.decode(ca).map_err(|e| format!("caBundle: {e}"))?;
-        let tls = tls_config(&pem)?;
+        let tls = tls_config(&pem, self.clock().clone())?;
         let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
         let exchange = async {
             let stream = connect(&host, port).await.map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
@@ -635,7 +636,24 @@ fn denied(webhook: &str, status: &Value) -> ApiError {
     ApiError::status(code, reason, &message, None)
 }
 
-fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+/// Certificates are checked at the simulation's time, as a real API server checks them at its
+/// own: a webhook certificate that expires in simulated time is refused.
+struct SimTime(SharedClock);
+
+impl std::fmt::Debug for SimTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimTime({})", self.0.now())
+    }
+}
+
+impl rustls::time_provider::TimeProvider for SimTime {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let seconds = u64::try_from(self.0.now().as_second()).ok()?;
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds)))
+    }
+}
+
+fn tls_config(ca_pem: &[u8], clock: SharedClock) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
@@ -646,7 +664,7 @@ fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
         return Err("the webhook's caBundle holds no certificate; the simulation trusts nothing else".to_string());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_details(provider, Arc::new(SimTime(clock)))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
