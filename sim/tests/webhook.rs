@@ -221,7 +221,7 @@ fn admissions_keep_working_across_certificate_rotations() {
         .run_until(Duration::from_secs(3 * 3600), |api| {
             checks += 1;
             // Every 5 simulated seconds is enough to see each bundle (each lasts minutes).
-            if checks % 50 == 0
+            if checks.is_multiple_of(50)
                 && let Some(config) = get(
                     api,
                     "admissionregistration.k8s.io",
