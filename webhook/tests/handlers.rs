@@ -444,3 +444,15 @@ async fn the_answer_is_the_same_with_the_claim_already_there() {
     assert!(outcome.patched.is_some());
     assert!(outcome.created.is_empty(), "an existing claim is not created again");
 }
+
+#[tokio::test]
+async fn a_server_side_apply_create_is_mutated_like_any_create() {
+    // `kubectl apply --server-side`: a CREATE with fieldManager kubectl and an Apply entry.
+    let mut body = recorded("002-pod-create-annotated-sv.json");
+    body["request"]["options"] =
+        json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl"});
+    body["request"]["object"]["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+    let outcome = review("mutate", &body).await;
+    assert_eq!(mounts_of(&outcome.patched.expect("patched"), "sv-0123456789ab").len(), 1);
+    assert_eq!(outcome.created.len(), 1);
+}
