@@ -8,12 +8,15 @@
 
 pub mod clock;
 pub mod consumer;
+pub mod lease;
+pub mod manifests;
 pub mod names;
 pub mod redact;
 mod spec;
 mod status;
 pub mod units;
 pub mod validation;
+pub mod watch;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};

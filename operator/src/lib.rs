@@ -4,8 +4,6 @@
 //! they can be tested exhaustively and replayed by the simulation.
 
 pub mod controller;
-pub mod lease;
-pub mod manifests;
 pub mod offline;
 pub mod plan;
 pub mod program;
@@ -15,5 +13,5 @@ pub mod testing;
 // these re-exports keep `sv_operator::api::…` paths working for the operator's own modules.
 pub use sv_api as api;
 pub use sv_api::install_crypto_provider;
-pub use sv_api::{clock, names, redact, units, validation};
+pub use sv_api::{clock, lease, manifests, names, redact, units, validation};
 pub use sv_common::telemetry;

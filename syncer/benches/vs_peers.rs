@@ -245,7 +245,7 @@ fn main() {
                     sshd.port,
                     root.display()
                 );
-                let insecure = [(sv_operator::api::SSH_INSECURE_ANNOTATION, "true")];
+                let insecure = [(sv_api::SSH_INSECURE_ANNOTATION, "true")];
                 let peer = |dest: &Path| {
                     let mut c = rclone();
                     c.args([
@@ -288,7 +288,7 @@ fn main() {
             "source:\n  http:\n    url: http://{}/dataset.tar\nsyncInterval: 1h\nsyncTimeout: 1h\n",
             server.addr
         );
-        let unpack = [(sv_operator::api::HTTP_UNPACK_ANNOTATION, "true")];
+        let unpack = [(sv_api::HTTP_UNPACK_ANNOTATION, "true")];
         let url = format!("http://{}/tree/", server.addr);
         let peer = |dest: &Path| {
             run(rclone().args([":http:", dest.to_str().expect("utf8"), NO_RANGES]).env("RCLONE_HTTP_URL", &url))

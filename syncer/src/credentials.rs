@@ -102,7 +102,7 @@ impl Redactor {
     /// Removes the known values, and the userinfo of any URL (a source URL may carry credentials
     /// the syncer was never told are secret).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = sv_operator::redact::scrub_userinfo(text).into_owned();
+        let mut out = sv_api::redact::scrub_userinfo(text).into_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {
                 out = out.replace(needle.as_str(), "[redacted]");

@@ -16,4 +16,4 @@ pub mod schedule;
 pub mod source;
 pub mod tree;
 
-pub use sv_operator::install_crypto_provider;
+pub use sv_api::install_crypto_provider;

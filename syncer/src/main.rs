@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
-use sv_operator::api::VolumeKind;
-use sv_operator::clock::SystemClock;
-use sv_operator::manifests::{self, Manifest};
-use sv_operator::telemetry::{self, Health, LogFormat};
+use sv_api::VolumeKind;
+use sv_api::clock::SystemClock;
+use sv_api::manifests::{self, Manifest};
+use sv_common::telemetry::{self, Health, LogFormat};
 use sv_syncer::publish::Volume;
 use sv_syncer::report::{StatusWriter, SyncMetrics};
 use sv_syncer::run::{LeaseIdentity, Syncer, SyncerConfig, VolumeView, elect, watch_volume};
@@ -199,7 +199,7 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn view_of<V: sv_operator::api::Volume>(volume: &V) -> VolumeView {
+fn view_of<V: sv_api::Volume>(volume: &V) -> VolumeView {
     VolumeView {
         spec: volume.volume_spec().clone(),
         annotations: kube::ResourceExt::annotations(volume).clone(),

@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use sv_operator::api::{ClusterSharedVolume, SharedVolume, SyncStatus, VolumeKind, sync_result};
-use sv_operator::units::format_duration;
+use sv_api::units::format_duration;
+use sv_api::{ClusterSharedVolume, SharedVolume, SyncStatus, VolumeKind, sync_result};
 
 /// Field manager of the syncer's status writes.
 pub const FIELD_MANAGER: &str = "sharedvolume-syncer";

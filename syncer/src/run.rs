@@ -11,14 +11,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use sv_operator::api::{
+use sv_api::clock::SharedClock;
+use sv_api::units::parse_quantity_bytes;
+use sv_api::validation::effective_sync;
+use sv_api::{
     ClusterSharedVolume, HTTP_UNPACK_ANNOTATION, SSH_INSECURE_ANNOTATION, SSH_KNOWN_HOSTS_ANNOTATION,
     SYNC_REQUESTED_ANNOTATION, SharedVolume, SyncStatus, VolumeKind, VolumeSpec,
 };
-use sv_operator::clock::SharedClock;
-use sv_operator::telemetry::Health;
-use sv_operator::units::parse_quantity_bytes;
-use sv_operator::validation::effective_sync;
+use sv_common::telemetry::Health;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ pub struct SyncOutcome {
 
 /// Whether this syncer may publish: it holds the volume's Lease and renewed it less than
 /// `deadline` ago. The deadline is shorter than the Lease's duration, so a syncer cut off from the
-/// API stops publishing before another can take the Lease over (see [`sv_operator::lease`]).
+/// API stops publishing before another can take the Lease over (see [`sv_api::lease`]).
 #[derive(Clone, Debug)]
 pub struct PublishFence {
     renewals: watch::Receiver<Option<tokio::time::Instant>>,
@@ -128,14 +128,14 @@ pub fn elect(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> PublishFence {
-    let config = sv_operator::lease::LeaderConfig {
+    let config = sv_api::lease::LeaderConfig {
         namespace: identity.pod_namespace.clone(),
         lease_name: identity.lease_name.clone(),
         identity: identity.pod_name.clone(),
         lease_duration: LEASE_DURATION,
         retry_period: LEASE_RETRY,
     };
-    let elector = sv_operator::lease::LeaderElector::new(client, config, clock);
+    let elector = sv_api::lease::LeaderElector::new(client, config, clock);
     let fence = PublishFence::new(elector.renewals(), LEASE_RENEW_DEADLINE);
     let (leading, _) = watch::channel(false);
     tokio::spawn(elector.run(leading, shutdown.cancelled_owned()));
@@ -180,7 +180,7 @@ impl Syncer {
         Self::new(
             config,
             Arc::new(crate::source::NetworkSources),
-            Arc::new(sv_operator::clock::SystemClock),
+            Arc::new(sv_api::clock::SystemClock),
             SyncMetrics::register(&mut prometheus_client::registry::Registry::default()),
             Health::new(),
             None,
@@ -439,9 +439,8 @@ pub fn watch_volume(
     let (tx, rx) = watch::channel(None);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let task = async move {
-        let mut stream = std::pin::pin!(
-            watcher(api, config).backoff(sv_operator::controller::WatchBackoff::default()).applied_objects()
-        );
+        let mut stream =
+            std::pin::pin!(watcher(api, config).backoff(sv_api::watch::WatchBackoff::default()).applied_objects());
         while let Some(event) = stream.next().await {
             match event {
                 Ok(object) => match view_of(&object) {

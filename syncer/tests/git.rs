@@ -13,7 +13,7 @@ use common::{
     Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, target, tls_config, tree,
     view, view_with,
 };
-use sv_operator::api::SSH_KNOWN_HOSTS_ANNOTATION;
+use sv_api::SSH_KNOWN_HOSTS_ANNOTATION;
 use sv_syncer::publish::Volume;
 
 fn spec(url: &str, extra: &str) -> String {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 
 use common::{http_server, sync, syncer, target, tls_config, tree, view, view_with};
-use sv_operator::api::HTTP_UNPACK_ANNOTATION;
+use sv_api::HTTP_UNPACK_ANNOTATION;
 use sv_syncer::publish::Volume;
 
 fn file_spec(url: &str) -> String {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use common::{SSH_PASSWORD, SSH_USER, Sshd, shared_tempdir, sync, syncer, tree, view, view_with};
-use sv_operator::api::{SSH_INSECURE_ANNOTATION, SSH_KNOWN_HOSTS_ANNOTATION};
+use sv_api::{SSH_INSECURE_ANNOTATION, SSH_KNOWN_HOSTS_ANNOTATION};
 use sv_syncer::publish::Volume;
 
 fn spec(port: u16, path: &Path) -> String {

@@ -17,7 +17,7 @@ use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 use gix::protocol::transport::client::blocking_io::http::Options as HttpOptions;
 use gix::protocol::transport::client::blocking_io::http::reqwest::Options as ReqwestOptions;
-use sv_operator::api::GitSource as GitSpec;
+use sv_api::GitSource as GitSpec;
 use tokio_util::sync::CancellationToken;
 
 use super::sftp::decode_private_key;
@@ -131,7 +131,7 @@ impl GitSource {
         };
         // Keeps the key on disk until the fetch is over.
         let mut key_file = None;
-        if sv_operator::validation::git_url_is_ssh(&self.url) {
+        if sv_api::validation::git_url_is_ssh(&self.url) {
             if let Some(key) = &self.private_key {
                 let key = decode_private_key(key)?;
                 let text = key

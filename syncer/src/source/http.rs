@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
-use sv_operator::api::HttpSource as HttpSpec;
+use sv_api::HttpSource as HttpSpec;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::{BoxFuture, Fetched, Source, SourceOptions, on_blocking_thread, percent_decode, public_url};

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use sv_operator::api::{SourceSpec, VolumeSpec};
+use sv_api::{SourceSpec, VolumeSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Credentials;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, ObjectMeta, ObjectStore, RetryConfig};
-use sv_operator::api::S3Source as S3Spec;
+use sv_api::S3Source as S3Spec;
 
 use super::{BoxFuture, Fetched, Source, digest};
 use crate::credentials::{Credentials, Secret};

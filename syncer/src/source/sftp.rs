@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
-use sv_operator::api::SshSource as SshSpec;
+use sv_api::SshSource as SshSpec;
 use tokio::io::AsyncReadExt;
 
 use super::{BoxFuture, Fetched, Source, SourceOptions, digest};

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sv_operator::api::VolumeSpec;
+use sv_api::VolumeSpec;
 use sv_syncer::publish::Volume;
 use sv_syncer::run::{SyncOutcome, Syncer, SyncerConfig, VolumeView};
 
@@ -577,7 +577,7 @@ pub fn view_with(yaml: &str, annotations: &[(&str, &str)]) -> VolumeView {
 pub fn syncer(data: &Path, credentials: Option<&Path>, ca: Option<Vec<u8>>) -> Syncer {
     sv_syncer::install_crypto_provider();
     let config = SyncerConfig {
-        kind: sv_operator::api::VolumeKind::SharedVolume,
+        kind: sv_api::VolumeKind::SharedVolume,
         name: "test".to_string(),
         namespace: Some("default".to_string()),
         data_dir: data.to_path_buf(),

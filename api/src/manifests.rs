@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde_json::Value;
 
-use crate::api::{API_VERSION, ClusterSharedVolume, SharedVolume};
+use crate::{API_VERSION, ClusterSharedVolume, SharedVolume};
 
 /// One document of a manifest file.
 #[derive(Clone, Debug, PartialEq)]
