@@ -352,6 +352,21 @@ pub mod keeper {
         Tls(#[from] crate::tls::TlsError),
     }
 
+    /// The mutating and the validating configuration, as stored (None until installed).
+    type Configurations = (Option<Value>, Option<Value>);
+
+    /// Whether every webhook of both configurations carries `bundle`.
+    fn bundle_published((m, v): &Configurations, bundle: &str) -> bool {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
+        [m, v].iter().all(|config| {
+            config.as_ref().is_some_and(|c| {
+                c["webhooks"].as_array().is_some_and(|hooks| {
+                    hooks.iter().all(|h| h["clientConfig"]["caBundle"].as_str() == Some(encoded.as_str()))
+                })
+            })
+        })
+    }
+
     pub struct CertKeeper {
         pub client: Client,
         pub settings: SelfIssued,
@@ -393,10 +408,9 @@ pub mod keeper {
                 },
                 None => None,
             };
-            let published = match &current {
-                Some(set) => self.bundle_published(&set.bundle()).await?,
-                None => false,
-            };
+            // Read once per round: what is published decides the next step, and is what gets patched.
+            let configurations = self.configurations().await?;
+            let published = current.as_ref().is_some_and(|set| bundle_published(&configurations, &set.bundle()));
             let names = service_dns_names(&s.service, &s.namespace);
             let now = self.clock.now();
             let set = match next(current.as_ref(), published, &names, now, &s.lifetimes)? {
@@ -436,13 +450,13 @@ pub mod keeper {
                     set
                 }
             };
-            self.publish_bundle(&set.bundle()).await?;
+            self.publish_bundle(configurations, &set.bundle()).await?;
             self.cert.set_pem(set.leaf_pem.as_bytes(), set.leaf_key_pem.as_bytes())?;
             self.metrics.set_certificate_expiry(set.state.leaf_not_after.as_second());
             Ok(())
         }
 
-        async fn configurations(&self) -> Result<(Option<Value>, Option<Value>), kube::Error> {
+        async fn configurations(&self) -> Result<Configurations, kube::Error> {
             let s = &self.settings;
             let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
             let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
@@ -451,24 +465,10 @@ pub mod keeper {
             Ok((m.and_then(|c| serde_json::to_value(c).ok()), v.and_then(|c| serde_json::to_value(c).ok())))
         }
 
-        /// Whether every webhook of both configurations carries `bundle`.
-        async fn bundle_published(&self, bundle: &str) -> Result<bool, kube::Error> {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
-            let (m, v) = self.configurations().await?;
-            Ok([m, v].iter().all(|config| {
-                config.as_ref().is_some_and(|c| {
-                    c["webhooks"].as_array().is_some_and(|hooks| {
-                        hooks.iter().all(|h| h["clientConfig"]["caBundle"].as_str() == Some(encoded.as_str()))
-                    })
-                })
-            }))
-        }
-
         /// Sets `caBundle` of every webhook of both configurations; a configuration that does not
         /// exist yet (installed after the webhook) is patched on a later round.
-        async fn publish_bundle(&self, bundle: &str) -> Result<(), kube::Error> {
+        async fn publish_bundle(&self, (m, v): Configurations, bundle: &str) -> Result<(), kube::Error> {
             let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
-            let (m, v) = self.configurations().await?;
             let s = &self.settings;
             for (config, mutating) in [(m, true), (v, false)] {
                 let Some(config) = config else { continue };

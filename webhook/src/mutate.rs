@@ -70,9 +70,15 @@ pub struct Storage {
     pub claim: PersistentVolumeClaim,
 }
 
+impl From<Denial> for Decision {
+    fn from(denial: Denial) -> Self {
+        Decision { denied: Some(denial), ..Decision::default() }
+    }
+}
+
 impl Decision {
-    fn deny(reason: &'static str, message: String) -> Self {
-        Decision { denied: Some(Denial { reason, message }), ..Decision::default() }
+    pub(crate) fn deny(reason: &'static str, message: String) -> Self {
+        Decision::from(Denial { reason, message })
     }
 }
 
@@ -151,14 +157,14 @@ fn decide(
     };
     let requested = match resolve(pod, &namespace, cluster, settings) {
         Ok(r) => r,
-        Err(denial) => return Decision { denied: Some(denial), ..Decision::default() },
+        Err(denial) => return Decision::from(denial),
     };
     if requested.is_empty() {
         return Decision::default();
     }
     let mut decision = match patch(pod, &requested) {
         Ok(patch) => Decision { patch, ..Decision::default() },
-        Err(denial) => return Decision { denied: Some(denial), ..Decision::default() },
+        Err(denial) => return Decision::from(denial),
     };
     for r in &requested {
         match &r.storage {

@@ -16,7 +16,7 @@ use crate::mutate::{Decision, Denial};
 pub fn validate(request: &AdmissionRequest<DynamicObject>) -> Decision {
     let kind = (request.kind.group == GROUP).then(|| VolumeKind::parse(&request.kind.kind)).flatten();
     let Some(kind) = kind else {
-        return deny(
+        return Decision::deny(
             "UnsupportedResource",
             format!(
                 "sv-webhook /validate handles {GROUP} SharedVolumes and ClusterSharedVolumes, not {}/{}; \
@@ -36,10 +36,6 @@ pub fn validate(request: &AdmissionRequest<DynamicObject>) -> Decision {
     }
 }
 
-fn deny(reason: &'static str, message: String) -> Decision {
-    Decision { denied: Some(Denial { reason, message }), ..Decision::default() }
-}
-
 fn read<V: DeserializeOwned>(object: &DynamicObject) -> Result<V, String> {
     let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
     serde_json::from_value(value).map_err(|e| e.to_string())
@@ -52,18 +48,18 @@ fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
         Operation::Delete | Operation::Connect => return Decision::default(),
     };
     let Some(object) = object else {
-        return deny(
+        return Decision::deny(
             "Malformed",
             format!("a {} review without an object", crate::review::operation_name(&request.operation)),
         );
     };
     let new: V = match read(object) {
         Ok(v) => v,
-        Err(e) => return deny("Invalid", format!("{} cannot be read: {e}", V::KIND)),
+        Err(e) => return Decision::deny("Invalid", format!("{} cannot be read: {e}", V::KIND)),
     };
     let old: Option<V> = match old.map(read::<V>).transpose() {
         Ok(old) => old,
-        Err(e) => return deny("Malformed", format!("the stored {} cannot be read: {e}", V::KIND)),
+        Err(e) => return Decision::deny("Malformed", format!("the stored {} cannot be read: {e}", V::KIND)),
     };
     let mut input = VolumeInput::of(&new);
     // The review's namespace is the one the object is stored in.
@@ -81,5 +77,5 @@ fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
     };
     // Worded as the API server words a rejected object, so users see the familiar form.
     let message = format!("{} {name:?} is invalid: {}", V::KIND, outcome.summary());
-    Decision { denied: Some(Denial { reason, message }), warnings, ..Decision::default() }
+    Decision { warnings, ..Decision::from(Denial { reason, message }) }
 }

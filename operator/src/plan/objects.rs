@@ -26,7 +26,7 @@ use super::{
     CREDENTIALS_DIR, Desired, NFS_EXPORT_DIR, NFS_PORT, NFS_WRITER_DIR, ObjectKey, PROBE_PORT, PlanContext,
     SYNCER_DATA_DIR,
 };
-use crate::api::{AccessMode, CONSUMER_POD_LABEL, VolumeKind, components, labels};
+use crate::api::{CONSUMER_POD_LABEL, VolumeKind, components, labels};
 use crate::names::NFS_WRITER_TOKEN_KEY;
 use crate::units::parse_quantity_bytes;
 use crate::validation::NfsIdentity;
@@ -34,7 +34,7 @@ use crate::validation::ServerMode;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 
-use sv_api::consumer::{Owner, StorageTarget, storage_pair};
+use sv_api::consumer::{Owner, StorageTarget, consumer_read_only, storage_pair};
 pub use sv_api::consumer_label_key;
 
 impl PlanContext<'_> {
@@ -70,9 +70,9 @@ impl PlanContext<'_> {
         Quantity(self.observed.spec.storage.as_ref().map(|s| s.capacity.trim().to_string()).unwrap_or_default())
     }
 
-    fn access_mode(&self) -> AccessMode {
-        AccessMode::parse(self.observed.spec.storage.as_ref().and_then(|s| s.access_mode.as_deref()))
-            .unwrap_or(AccessMode::ReadOnly)
+    /// `storage.accessMode` as consumers get it, read as the webhook reads it.
+    fn consumers_read_only(&self) -> bool {
+        consumer_read_only(&self.observed.spec)
     }
 
     /// Data PVC, Service, StatefulSet and NetworkPolicy of a managed server; nothing for an
@@ -149,7 +149,7 @@ impl PlanContext<'_> {
             format!("--anon-gid={}", identity.anon_gid),
             format!("--writer-token-file={NFS_WRITER_DIR}/{NFS_WRITER_TOKEN_KEY}"),
         ];
-        if self.access_mode().is_read_only() {
+        if self.consumers_read_only() {
             args.push("--consumer-access=read-only".to_string());
         } else {
             // Squashed consumers must be able to create entries at the root; the sticky bit keeps
@@ -330,7 +330,7 @@ impl PlanContext<'_> {
             },
             mount_options: self.mount_options(),
             capacity: self.capacity().0,
-            read_only: consumer_namespace.is_some() && self.access_mode().is_read_only(),
+            read_only: consumer_namespace.is_some() && self.consumers_read_only(),
         };
         let (pv, pvc) = storage_pair(&self.owner(), &name, &namespace, component, consumer_namespace, &target);
         vec![Desired::PersistentVolume(pv), Desired::PersistentVolumeClaim(pvc)]

@@ -493,23 +493,16 @@ fn conditions_hold(hook: &Webhook, review: &Value, namespace: Option<&Value>) ->
         return Ok(true);
     }
     let request = &review["request"];
-    let mut context = cel::Context::default();
     let variables = [
         ("object", &request["object"]),
         ("oldObject", &request["oldObject"]),
         ("request", request),
         ("namespaceObject", namespace.unwrap_or(&Value::Null)),
     ];
-    for (name, value) in variables {
-        let value = cel::to_value(value).map_err(|e| format!("matchConditions: {name}: {e}"))?;
-        context.add_variable_from_value(name, value);
-    }
+    let context = super::cel::context(&variables).map_err(|e| format!("matchConditions: {e}"))?;
     let mut failure = None;
     for (name, expression) in &hook.match_conditions {
-        let outcome = cel::Program::compile(expression)
-            .map_err(|e| e.to_string())
-            .and_then(|program| program.execute(&context).map_err(|e| e.to_string()));
-        match outcome {
+        match super::cel::evaluate(expression, &context) {
             Ok(cel::Value::Bool(false)) => return Ok(false),
             Ok(cel::Value::Bool(true)) => {}
             Ok(other) => failure = Some(format!("matchCondition {name:?} is not a boolean: {other:?}")),

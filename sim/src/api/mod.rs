@@ -7,6 +7,7 @@
 
 mod admission;
 pub mod builtin;
+mod cel;
 pub mod errors;
 pub mod fields;
 pub mod http;

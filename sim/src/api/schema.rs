@@ -101,20 +101,13 @@ fn rules(schema: &Value, value: &Value, old: Option<&Value>, path: &str, causes:
         if transition && old.is_none() {
             continue;
         }
-        let mut context = cel::Context::default();
-        let mut bind = |name: &str, v: &Value| match cel::to_value(v) {
-            Ok(v) => {
-                context.add_variable_from_value(name, v);
-                true
-            }
-            Err(_) => false,
-        };
-        if !bind("self", value) || (transition && !bind("oldSelf", old.unwrap_or(&Value::Null))) {
-            continue;
+        let mut variables = vec![("self", value)];
+        if transition {
+            variables.push(("oldSelf", old.unwrap_or(&Value::Null)));
         }
-        let outcome = cel::Program::compile(expression)
-            .map_err(|e| e.to_string())
-            .and_then(|p| p.execute(&context).map_err(|e| e.to_string()));
+        // A value CEL cannot represent leaves the rule unevaluated, as before it was bound.
+        let Ok(context) = super::cel::context(&variables) else { continue };
+        let outcome = super::cel::evaluate(expression, &context);
         let field = {
             let mut field = path.to_string();
             if let Some(extra) = rule.get("fieldPath").and_then(Value::as_str) {
