@@ -12,6 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+/// What [`serve`] accepts HTTP connections from: a TCP listener, or a simulated one.
+pub use axum::serve::Listener as HttpListener;
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -1,15 +1,23 @@
-//! The `sv-nfs` command line, shared by the binary and the simulation: both parse the same flags
-//! with [`Cli`] and build the export's options with [`ServeArgs::export_options`], so the
-//! simulation runs the settings a real pod gets.
+//! The `sv-nfs` program, shared by the binary and the simulation: both parse the same flags with
+//! [`Cli`] and run [`serve`], so the simulation runs the settings and the start-up a real pod gets.
+//! The caller brings only what differs between the two: sockets, the write verifier and how
+//! calls are executed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sv_common::telemetry::LogFormat;
+use prometheus_client::registry::Registry;
+use sv_common::telemetry::{self, Health, LogFormat};
 use sv_common::writer::{is_valid_writer_token, nfs_writer_path};
+use tokio_util::sync::CancellationToken;
 
-use crate::fs::{ExportOptions, Identity, Squash};
+use crate::fs::{Export, ExportOptions, Identity, Squash};
+use crate::health::{Connector, run_probes};
+use crate::metrics::NfsMetrics;
 use crate::rpc::Credential;
+use crate::server::{Execution, Listener, NfsServer, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "sv-nfs", version, about = "SharedVolume NFS server: NFSv3 and MOUNT v3 on one TCP port")]
@@ -122,6 +130,116 @@ impl ServeArgs {
             root_mode: self.root_mode,
         })
     }
+}
+
+/// Why `sv-nfs serve` stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading {path}: {source}")]
+    WriterToken { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Options(String),
+    #[error("opening export {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("the export's usage count stopped: {0}")]
+    Counting(String),
+    #[error("serving NFS: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the host gives the program: its sockets, already bound, and what must differ between a
+/// real process and a simulated one.
+pub struct Host<N, H, C> {
+    /// The NFS port's listener (`--port`).
+    pub nfs: N,
+    /// The HTTP port's listener (`--http-port`): probes and metrics.
+    pub http: H,
+    /// Connects to the NFS port of this same server, for the self-probe behind `/readyz`.
+    pub probe: C,
+    /// The write verifier; it must change with every restart. A real process draws a random one
+    /// ([`ServerConfig::new`]); the simulation derives it from the pod's incarnation.
+    pub write_verifier: [u8; 8],
+    pub execution: Execution,
+    pub shutdown: CancellationToken,
+}
+
+/// `sv-nfs serve`: opens the export (counting what it holds), then serves NFSv3 and MOUNT on
+/// `host.nfs` and `/healthz`, `/readyz`, `/metrics` on `host.http` until `host.shutdown`. The HTTP
+/// port answers at once and `/readyz` turns true only once the self-probe passes, so the liveness
+/// probe does not kill a server that is still counting a large volume.
+pub async fn serve<N, H, C>(args: ServeArgs, host: Host<N, H, C>) -> Result<(), ServeError>
+where
+    N: Listener,
+    H: telemetry::HttpListener,
+    H::Addr: std::fmt::Debug,
+    C: Connector,
+{
+    let token = match &args.writer_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| ServeError::WriterToken { path: path.clone(), source })?,
+        ),
+        None => None,
+    };
+    let options = args.export_options(token.as_deref()).map_err(ServeError::Options)?;
+    let identity = options.identity.clone();
+    let mut registry = Registry::default();
+    let metrics = NfsMetrics::register(&mut registry);
+    let health = Health::new();
+    let shutdown = host.shutdown;
+    // With `--http-port 0` the log is the only place that says which port was taken.
+    let http_addr = host.http.local_addr().map(|a| format!("{a:?}")).unwrap_or_default();
+    let http = tokio::spawn(telemetry::serve(
+        host.http,
+        telemetry::router(Arc::new(registry), health.clone()),
+        shutdown.clone().cancelled_owned(),
+    ));
+    tracing::info!(export = %args.export.display(), %http_addr, "counting what the export holds");
+    let counting = tokio::time::Instant::now();
+    let dir = args.export.clone();
+    let opened = match host.execution {
+        // The simulation must stay on its own thread to stay deterministic.
+        Execution::Inline => Export::open(&dir, options),
+        Execution::BlockingPool => {
+            tokio::select! {
+                opened = tokio::task::spawn_blocking(move || Export::open(&dir, options)) => {
+                    opened.map_err(|e| ServeError::Counting(e.to_string()))?
+                }
+                _ = shutdown.cancelled() => {
+                    let _ = http.await;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let export = opened.map_err(|source| ServeError::Open { path: args.export.clone(), source })?;
+    tracing::info!(
+        export = %args.export.display(),
+        used_bytes = export.used_bytes(),
+        counted_in = ?counting.elapsed(),
+        capacity_bytes = args.capacity_bytes,
+        read_only = args.read_only,
+        squash = ?identity.squash,
+        consumer_read_only = identity.consumer_read_only,
+        protected_dir = ?identity.protected_dir,
+        writer = identity.writer_path.is_some(),
+        "export opened"
+    );
+    let export = Arc::new(export);
+    let root = export.root_fh().clone();
+    let config = ServerConfig {
+        port: args.port,
+        write_verifier: host.write_verifier,
+        shutdown_grace: Duration::from_secs(10),
+        execution: host.execution,
+    };
+    let server = Arc::new(NfsServer::new(export, metrics, config));
+    tracing::info!(port = args.port, http_port = args.http_port, "serving NFSv3");
+    tokio::spawn(run_probes(host.probe, root, health, shutdown.clone()));
+    let served = server.serve(host.nfs, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = http.await;
+    tracing::info!("stopped");
+    served.map_err(ServeError::Serve)
 }
 
 #[cfg(test)]

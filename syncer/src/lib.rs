@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod nofollow;
 pub mod paths;
+pub mod program;
 pub mod publish;
 pub mod report;
 pub mod run;

@@ -1,18 +1,12 @@
-//! `sv-nfs serve` on a simulated host: the same export, server, self-probe and HTTP endpoints as
-//! the program's `main`, on turmoil sockets.
+//! `sv-nfs serve` on a simulated host: the program's own entry point ([`program::serve`]) on
+//! turmoil sockets, with the pod's paths mapped onto the host.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser as _;
-use prometheus_client::registry::Registry;
-use sv_nfs::fs::Export;
-use sv_nfs::health::{Connector, run_probes};
-use sv_nfs::metrics::NfsMetrics;
-use sv_nfs::program::{Cli, Command, ServeArgs};
-use sv_nfs::server::{Execution, NfsServer, ServerConfig};
-use sv_operator::telemetry::{self, Health};
+use sv_nfs::health::Connector;
+use sv_nfs::program::{self, Cli, Command, Host, ServeArgs};
+use sv_nfs::server::Execution;
 use tokio_util::sync::CancellationToken;
 
 use super::pod::PodContext;
@@ -42,43 +36,29 @@ impl Connector for Loopback {
     }
 }
 
-/// Runs the server until `stop`; `incarnation` tells restarts apart (the write verifier must
+/// Runs the program until `stop`; `incarnation` tells restarts apart (the write verifier must
 /// change with every restart, and in a simulation it must not come from the OS).
 pub(super) async fn run(context: PodContext, incarnation: u32, stop: CancellationToken) -> Result<(), String> {
-    let args = parse(&context.args)?;
-    let export_path = args.export.to_string_lossy().into_owned();
-    let dir = context.host_path(&export_path)?;
-    let token = match &args.writer_token_file {
-        Some(file) => {
-            let path = context.host_path(&file.to_string_lossy())?;
-            Some(std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", file.display()))?)
-        }
-        None => None,
-    };
-    let options = args.export_options(token.as_deref())?;
-    let export = Export::open(&dir, options).map_err(|e| format!("opening export {export_path}: {e}"))?;
-    let mut registry = Registry::default();
-    let metrics = NfsMetrics::register(&mut registry);
-    let health = Health::new();
-    let export = Arc::new(export);
-    let root = export.root_fh().clone();
-    let mut verifier = [0u8; 8];
-    verifier[..4].copy_from_slice(&incarnation.to_be_bytes());
-    verifier[4..].copy_from_slice(&(context.name.len() as u32).to_be_bytes());
-    // Calls are answered in order on each connection's task: the simulation stays deterministic.
-    let config = ServerConfig {
-        port: args.port,
-        write_verifier: verifier,
-        shutdown_grace: Duration::from_secs(10),
-        execution: Execution::Inline,
-    };
-    let server = Arc::new(NfsServer::new(export, metrics, config));
-    let listener = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
+    let mut args = parse(&context.args)?;
+    args.export = context.host_path(&args.export.to_string_lossy())?;
+    if let Some(file) = &args.writer_token_file {
+        args.writer_token_file = Some(context.host_path(&file.to_string_lossy())?);
+    }
+    let mut write_verifier = [0u8; 8];
+    write_verifier[..4].copy_from_slice(&incarnation.to_be_bytes());
+    write_verifier[4..].copy_from_slice(&(context.name.len() as u32).to_be_bytes());
+    let nfs = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding port {}: {e}", args.http_port))?;
-    tracing::info!(export = %export_path, port = args.port, "serving NFSv3");
-    tokio::spawn(run_probes(Loopback(args.port), root, health.clone(), stop.clone()));
-    tokio::spawn(telemetry::serve(http, telemetry::router(Arc::new(registry), health), stop.clone().cancelled_owned()));
-    server.serve(listener, stop).await.map_err(|e| e.to_string())
+    let host = Host {
+        nfs,
+        http,
+        probe: Loopback(args.port),
+        write_verifier,
+        // Calls are answered in order on each connection's task: the simulation stays deterministic.
+        execution: Execution::Inline,
+        shutdown: stop,
+    };
+    program::serve(args, host).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

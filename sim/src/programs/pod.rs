@@ -104,6 +104,31 @@ impl PodContext {
         }
         Err(format!("{path} is not on a mounted volume (the container's root file system is read-only)"))
     }
+
+    /// The program's command line as its own parser would see it in the container: the pod's
+    /// arguments, then `--flag=value` for every flag of `C` (global, or of the subcommand named
+    /// first) that the pod's environment sets and the arguments do not. Clap reads `env` from the
+    /// process, which a simulated pod does not have; arguments win over the environment, as they
+    /// do for the real program, and empty values count as unset.
+    pub fn argv_with_env<C: clap::CommandFactory>(&self, program: &str) -> Vec<String> {
+        let command = C::command();
+        let subcommand = self.args.first().and_then(|name| command.find_subcommand(name));
+        let mut argv: Vec<String> = std::iter::once(program.to_string()).chain(self.args.iter().cloned()).collect();
+        for arg in command.get_arguments().chain(subcommand.into_iter().flat_map(|c| c.get_arguments())) {
+            let (Some(long), Some(key)) = (arg.get_long(), arg.get_env().and_then(|k| k.to_str())) else { continue };
+            let Some(value) = self.env.get(key).filter(|v| !v.is_empty()) else { continue };
+            let flag = format!("--{long}");
+            if self.args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}="))) {
+                continue;
+            }
+            if arg.get_action().takes_values() {
+                argv.push(format!("{flag}={value}"));
+            } else if matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on") {
+                argv.push(flag);
+            }
+        }
+        argv
+    }
 }
 
 /// A pod field a `fieldRef` may name.
@@ -268,6 +293,36 @@ mod tests {
         assert!(c.host_path("/datafile").is_err());
         assert!(c.host_path("/data/../etc").is_err());
         assert!(c.host_path("/etc/passwd").is_err());
+    }
+
+    fn with(args: &[&str], env: &[(&str, &str)]) -> PodContext {
+        let mut c = context(&[]);
+        c.args = args.iter().map(|a| a.to_string()).collect();
+        c.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        c
+    }
+
+    #[test]
+    fn the_environment_fills_the_flags_it_backs_and_arguments_win() {
+        let c = with(
+            &["run", "--name=from-args"],
+            &[
+                ("SV_VOLUME_KIND", "SharedVolume"),
+                ("SV_VOLUME_NAME", "from-env"),
+                ("SV_LOG_FORMAT", "json"),
+                ("SV_CREDENTIALS_DIR", ""),
+                ("UNRELATED", "x"),
+            ],
+        );
+        let argv = c.argv_with_env::<sv_syncer::program::Cli>("sv-syncer");
+        assert_eq!(argv, ["sv-syncer", "run", "--name=from-args", "--log-format=json", "--kind=SharedVolume"]);
+    }
+
+    #[test]
+    fn flags_of_other_subcommands_are_not_filled() {
+        // `once` has no env-backed flags; the syncer's `run` variables must not leak into it.
+        let c = with(&["once"], &[("SV_VOLUME_KIND", "SharedVolume")]);
+        assert_eq!(c.argv_with_env::<sv_syncer::program::Cli>("sv-syncer"), ["sv-syncer", "once"]);
     }
 
     #[test]

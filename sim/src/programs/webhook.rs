@@ -10,17 +10,15 @@ use super::pod::PodContext;
 use crate::net::{SimListener, kube_client};
 use crate::world::{API_HOST, API_PORT};
 
-/// `serve`'s flags as the program parses them. clap reads `POD_NAMESPACE` from the process
-/// environment, which is not the pod's here: the pod's value is applied when the flag is absent.
+/// `serve`'s flags as the program parses them, from the pod's arguments and environment.
 fn parse(context: &PodContext) -> Result<ServeArgs, String> {
-    let cli = Cli::try_parse_from(std::iter::once("sv-webhook").chain(context.args.iter().map(String::as_str)))
-        .map_err(|e| e.to_string())?;
+    let cli = Cli::try_parse_from(context.argv_with_env::<Cli>("sv-webhook")).map_err(|e| e.to_string())?;
     let Command::Serve(mut args) = cli.command else {
         return Err("the webhook's pod must run `sv-webhook serve`".to_string());
     };
-    if !context.args.iter().any(|a| a.starts_with("--namespace")) {
-        args.namespace = context.env.get("POD_NAMESPACE").cloned().unwrap_or_else(|| context.namespace.clone());
-    }
+    // Certificates from files (cert-manager) are on the pod's volumes.
+    args.tls_cert_file = args.tls_cert_file.map(|f| context.host_path(&f.to_string_lossy())).transpose()?;
+    args.tls_key_file = args.tls_key_file.map(|f| context.host_path(&f.to_string_lossy())).transpose()?;
     Ok(args)
 }
 
