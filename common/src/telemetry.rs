@@ -127,6 +127,23 @@ where
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
+/// Serves [`router`]'s endpoints for `registry` and `health` on `listener`, in a task of its own,
+/// until `shutdown`. Also returns the bound address as text, for the start-up log: with port 0
+/// the log is the only place that says which port was taken.
+pub fn spawn_endpoints<L>(
+    listener: L,
+    registry: Registry,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let addr = listener.local_addr().map(|a| format!("{a:?}")).unwrap_or_default();
+    (addr, tokio::spawn(serve(listener, router(Arc::new(registry), health), shutdown)))
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     #[cfg(unix)]

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use sv_common::telemetry;
 use sv_nfs::health::TcpConnector;
 use sv_nfs::program::{self, Cli, Command, Host, ServeArgs};
-use sv_nfs::server::{Execution, ServerConfig};
+use sv_nfs::server::{Execution, random_write_verifier};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -35,7 +35,7 @@ fn raise_fd_limit() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     raise_fd_limit();
-    let write_verifier = ServerConfig::new(args.port)?.write_verifier;
+    let write_verifier = random_write_verifier()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let nfs_addr = SocketAddr::new(args.bind, args.port);

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
@@ -17,7 +16,7 @@ use crate::fs::{Export, ExportOptions, Identity, Squash};
 use crate::health::{Connector, run_probes};
 use crate::metrics::NfsMetrics;
 use crate::rpc::Credential;
-use crate::server::{Execution, Listener, NfsServer, ServerConfig};
+use crate::server::{Execution, Listener, NfsServer, SHUTDOWN_GRACE, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "sv-nfs", version, about = "SharedVolume NFS server: NFSv3 and MOUNT v3 on one TCP port")]
@@ -157,7 +156,7 @@ pub struct Host<N, H, C> {
     /// Connects to the NFS port of this same server, for the self-probe behind `/readyz`.
     pub probe: C,
     /// The write verifier; it must change with every restart. A real process draws a random one
-    /// ([`ServerConfig::new`]); the simulation derives it from the pod's incarnation.
+    /// ([`random_write_verifier`](crate::server::random_write_verifier)); the simulation derives it from the pod's incarnation.
     pub write_verifier: [u8; 8],
     pub execution: Execution,
     pub shutdown: CancellationToken,
@@ -186,13 +185,8 @@ where
     let metrics = NfsMetrics::register(&mut registry);
     let health = Health::new();
     let shutdown = host.shutdown;
-    // With `--http-port 0` the log is the only place that says which port was taken.
-    let http_addr = host.http.local_addr().map(|a| format!("{a:?}")).unwrap_or_default();
-    let http = tokio::spawn(telemetry::serve(
-        host.http,
-        telemetry::router(Arc::new(registry), health.clone()),
-        shutdown.clone().cancelled_owned(),
-    ));
+    let (http_addr, http) =
+        telemetry::spawn_endpoints(host.http, registry, health.clone(), shutdown.clone().cancelled_owned());
     tracing::info!(export = %args.export.display(), %http_addr, "counting what the export holds");
     let counting = tokio::time::Instant::now();
     let dir = args.export.clone();
@@ -229,7 +223,7 @@ where
     let config = ServerConfig {
         port: args.port,
         write_verifier: host.write_verifier,
-        shutdown_grace: Duration::from_secs(10),
+        shutdown_grace: SHUTDOWN_GRACE,
         execution: host.execution,
     };
     let server = Arc::new(NfsServer::new(export, metrics, config));

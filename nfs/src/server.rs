@@ -79,12 +79,25 @@ pub struct ServerConfig {
     pub execution: Execution,
 }
 
+/// How long open connections may take to finish their call after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A fresh write verifier: a real process draws one at every start, so clients see a restart.
+pub fn random_write_verifier() -> io::Result<[u8; 8]> {
+    let mut write_verifier = [0u8; 8];
+    getrandom::fill(&mut write_verifier).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(write_verifier)
+}
+
 impl ServerConfig {
     /// A production configuration with a fresh random write verifier.
     pub fn new(port: u16) -> io::Result<Self> {
-        let mut write_verifier = [0u8; 8];
-        getrandom::fill(&mut write_verifier).map_err(|e| io::Error::other(e.to_string()))?;
-        Ok(Self { port, write_verifier, shutdown_grace: Duration::from_secs(10), execution: Execution::BlockingPool })
+        Ok(Self {
+            port,
+            write_verifier: random_write_verifier()?,
+            shutdown_grace: SHUTDOWN_GRACE,
+            execution: Execution::BlockingPool,
+        })
     }
 }
 

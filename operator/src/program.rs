@@ -123,11 +123,7 @@ where
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = Health::new();
-    let server = tokio::spawn(telemetry::serve(
-        http,
-        telemetry::router(Arc::new(registry), health.clone()),
-        shutdown.clone().cancelled_owned(),
-    ));
+    let (_, server) = telemetry::spawn_endpoints(http, registry, health.clone(), shutdown.clone().cancelled_owned());
     let options = RunOptions {
         settings: args.settings(),
         leader: args.leader_elect.then(|| LeaderConfig::new(&args.namespace, &identity)),

@@ -158,13 +158,8 @@ where
     let metrics = SyncMetrics::register(&mut registry);
     let health = Health::new();
     let shutdown = host.shutdown;
-    // With `--http-port 0` the log is the only place that says which port was taken.
-    let http_addr = host.http.local_addr().map(|a| format!("{a:?}")).unwrap_or_default();
-    let http = tokio::spawn(telemetry::serve(
-        host.http,
-        telemetry::router(Arc::new(registry), health.clone()),
-        shutdown.clone().cancelled_owned(),
-    ));
+    let (http_addr, http) =
+        telemetry::spawn_endpoints(host.http, registry, health.clone(), shutdown.clone().cancelled_owned());
     tracing::info!(volume = %args.name, %http_addr, "serving probes and metrics");
     let namespace = config.namespace.clone();
     let (views, watch_task) = watch_volume(host.client.clone(), args.kind, &args.name, namespace.as_deref());

@@ -262,11 +262,7 @@ where
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::register(&mut registry);
     let health = Health::new();
-    tokio::spawn(telemetry::serve(
-        http,
-        telemetry::router(Arc::new(registry), health.clone()),
-        stop.clone().cancelled_owned(),
-    ));
+    telemetry::spawn_endpoints(http, registry, health.clone(), stop.clone().cancelled_owned());
 
     let claims = watcher::Config::default().labels(&format!("{}={}", labels::COMPONENT, components::CONSUMER_STORAGE));
     let cluster = WatchedCluster {

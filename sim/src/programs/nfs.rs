@@ -23,7 +23,7 @@ fn parse(args: &[String]) -> Result<ServeArgs, String> {
 /// The directory the pod's server exports, if its arguments name one on a volume.
 pub(super) fn export_dir(context: &PodContext) -> Result<PathBuf, String> {
     let args = parse(&context.args)?;
-    context.host_path(&args.export.to_string_lossy())
+    context.host_path(args.export)
 }
 
 /// Connects to the server on its own host, as the program's self-probe does over loopback.
@@ -40,9 +40,9 @@ impl Connector for Loopback {
 /// change with every restart, and in a simulation it must not come from the OS).
 pub(super) async fn run(context: PodContext, incarnation: u32, stop: CancellationToken) -> Result<(), String> {
     let mut args = parse(&context.args)?;
-    args.export = context.host_path(&args.export.to_string_lossy())?;
+    args.export = context.host_path(args.export)?;
     if let Some(file) = &args.writer_token_file {
-        args.writer_token_file = Some(context.host_path(&file.to_string_lossy())?);
+        args.writer_token_file = Some(context.host_path(file)?);
     }
     let mut write_verifier = [0u8; 8];
     write_verifier[..4].copy_from_slice(&incarnation.to_be_bytes());

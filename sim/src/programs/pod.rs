@@ -89,7 +89,8 @@ impl PodContext {
 
     /// Where `path` inside the container is on disk: under the deepest mount that holds it.
     /// Anything else is the image's read-only root file system, which the simulation does not have.
-    pub fn host_path(&self, path: &str) -> Result<PathBuf, String> {
+    pub fn host_path(&self, path: impl AsRef<Path>) -> Result<PathBuf, String> {
+        let path = path.as_ref().to_string_lossy();
         let path = path.trim_end_matches('/');
         for (mount, dir) in &self.mounts {
             if path == mount {

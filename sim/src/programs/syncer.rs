@@ -20,9 +20,9 @@ fn parse(context: &PodContext) -> Result<RunArgs, String> {
     let Command::Run(mut args) = cli.command else {
         return Err(format!("the syncer pod runs `sv-syncer run`; got {:?}", context.args));
     };
-    args.data_dir = context.host_path(&args.data_dir.to_string_lossy())?;
-    args.credentials_dir = args.credentials_dir.map(|d| context.host_path(&d.to_string_lossy())).transpose()?;
-    args.ca_bundle = args.ca_bundle.map(|f| context.host_path(&f.to_string_lossy())).transpose()?;
+    args.data_dir = context.host_path(args.data_dir)?;
+    args.credentials_dir = args.credentials_dir.map(|d| context.host_path(d)).transpose()?;
+    args.ca_bundle = args.ca_bundle.map(|f| context.host_path(f)).transpose()?;
     Ok(args)
 }
 

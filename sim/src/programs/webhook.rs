@@ -17,8 +17,8 @@ fn parse(context: &PodContext) -> Result<ServeArgs, String> {
         return Err("the webhook's pod must run `sv-webhook serve`".to_string());
     };
     // Certificates from files (cert-manager) are on the pod's volumes.
-    args.tls_cert_file = args.tls_cert_file.map(|f| context.host_path(&f.to_string_lossy())).transpose()?;
-    args.tls_key_file = args.tls_key_file.map(|f| context.host_path(&f.to_string_lossy())).transpose()?;
+    args.tls_cert_file = args.tls_cert_file.map(|f| context.host_path(f)).transpose()?;
+    args.tls_key_file = args.tls_key_file.map(|f| context.host_path(f)).transpose()?;
     Ok(args)
 }
 
