@@ -5,7 +5,10 @@
 //!   open-descriptor cache; a cached object whose link count fell to zero answers `STALE`.
 //! - Acknowledged writes are durable: `FILE_SYNC` and `DATA_SYNC` writes are synced before the
 //!   reply, `UNSTABLE` ones on `COMMIT`, and the write verifier changes on every start so clients
-//!   resend what was not committed. Namespace changes sync their directories.
+//!   resend what was not committed. Namespace changes sync their directories, except inside the
+//!   writer's scratch trees (revisions being built), which are made durable as a whole before the
+//!   writer's next change anywhere else, and cannot be renamed after a restart of the server (see
+//!   [`ExportOptions::scratch_prefix`]).
 //! - Capacity: the logical size of all regular files is kept against `capacity`; a write or
 //!   truncate that would pass it fails with `NOSPC` before any byte is written.
 //! - Identity: `AUTH_UNIX` credentials are only claims, so consumers' credentials are squashed
@@ -56,13 +59,42 @@ pub struct ExportOptions {
     /// The mode the export's root directory is given when the export opens (`0o1777` lets
     /// squashed consumers create entries without removing the writer's or each other's).
     pub root_mode: Option<u32>,
+    /// Directories of the protected directory whose names start with this, reached by the
+    /// writer, are scratch trees (the syncer's `staging-<n>`). NFSv3 asks that every namespace
+    /// change be durable before it is answered: a directory sync per file, which made an
+    /// incremental sync cost one sync per unchanged file it links forward. Inside a scratch tree
+    /// the changes are synced together instead, directory by directory, before the writer's next
+    /// change outside scratch (the revision's manifest, the rename that publishes it). A server
+    /// that restarts has forgotten what it had not synced, so it refuses to rename a scratch tree
+    /// made before it started: a tree that may have lost entries is never published, and the
+    /// writer builds it again.
+    pub scratch_prefix: Option<String>,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { read_only: false, capacity: None, sync_namespace: true, identity: Identity::default(), root_mode: None }
+        Self {
+            read_only: false,
+            capacity: None,
+            sync_namespace: true,
+            identity: Identity::default(),
+            root_mode: None,
+            scratch_prefix: None,
+        }
     }
 }
+
+/// Namespace changes inside the writer's scratch trees not yet made durable.
+#[derive(Default)]
+struct Deferred {
+    /// Directories changed, by (device, inode), with a descriptor to sync them by.
+    dirs: HashMap<(u64, u64), Arc<OwnedFd>>,
+    /// Scratch trees made by the writer since this server started: the only ones it publishes.
+    roots: HashSet<(u64, u64)>,
+}
+
+/// More changed directories than this are synced at once rather than held.
+const MAX_DEFERRED_DIRS: usize = 4096;
 
 /// Whose credentials a consumer's request is mapped to, as an NFS export's `root_squash` and
 /// `all_squash` with `anonuid`/`anongid` do.
@@ -369,6 +401,10 @@ pub struct Export {
     /// Recent LOOKUP and READDIRPLUS answers by (directory, name).
     entries: Mutex<HashMap<(Fh, Vec<u8>), CachedEntry>>,
     running_as_root: bool,
+    deferred: Mutex<Deferred>,
+    /// Directory syncs made (at once, and deferred ones when flushed): what namespace changes
+    /// cost, for `/metrics` and tests.
+    dir_syncs: std::sync::atomic::AtomicU64,
 }
 
 impl Export {
@@ -403,6 +439,8 @@ impl Export {
             handles: Mutex::new(HashMap::new()),
             entries: Mutex::new(HashMap::new()),
             running_as_root: rustix::process::geteuid().is_root(),
+            deferred: Mutex::new(Deferred::default()),
+            dir_syncs: std::sync::atomic::AtomicU64::new(0),
         };
         let used = export.measure_usage()?;
         *export.used.lock().unwrap_or_else(|e| e.into_inner()) = used;
@@ -563,17 +601,47 @@ impl Export {
     /// protected directory reaches the root, which is not protected.)
     fn child_class(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> Class {
         let class = dir.fh.class();
-        if self.is_protected_name(dir, dir_st, name) { class.protected() } else { class }
+        if self.is_protected_name(dir, dir_st, name) {
+            class.protected()
+        } else if self.is_scratch_root_name(dir, dir_st, name) {
+            class.scratch()
+        } else {
+            class
+        }
     }
 
     /// The class of an entry found by LOOKUP or READDIRPLUS, whose attributes are `st`: `..`
-    /// that reaches the root leaves the protected directory.
+    /// that reaches the root leaves the protected directory, and `..` of a scratch tree's root
+    /// leaves the scratch tree.
     fn found_class(&self, dir: &Node, dir_st: &Stat, name: &[u8], st: &Stat) -> Class {
         if name == b".." && self.is_root(st) {
-            dir.fh.class().unprotected()
+            dir.fh.class().unprotected().unscratched()
+        } else if name == b".." && dir.fh.class().is_scratch() && self.is_protected_dir(st) {
+            dir.fh.class().unscratched()
         } else {
             self.child_class(dir, dir_st, name)
         }
+    }
+
+    /// Whether `name` in `dir` is (or would be) the root of one of the writer's scratch trees: a
+    /// child of the protected directory named with the scratch prefix, reached by the writer.
+    fn is_scratch_root_name(&self, dir: &Node, dir_st: &Stat, name: &[u8]) -> bool {
+        let Some(prefix) = self.options.scratch_prefix.as_deref().filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        dir.fh.class().is_writer()
+            && !dir.fh.class().is_scratch()
+            && name.starts_with(prefix.as_bytes())
+            && self.is_protected_dir(dir_st)
+    }
+
+    /// Whether `st` is the protected directory at the export's root.
+    fn is_protected_dir(&self, st: &Stat) -> bool {
+        let Some(name) = self.options.identity.protected_dir.as_deref().and_then(|p| CString::new(p).ok()) else {
+            return false;
+        };
+        rustix::fs::statat(self.root.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|p| p.st_dev == st.st_dev && p.st_ino == st.st_ino)
     }
 
     /// Whether `name` in `dir`, as a consumer reaches it, is the protected directory itself.
@@ -691,12 +759,62 @@ impl Export {
         Ok(name)
     }
 
-    fn sync_dir(&self, dir: &Node) {
-        if self.options.sync_namespace
-            && let Err(error) = rustix::fs::fsync(dir.fd())
-        {
-            tracing::warn!(%error, "directory sync failed");
+    /// Makes a namespace change in `dir` durable: at once, or, inside a scratch tree, with the
+    /// rest of the tree before the writer's next change elsewhere ([`Export::flush_deferred`]).
+    fn sync_dir(&self, dir: &Node) -> NfsResult<()> {
+        if !self.options.sync_namespace {
+            return Ok(());
         }
+        if !dir.fh.class().is_scratch() {
+            return self.sync_now(dir);
+        }
+        let st = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
+        let full = {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.dirs.entry((st.st_dev, st.st_ino)).or_insert_with(|| dir.fd.clone());
+            deferred.dirs.len() >= MAX_DEFERRED_DIRS
+        };
+        if full { self.flush_deferred() } else { Ok(()) }
+    }
+
+    /// Syncs `dir` now. A change the disk did not take is an I/O error for the call that made it.
+    fn sync_now(&self, dir: &Node) -> NfsResult<()> {
+        if !self.options.sync_namespace {
+            return Ok(());
+        }
+        self.dir_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        rustix::fs::fsync(dir.fd()).map_err(|error| {
+            tracing::warn!(%error, "directory sync failed");
+            nfsstat3::NFS3ERR_IO
+        })
+    }
+
+    /// Syncs every directory the scratch trees changed since the last flush. Called before any
+    /// namespace change outside them, so that what the writer did before a change is durable
+    /// before the change is made. A failed sync forgets every scratch tree: none of them will be
+    /// published.
+    fn flush_deferred(&self) -> NfsResult<()> {
+        let dirs = std::mem::take(&mut self.deferred.lock().unwrap_or_else(|e| e.into_inner()).dirs);
+        for fd in dirs.values() {
+            self.dir_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(error) = rustix::fs::fsync(fd) {
+                tracing::warn!(%error, "syncing a scratch directory failed; its tree will not be published");
+                self.deferred.lock().unwrap_or_else(|e| e.into_inner()).roots.clear();
+                return Err(nfsstat3::NFS3ERR_IO);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a namespace change in `dir`: what the scratch trees changed is made durable first,
+    /// unless `dir` is in a scratch tree itself.
+    fn before_change(&self, dir: &Node) -> NfsResult<()> {
+        if dir.fh.class().is_scratch() { Ok(()) } else { self.flush_deferred() }
+    }
+
+    /// Directory syncs made so far.
+    pub fn dir_syncs(&self) -> u64 {
+        self.dir_syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     // --- operations -------------------------------------------------------------------------------
@@ -1030,6 +1148,7 @@ impl Export {
         self.check_dir_change(cred, &dir, &dir_st)?;
         let name = self.entry_name(&dir_st, name)?;
         self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
+        self.before_change(&dir)?;
         let class = self.child_class(&dir, &dir_st, name.as_bytes());
         let pre = wcc(&dir_st);
         let (attrs, flags) = match &how {
@@ -1084,7 +1203,7 @@ impl Export {
             )
             .map_err(nfs_err)?;
         }
-        self.sync_dir(&dir);
+        self.sync_dir(&dir)?;
         let st = rustix::fs::fstat(&fd).map_err(nfs_err)?;
         let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
@@ -1105,13 +1224,18 @@ impl Export {
         let name = self.entry_name(&dir_st, name)?;
         self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
         self.check_new_owner(cred, attrs)?;
+        self.before_change(&dir)?;
         let class = self.child_class(&dir, &dir_st, name.as_bytes());
         let pre = wcc(&dir_st);
         rustix::fs::mkdirat(dir.fd(), name.as_c_str(), Mode::from_raw_mode(attrs.mode.unwrap_or(0o755) & 0o7777))
             .map_err(nfs_err)?;
         self.own_new(&dir, &name, cred, attrs)?;
-        self.sync_dir(&dir);
+        self.sync_dir(&dir)?;
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
+        if class.is_scratch() && !dir.fh.class().is_scratch() {
+            // A new scratch tree, made since this server started: it may be published.
+            self.deferred.lock().unwrap_or_else(|e| e.into_inner()).roots.insert((st.st_dev, st.st_ino));
+        }
         let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((fh, self.attr(&st), pre, self.attr(&dir_after)))
@@ -1132,6 +1256,7 @@ impl Export {
         let name = self.entry_name(&dir_st, name)?;
         self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
         self.check_new_owner(cred, attrs)?;
+        self.before_change(&dir)?;
         let class = self.child_class(&dir, &dir_st, name.as_bytes());
         if target.is_empty() || target.len() > 4096 || target.contains(&0) {
             return Err(nfsstat3::NFS3ERR_INVAL);
@@ -1142,7 +1267,7 @@ impl Export {
         let pre = wcc(&dir_st);
         rustix::fs::symlinkat(target.as_c_str(), dir.fd(), name.as_c_str()).map_err(nfs_err)?;
         self.own_new(&dir, &name, cred, attrs)?;
-        self.sync_dir(&dir);
+        self.sync_dir(&dir)?;
         let st = rustix::fs::statat(dir.fd(), name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
         let fh = self.child_handle(dir.fd(), &name, class)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
@@ -1175,16 +1300,20 @@ impl Export {
         if sticky_denied {
             return Err(nfsstat3::NFS3ERR_ACCES);
         }
+        self.before_change(&dir)?;
         let victim_fh = self.child_handle(dir.fd(), &name, self.child_class(&dir, &dir_st, name.as_bytes())).ok();
         let flags = if rmdir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
         rustix::fs::unlinkat(dir.fd(), name.as_c_str(), flags).map_err(nfs_err)?;
+        if rmdir {
+            self.deferred.lock().unwrap_or_else(|e| e.into_inner()).roots.remove(&(victim.st_dev, victim.st_ino));
+        }
         if is_reg(&victim) && victim.st_nlink == 1 {
             self.settle(0, -i128::from(victim.st_size as u64));
         }
         if let Some(fh) = victim_fh {
             self.forget(&fh);
         }
-        self.sync_dir(&dir);
+        self.sync_dir(&dir)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((pre, self.attr(&dir_after)))
     }
@@ -1213,6 +1342,20 @@ impl Export {
         self.check_protected_name(&to, &to_st, to_name.as_bytes())?;
         let (from_pre, to_pre) = (wcc(&from_st), wcc(&to_st));
         let moving = rustix::fs::statat(from.fd(), from_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(nfs_err)?;
+        // A rename is never deferred: it is how a scratch tree is published, so what the scratch
+        // trees hold is made durable first.
+        self.flush_deferred()?;
+        if is_dir(&moving) && self.is_scratch_root_name(&from, &from_st, from_name.as_bytes()) {
+            let key = (moving.st_dev, moving.st_ino);
+            let known = self.deferred.lock().unwrap_or_else(|e| e.into_inner()).roots.remove(&key);
+            if !known {
+                tracing::warn!(
+                    name = %from_name.to_string_lossy(),
+                    "refused to move a scratch tree made before this server started: changes to it may have been lost"
+                );
+                return Err(nfsstat3::NFS3ERR_IO);
+            }
+        }
         let replaced = rustix::fs::statat(to.fd(), to_name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).ok();
         if let Some(target) = &replaced
             && target.st_ino == moving.st_ino
@@ -1235,9 +1378,10 @@ impl Export {
                 self.forget(&fh);
             }
         }
-        self.sync_dir(&from);
+        // At once, even inside a scratch tree (the flush above made the rest durable).
+        self.sync_now(&from)?;
         if from.fh != to.fh {
-            self.sync_dir(&to);
+            self.sync_now(&to)?;
         }
         let from_after = rustix::fs::fstat(from.fd()).map_err(nfs_err)?;
         let to_after = rustix::fs::fstat(to.fd()).map_err(nfs_err)?;
@@ -1267,9 +1411,10 @@ impl Export {
         }
         let name = self.entry_name(&dir_st, name)?;
         self.check_protected_name(&dir, &dir_st, name.as_bytes())?;
+        self.before_change(&dir)?;
         let pre = wcc(&dir_st);
         rustix::fs::linkat(file.fd(), c"", dir.fd(), name.as_c_str(), AtFlags::EMPTY_PATH).map_err(nfs_err)?;
-        self.sync_dir(&dir);
+        self.sync_dir(&dir)?;
         let file_after = rustix::fs::fstat(file.fd()).map_err(nfs_err)?;
         let dir_after = rustix::fs::fstat(dir.fd()).map_err(nfs_err)?;
         Ok((self.attr(&file_after), pre, self.attr(&dir_after)))

@@ -9,7 +9,8 @@
 //!   kernel is asked, so a client cannot name a file outside the export by guessing inode numbers.
 //!
 //! The MAC also covers the handle's [`Class`]: whether it was reached through the writer's mount
-//! (the syncer) or a consumer's, and whether it lies in the protected state directory. A client
+//! (the syncer) or a consumer's, whether it lies in the protected state directory, and whether in
+//! one of the writer's scratch trees. A client
 //! cannot change the class of a handle it holds, so the class can decide what the handle may do.
 
 use std::ffi::CStr;
@@ -55,6 +56,7 @@ impl Class {
     /// Reached through the writer's mount (the syncer): full access.
     pub const WRITER: Class = Class(1);
     const PROTECTED_BIT: u8 = 2;
+    const SCRATCH_BIT: u8 = 4;
 
     pub fn is_writer(self) -> bool {
         self.0 & Self::WRITER.0 != 0
@@ -71,6 +73,20 @@ impl Class {
 
     pub fn unprotected(self) -> Class {
         Class(self.0 & !Self::PROTECTED_BIT)
+    }
+
+    /// Inside one of the writer's scratch trees (a revision being built): its namespace changes
+    /// are made durable together, before the writer's next change elsewhere.
+    pub fn is_scratch(self) -> bool {
+        self.0 & Self::SCRATCH_BIT != 0
+    }
+
+    pub fn scratch(self) -> Class {
+        Class(self.0 | Self::SCRATCH_BIT)
+    }
+
+    pub fn unscratched(self) -> Class {
+        Class(self.0 & !Self::SCRATCH_BIT)
     }
 }
 

@@ -36,6 +36,9 @@ pub struct NfsMetrics {
     pub clients: Gauge,
     pub used_bytes: Gauge,
     pub capacity_bytes: Gauge,
+    pub dir_syncs: Counter,
+    /// The export's sync count already added to `dir_syncs`.
+    dir_syncs_reported: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NfsMetrics {
@@ -50,6 +53,8 @@ impl NfsMetrics {
             clients: Gauge::default(),
             used_bytes: Gauge::default(),
             capacity_bytes: Gauge::default(),
+            dir_syncs: Counter::default(),
+            dir_syncs_reported: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("sv_nfs");
         r.register("operations", "RPC calls answered, by program, procedure and NFS status", m.operations.clone());
@@ -60,7 +65,21 @@ impl NfsMetrics {
         r.register("connected_clients", "Open client connections", m.clients.clone());
         r.register("used_bytes", "Logical bytes of file data in the export", m.used_bytes.clone());
         r.register("capacity_bytes", "Capacity of the export (0: unlimited)", m.capacity_bytes.clone());
+        r.register(
+            "directory_syncs",
+            "Directory syncs made for namespace changes (the writer's scratch trees are synced together)",
+            m.dir_syncs.clone(),
+        );
         m
+    }
+
+    /// Brings `dir_syncs` up to the export's count `now` (calls finish in any order: each sync
+    /// is added once).
+    pub fn dir_syncs_seen(&self, now: u64) {
+        let before = self.dir_syncs_reported.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        if now > before {
+            self.dir_syncs.inc_by(now - before);
+        }
     }
 
     pub fn rpc_error(&self, kind: &'static str) {

@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// consumers create entries but not remove the writer's or each other's).
     #[arg(long, value_parser = parse_mode)]
     pub root_mode: Option<u32>,
+    /// Directories of the protected directory whose names start with this are the writer's
+    /// scratch trees (revisions being built): their namespace changes are made durable together
+    /// before the writer's next change elsewhere instead of one directory sync per change, and
+    /// one made before a restart of this server is never renamed (published). Empty: none.
+    #[arg(long, default_value = "staging-")]
+    pub scratch_prefix: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SV_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -127,6 +133,7 @@ impl ServeArgs {
                 writer_path,
             },
             root_mode: self.root_mode,
+            scratch_prefix: Some(self.scratch_prefix.clone()).filter(|p| !p.is_empty()),
         })
     }
 }

@@ -341,6 +341,7 @@ impl NfsServer {
         // Current after every call: Linux clients keep their connection for as long as they are
         // mounted, so a gauge updated at disconnect would stand still.
         self.metrics.used_bytes.set(i64::try_from(self.export.used_bytes()).unwrap_or(i64::MAX));
+        self.metrics.dir_syncs_seen(self.export.dir_syncs());
         let procedure = procedure_name(call.prog, call.proc_);
         match outcome {
             Outcome::Done(status) => {

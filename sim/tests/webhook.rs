@@ -149,6 +149,29 @@ fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
     assert!(get(&world.api, "", "persistentvolumeclaims", "team-a", &claim).is_some(), "the webhook created the claim");
     assert!(get(&world.api, "", "persistentvolumes", "", &claim).is_some(), "and its PV");
 
+    // Many consumers at once, from separate clients, reach both webhook replicas at once: every pod is
+    // admitted (a creation racing another's is not an error).
+    let results: Results = Arc::default();
+    let clients = 8;
+    for i in 0..clients {
+        let record = results.clone();
+        world.sim.client(format!("burst-{i}"), async move {
+            let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+            let pods: Api<Pod> = Api::namespaced(client, "team-a");
+            let name = format!("burst-{i}");
+            let created = pods.create(&PostParams::default(), &pod(&name, json!({"sharedvolume.sv": "data"}))).await;
+            record.lock().expect("lock").push((name, created.map(|_| Value::Null).map_err(|e| e.to_string())));
+            Ok(())
+        });
+    }
+    let done = results.clone();
+    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == clients).expect("run"));
+    let failed: Vec<_> = results.lock().expect("lock").iter().filter(|(_, r)| r.is_err()).cloned().collect();
+    assert!(failed.is_empty(), "concurrent consumers refused: {failed:?}");
+    assert!(get(&world.api, "", "persistentvolumeclaims", "team-a", &claim).is_some(), "the claim is still there");
+    let burst: Vec<(String, Value)> = (0..clients).map(|i| (format!("-burst-{i}"), Value::Null)).collect();
+    client_run(&mut world, "burst-deleter", burst);
+
     // The last consumer goes: the operator removes the namespace's storage.
     client_run(&mut world, "deleter", vec![("-consumer".into(), Value::Null)]);
     let gone = |api: &ApiServer| {

@@ -12,63 +12,22 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod dataset;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Repo, S3_ACCESS, S3_SECRET, SSH_USER, Sshd, git_http_server, http_server, s3_server, shared_tempdir, syncer,
+    Repo, S3_ACCESS, S3_SECRET, SSH_USER, Sshd, git_http_server, have, http_server, s3_server, shared_tempdir, syncer,
 };
+use dataset::{CHANGED, DIRS, bytes, changed, median, write_tree};
 use sv_syncer::publish::Volume;
 
-const DIRS: usize = 20;
-const SMALL: usize = 16 * 1024;
-const CHANGED: usize = 10;
 /// s3s-fs and our test HTTP server answer ranged GETs with the whole object, which breaks
 /// rclone's multi-stream download of large files: one stream per file there (OpenSSH serves
 /// ranges, so rclone keeps them for SFTP).
 const NO_RANGES: &str = "--multi-thread-cutoff=1G";
-
-/// Deterministic incompressible bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// The data set as (relative path, content seed, length).
-fn dataset(files: usize, big_mib: usize) -> Vec<(String, u64, usize)> {
-    let mut out: Vec<(String, u64, usize)> =
-        (0..files).map(|i| (format!("d{:02}/f{i:04}.bin", i % DIRS), i as u64 + 1, SMALL)).collect();
-    out.push(("big.bin".to_string(), 999_999, big_mib * 1024 * 1024));
-    out
-}
-
-/// The files changed in run `run`: spread over the directories.
-fn changed(files: usize, run: usize) -> Vec<(String, u64, usize)> {
-    (0..CHANGED)
-        .map(|k| {
-            let i = (k * files / CHANGED + run) % files;
-            (format!("d{:02}/f{i:04}.bin", i % DIRS), 1_000_000 + (run * 100 + k) as u64, SMALL)
-        })
-        .collect()
-}
-
-fn write_tree(root: &Path, entries: &[(String, u64, usize)]) {
-    for (path, seed, len) in entries {
-        let p = root.join(path);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("dirs");
-        std::fs::write(p, bytes(*seed, *len)).expect("write");
-    }
-}
 
 fn tar_of(entries: &[(String, u64, usize)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -93,15 +52,6 @@ fn run(cmd: &mut Command) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[derive(Default)]
@@ -185,7 +135,7 @@ fn main() {
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let work = shared_tempdir();
-    let base = dataset(files, big_mib);
+    let base = dataset::dataset(files, big_mib);
     println!(
         "data: {files} files of 16 KiB in {DIRS} directories + one {big_mib} MiB file; {CHANGED} files change; median of {runs} runs"
     );
@@ -299,11 +249,7 @@ fn main() {
             row.ours_full.push(ours(&rt, &o, None, &spec, &unpack));
             row.peer_full.push(peer(&p));
             let change = changed(files, r);
-            for c in &change {
-                if let Some(entry) = current.iter_mut().find(|e| e.0 == c.0) {
-                    *entry = c.clone();
-                }
-            }
+            dataset::apply(&mut current, &change);
             publish(&change);
             served.put("/dataset.tar", tar_of(&current));
             row.ours_incr.push(ours(&rt, &o, None, &spec, &unpack));

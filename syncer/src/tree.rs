@@ -210,55 +210,83 @@ impl Stage {
     /// Links `path` from the previous revision when its version is unchanged; returns whether it
     /// did (false: the caller must fetch the file).
     pub fn reuse(&mut self, path: &RelPath, version: &str) -> Result<bool, SyncError> {
-        let Some(Entry::File { size, executable, version: old }) = self.previous_entry(path).cloned() else {
-            return Ok(false);
-        };
-        if old != version {
-            return Ok(false);
-        }
+        let fetch = self.reuse_all(vec![(path.clone(), version.to_string(), ())])?;
+        Ok(fetch.is_empty())
+    }
+
+    /// [`Stage::reuse`] for many files at once: links every file whose version is unchanged from
+    /// the previous revision, several directories at a time, and returns the candidates that
+    /// must be fetched. On an NFS mount each link is a round trip to the server, and the kernel
+    /// makes the links of one directory one at a time: links into different directories are
+    /// what can overlap.
+    pub fn reuse_all<T>(
+        &mut self,
+        candidates: Vec<(RelPath, String, T)>,
+    ) -> Result<Vec<(RelPath, String, T)>, SyncError> {
         let Some(previous_dir) = self.previous.as_ref().map(|p| p.dir.clone()) else {
+            return Ok(candidates);
+        };
+        let mut fetch = Vec::new();
+        let mut links: Vec<Reused<T>> = Vec::new();
+        let mut planned = 0u64;
+        for (path, version, extra) in candidates {
+            match self.previous_entry(&path).cloned() {
+                Some(Entry::File { size, executable, version: old }) if old == version => {
+                    planned = planned.saturating_add(size);
+                    self.check_capacity(planned)?;
+                    self.claim(&path)?;
+                    links.push(Reused { path, size, executable, version, extra });
+                }
+                _ => fetch.push((path, version, extra)),
+            }
+        }
+        let plan: Vec<(&RelPath, u64)> = links.iter().map(|l| (&l.path, l.size)).collect();
+        let linked = link_forward(&previous_dir, &self.dir, &plan);
+        for (link, linked) in links.into_iter().zip(linked) {
+            let Reused { path, size, executable, version, extra } = link;
+            if linked? {
+                self.bytes += size;
+                self.entries.insert(path, Entry::File { size, executable, version });
+            } else if !self.copy_previous(&previous_dir, &path, size, executable, &version)? {
+                fetch.push((path, version, extra));
+            }
+        }
+        Ok(fetch)
+    }
+
+    /// Copies a previous file that could not be linked (some file systems and NFS servers refuse
+    /// hard links), reading it without following links; false when it is not a regular file of
+    /// the recorded size any more (then it is fetched again).
+    fn copy_previous(
+        &mut self,
+        previous_dir: &Path,
+        path: &RelPath,
+        size: u64,
+        executable: bool,
+        version: &str,
+    ) -> Result<bool, SyncError> {
+        let Ok(from) = open_regular(previous_dir, path) else {
             return Ok(false);
         };
-        self.check_capacity(size)?;
-        self.claim(path)?;
-        let source = path.under(&previous_dir);
-        let target = path.under(&self.dir);
-        if std::fs::hard_link(&source, &target).is_ok() {
-            // linkat(2) does not follow a symlink at `source`, so what is linked is whatever
-            // inode is there; checking the new name afterwards cannot race, because the inode it
-            // names cannot change its type or leave.
-            match std::fs::symlink_metadata(&target) {
-                Ok(meta) if meta.file_type().is_file() && meta.len() == size => {}
-                _ => {
-                    std::fs::remove_file(&target)?;
-                    return Ok(false);
-                }
-            }
-        } else {
-            // Some file systems (and some NFS servers) refuse hard links: copy instead, reading
-            // the previous file without following links.
-            let Ok(from) = open_regular(&previous_dir, path) else {
-                return Ok(false);
-            };
-            let mut to = self.create_file(path, executable)?;
-            to.write_from(from)?;
-            if to.written != size {
-                // The previous file is damaged: fetch it again.
-                drop(to);
-                std::fs::remove_file(&target)?;
-                return Ok(false);
-            }
-            to.commit_reused(&old)?;
-            return Ok(true);
+        let mut to = self.create_file_claimed(path, executable)?;
+        to.write_from(from)?;
+        if to.written != size {
+            drop(to);
+            std::fs::remove_file(path.under(&self.dir))?;
+            return Ok(false);
         }
-        self.bytes += size;
-        self.entries.insert(path.clone(), Entry::File { size, executable, version: old });
+        to.commit_reused(version)?;
         Ok(true)
     }
 
     /// Starts writing a new file at `path`.
     pub fn create_file(&mut self, path: &RelPath, executable: bool) -> Result<StagedFile<'_>, SyncError> {
         self.claim(path)?;
+        self.create_file_claimed(path, executable)
+    }
+
+    /// Starts writing a file whose path this stage has already claimed.
+    fn create_file_claimed(&mut self, path: &RelPath, executable: bool) -> Result<StagedFile<'_>, SyncError> {
         let mode = if executable { 0o755 } else { 0o644 };
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path.under(&self.dir))?;
         Ok(StagedFile { stage: self, path: path.clone(), file, written: 0, executable })
@@ -312,6 +340,70 @@ impl Stage {
             transferred: self.transferred,
         })
     }
+}
+
+/// A file linked forward from the previous revision.
+struct Reused<T> {
+    path: RelPath,
+    size: u64,
+    executable: bool,
+    version: String,
+    extra: T,
+}
+
+/// Directories whose links are made at once.
+const PARALLEL_LINK_DIRS: usize = 16;
+
+/// Hard-links each file from `previous` into `stage`, the files of one directory in order and up
+/// to [`PARALLEL_LINK_DIRS`] directories at a time; says for each whether what was linked is a
+/// regular file of the recorded size. `linkat(2)` does not follow a symlink at the source, so
+/// what is linked is whatever inode is there; checking the new name afterwards cannot race,
+/// because that inode cannot change its type or leave. A link that is not what the manifest says
+/// is removed again.
+fn link_forward(previous: &Path, stage: &Path, links: &[(&RelPath, u64)]) -> Vec<std::io::Result<bool>> {
+    let mut by_dir: BTreeMap<Option<RelPath>, Vec<usize>> = BTreeMap::new();
+    for (i, (path, _)) in links.iter().enumerate() {
+        by_dir.entry(path.parent()).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = by_dir.into_values().collect();
+    let link_one = |&(path, size): &(&RelPath, u64)| -> std::io::Result<bool> {
+        let target = path.under(stage);
+        if std::fs::hard_link(path.under(previous), &target).is_err() {
+            return Ok(false);
+        }
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_file() && meta.len() == size => Ok(true),
+            _ => std::fs::remove_file(&target).map(|()| false),
+        }
+    };
+    let mut results: Vec<Option<std::io::Result<bool>>> = links.iter().map(|_| None).collect();
+    if groups.len() <= 1 {
+        for group in &groups {
+            for &i in group {
+                results[i] = Some(link_one(&links[i]));
+            }
+        }
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..groups.len().min(PARALLEL_LINK_DIRS) {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(group) = groups.get(g) else { break };
+                        mine.extend(group.iter().map(|&i| (i, link_one(&links[i]))));
+                    }
+                    done.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+                });
+            }
+        });
+        for (i, result) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            results[i] = Some(result);
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
 }
 
 /// Resolves every symlink of a finished tree through the tree's own links.

@@ -22,7 +22,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use sv_common::telemetry::Health;
 use sv_webhook::certs::{Lifetimes, next, service_dns_names};
-use sv_webhook::cluster::Snapshot;
+use sv_webhook::cluster::{ClaimState, Snapshot};
 use sv_webhook::metrics::WebhookMetrics;
 use sv_webhook::mutate::MutateSettings;
 use sv_webhook::server::{Creator, Webhook, router};
@@ -137,7 +137,7 @@ async fn bench(servers: tokio::runtime::Handle) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut snapshot = Snapshot::default();
     snapshot.load_file(&dir.join("tests/fixtures/cluster.yaml")).expect("fixtures");
-    snapshot.claims.insert(("team-a".to_string(), "sv-0123456789ab-team-a".to_string()));
+    snapshot.claims.insert(("team-a".to_string(), "sv-0123456789ab-team-a".to_string()), ClaimState::Present);
     let health = Health::new();
     health.set_ready(true);
     let webhook = Arc::new(Webhook {

@@ -17,8 +17,26 @@ pub trait ClusterView {
     fn cluster_shared_volume(&self, name: &str) -> Option<ClusterSharedVolume>;
     /// Labels of a namespace; None when the namespace is unknown.
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
-    /// Whether the claim exists (then its PersistentVolume is not created again).
-    fn claim_exists(&self, namespace: &str, name: &str) -> bool;
+    /// Whether the claim exists (then its PersistentVolume is not created again), and whether it
+    /// is being deleted.
+    fn claim_state(&self, namespace: &str, name: &str) -> ClaimState;
+}
+
+/// A consumer claim as the webhook sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimState {
+    Absent,
+    Present,
+    /// It has a deletionTimestamp: the operator removes it (the namespace's last consumer left).
+    /// A pod admitted now would wait forever: the kubelet does not start a pod whose claim is
+    /// being deleted, and the claim's protection finalizer keeps it while that pod exists.
+    Deleting,
+}
+
+impl ClaimState {
+    pub fn of(claim: &PersistentVolumeClaim) -> Self {
+        if claim.metadata.deletion_timestamp.is_some() { Self::Deleting } else { Self::Present }
+    }
 }
 
 /// A copy of the objects the webhook reads.
@@ -27,7 +45,7 @@ pub struct Snapshot {
     pub shared_volumes: BTreeMap<(String, String), SharedVolume>,
     pub cluster_shared_volumes: BTreeMap<String, ClusterSharedVolume>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pub claims: BTreeSet<(String, String)>,
+    pub claims: BTreeMap<(String, String), ClaimState>,
     /// PersistentVolumes given in the files, kept only to report them; the claim decides.
     pub volumes: BTreeSet<String>,
 }
@@ -42,8 +60,8 @@ impl ClusterView for Snapshot {
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces.get(namespace).cloned()
     }
-    fn claim_exists(&self, namespace: &str, name: &str) -> bool {
-        self.claims.contains(&(namespace.to_string(), name.to_string()))
+    fn claim_state(&self, namespace: &str, name: &str) -> ClaimState {
+        self.claims.get(&(namespace.to_string(), name.to_string())).copied().unwrap_or(ClaimState::Absent)
     }
 }
 
@@ -111,7 +129,7 @@ impl Snapshot {
             "PersistentVolumeClaim" => {
                 let claim: PersistentVolumeClaim = parse(&kind, object)?;
                 let ns = namespace_of(claim.namespace(), &kind)?;
-                self.claims.insert((ns, claim.name_any()));
+                self.claims.insert((ns, claim.name_any()), ClaimState::of(&claim));
             }
             "PersistentVolume" => {
                 let volume: PersistentVolume = parse(&kind, object)?;

@@ -8,7 +8,10 @@
 //!   effect (`object` is null on DELETE).
 //! - A volume that exists but is not Ready yet is admitted: the pod waits (Pending, its claim
 //!   missing or unbound) as it would for any claim, and the operator creates the consumer storage
-//!   once the server has an address. A volume being deleted is refused.
+//!   once the server has an address. A volume being deleted is refused, and so is a pod whose
+//!   consumer claim is being removed (the namespace's last consumer just left): the kubelet would
+//!   never start it; created again a few seconds later (a controller retries by itself), it gets
+//!   a new claim.
 //! - The consumer PV and PVC are created here when the server's address is known, the claim
 //!   does not exist yet and the request is not a dry run.
 //! - Annotations are read from `metadata.annotations` only, never from
@@ -30,7 +33,7 @@ use sv_api::{
     consumer_label_key, parse_volume_list, selector_matches,
 };
 
-use crate::cluster::ClusterView;
+use crate::cluster::{ClaimState, ClusterView};
 use crate::review::is_dry_run;
 
 /// More names than this in one pod is a mistake, not a workload.
@@ -167,9 +170,20 @@ fn decide(
         Err(denial) => return Decision::from(denial),
     };
     for r in &requested {
+        let claim_state = cluster.claim_state(&namespace, &r.claim);
+        if claim_state == ClaimState::Deleting {
+            return Decision::deny(
+                "StorageBeingRemoved",
+                format!(
+                    "claim {:?} of {} {:?} in namespace {namespace:?} is being removed (its last consumer pod \
+                     left); create the pod again in a few seconds: it then gets a new claim",
+                    r.claim, r.kind, r.name
+                ),
+            );
+        }
         match &r.storage {
             Ok((volume, claim)) => {
-                if !dry_run && !cluster.claim_exists(&namespace, &r.claim) {
+                if !dry_run && claim_state == ClaimState::Absent {
                     decision.create.push(Storage { volume: volume.clone(), claim: claim.clone() });
                 }
             }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::keeper::CertKeeper;
 use crate::certs::{CertSource, Lifetimes, RELOAD_PERIOD, SelfIssued};
-use crate::cluster::{ClusterView, LoadError, Snapshot};
+use crate::cluster::{ClaimState, ClusterView, LoadError, Snapshot};
 use crate::metrics::WebhookMetrics;
 use crate::mutate::MutateSettings;
 use crate::server::{Creator, Webhook, answer, router};
@@ -214,8 +214,8 @@ impl ClusterView for WatchedCluster {
     fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces.get(&ObjectRef::new(namespace)).map(|n| n.labels().clone())
     }
-    fn claim_exists(&self, namespace: &str, name: &str) -> bool {
-        self.claims.get(&ObjectRef::new(name).within(namespace)).is_some()
+    fn claim_state(&self, namespace: &str, name: &str) -> ClaimState {
+        self.claims.get(&ObjectRef::new(name).within(namespace)).map_or(ClaimState::Absent, |c| ClaimState::of(&c))
     }
 }
 

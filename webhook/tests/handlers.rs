@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use sv_common::telemetry::Health;
-use sv_webhook::cluster::Snapshot;
+use sv_webhook::cluster::{ClaimState, Snapshot};
 use sv_webhook::metrics::WebhookMetrics;
 use sv_webhook::mutate::{MAX_VOLUMES_PER_POD, MutateSettings, Storage};
 use sv_webhook::review::decode;
@@ -439,10 +439,17 @@ async fn volumes_are_validated_with_the_operators_rules() {
 #[tokio::test]
 async fn the_answer_is_the_same_with_the_claim_already_there() {
     let mut snapshot = cluster();
-    snapshot.claims.insert(("team-a".to_string(), "sv-0123456789ab-team-a".to_string()));
-    let outcome = review_in("mutate", &recorded("002-pod-create-annotated-sv.json"), snapshot).await;
+    let claim = ("team-a".to_string(), "sv-0123456789ab-team-a".to_string());
+    snapshot.claims.insert(claim.clone(), ClaimState::Present);
+    let outcome = review_in("mutate", &recorded("002-pod-create-annotated-sv.json"), snapshot.clone()).await;
     assert!(outcome.patched.is_some());
     assert!(outcome.created.is_empty(), "an existing claim is not created again");
+
+    // The namespace's last consumer just left and the operator is removing the claim: a pod
+    // admitted now would never start, so it is refused with the way out.
+    snapshot.claims.insert(claim, ClaimState::Deleting);
+    let outcome = review_in("mutate", &recorded("002-pod-create-annotated-sv.json"), snapshot).await;
+    outcome.denied_with(&["sv-0123456789ab-team-a", "being removed", "create the pod again"]);
 }
 
 #[tokio::test]

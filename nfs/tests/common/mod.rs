@@ -24,6 +24,7 @@ pub type Client = nfs3_client::Nfs3Connection<TokioIo<TcpStream>>;
 pub struct TestServer {
     pub port: u16,
     pub dir: PathBuf,
+    pub export: Arc<Export>,
     pub server: Arc<NfsServer>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -37,10 +38,10 @@ impl TestServer {
         let port = listener.local_addr().expect("addr").port();
         let config = ServerConfig::new(port).expect("config");
         let metrics = NfsMetrics::register(&mut Registry::default());
-        let server = Arc::new(NfsServer::new(export, metrics, config));
+        let server = Arc::new(NfsServer::new(export.clone(), metrics, config));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.clone().serve(listener, shutdown.clone()));
-        Self { port, dir: dir.to_path_buf(), server, shutdown, task }
+        Self { port, dir: dir.to_path_buf(), export, server, shutdown, task }
     }
 
     /// A client authenticating as root (`AUTH_UNIX` uid 0).

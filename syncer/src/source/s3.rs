@@ -119,7 +119,7 @@ impl S3Source {
             }
         }
         let prefix = self.prefix.as_ref().map(|p| format!("{}/", p.as_ref())).unwrap_or_default();
-        let mut wanted = Vec::new();
+        let mut candidates = Vec::new();
         for object in objects {
             let key = object.location.as_ref();
             let relative = key.strip_prefix(&prefix).unwrap_or(key);
@@ -128,10 +128,10 @@ impl S3Source {
             }
             let path = RelPath::parse(relative).map_err(|e| SyncError::content(format!("S3 key {key:?}: {e}")))?;
             let v = version(&object);
-            if !stage.reuse(&path, &v)? {
-                wanted.push((path, object, v));
-            }
+            candidates.push((path, v, object));
         }
+        let wanted: Vec<_> =
+            stage.reuse_all(candidates)?.into_iter().map(|(path, version, object)| (path, object, version)).collect();
         // Small objects are fetched several at a time into memory (latency, not bandwidth, bounds
         // them); large ones stream straight into the stage.
         let store = self.store.clone();

@@ -284,19 +284,21 @@ impl SftpSource {
             let _ = sftp.close().await;
             return Ok(Fetched::Unchanged);
         }
-        let mut wanted = Vec::new();
+        let mut candidates = Vec::new();
         for r in &remote {
             match &r.kind {
                 RemoteKind::Dir => stage.mkdir(&r.path)?,
                 RemoteKind::Symlink { target } => stage.symlink(&r.path, target)?,
                 RemoteKind::File { remote, size, mtime, executable } => {
-                    let v = version(*size, *mtime);
-                    if !stage.reuse(&r.path, &v)? {
-                        wanted.push((r.path.clone(), remote.clone(), *size, *executable, v));
-                    }
+                    candidates.push((r.path.clone(), version(*size, *mtime), (remote.clone(), *size, *executable)));
                 }
             }
         }
+        let wanted: Vec<_> = stage
+            .reuse_all(candidates)?
+            .into_iter()
+            .map(|(path, v, (remote, size, executable))| (path, remote, size, executable, v))
+            .collect();
         // Small files are read several at a time into memory (each costs a few round trips, so
         // latency bounds them); large ones stream into the stage, read-ahead by russh-sftp.
         let sftp = &sftp;
