@@ -239,7 +239,19 @@ impl NfsServer {
                 }
             }
             let call = std::mem::replace(&mut record, Vec::with_capacity(64 * 1024));
-            match self.config.execution {
+            // Quick reads are answered here, on the connection's task: the hand-offs to the
+            // blocking pool and back cost more than the call itself. A large READ only when
+            // nothing else is in flight on the connection; otherwise the pool answers it beside
+            // the others.
+            let inline = match self.config.execution {
+                Execution::Inline => true,
+                Execution::BlockingPool => match quickness(&call) {
+                    Quickness::Small => true,
+                    Quickness::LargeRead => in_flight.is_empty(),
+                    Quickness::Slow => false,
+                },
+            };
+            match if inline { Execution::Inline } else { self.config.execution } {
                 Execution::Inline => {
                     if let Some(reply) = self.answer_owned(&call)
                         && replies.send(reply).await.is_err()
@@ -371,4 +383,79 @@ fn procedure_name(prog: u32, proc_: u32) -> &'static str {
         _ => &["NULL", "SET", "UNSET", "GETPORT"],
     };
     names.get(proc_ as usize).copied().unwrap_or("UNKNOWN")
+}
+
+/// How long a call takes to answer, judged from the call alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quickness {
+    /// Reads what the kernel nearly always has in memory: NULL, GETATTR, LOOKUP, ACCESS,
+    /// READLINK, FSSTAT, FSINFO, PATHCONF, and READs of up to 64 KiB.
+    Small,
+    /// A READ of more than 64 KiB (up to the 1 MiB limit): a copy worth doing beside others.
+    LargeRead,
+    /// Writes, syncs, namespace changes and listings: the blocking pool.
+    Slow,
+}
+
+fn quickness(record: &[u8]) -> Quickness {
+    const SMALL_READ: u32 = 64 * 1024;
+    let Ok(mut call) = rpc::parse_call(record) else { return Quickness::Slow };
+    if call.prog != NFS_PROGRAM || call.vers != 3 {
+        return Quickness::Slow;
+    }
+    match call.proc_ {
+        // NULL, GETATTR, LOOKUP, ACCESS, READLINK, FSSTAT, FSINFO, PATHCONF
+        0 | 1 | 3 | 4 | 5 | 18 | 19 | 20 => Quickness::Small,
+        // READ: file handle, offset, count
+        6 => {
+            let args = &mut call.args;
+            match (args.opaque(64), args.u64(), args.u32()) {
+                (Ok(_), Ok(_), Ok(count)) if count <= SMALL_READ => Quickness::Small,
+                (Ok(_), Ok(_), Ok(_)) => Quickness::LargeRead,
+                _ => Quickness::Slow,
+            }
+        }
+        _ => Quickness::Slow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An NFSv3 call record (without the record mark) with AUTH_NONE.
+    fn call(proc_: u32, args: &[u8]) -> Vec<u8> {
+        let mut r = Vec::new();
+        for v in [7u32, 0, 2, NFS_PROGRAM, 3, proc_, 0, 0, 0, 0] {
+            r.extend_from_slice(&v.to_be_bytes());
+        }
+        r.extend_from_slice(args);
+        r
+    }
+
+    fn read_args(count: u32) -> Vec<u8> {
+        let mut a = Vec::new();
+        a.extend_from_slice(&8u32.to_be_bytes());
+        a.extend_from_slice(&[1; 8]);
+        a.extend_from_slice(&0u64.to_be_bytes());
+        a.extend_from_slice(&count.to_be_bytes());
+        a
+    }
+
+    #[test]
+    fn metadata_reads_and_small_reads_are_quick_everything_else_is_not() {
+        for proc_ in [0, 1, 3, 4, 5, 18, 19, 20] {
+            assert_eq!(quickness(&call(proc_, &[])), Quickness::Small, "procedure {proc_}");
+        }
+        assert_eq!(quickness(&call(6, &read_args(4096))), Quickness::Small);
+        assert_eq!(quickness(&call(6, &read_args(1 << 20))), Quickness::LargeRead);
+        assert_eq!(quickness(&call(6, &[0, 0])), Quickness::Slow, "a READ that cannot be read is not judged quick");
+        // WRITE, CREATE, REMOVE, RENAME, LINK, READDIR, READDIRPLUS, COMMIT
+        for proc_ in [7, 8, 12, 14, 15, 16, 17, 21] {
+            assert_eq!(quickness(&call(proc_, &[])), Quickness::Slow, "procedure {proc_}");
+        }
+        let mut mount = call(1, &[]);
+        mount[12..16].copy_from_slice(&MOUNT_PROGRAM.to_be_bytes());
+        assert_eq!(quickness(&mount), Quickness::Slow);
+    }
 }

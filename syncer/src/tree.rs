@@ -305,6 +305,33 @@ impl Stage {
         f.commit(version)
     }
 
+    /// [`Stage::write_file`] for many files at once, several directories at a time (see
+    /// [`by_directory`]); fails as a whole when any file fails.
+    pub fn write_files(&mut self, files: Vec<NewFile>) -> Result<(), SyncError> {
+        let mut total = 0u64;
+        for file in &files {
+            total = total.saturating_add(file.data.len() as u64);
+            self.check_capacity(total)?;
+            self.check_space(total)?;
+            self.claim(&file.path)?;
+        }
+        let paths: Vec<&RelPath> = files.iter().map(|f| &f.path).collect();
+        let written = by_directory(&paths, |i| {
+            let file = &files[i];
+            write_whole(&file.path.under(&self.dir), &file.data, file.executable)
+                .map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", file.path))))
+        });
+        for (file, written) in files.into_iter().zip(written) {
+            written?;
+            let size = file.data.len() as u64;
+            self.bytes += size;
+            self.new_bytes += size;
+            self.transferred += size;
+            self.entries.insert(file.path, Entry::File { size, executable: file.executable, version: file.version });
+        }
+        Ok(())
+    }
+
     /// Records a symlink, which must point inside the tree.
     pub fn symlink(&mut self, path: &RelPath, target: &str) -> Result<(), SyncError> {
         check_link_target(path, target)?;
@@ -342,6 +369,39 @@ impl Stage {
     }
 }
 
+/// A whole file to write, with the source's version of it.
+pub struct NewFile {
+    pub path: RelPath,
+    pub data: bytes::Bytes,
+    pub executable: bool,
+    pub version: String,
+}
+
+/// Whole small files on their way into a stage: written together ([`Stage::write_files`]) once
+/// enough have come, and at the end ([`WriteBatch::flush`]).
+#[derive(Default)]
+pub struct WriteBatch {
+    files: Vec<NewFile>,
+    bytes: usize,
+}
+
+impl WriteBatch {
+    const FILES: usize = 256;
+    const BYTES: usize = 32 << 20;
+
+    pub fn push(&mut self, stage: &mut Stage, file: NewFile) -> Result<(), SyncError> {
+        self.bytes += file.data.len();
+        self.files.push(file);
+        if self.files.len() >= Self::FILES || self.bytes >= Self::BYTES { self.flush(stage) } else { Ok(()) }
+    }
+
+    pub fn flush(&mut self, stage: &mut Stage) -> Result<(), SyncError> {
+        self.bytes = 0;
+        let files = std::mem::take(&mut self.files);
+        if files.is_empty() { Ok(()) } else { stage.write_files(files) }
+    }
+}
+
 /// A file linked forward from the previous revision.
 struct Reused<T> {
     path: RelPath,
@@ -351,22 +411,54 @@ struct Reused<T> {
     extra: T,
 }
 
-/// Directories whose links are made at once.
-const PARALLEL_LINK_DIRS: usize = 16;
+/// Directories worked on at once by [`by_directory`].
+const PARALLEL_DIRS: usize = 16;
 
-/// Hard-links each file from `previous` into `stage`, the files of one directory in order and up
-/// to [`PARALLEL_LINK_DIRS`] directories at a time; says for each whether what was linked is a
-/// regular file of the recorded size. `linkat(2)` does not follow a symlink at the source, so
-/// what is linked is whatever inode is there; checking the new name afterwards cannot race,
-/// because that inode cannot change its type or leave. A link that is not what the manifest says
-/// is removed again.
-fn link_forward(previous: &Path, stage: &Path, links: &[(&RelPath, u64)]) -> Vec<std::io::Result<bool>> {
+/// Runs `work(i)` for every index of `paths`, the paths of one directory in order and up to
+/// [`PARALLEL_DIRS`] directories at a time; returns the results in the order of `paths`. On an
+/// NFS mount every call is a round trip to the server, and the kernel makes the changes of one
+/// directory one at a time (it holds the directory's lock): changes in different directories are
+/// what can overlap.
+fn by_directory<R: Send>(paths: &[&RelPath], work: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut by_dir: BTreeMap<Option<RelPath>, Vec<usize>> = BTreeMap::new();
-    for (i, (path, _)) in links.iter().enumerate() {
+    for (i, path) in paths.iter().enumerate() {
         by_dir.entry(path.parent()).or_default().push(i);
     }
     let groups: Vec<Vec<usize>> = by_dir.into_values().collect();
-    let link_one = |&(path, size): &(&RelPath, u64)| -> std::io::Result<bool> {
+    let mut results: Vec<(usize, R)> = Vec::with_capacity(paths.len());
+    if groups.len() <= 1 {
+        results.extend(groups.iter().flatten().map(|&i| (i, work(i))));
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::with_capacity(paths.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..groups.len().min(PARALLEL_DIRS) {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(group) = groups.get(g) else { break };
+                        mine.extend(group.iter().map(|&i| (i, work(i))));
+                    }
+                    done.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
+                });
+            }
+        });
+        results = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Hard-links each file from `previous` into `stage` ([`by_directory`]); says for each whether
+/// what was linked is a regular file of the recorded size. `linkat(2)` does not follow a symlink
+/// at the source, so what is linked is whatever inode is there; checking the new name afterwards
+/// cannot race, because that inode cannot change its type or leave. A link that is not what the
+/// manifest says is removed again.
+fn link_forward(previous: &Path, stage: &Path, links: &[(&RelPath, u64)]) -> Vec<std::io::Result<bool>> {
+    let paths: Vec<&RelPath> = links.iter().map(|(p, _)| *p).collect();
+    by_directory(&paths, |i| {
+        let (path, size) = links[i];
         let target = path.under(stage);
         if std::fs::hard_link(path.under(previous), &target).is_err() {
             return Ok(false);
@@ -375,35 +467,21 @@ fn link_forward(previous: &Path, stage: &Path, links: &[(&RelPath, u64)]) -> Vec
             Ok(meta) if meta.file_type().is_file() && meta.len() == size => Ok(true),
             _ => std::fs::remove_file(&target).map(|()| false),
         }
-    };
-    let mut results: Vec<Option<std::io::Result<bool>>> = links.iter().map(|_| None).collect();
-    if groups.len() <= 1 {
-        for group in &groups {
-            for &i in group {
-                results[i] = Some(link_one(&links[i]));
-            }
-        }
-    } else {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|scope| {
-            for _ in 0..groups.len().min(PARALLEL_LINK_DIRS) {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(group) = groups.get(g) else { break };
-                        mine.extend(group.iter().map(|&i| (i, link_one(&links[i]))));
-                    }
-                    done.lock().unwrap_or_else(|e| e.into_inner()).extend(mine);
-                });
-            }
-        });
-        for (i, result) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            results[i] = Some(result);
-        }
+    })
+}
+
+/// Writes a whole new file and checks every step: the write, the size on disk, the close.
+fn write_whole(target: &Path, data: &[u8], executable: bool) -> std::io::Result<()> {
+    let mode = if executable { 0o755 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(target)?;
+    file.write_all(data)?;
+    // The mode asked for, whatever the umask made of it.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let on_disk = file.metadata()?.len();
+    if on_disk != data.len() as u64 {
+        return Err(std::io::Error::other(format!("wrote {} bytes but the volume holds {on_disk}", data.len())));
     }
-    results.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
+    close_checked(file)
 }
 
 /// Resolves every symlink of a finished tree through the tree's own links.

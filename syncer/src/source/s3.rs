@@ -15,7 +15,7 @@ use super::{BoxFuture, Fetched, Source, digest};
 use crate::credentials::{Credentials, Secret};
 use crate::error::SyncError;
 use crate::paths::RelPath;
-use crate::tree::Stage;
+use crate::tree::{NewFile, Stage, WriteBatch};
 
 /// Objects up to this size are fetched into memory, [`PARALLEL_GETS`] at a time.
 const SMALL_OBJECT: u64 = 4 * 1024 * 1024;
@@ -148,10 +148,11 @@ impl S3Source {
             }
         }))
         .buffered(PARALLEL_GETS);
+        let mut batch = WriteBatch::default();
         while let Some(fetched) = fetches.next().await {
             let (path, object, version, body) = fetched?;
-            if let Some(body) = body {
-                stage.write_file(&path, &body, false, &version)?;
+            if let Some(data) = body {
+                batch.push(stage, NewFile { path, data, executable: false, version })?;
                 continue;
             }
             let result = self.store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
@@ -162,6 +163,7 @@ impl S3Source {
             }
             file.commit(&version)?;
         }
+        batch.flush(stage)?;
         Ok(Fetched::Tree { revision, meta: BTreeMap::new() })
     }
 }

@@ -17,7 +17,7 @@ use super::{BoxFuture, Fetched, Source, SourceOptions, digest};
 use crate::credentials::{Credentials, Secret};
 use crate::error::SyncError;
 use crate::paths::RelPath;
-use crate::tree::Stage;
+use crate::tree::{NewFile, Stage, WriteBatch};
 
 /// How server host keys are checked.
 #[derive(Clone, Debug)]
@@ -308,10 +308,11 @@ impl SftpSource {
                 Ok::<_, SyncError>((path, remote, executable, version, body))
             }))
             .buffered(PARALLEL_READS);
+        let mut batch = WriteBatch::default();
         while let Some(read) = reads.next().await {
             let (path, remote, executable, version, body) = read?;
             if let Some(body) = body {
-                stage.write_file(&path, &body, executable, &version)?;
+                batch.push(stage, NewFile { path, data: body.into(), executable, version })?;
                 continue;
             }
             let mut file = sftp.open(remote.as_str()).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
@@ -326,6 +327,7 @@ impl SftpSource {
             }
             out.commit(&version)?;
         }
+        batch.flush(stage)?;
         drop(reads);
         let _ = sftp.close().await;
         Ok(Fetched::Tree { revision, meta: BTreeMap::new() })
