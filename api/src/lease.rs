@@ -25,7 +25,12 @@ pub struct LeaderConfig {
     pub namespace: String,
     pub lease_name: String,
     pub identity: String,
+    /// How long others wait, after the last renewal they saw, before taking the lease over.
     pub lease_duration: Duration,
+    /// A leader that has not renewed for this long steps down; shorter than `lease_duration`, so
+    /// it stops acting before anyone else may start (client-go: 15 s, 10 s, 2 s).
+    pub renew_deadline: Duration,
+    /// Time between attempts.
     pub retry_period: Duration,
 }
 
@@ -36,9 +41,19 @@ impl LeaderConfig {
             lease_name: "sharedvolume-operator-leader".to_string(),
             identity: identity.to_string(),
             lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
         }
     }
+}
+
+/// Why an election round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(transparent)]
+    Api(kube::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Whether this replica leads, as seen by the election loop.
@@ -72,7 +87,13 @@ impl LeaderElector {
         let mut last_renewal = Instant::now();
         loop {
             let attempt = Instant::now();
-            match self.try_acquire_or_renew().await {
+            // Each attempt is cut off at the renew deadline: a request hanging on a partitioned
+            // connection must not keep a leader that can no longer renew from stepping down.
+            let result = match tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()).await {
+                Ok(result) => result,
+                Err(_) => Err(RenewError::TimedOut(self.config.renew_deadline)),
+            };
+            match result {
                 Ok(true) => {
                     last_renewal = attempt;
                     self.renewals.send_replace(Some(attempt));
@@ -90,9 +111,9 @@ impl LeaderElector {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "lease update failed");
-                    // A leader that cannot renew for the whole lease duration must assume another
-                    // replica took over.
-                    if leading && last_renewal.elapsed() >= self.config.lease_duration {
+                    // A leader that could not renew within the renew deadline steps down before
+                    // the lease runs out for the others, so two never act at once.
+                    if leading && last_renewal.elapsed() >= self.config.renew_deadline {
                         tracing::warn!("could not renew the lease in time; stepping down");
                         leading = false;
                         self.renewals.send_replace(None);
@@ -119,10 +140,10 @@ impl LeaderElector {
     }
 
     /// One round of the election; returns whether this replica now holds the lease.
-    async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+    async fn try_acquire_or_renew(&mut self) -> Result<bool, RenewError> {
         let now = MicroTime(self.clock.now());
         let duration_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1);
-        let Some(mut lease) = self.api.get_opt(&self.config.lease_name).await? else {
+        let Some(mut lease) = self.api.get_opt(&self.config.lease_name).await.map_err(RenewError::Api)? else {
             let lease = Lease {
                 metadata: ObjectMeta { name: Some(self.config.lease_name.clone()), ..Default::default() },
                 spec: Some(LeaseSpec {
@@ -137,7 +158,7 @@ impl LeaderElector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e),
+                Err(e) => Err(RenewError::Api(e)),
             };
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -175,7 +196,7 @@ impl LeaderElector {
         match self.api.replace(&self.config.lease_name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(RenewError::Api(e)),
         }
     }
 

@@ -78,6 +78,9 @@ pub mod labels {
     pub const VOLUME_KIND: &str = "sv.sharedvolume.io/volume-kind";
     /// Namespace a consumer PV/PVC serves.
     pub const CONSUMER_NAMESPACE: &str = "sv.sharedvolume.io/consumer-namespace";
+    /// Hash of the syncer's pod template: a changed template is a new ReplicaSet (a ReplicaSet
+    /// never replaces the pods it already has), and the selectors of two never overlap.
+    pub const TEMPLATE_HASH: &str = "sv.sharedvolume.io/template-hash";
 }
 
 /// Annotations on objects the operator creates.

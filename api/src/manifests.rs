@@ -37,15 +37,27 @@ pub enum ManifestError {
 
 /// Parses every document of a YAML stream. `origin` names the stream in errors.
 pub fn parse_manifests(text: &str, origin: &str) -> Result<Vec<Manifest>, ManifestError> {
+    parse_each(text, origin)?.into_iter().collect()
+}
+
+/// Parses a YAML stream document by document: the stream fails only when it is not YAML; a
+/// document that is not a manifest fails on its own, and the others are still read.
+pub fn parse_each(text: &str, origin: &str) -> Result<Vec<Result<Manifest, ManifestError>>, ManifestError> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| ManifestError::Parse { path: origin.to_string(), message: e.to_string() })?;
-    docs.into_iter()
+    Ok(docs
+        .into_iter()
         .enumerate()
         .filter(|(_, doc)| !doc.is_null())
         .map(|(index, doc)| {
             to_manifest(doc).map_err(|message| ManifestError::Document { path: origin.to_string(), index, message })
         })
-        .collect()
+        .collect())
+}
+
+/// The manifest files `path` names: itself, or every manifest file under it when a directory.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    if path.is_dir() { manifest_files(path) } else { Ok(vec![path.to_path_buf()]) }
 }
 
 fn to_manifest(doc: Value) -> Result<Manifest, String> {
@@ -98,9 +110,8 @@ pub fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 /// Parses a file or every manifest file under a directory.
 pub fn load(path: &Path) -> Result<Vec<(PathBuf, Manifest)>, ManifestError> {
-    let files = if path.is_dir() { manifest_files(path)? } else { vec![path.to_path_buf()] };
     let mut out = Vec::new();
-    for file in files {
+    for file in files(path)? {
         let text = std::fs::read_to_string(&file)
             .map_err(|source| ManifestError::Io { path: file.display().to_string(), source })?;
         for manifest in parse_manifests(&text, &file.display().to_string())? {

@@ -85,6 +85,11 @@ impl ChildNames {
         format!("{}-syncer", self.reference)
     }
 
+    /// The syncer's ReplicaSet for the pod template whose hash is `template_hash`.
+    pub fn syncer_replicaset(&self, template_hash: &str) -> String {
+        format!("{}-syncer-{template_hash}", self.reference)
+    }
+
     /// Secret holding the credentials the syncer mounts.
     pub fn credentials(&self) -> String {
         format!("{}-credentials", self.reference)
@@ -109,10 +114,16 @@ impl ChildNames {
         }
         let digest = Sha256::digest(namespace.as_bytes());
         let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        // reference + '-' + prefix + '-' + 8 hex = 63
-        let room = 63 - self.reference.len() - 1 - 1 - hash.len();
-        let prefix = namespace[..room.min(namespace.len())].trim_end_matches('-');
-        format!("{}-{}-{}", self.reference, prefix, hash)
+        // reference + '-' + prefix + '-' + 8 hex = 63. A reference too long to leave room (one
+        // that validation refuses) gets no prefix rather than an arithmetic underflow.
+        let room = 63usize.saturating_sub(self.reference.len() + 1 + 1 + hash.len());
+        let prefix: String = namespace.chars().take(room).collect();
+        let prefix = prefix.trim_end_matches('-');
+        if prefix.is_empty() {
+            format!("{}-{}", self.reference, hash)
+        } else {
+            format!("{}-{}-{}", self.reference, prefix, hash)
+        }
     }
 }
 
@@ -138,6 +149,19 @@ mod tests {
         assert_eq!(name.len(), 63);
         assert!(is_dns1123_label(&name));
         assert_ne!(name, names.consumer_storage(&format!("{}m", "n".repeat(62))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn consumer_names_never_panic_and_valid_references_give_valid_names(
+            reference in "[a-z0-9-]{0,80}|\\PC{0,80}",
+            namespace in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?|\\PC{0,70}",
+        ) {
+            let name = ChildNames::new(reference.clone()).consumer_storage(&namespace);
+            if is_valid_reference_value(&reference) && is_dns1123_label(&namespace) {
+                proptest::prop_assert!(is_dns1123_label(&name), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub struct VolumeStatus {
     /// Namespaces that currently have consumer pods (and so a consumer PV/PVC).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumer_namespaces: Vec<String>,
+    /// Namespaces whose pods ask for this ClusterSharedVolume although its `namespaceSelector`
+    /// does not allow them: they get no storage (the webhook refuses such pods; these got past it,
+    /// for example while it was down, or the namespace's labels changed since).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_namespaces: Vec<String>,
     /// Results of the syncer, written by the syncer itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncStatus>,

@@ -39,12 +39,24 @@ type Handler = dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync;
 
 /// A fake API server: records every request and answers with `handler`.
 fn mock_client(handler: Arc<Handler>) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    mock_client_cut_off(handler, Arc::default())
+}
+
+/// A client whose requests never get an answer while `cut_off` is set (a partition).
+fn mock_client_cut_off(
+    handler: Arc<Handler>,
+    cut_off: Arc<std::sync::atomic::AtomicBool>,
+) -> (Client, Arc<Mutex<Vec<Call>>>) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = calls.clone();
     let service = tower::service_fn(move |req: Request<kube::client::Body>| {
         let recorded = recorded.clone();
         let handler = handler.clone();
+        let cut_off = cut_off.clone();
         async move {
+            if cut_off.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             let (parts, body) = req.into_parts();
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let call = Call {
@@ -99,6 +111,12 @@ fn empty_cluster(call: &Call) -> (StatusCode, Value) {
             json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
         ),
         "GET" => not_found(),
+        // The finalizer patch stores a new version of the volume, as the API server would.
+        "PATCH" if p.contains("/sharedvolumes/") && call.content_type == "application/json-patch+json" => {
+            let mut stored = serde_json::to_value(volume(&["sharedvolume.sv/finalizer"])).expect("json");
+            stored["metadata"]["resourceVersion"] = json!("42");
+            (StatusCode::OK, stored)
+        }
         "PATCH" if p.contains("/sharedvolumes/") => (StatusCode::OK, serde_json::to_value(volume(&[])).expect("json")),
         "PATCH" | "POST" | "PUT" => {
             let mut body = call.body.clone();
@@ -238,11 +256,12 @@ async fn reconciling_a_new_volume_makes_the_expected_requests() {
     assert!(format!("{action:?}").contains("10s"), "pending volumes are rechecked soon: {action:?}");
     let calls = calls.lock().expect("lock").clone();
     let writes: Vec<String> = calls.iter().filter(|c| c.method != "GET").map(Call::line).collect();
-    let reference = calls
-        .iter()
-        .find(|c| c.content_type == "application/merge-patch+json")
-        .and_then(|c| c.body["spec"]["referenceValue"].as_str().map(str::to_string))
-        .expect("reference value written");
+    let reference_patch =
+        calls.iter().find(|c| c.content_type == "application/merge-patch+json").expect("reference value written");
+    let reference = reference_patch.body["spec"]["referenceValue"].as_str().expect("reference value").to_string();
+    // Guarded by the version the finalizer patch stored, not the one read before it (which
+    // would conflict every time).
+    assert_eq!(reference_patch.body["metadata"]["resourceVersion"], "42");
     let vol = "/apis/sv.sharedvolume.io/v1alpha1/namespaces/team-a/sharedvolumes/data";
     assert_eq!(
         writes,
@@ -399,4 +418,43 @@ async fn leader_election_hands_over_on_release_and_on_expiry() {
     drop(stop_b);
     stop_c.cancel();
     task_c.await.expect("c stops");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_off_from_the_api_steps_down_before_another_may_take_over() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use sv_operator::controller::leader::{LeaderConfig, LeaderElector};
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
+
+    let server = lease_server();
+    let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
+    let start = |identity: &str, cut_off: Arc<AtomicBool>| {
+        let (client, _) = mock_client_cut_off(server.clone(), cut_off);
+        let (tx, rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let elector = LeaderElector::new(client, LeaderConfig::new("ops", identity), clock.clone());
+        let task = tokio::spawn(elector.run(tx, stop.clone().cancelled_owned()));
+        (rx, stop, task)
+    };
+    let partition = Arc::new(AtomicBool::new(false));
+    let (mut a, stop_a, task_a) = start("a", partition.clone());
+    a.wait_for(|leading| *leading).await.expect("a leads");
+    let (mut b, stop_b, task_b) = start("b", Arc::default());
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+
+    // a's requests now hang, as on a partitioned connection: without a deadline on each attempt
+    // it would believe it leads for ever.
+    partition.store(true, Ordering::SeqCst);
+    let cut = tokio::time::Instant::now();
+    a.wait_for(|leading| !*leading).await.expect("a steps down");
+    let stepped_down = cut.elapsed();
+    b.wait_for(|leading| *leading).await.expect("b takes over");
+    let took_over = cut.elapsed();
+    assert!(stepped_down <= std::time::Duration::from_secs(12), "a stepped down after {stepped_down:?}");
+    assert!(took_over > stepped_down, "b leads after {took_over:?}, a led until {stepped_down:?}: both at once");
+    stop_a.cancel();
+    stop_b.cancel();
+    task_a.abort();
+    task_b.await.expect("b stops");
 }

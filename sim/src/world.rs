@@ -6,7 +6,7 @@
 //! hosts; stepping `sim` directly does not.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -64,6 +64,8 @@ pub struct World {
     pod_hosts: BTreeSet<String>,
     /// Where the pods' volumes live; removed with the world.
     data: tempfile::TempDir,
+    /// Flags the operator gets beyond `run --identity=operator-0`, read at each of its starts.
+    operator_args: Arc<Mutex<Vec<String>>>,
 }
 
 impl World {
@@ -98,6 +100,7 @@ impl World {
             sources: sources.clone(),
             pod_hosts: BTreeSet::new(),
             data,
+            operator_args: Arc::default(),
         };
 
         let nodes = config.nodes.clone();
@@ -125,14 +128,16 @@ impl World {
             world.sim.host(SOURCES_HOST, move || sources::serve(sources.clone()));
         }
         if config.operator {
+            let operator_args = world.operator_args.clone();
             world.sim.host("operator", move || {
-                let clock = clock.clone();
+                let (clock, operator_args) = (clock.clone(), operator_args.clone());
                 async move {
                     // The kubelet restarts the container whenever the program exits (lost lease,
                     // fatal error), with the usual doubling back-off.
                     let mut backoff = Duration::from_secs(10);
                     loop {
-                        match run_operator(clock.clone()).await {
+                        let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
+                        match run_operator(clock.clone(), &extra).await {
                             Ok(()) => tracing::info!("operator exited"),
                             Err(e) => tracing::warn!(error = %e, "operator exited with an error"),
                         }
@@ -246,6 +251,14 @@ impl World {
         self.sim.repair(a, b);
     }
 
+    /// Flags the operator starts with from its next start on (`bounce("operator")` restarts it,
+    /// as a changed Deployment would).
+    pub fn set_operator_args(&self, args: impl IntoIterator<Item = impl Into<String>>) {
+        if let Ok(mut current) = self.operator_args.lock() {
+            *current = args.into_iter().map(Into::into).collect();
+        }
+    }
+
     pub fn crash(&mut self, host: &str) {
         self.sim.crash(host);
     }
@@ -257,11 +270,13 @@ impl World {
 
 /// `sv-operator run --identity=operator-0` on the simulated network: the program's own flags,
 /// settings and wiring (`sv_operator::program`), with the simulation's client, clock and sockets.
-async fn run_operator(clock: Arc<SimClock>) -> turmoil::Result {
+async fn run_operator(clock: Arc<SimClock>, extra: &[String]) -> turmoil::Result {
     use clap::Parser as _;
     use sv_operator::program::{Cli, Command};
 
-    let cli = Cli::try_parse_from(["sv-operator", "run", "--identity=operator-0"]).map_err(|e| e.to_string())?;
+    let argv =
+        ["sv-operator", "run", "--identity=operator-0"].into_iter().map(String::from).chain(extra.iter().cloned());
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let Command::Run(args) = cli.command else { return Err("not the run command".into()) };
     let client = kube_client(API_HOST, API_PORT)?;
     let http = crate::net::SimListener::bind(args.http_addr.port()).await?;

@@ -279,3 +279,122 @@ fn pods_that_cannot_start_say_why() {
     assert!(pod_ready(&pod("web")));
     assert!(volumes(&world.api).is_empty());
 }
+
+/// The syncer ReplicaSets of `namespace` that are not being deleted.
+fn syncer_replica_sets(api: &ApiServer, namespace: &str) -> Vec<Value> {
+    let state = api.state();
+    let Some(rt) = state.registry.find("apps", "v1", "replicasets") else { return Vec::new() };
+    state
+        .store
+        .list(&rt.id, Some(namespace))
+        .map(|(_, o)| (**o).clone())
+        .filter(|rs| {
+            rs["metadata"]["labels"]["app.kubernetes.io/component"] == "syncer"
+                && rs["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+fn reference_of(api: &ApiServer) -> String {
+    volume(api, "site")["spec"]["referenceValue"].as_str().unwrap_or_default().to_string()
+}
+
+fn image_of(object: &Value) -> String {
+    let spec = if object["kind"] == "Pod" { &object["spec"] } else { &object["spec"]["template"]["spec"] };
+    spec["containers"][0]["image"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_new_syncer_image_and_a_new_secret_reference_reach_the_running_syncer() {
+    let mut world = world();
+    let identity = "ssh deploy@files.example.com:22/srv/site";
+    let site = |revision: &str, password: &str| SourceState::Tree {
+        revision: revision.into(),
+        files: vec![SimFile::new("index.html", &format!("<h1>{revision}</h1>\n"))],
+        credential: Some(password.into()),
+    };
+    world.sources().set(identity, site("r1", "first-password"));
+    let secret = |name: &str, password: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"},
+               "stringData": {"password": password}})
+    };
+    let source = |secret: &str| {
+        json!({"ssh": {"host": "files.example.com", "port": 22, "user": "deploy", "path": "/srv/site",
+                       "passwordFromSecret": {"name": secret, "key": "password"}}})
+    };
+    let objects = [
+        secret("sftp-a", "first-password"),
+        secret("sftp-b", "second-password"),
+        shared_volume("site", source("sftp-a")),
+    ];
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    let synced =
+        |revision: &'static str| move |api: &ApiServer| volume(api, "site")["status"]["sync"]["revision"] == revision;
+    assert!(
+        world.run_until(Duration::from_secs(300), synced("r1")).expect("run"),
+        "{:#}",
+        volume(&world.api, "site")["status"]
+    );
+    let before = syncer_replica_sets(&world.api, "default");
+    assert_eq!(before.len(), 1, "one syncer ReplicaSet");
+    let old_image = image_of(&before[0]);
+
+    // The operator is upgraded with a new syncer image: its template changes, so a new ReplicaSet
+    // replaces the old one, and the pod that runs is the new image's.
+    let new_image = "ghcr.io/sharedvolume/sv-syncer:next";
+    assert_ne!(old_image, new_image);
+    world.set_operator_args([format!("--syncer-image={new_image}")]);
+    world.bounce("operator");
+    let rolled = world
+        .run_until(Duration::from_secs(300), |api| {
+            let sets = syncer_replica_sets(api, "default");
+            sets.len() == 1
+                && image_of(&sets[0]) == new_image
+                && pod_of(api, "default", "syncer").is_some_and(|p| image_of(&p) == new_image && pod_ready(&p))
+                && !list(api, "pods", "default").iter().any(|p| {
+                    p["metadata"]["labels"]["app.kubernetes.io/component"] == "syncer" && image_of(p) == old_image
+                })
+        })
+        .expect("run");
+    assert!(rolled, "{:#?}", syncer_replica_sets(&world.api, "default"));
+    // The old pod's program is gone with its pod: the new pod holds the syncer Lease.
+    let new_set =
+        syncer_replica_sets(&world.api, "default")[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let holder = |api: &ApiServer| {
+        get(api, "coordination.k8s.io", "v1", "leases", "default", &format!("{}-syncer", reference_of(api)))
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(
+        world.run_until(Duration::from_secs(120), |api| holder(api).starts_with(&new_set)).expect("run"),
+        "the Lease is held by {:?}, not a pod of {new_set}",
+        holder(&world.api)
+    );
+    // The new pod syncs: a new revision reaches the volume.
+    world.sources().set(identity, site("r2", "first-password"));
+    assert!(
+        world.run_until(Duration::from_secs(300), synced("r2")).expect("run"),
+        "{:#}",
+        volume(&world.api, "site")["status"]
+    );
+
+    // The source's password changes and the volume is pointed at another Secret: the operator
+    // copies it into the syncer's credentials, the kubelet projects them into the running pod, and
+    // the next sync logs in with them.
+    world.sources().set(identity, site("r3", "second-password"));
+    let mut state = world.api.state();
+    let rt = state.registry.find("sv.sharedvolume.io", "v1alpha1", "sharedvolumes").cloned().expect("sharedvolumes");
+    let mut edited = (**state.store.get(&rt.id, "default", "site").expect("volume")).clone();
+    edited["spec"]["source"] = source("sftp-b");
+    world.api.update_in(&mut state, &rt, edited, &sv_sim::api::WriteOptions::controller("kubectl")).expect("update");
+    drop(state);
+    assert!(
+        world.run_until(Duration::from_secs(300), synced("r3")).expect("run"),
+        "{:#}",
+        volume(&world.api, "site")["status"]
+    );
+    let status = volume(&world.api, "site")["status"].clone();
+    assert!(!status.to_string().contains("second-password"), "{status:#}");
+}

@@ -133,6 +133,7 @@ pub fn elect(
         lease_name: identity.lease_name.clone(),
         identity: identity.pod_name.clone(),
         lease_duration: LEASE_DURATION,
+        renew_deadline: LEASE_RENEW_DEADLINE,
         retry_period: LEASE_RETRY,
     };
     let elector = sv_api::lease::LeaderElector::new(client, config, clock);

@@ -161,26 +161,28 @@ pub fn remove_finalizer_patch(current: &[String], finalizer: &str) -> Option<Val
     ]))
 }
 
-pub async fn add_finalizer<V: Volume>(client: &Client, volume: &V) -> Result<(), Error> {
+/// Adds the finalizer; returns the volume as stored after the patch (its new resourceVersion is
+/// what a later guarded write must carry), or None when the volume is gone.
+pub async fn add_finalizer<V: Volume>(client: &Client, volume: &V) -> Result<Option<V>, Error> {
     let patch = add_finalizer_patch(volume.finalizers(), V::KIND.finalizer());
     json_patch(client, volume, patch).await
 }
 
 pub async fn remove_finalizer<V: Volume>(client: &Client, volume: &V) -> Result<(), Error> {
     match remove_finalizer_patch(volume.finalizers(), V::KIND.finalizer()) {
-        Some(patch) => json_patch(client, volume, patch).await,
+        Some(patch) => json_patch(client, volume, patch).await.map(|_| ()),
         None => Ok(()),
     }
 }
 
-async fn json_patch<V: Volume>(client: &Client, volume: &V, patch: Value) -> Result<(), Error> {
+async fn json_patch<V: Volume>(client: &Client, volume: &V, patch: Value) -> Result<Option<V>, Error> {
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| Error::Serialize("finalizer patch".into(), e))?;
     match volume_api(client, volume).patch(&volume.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await
     {
-        Ok(_) => Ok(()),
+        Ok(stored) => Ok(Some(stored)),
         // Already gone: nothing left to guard.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

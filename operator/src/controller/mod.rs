@@ -169,9 +169,18 @@ async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action
         ctx.metrics.set_phase(V::KIND, &key, None);
         return Ok(Action::await_change());
     }
-    if !deleting && !has_finalizer {
-        kube_io::add_finalizer(client, volume).await?;
-    }
+    // Later guarded writes (the reference value) must carry the resourceVersion the finalizer
+    // patch produced, not the one read before it, or they always conflict once.
+    let stored;
+    let volume = if !deleting && !has_finalizer {
+        stored = kube_io::add_finalizer(client, volume).await?;
+        match &stored {
+            Some(stored) => stored,
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        volume
+    };
 
     let observed = observe::observe(client, volume, &ctx.caches, &ctx.settings, &ctx.clock).await?;
     let plan = plan(&observed, &ctx.settings);

@@ -10,7 +10,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::Error;
 use super::kube_io::{OWNED_KINDS, api_resource, list_keys};
-use crate::api::{Volume, VolumeKind, labels, pod_requested_volumes};
+use crate::api::{Volume, VolumeKind, components, labels, pod_requested_volumes};
 use crate::clock::SharedClock;
 use crate::names::{ChildNames, NFS_WRITER_TOKEN_KEY, is_valid_writer_token};
 use crate::plan::{ConsumerPod, Lookup, NfsObserved, Observed, Settings};
@@ -110,8 +110,14 @@ pub async fn observe<V: Volume>(
         o.secrets.insert((ns, secret_name), lookup);
     }
 
-    let rs = get_opt(Api::<ReplicaSet>::namespaced(client.clone(), &resource_ns), &names.syncer()).await?;
-    o.syncer_ready = rs.map(|r| r.status.and_then(|s| s.ready_replicas).unwrap_or(0));
+    // One ReplicaSet per pod template (named after its hash); while one replaces another, the
+    // syncer is ready if either's pod is.
+    let syncers = format!("{}={},{}={}", labels::REFERENCE, names.reference(), labels::COMPONENT, components::SYNCER);
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &resource_ns)
+        .list(&kube::api::ListParams::default().labels(&syncers))
+        .await?;
+    o.syncer_ready =
+        replica_sets.items.iter().map(|r| r.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)).max();
 
     o.consumer_pods = consumer_pods(&caches.pods, V::KIND, &name, o.namespace.as_deref());
     let consumer_ns: BTreeSet<String> = o.consumer_pods.iter().map(|p| p.namespace.clone()).collect();

@@ -502,7 +502,7 @@ impl PlanContext<'_> {
     }
 
     /// Consumer pods in namespaces that may not mount the volume.
-    fn disallowed_consumers(&self) -> Vec<&ConsumerPod> {
+    pub(crate) fn disallowed_consumers(&self) -> Vec<&ConsumerPod> {
         self.observed.consumer_pods.iter().filter(|p| !self.observed.namespace_allowed(&p.namespace)).collect()
     }
 

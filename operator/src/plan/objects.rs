@@ -516,33 +516,52 @@ impl PlanContext<'_> {
             }),
             ..Default::default()
         };
+        let mut template = PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some(self.labels(components::SYNCER)), ..Default::default() }),
+            spec: Some(PodSpec {
+                service_account_name: Some(self.names.syncer()),
+                // The syncer reports results on the volume's status.
+                automount_service_account_token: Some(true),
+                enable_service_links: Some(false),
+                termination_grace_period_seconds: Some(30),
+                security_context: Some(PodSecurityContext {
+                    seccomp_profile: Some(runtime_default_seccomp()),
+                    ..Default::default()
+                }),
+                containers: vec![container],
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
+        };
+        // A ReplicaSet does not replace its pods when its template changes, so a new image or new
+        // settings would never reach a running syncer: each template gets a ReplicaSet of its own,
+        // named after the template's hash, and the plan deletes the one before (its pod goes with
+        // it; the syncer Lease keeps the two from publishing at once while both run).
+        let hash = template_hash(&template);
+        let mut selector = self.selector(components::SYNCER);
+        selector.insert(labels::TEMPLATE_HASH.to_string(), hash.clone());
+        if let Some(pod_labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            pod_labels.insert(labels::TEMPLATE_HASH.to_string(), hash.clone());
+        }
         ReplicaSet {
-            metadata: self.meta(self.names.syncer(), Some(ns), components::SYNCER),
+            metadata: self.meta(self.names.syncer_replicaset(&hash), Some(ns), components::SYNCER),
             spec: Some(ReplicaSetSpec {
                 replicas: Some(1),
-                selector: LabelSelector { match_labels: Some(self.selector(components::SYNCER)), ..Default::default() },
-                template: Some(PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(self.labels(components::SYNCER)), ..Default::default() }),
-                    spec: Some(PodSpec {
-                        service_account_name: Some(self.names.syncer()),
-                        // The syncer reports results on the volume's status.
-                        automount_service_account_token: Some(true),
-                        enable_service_links: Some(false),
-                        termination_grace_period_seconds: Some(30),
-                        security_context: Some(PodSecurityContext {
-                            seccomp_profile: Some(runtime_default_seccomp()),
-                            ..Default::default()
-                        }),
-                        containers: vec![container],
-                        volumes: Some(volumes),
-                        ..Default::default()
-                    }),
-                }),
+                selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+                template: Some(template),
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
+}
+
+/// 10 hex digits of the SHA-256 of a pod template's JSON (field order is fixed by the types, map
+/// keys are sorted), so equal templates hash alike in every process and run.
+fn template_hash(template: &PodTemplateSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    Sha256::digest(&json).iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
 
 fn env_var(name: &str, value: &str) -> EnvVar {

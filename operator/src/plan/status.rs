@@ -66,6 +66,13 @@ pub(crate) fn compute(
         observed_generation: generation,
         conditions: o.status.conditions.clone(),
         consumer_namespaces: consumer_namespaces.iter().cloned().collect(),
+        excluded_namespaces: ctx
+            .disallowed_consumers()
+            .iter()
+            .map(|p| p.namespace.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         persistent_volume_claim_name: Some(ctx.names.syncer_storage()),
         persistent_volume_name: Some(ctx.names.syncer_storage()),
         ..VolumeStatus::default()
@@ -319,17 +326,18 @@ pub(crate) fn events(
         }
     }
     if o.spec.has_source() {
-        let old_revision = old.sync.as_ref().and_then(|s| s.revision.as_ref());
-        let new_sync = new.condition(condition::SYNCED);
         if let Some(c) = flipped(condition::SYNCED) {
             if c.reason == "SyncFailed" {
                 out.push(PlannedEvent::warning("SyncFailed", c.message.clone()));
             } else if c.status == "True" {
                 out.push(PlannedEvent::normal("Synced", c.message.clone()));
             }
-        } else if let Some(c) = new_sync
+        } else if let Some(c) = new.condition(condition::SYNCED)
             && c.status == "True"
-            && new.sync.as_ref().and_then(|s| s.revision.as_ref()) != old_revision
+            // The syncer writes `status.sync` itself, so the old and new statuses both carry its
+            // latest revision; what the operator last reported is its own condition's message,
+            // which names the revision.
+            && old.condition(condition::SYNCED).is_some_and(|before| before.message != c.message)
         {
             out.push(PlannedEvent::normal("Synced", c.message.clone()));
         }
@@ -339,7 +347,8 @@ pub(crate) fn events(
             out.push(PlannedEvent::warning("SpecWarning", warning.clone()));
         }
     }
-    for pod in disallowed {
+    // Once per newly excluded namespace, not on every reconcile.
+    for pod in disallowed.iter().filter(|p| !old.excluded_namespaces.contains(&p.namespace)) {
         out.push(PlannedEvent::warning(
             "NamespaceNotAllowed",
             format!(

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::jiff::Timestamp;
 use proptest::prelude::*;
 use serde::Serialize;
@@ -163,7 +164,7 @@ fn serving_volume_gets_storage_and_syncer_and_becomes_preparing() {
     let k = keys(&p);
     assert!(k.contains(&format!("PersistentVolume/{r}")));
     assert!(k.contains(&format!("PersistentVolumeClaim/team-a/{r}")));
-    assert!(k.contains(&format!("ReplicaSet/team-a/{r}-syncer")));
+    assert!(k.iter().any(|k| k.starts_with(&format!("ReplicaSet/team-a/{r}-syncer-"))), "{k:?}");
     assert_eq!(p.status.phase(), Some(Phase::Preparing));
     assert_eq!(p.status.nfs_server_address.as_deref(), Some("10.96.0.10"));
     let pv = p.objects.iter().find_map(|d| match d {
@@ -194,6 +195,16 @@ fn first_successful_sync_makes_it_ready_and_emits_events() {
     assert_eq!(ready.status.phase(), Some(Phase::Ready));
     let reasons: Vec<&str> = ready.events.iter().map(|e| e.reason.as_str()).collect();
     assert_eq!(reasons, ["Ready", "Synced"]);
+
+    // Nothing new: no Event.
+    o.status = ready.status.clone();
+    assert!(plan(&o, &settings()).events.is_empty());
+    // The syncer publishes a new revision (it writes `status.sync`; the rest is the operator's):
+    // one Synced Event naming it.
+    o.status.sync = Some(SyncStatus { revision: Some("etag-2".to_string()), ..o.status.sync.clone().expect("sync") });
+    let next = plan(&o, &settings());
+    let synced: Vec<&str> = next.events.iter().filter(|e| e.reason == "Synced").map(|e| e.note.as_str()).collect();
+    assert_eq!(synced, ["revision etag-2 is published"]);
 }
 
 #[test]
@@ -319,7 +330,11 @@ fn namespace_selector_limits_cluster_volumes() {
     }
     let p = plan(&o, &settings());
     assert_eq!(p.status.consumer_namespaces, ["good"]);
+    assert_eq!(p.status.excluded_namespaces, ["bad"], "the status says which namespaces are left out");
     assert!(p.events.iter().any(|e| e.reason == "NamespaceNotAllowed" && e.note.contains("bad/p")));
+    // Reported once, not on every reconcile.
+    o.status = p.status.clone();
+    assert!(!plan(&o, &settings()).events.iter().any(|e| e.reason == "NamespaceNotAllowed"));
 }
 
 #[test]
@@ -344,6 +359,46 @@ fn service_ip_is_pinned_once_known() {
     let ip = service.and_then(|s| s.spec.as_ref()).and_then(|s| s.cluster_ip.as_deref());
     assert_eq!(ip, Some("10.96.0.10"));
     assert_eq!(p.status.nfs_server_address.as_deref(), Some("10.96.0.10"));
+}
+
+#[test]
+fn a_changed_syncer_template_is_a_new_replicaset_and_the_old_one_goes() {
+    let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
+    let replica_set = |p: &Plan| {
+        p.objects
+            .iter()
+            .find_map(|d| match d {
+                Desired::ReplicaSet(rs) => Some(rs.clone()),
+                _ => None,
+            })
+            .expect("a syncer ReplicaSet")
+    };
+    let before = plan(&o, &settings());
+    o.owned = before.objects.iter().map(Desired::key).collect();
+    let old = replica_set(&before);
+    // The same template: the same ReplicaSet, nothing deleted.
+    let again = plan(&o, &settings());
+    assert_eq!(replica_set(&again).metadata.name, old.metadata.name);
+    assert!(again.delete.is_empty());
+
+    // A new syncer image (the operator upgraded): a new ReplicaSet whose selector cannot take
+    // over the old one's pod, and the old ReplicaSet is deleted.
+    let upgraded = Settings { syncer_image: "ghcr.io/sharedvolume/sv-syncer:next".to_string(), ..settings() };
+    let after = plan(&o, &upgraded);
+    let new = replica_set(&after);
+    assert_ne!(new.metadata.name, old.metadata.name);
+    let selector = |rs: &ReplicaSet| rs.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+    let template_labels = |rs: &ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+    };
+    assert!(selector(&new).iter().any(|(k, v)| selector(&old).get(k) != Some(v)), "the selectors differ");
+    assert!(selector(&old).iter().any(|(k, v)| template_labels(&new).unwrap_or_default().get(k) != Some(v)));
+    let deleted: Vec<String> = after.delete.iter().map(ToString::to_string).collect();
+    assert_eq!(deleted, [format!("ReplicaSet/team-a/{}", old.metadata.name.clone().unwrap_or_default())]);
 }
 
 #[test]
@@ -529,15 +584,31 @@ proptest! {
         let after = absorb(o, &first);
         let second = plan(&after, &s);
         if after.deleting {
-            // A deleting volume converges to nothing left.
-            prop_assert!(second.delete.iter().all(|k| first.delete.contains(k) || after.owned.contains(k)));
+            // A deleting volume creates nothing, and converges: carrying out its plans leaves
+            // nothing it created and removes the finalizer within two rounds — unless consumer
+            // pods still mount it, when nothing is deleted at all.
+            prop_assert!(first.objects.is_empty() && second.objects.is_empty());
+            let blocked = !after.consumer_pods.is_empty();
+            let (mut state, mut next) = (after, second);
+            for _ in 0..2 {
+                if next.finalize {
+                    break;
+                }
+                state = absorb(state, &next);
+                next = plan(&state, &s);
+            }
+            if blocked {
+                prop_assert!(next.delete.is_empty() && !next.finalize, "consumer pods block the cleanup");
+            } else {
+                prop_assert!(next.finalize, "still owned after two rounds: {:?}", state.owned);
+                prop_assert!(state.owned.is_empty());
+            }
         } else {
             prop_assert_eq!(&second.objects, &first.objects);
             prop_assert!(second.delete.is_empty(), "second plan deletes {:?}", second.delete);
             prop_assert_eq!(&second.status, &first.status);
             prop_assert_eq!(second.set_reference_value, None);
-            let repeated: Vec<&PlannedEvent> = second.events.iter().filter(|e| e.reason != "NamespaceNotAllowed").collect();
-            prop_assert!(repeated.is_empty(), "second plan emits {:?}", repeated);
+            prop_assert!(second.events.is_empty(), "second plan emits {:?}", second.events);
         }
     }
 

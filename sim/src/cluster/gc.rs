@@ -162,12 +162,9 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
                 }
                 pass.update(group, plural, stripped, MANAGER);
             } else if (!alive || foreground) && !deleting(&object) {
-                pass.delete(
-                    group,
-                    plural,
-                    &object,
-                    DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() },
-                );
+                // As the real collector: default options, so a pod on a node gets its grace
+                // period and ends through its kubelet, which stops its containers first.
+                pass.delete(group, plural, &object, DeleteOptions::default());
             }
         }
     }

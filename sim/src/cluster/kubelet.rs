@@ -23,6 +23,13 @@ pub trait PodRuntime: Send {
     /// What the kubelet reports of a running pod's containers now (and a chance to refresh what
     /// it projects into them, such as Secret volumes).
     fn health(&mut self, pod: &Value, cluster: &dyn ClusterView) -> ContainerHealth;
+    /// UIDs of the pods whose containers run now.
+    fn running(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Stops the containers of the pod with this uid. The kubelet also calls it for containers
+    /// whose pod object is gone (deleted with no grace period): it kills what no pod accounts for.
+    fn stop_by_uid(&mut self, _uid: &str) {}
 }
 
 /// Read access to the cluster's objects while the kubelet starts a pod.
@@ -196,7 +203,14 @@ pub(super) fn kubelets(
 ) {
     let nodes: BTreeMap<String, Arc<Value>> =
         pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
-    for pod in pass.list("", "pods", None) {
+    let pods = pass.list("", "pods", None);
+    let live: std::collections::BTreeSet<&str> = pods.iter().filter_map(|p| p["metadata"]["uid"].as_str()).collect();
+    for uid in runtime.running() {
+        if !live.contains(uid.as_str()) {
+            runtime.stop_by_uid(&uid);
+        }
+    }
+    for pod in pods {
         let Some(node_name) = pod["spec"]["nodeName"].as_str() else { continue };
         let Some(node) = nodes.get(node_name).filter(|n| node_ready(n)) else { continue };
         if deleting(&pod) {

@@ -282,7 +282,14 @@ impl PodRuntime for Programs {
     }
 
     fn stop(&mut self, pod: &Value) {
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        self.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.lock().pods.keys().cloned().collect()
+    }
+
+    fn stop_by_uid(&mut self, uid: &str) {
         let mut inner = self.lock();
         let Some(running) = inner.pods.remove(uid) else { return };
         // SIGTERM, then the container is gone: the program sees its shutdown signal, but the
