@@ -233,11 +233,14 @@ where
                     }
                     return Ok(value);
                 }
-                // The connection is in an unknown state: drop it, try on a new one.
-                Err(e) => {
+                // The connection failed: drop it, try on a new one.
+                Err(RpcError::Io(e)) => {
                     tracing::debug!(error = %e, try_number, "NFS call failed; retrying on a new connection");
                     last = e.to_string();
                 }
+                // The server answered, but not with a reply we can use (refused credentials, a
+                // garbled reply): trying again would get the same. The connection is dropped.
+                Err(e) => return Err(NfsError::Rpc(e.to_string())),
             }
         }
         Err(NfsError::Rpc(last))

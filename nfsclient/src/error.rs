@@ -56,7 +56,6 @@ pub mod libc_consts {
     pub const ESTALE: i32 = 116;
     pub const EREMOTE: i32 = 66;
     pub const EBADHANDLE: i32 = 521;
-    pub const ENOTSUPP: i32 = 524;
     pub const ETOOSMALL: i32 = 525;
     pub const ESERVERFAULT: i32 = 526;
     pub const EBADTYPE: i32 = 527;

@@ -269,6 +269,23 @@ impl NfsFs {
         outcome
     }
 
+    /// REMOVE, or RMDIR for a directory.
+    fn remove_entry(&self, parent: INodeNo, name: &OsStr, directory: bool, reply: ReplyEmpty) {
+        let dir = match self.fh(parent) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(e),
+        };
+        let removed = if directory {
+            self.rt.block_on(self.client.rmdir(&dir, name.as_bytes()))
+        } else {
+            self.rt.block_on(self.client.remove(&dir, name.as_bytes()))
+        };
+        match removed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn entry(&self, reply: ReplyEntry, result: Result<(nfs_fh3, fattr3), NfsError>) {
         match result {
             Ok((fh, a)) => reply.entry(&self.ttl, &self.remember(&fh, &a), Generation(0)),
@@ -390,25 +407,11 @@ impl Filesystem for NfsFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let dir = match self.fh(parent) {
-            Ok(fh) => fh,
-            Err(e) => return reply.error(e),
-        };
-        match self.rt.block_on(self.client.remove(&dir, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove_entry(parent, name, false, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let dir = match self.fh(parent) {
-            Ok(fh) => fh,
-            Err(e) => return reply.error(e),
-        };
-        match self.rt.block_on(self.client.rmdir(&dir, name.as_bytes())) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.remove_entry(parent, name, true, reply);
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
