@@ -71,15 +71,31 @@ impl Owner {
     /// Metadata of a child. An ownerReference is set wherever Kubernetes honours it: the owner is
     /// a ClusterSharedVolume, or a SharedVolume owning an object in its own namespace. Elsewhere
     /// the owner is recorded in an annotation and the operator's finalizer does the cleanup.
+    /// `Kind/namespace/name` (or `Kind/name` for a ClusterSharedVolume): the value of
+    /// [`annotations::OWNER`], which names the volume where an ownerReference cannot.
+    pub fn owner_annotation(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{}/{}", self.kind, ns, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+
+    /// The volume an [`annotations::OWNER`] value names, if it is of `kind`: (namespace, name).
+    pub fn parse_owner_annotation(value: &str, kind: VolumeKind) -> Option<(Option<String>, String)> {
+        let rest = value.strip_prefix(kind.as_str())?.strip_prefix('/')?;
+        match (kind, rest.split_once('/')) {
+            (VolumeKind::SharedVolume, Some((ns, name))) => Some((Some(ns.to_string()), name.to_string())),
+            (VolumeKind::ClusterSharedVolume, None) => Some((None, rest.to_string())),
+            _ => None,
+        }
+    }
+
     pub fn meta(&self, name: String, namespace: Option<&str>, component: &str) -> ObjectMeta {
         let owner_valid = match self.kind {
             VolumeKind::ClusterSharedVolume => true,
             VolumeKind::SharedVolume => namespace.is_some() && namespace == self.namespace.as_deref(),
         };
-        let owner = match &self.namespace {
-            Some(ns) => format!("{}/{}/{}", self.kind, ns, self.name),
-            None => format!("{}/{}", self.kind, self.name),
-        };
+        let owner = self.owner_annotation();
         ObjectMeta {
             name: Some(name),
             namespace: namespace.map(str::to_string),

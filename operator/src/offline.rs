@@ -40,6 +40,7 @@ pub enum Stage {
     Serving,
 }
 
+const NODE: &str = "node-1";
 const NODE_ADDRESS: &str = "172.18.0.2";
 const SERVICE_IP: &str = "10.96.0.10";
 /// Stands in for the writer token, which only a running operator issues. It is not a valid token
@@ -103,7 +104,7 @@ impl OfflineCluster {
             o.secrets.insert((ns, name), lookup);
         }
         o.external_service = Lookup::Found(Some(EXTERNAL_SERVICE_IP.to_string()));
-        o.node_addresses = BTreeSet::from([NODE_ADDRESS.to_string()]);
+        o.node_addresses = BTreeMap::from([(NODE.to_string(), BTreeSet::from([NODE_ADDRESS.to_string()]))]);
         for pod in &self.pods {
             let pod_ns = pod.namespace().unwrap_or_default();
             let same_scope = match volume.kind {
@@ -115,6 +116,7 @@ impl OfflineCluster {
                     namespace: pod_ns.clone(),
                     name: pod.name_any(),
                     terminating: false,
+                    node: Some(NODE.to_string()),
                 });
                 o.namespaces.insert(
                     pod_ns.clone(),
@@ -134,6 +136,9 @@ impl OfflineCluster {
                 new_writer_token: None,
             };
             o.syncer_ready = Some(1);
+            if o.spec.has_source() {
+                o.syncer_nodes = BTreeSet::from([NODE.to_string()]);
+            }
             if o.spec.has_source() {
                 let now = Timestamp::UNIX_EPOCH;
                 o.status.sync = Some(SyncStatus {

@@ -243,10 +243,11 @@ async fn reference_value_is_written_with_an_optimistic_lock() {
 fn context(client: Client) -> Arc<Context> {
     let (pods, _pw) = reflector::store();
     let (nodes, _nw) = reflector::store();
+    let (syncer_pods, _sw) = reflector::store();
     let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
     let metrics = Arc::new(Metrics::register(&mut Registry::default()));
     let settings = Settings { nfs_image: "nfs:test".into(), syncer_image: "syncer:test".into(), ..Settings::default() };
-    Arc::new(Context::new(client, settings, clock, metrics, Caches { pods, nodes }, "test-0"))
+    Arc::new(Context::new(client, settings, clock, metrics, Caches { pods, nodes, syncer_pods }, "test-0"))
 }
 
 #[tokio::test]

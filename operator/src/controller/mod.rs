@@ -398,19 +398,33 @@ async fn run_controllers(
             }
         }
     };
-    let caches = Caches { pods: pods.clone(), nodes: nodes.clone() };
+    let syncer_pods_config = watcher::Config::default().labels(&format!(
+        "{}={},{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE,
+        labels::COMPONENT,
+        crate::api::components::SYNCER
+    ));
+    let (syncer_pods, syncer_pod_writer) = reflector::store::<Pod>();
+    let syncer_pod_cache =
+        reflector::reflector(syncer_pod_writer, watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()))
+            .backoff(WatchBackoff::default())
+            .for_each(|_| ready(()));
+    let caches = Caches { pods: pods.clone(), nodes: nodes.clone(), syncer_pods: syncer_pods.clone() };
     let ctx = Arc::new(Context::new(client.clone(), options.settings, clock, metrics, caches, &options.instance));
 
-    let sv = volume_controller::<SharedVolume>(&client, consumer_pods.clone(), sv_nodes_rx, shutdown.clone())
+    let pod_watches = PodWatches { consumers: consumer_pods, syncers: syncer_pods_config };
+    let sv = volume_controller::<SharedVolume>(&client, pod_watches.clone(), sv_nodes_rx, shutdown.clone())
         .run(reconcile::<SharedVolume>, error_policy::<SharedVolume>, ctx.clone())
         .for_each(|_| ready(()));
-    let csv = volume_controller::<ClusterSharedVolume>(&client, consumer_pods, csv_nodes_rx, shutdown.clone())
+    let csv = volume_controller::<ClusterSharedVolume>(&client, pod_watches, csv_nodes_rx, shutdown.clone())
         .run(reconcile::<ClusterSharedVolume>, error_policy::<ClusterSharedVolume>, ctx)
         .for_each(|_| ready(()));
 
     let wait_caches = async {
         pods.wait_until_ready().await.map_err(|e| Error::Cache("pod", e.to_string()))?;
         nodes.wait_until_ready().await.map_err(|e| Error::Cache("node", e.to_string()))?;
+        syncer_pods.wait_until_ready().await.map_err(|e| Error::Cache("syncer pod", e.to_string()))?;
         tracing::info!("caches synced; controllers starting");
         futures::join!(sv, csv);
         Ok(())
@@ -418,17 +432,26 @@ async fn run_controllers(
     tokio::select! {
         result = wait_caches => result,
         _ = pod_cache => Ok(()),
+        _ = syncer_pod_cache => Ok(()),
         _ = node_cache => Ok(()),
         _ = shutdown.cancelled() => Ok(()),
     }
 }
 
+/// The pods the volume controllers watch: consumers (the webhook's label) and syncers.
+#[derive(Clone)]
+struct PodWatches {
+    consumers: watcher::Config,
+    syncers: watcher::Config,
+}
+
 fn volume_controller<V: Volume>(
     client: &Client,
-    consumer_pods: watcher::Config,
+    pod_watches: PodWatches,
     node_changes: mpsc::Receiver<()>,
     shutdown: CancellationToken,
 ) -> Controller<V> {
+    let PodWatches { consumers: consumer_pods, syncers: syncer_pods } = pod_watches;
     let children = watcher::Config::default().labels(&children_selector(V::KIND));
     let kind = V::KIND;
     Controller::new(Api::<V>::all(client.clone()), watcher::Config::default())
@@ -446,6 +469,16 @@ fn volume_controller<V: Volume>(
                     None => ObjectRef::new(&name),
                 })
                 .collect::<Vec<_>>()
+        })
+        // A syncer pod scheduled to a node: the NFS server's NetworkPolicy admits that node.
+        .watches(Api::<Pod>::all(client.clone()), syncer_pods, move |pod| {
+            pod.annotations()
+                .get(crate::api::annotations::OWNER)
+                .and_then(|owner| sv_api::consumer::Owner::parse_owner_annotation(owner, kind))
+                .map(|(ns, name)| match ns {
+                    Some(ns) => ObjectRef::new(&name).within(&ns),
+                    None => ObjectRef::new(&name),
+                })
         })
         .reconcile_all_on(node_changes)
         .graceful_shutdown_on(shutdown.cancelled_owned())

@@ -1,6 +1,6 @@
 //! Reading the cluster into an [`Observed`]: the one place the reconciler looks at the world.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
@@ -18,8 +18,11 @@ use crate::validation::{ServerMode, server_mode};
 
 /// What `observe` reads from besides the API: the reflector caches of consumer pods and nodes.
 pub struct Caches {
+    /// Consumer pods (the webhook's label).
     pub pods: Store<Pod>,
     pub nodes: Store<Node>,
+    /// Syncer pods of every volume.
+    pub syncer_pods: Store<Pod>,
 }
 
 async fn get_opt<K>(api: Api<K>, name: &str) -> Result<Option<K>, Error>
@@ -141,6 +144,7 @@ pub async fn observe<V: Volume>(
     }
 
     o.node_addresses = node_addresses(&caches.nodes);
+    o.syncer_nodes = syncer_nodes(&caches.syncer_pods, names.reference());
     Ok(o)
 }
 
@@ -167,6 +171,7 @@ pub fn consumer_pods(pods: &Store<Pod>, kind: VolumeKind, name: &str, namespace:
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
             terminating: pod.meta().deletion_timestamp.is_some(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         })
         .collect();
     out.sort();
@@ -179,13 +184,32 @@ fn is_finished(pod: &Pod) -> bool {
 }
 
 /// InternalIP addresses of all nodes.
-pub fn node_addresses(nodes: &Store<Node>) -> BTreeSet<String> {
+/// InternalIP addresses of every node, by node name.
+pub fn node_addresses(nodes: &Store<Node>) -> BTreeMap<String, BTreeSet<String>> {
     nodes
         .state()
         .iter()
-        .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()).cloned().collect::<Vec<_>>())
-        .filter(|a| a.type_ == "InternalIP")
-        .map(|a| a.address)
+        .map(|n| {
+            let addresses = n
+                .status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter(|a| a.type_ == "InternalIP")
+                .map(|a| a.address.clone())
+                .collect();
+            (n.name_any(), addresses)
+        })
+        .collect()
+}
+
+/// Nodes the syncer pods of the volume with `reference` are scheduled to.
+pub fn syncer_nodes(syncer_pods: &Store<Pod>, reference: &str) -> BTreeSet<String> {
+    syncer_pods
+        .state()
+        .iter()
+        .filter(|pod| pod.labels().get(labels::REFERENCE).map(String::as_str) == Some(reference))
+        .filter(|pod| !is_finished(pod))
+        .filter_map(|pod| pod.spec.as_ref().and_then(|s| s.node_name.clone()))
         .collect()
 }
 

@@ -122,6 +122,8 @@ pub struct ConsumerPod {
     pub namespace: String,
     pub name: String,
     pub terminating: bool,
+    /// The node it is scheduled to (its kubelet mounts the volume from there).
+    pub node: Option<String>,
 }
 
 /// Everything [`plan`] decides from.
@@ -154,8 +156,11 @@ pub struct Observed {
     pub namespaces: BTreeMap<String, Option<BTreeMap<String, String>>>,
     /// Every object that carries this volume's reference label.
     pub owned: BTreeSet<ObjectKey>,
-    /// InternalIP addresses of the cluster's nodes (kubelets mount NFS from these).
-    pub node_addresses: BTreeSet<String>,
+    /// InternalIP addresses of the cluster's nodes, by node name (a kubelet mounts NFS from its
+    /// node's address, not from the pod's).
+    pub node_addresses: BTreeMap<String, BTreeSet<String>>,
+    /// Nodes the volume's syncer pods are scheduled to.
+    pub syncer_nodes: BTreeSet<String>,
 }
 
 impl Observed {
@@ -182,7 +187,8 @@ impl Observed {
             consumer_pods: Vec::new(),
             namespaces: BTreeMap::new(),
             owned: BTreeSet::new(),
-            node_addresses: BTreeSet::new(),
+            node_addresses: BTreeMap::new(),
+            syncer_nodes: BTreeSet::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Builders of the objects a volume needs. Each returns complete desired state for server-side
 //! apply: fields we do not set are left to their owners (the API server's defaults, other tools).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{
     ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -281,7 +281,21 @@ impl PlanContext<'_> {
                 ..Default::default()
             },
         ];
-        peers.extend(self.observed.node_addresses.iter().map(|ip| NetworkPolicyPeer {
+        // The kubelet mounts an NFS volume for a pod from its node: the connection comes from the
+        // node's address, which no pod selector matches. So the nodes that run this volume's
+        // consumers or its syncer are admitted (and only those; the policy follows the pods as
+        // they are scheduled, and a mount the kubelet retries meanwhile succeeds once it does).
+        let mounting_nodes: BTreeSet<&str> = self
+            .observed
+            .consumer_pods
+            .iter()
+            .filter(|p| self.observed.namespace_allowed(&p.namespace))
+            .filter_map(|p| p.node.as_deref())
+            .chain(self.observed.syncer_nodes.iter().map(String::as_str))
+            .collect();
+        let addresses: BTreeSet<&String> =
+            mounting_nodes.iter().filter_map(|node| self.observed.node_addresses.get(*node)).flatten().collect();
+        peers.extend(addresses.into_iter().map(|ip| NetworkPolicyPeer {
             ip_block: Some(IPBlock { cidr: host_cidr(ip), except: None }),
             ..Default::default()
         }));
@@ -517,7 +531,16 @@ impl PlanContext<'_> {
             ..Default::default()
         };
         let mut template = PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some(self.labels(components::SYNCER)), ..Default::default() }),
+            metadata: Some(ObjectMeta {
+                labels: Some(self.labels(components::SYNCER)),
+                // Names the volume, so that the operator's watch of syncer pods (their nodes are
+                // admitted by the NFS server's NetworkPolicy) finds it.
+                annotations: Some(BTreeMap::from([(
+                    crate::api::annotations::OWNER.to_string(),
+                    self.owner().owner_annotation(),
+                )])),
+                ..Default::default()
+            }),
             spec: Some(PodSpec {
                 service_account_name: Some(self.names.syncer()),
                 // The syncer reports results on the volume's status.

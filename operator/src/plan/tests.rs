@@ -99,7 +99,11 @@ fn base_observed(kind: VolumeKind, spec_yaml: &str) -> Observed {
     let namespace = (kind == VolumeKind::SharedVolume).then_some("team-a");
     let mut o = Observed::new(kind, "vol", namespace, "3f1c7a52-0d7e-4f1a-9d65-2a9c0e7f3b21", spec);
     o.storage_class = Lookup::Found(());
-    o.node_addresses = BTreeSet::from(["172.18.0.2".to_string()]);
+    o.node_addresses = BTreeMap::from([
+        ("node-1".to_string(), BTreeSet::from(["172.18.0.2".to_string()])),
+        ("node-2".to_string(), BTreeSet::from(["172.18.0.3".to_string()])),
+        ("node-3".to_string(), BTreeSet::from(["172.18.0.4".to_string()])),
+    ]);
     // As the controller does when the writer Secret does not exist yet.
     o.nfs.new_writer_token = Some(TEST_WRITER_TOKEN.to_string());
     o
@@ -299,7 +303,7 @@ fn consumer_storage_follows_consumer_pods() {
     let mut o = serving(base_observed(VolumeKind::ClusterSharedVolume, HTTP_SPEC));
     let reference = o.reference();
     for ns in ["app-a", "app-b"] {
-        o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: "p".into(), terminating: false });
+        o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: "p".into(), terminating: false, node: None });
         o.namespaces.insert(ns.into(), Some(BTreeMap::from([("team".to_string(), ns.to_string())])));
     }
     let p = plan(&o, &settings());
@@ -325,7 +329,7 @@ fn namespace_selector_limits_cluster_volumes() {
     o.namespace_selector =
         Some(serde_json::from_value(serde_json::json!({"matchLabels": {"sv": "allowed"}})).expect("selector"));
     for (ns, label) in [("good", "allowed"), ("bad", "no")] {
-        o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: "p".into(), terminating: false });
+        o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: "p".into(), terminating: false, node: None });
         o.namespaces.insert(ns.into(), Some(BTreeMap::from([("sv".to_string(), label.to_string())])));
     }
     let p = plan(&o, &settings());
@@ -340,7 +344,12 @@ fn namespace_selector_limits_cluster_volumes() {
 #[test]
 fn shared_volume_ignores_pods_of_other_namespaces() {
     let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
-    o.consumer_pods.push(ConsumerPod { namespace: "elsewhere".into(), name: "p".into(), terminating: false });
+    o.consumer_pods.push(ConsumerPod {
+        namespace: "elsewhere".into(),
+        name: "p".into(),
+        terminating: false,
+        node: None,
+    });
     let p = plan(&o, &settings());
     assert!(p.status.consumer_namespaces.is_empty());
 }
@@ -402,6 +411,39 @@ fn a_changed_syncer_template_is_a_new_replicaset_and_the_old_one_goes() {
 }
 
 #[test]
+fn the_nfs_policy_admits_the_nodes_of_consumers_and_the_syncer_only() {
+    let mut o = serving(base_observed(VolumeKind::ClusterSharedVolume, HTTP_SPEC));
+    o.namespace_selector =
+        Some(serde_json::from_value(serde_json::json!({"matchLabels": {"sv": "allowed"}})).expect("selector"));
+    for (ns, label, node) in [("good", "allowed", "node-1"), ("bad", "no", "node-2")] {
+        o.consumer_pods.push(ConsumerPod {
+            namespace: ns.into(),
+            name: "p".into(),
+            terminating: false,
+            node: Some(node.into()),
+        });
+        o.namespaces.insert(ns.into(), Some(BTreeMap::from([("sv".to_string(), label.to_string())])));
+    }
+    // Not scheduled yet: no node to admit.
+    o.consumer_pods.push(ConsumerPod { namespace: "good".into(), name: "q".into(), terminating: false, node: None });
+    o.syncer_nodes = BTreeSet::from(["node-3".to_string()]);
+    let p = plan(&o, &settings());
+    let policy = p
+        .objects
+        .iter()
+        .find_map(|d| match d {
+            Desired::NetworkPolicy(np) => Some(np.clone()),
+            _ => None,
+        })
+        .expect("a NetworkPolicy");
+    let peers = policy.spec.and_then(|s| s.ingress).and_then(|i| i.into_iter().next()).and_then(|r| r.from);
+    let cidrs: Vec<String> = peers.into_iter().flatten().filter_map(|p| p.ip_block).map(|b| b.cidr).collect();
+    // The allowed consumer's node and the syncer's node; not the excluded namespace's node, and
+    // not every node of the cluster.
+    assert_eq!(cidrs, ["172.18.0.2/32", "172.18.0.4/32"]);
+}
+
+#[test]
 fn removing_the_source_removes_the_syncer() {
     let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
     let with_source = plan(&o, &settings());
@@ -415,7 +457,12 @@ fn removing_the_source_removes_the_syncer() {
 #[test]
 fn deletion_waits_for_consumer_pods_then_cleans_up() {
     let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
-    o.consumer_pods.push(ConsumerPod { namespace: "team-a".into(), name: "reader".into(), terminating: false });
+    o.consumer_pods.push(ConsumerPod {
+        namespace: "team-a".into(),
+        name: "reader".into(),
+        terminating: false,
+        node: None,
+    });
     o.namespaces.insert("team-a".into(), Some(BTreeMap::new()));
     let live = plan(&o, &settings());
     o.owned = live.objects.iter().map(Desired::key).collect();
@@ -539,7 +586,7 @@ prop_compose! {
         let namespaces = ["team-a", "app-b", "app-c"];
         for (i, terminating) in pods {
             let ns = namespaces[i];
-            o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: format!("p{i}"), terminating });
+            o.consumer_pods.push(ConsumerPod { namespace: ns.into(), name: format!("p{i}"), terminating, node: None });
             o.namespaces.insert(ns.into(), Some(BTreeMap::new()));
         }
         o.consumer_pods.sort();
@@ -646,6 +693,7 @@ fn the_syncer_mounts_the_writer_path_once_the_token_is_stored() {
         namespace: "team-a".to_string(),
         name: "reader".to_string(),
         terminating: false,
+        node: None,
     });
     o.namespaces.insert("team-a".to_string(), Some(BTreeMap::new()));
     let p = plan(&o, &settings());
