@@ -192,10 +192,11 @@ async fn objects_are_server_side_applied_with_our_field_manager() {
         json!({"metadata": {"name": "sv-x-credentials", "namespace": "team-a"}, "data": {"password": "cHc="}}),
     )
     .expect("secret");
-    kube_io::apply(&client, &Desired::Secret(secret)).await.expect("apply");
+    let cache = sv_operator::controller::cache::ClusterCache::detached(&client);
+    kube_io::apply(&client, &cache, &Desired::Secret(secret)).await.expect("apply");
     let pv: k8s_openapi::api::core::v1::PersistentVolume =
         serde_json::from_value(json!({"metadata": {"name": "sv-x"}})).expect("pv");
-    kube_io::apply(&client, &Desired::PersistentVolume(pv)).await.expect("apply pv");
+    kube_io::apply(&client, &cache, &Desired::PersistentVolume(pv)).await.expect("apply pv");
     let calls = calls.lock().expect("lock").clone();
     assert_eq!(calls[0].line(), "PATCH /api/v1/namespaces/team-a/secrets/sv-x-credentials");
     assert_eq!(calls[1].line(), "PATCH /api/v1/persistentvolumes/sv-x");
@@ -247,7 +248,9 @@ fn context(client: Client) -> Arc<Context> {
     let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
     let metrics = Arc::new(Metrics::register(&mut Registry::default()));
     let settings = Settings { nfs_image: "nfs:test".into(), syncer_image: "syncer:test".into(), ..Settings::default() };
-    Arc::new(Context::new(client, settings, clock, metrics, Caches { pods, nodes, syncer_pods }, "test-0"))
+    let cluster = sv_operator::controller::cache::ClusterCache::detached(&client);
+    let caches = Caches { pods, nodes, syncer_pods, cluster };
+    Arc::new(Context::new(client, settings, clock, metrics, caches, "test-0"))
 }
 
 #[tokio::test]

@@ -251,6 +251,17 @@ impl World {
         self.sim.repair(a, b);
     }
 
+    /// Requests host `host` made to the API server so far, by verb and resource.
+    pub fn requests_from(&self, host: &str) -> std::collections::BTreeMap<(String, String), u64> {
+        let ip = self.sim.lookup(host);
+        self.api
+            .request_counts()
+            .into_iter()
+            .filter(|((peer, _, _), _)| *peer == ip)
+            .map(|((_, verb, resource), n)| ((verb, resource), n))
+            .collect()
+    }
+
     /// Flags the operator starts with from its next start on (`bounce("operator")` restarts it,
     /// as a changed Deployment would).
     pub fn set_operator_args(&self, args: impl IntoIterator<Item = impl Into<String>>) {

@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::Error;
+use super::cache::{ClusterCache, holds};
 use crate::api::{Volume, VolumeStatus};
 use crate::plan::{Desired, ObjectKey};
 
@@ -62,15 +63,21 @@ fn dynamic_api(client: &Client, key: &ObjectKey) -> Result<Api<DynamicObject>, E
     })
 }
 
-/// Server-side applies one planned object, taking ownership of every field it sets.
-pub async fn apply(client: &Client, object: &Desired) -> Result<(), Error> {
+/// Server-side applies one planned object, taking ownership of every field it sets, unless the
+/// cached object already holds all of it (then nothing is sent); returns whether it wrote.
+pub async fn apply(client: &Client, cache: &ClusterCache, object: &Desired) -> Result<bool, Error> {
     let key = object.key();
-    let api = dynamic_api(client, &key)?;
     let body = serde_json::to_value(object).map_err(|e| Error::Serialize(key.to_string(), e))?;
+    if let Some(current) = cache.owned(&key)
+        && serde_json::to_value(&*current).is_ok_and(|current| holds(&current, &body))
+    {
+        return Ok(false);
+    }
+    let api = dynamic_api(client, &key)?;
     api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
         .map_err(|source| Error::Apply { object: key.to_string(), source })?;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes one object in the background; an object already gone is fine.

@@ -25,6 +25,14 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    /// The child's kind.
+    pub kind: String,
+    /// `applied`, or `unchanged` when the cache already held it and nothing was sent.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub kind: String,
     pub phase: String,
@@ -34,6 +42,7 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     reconcile_duration: Family<KindLabels, Histogram>,
     errors: Family<ErrorLabels, Counter>,
+    applies: Family<ApplyLabels, Counter>,
     volumes: Family<PhaseLabels, Gauge>,
     leader: Gauge,
     phases: Mutex<BTreeMap<(VolumeKind, String), Phase>>,
@@ -48,6 +57,7 @@ impl Metrics {
                 Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
             errors: Family::default(),
+            applies: Family::default(),
             volumes: Family::default(),
             leader: Gauge::default(),
             phases: Mutex::new(BTreeMap::new()),
@@ -56,6 +66,11 @@ impl Metrics {
         r.register("reconciles", "Reconciliations run", metrics.reconciles.clone());
         r.register("reconcile_duration_seconds", "Time one reconciliation took", metrics.reconcile_duration.clone());
         r.register("reconcile_errors", "Failed reconciliations by reason", metrics.errors.clone());
+        r.register(
+            "child_applies",
+            "Planned children by kind: applied, or unchanged (already held, nothing sent)",
+            metrics.applies.clone(),
+        );
         r.register("volumes", "Volumes by kind and phase", metrics.volumes.clone());
         r.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
         metrics
@@ -65,6 +80,11 @@ impl Metrics {
         let labels = KindLabels { kind: kind.as_str().to_string() };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_apply(&self, kind: &str, wrote: bool) {
+        let result = if wrote { "applied" } else { "unchanged" };
+        self.applies.get_or_create(&ApplyLabels { kind: kind.to_string(), result: result.to_string() }).inc();
     }
 
     pub fn observe_error(&self, kind: VolumeKind, reason: &str) {

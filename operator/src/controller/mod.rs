@@ -1,6 +1,7 @@
 //! The reconcile loop: kube-runtime controllers for both volume kinds that observe the cluster,
 //! ask [`crate::plan`] what should exist, and make it so.
 
+pub mod cache;
 pub mod events;
 pub mod kube_io;
 /// Leader election lives in [`crate::lease`], shared with the syncer; the operator's name for it.
@@ -192,9 +193,12 @@ async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action
 
     let mut applied = Ok(());
     for object in &plan.objects {
-        applied = kube_io::apply(client, object).await;
-        if applied.is_err() {
-            break;
+        match kube_io::apply(client, &ctx.caches.cluster, object).await {
+            Ok(wrote) => ctx.metrics.observe_apply(object.key().kind, wrote),
+            Err(e) => {
+                applied = Err(e);
+                break;
+            }
         }
     }
     if applied.is_ok() {
@@ -410,7 +414,9 @@ async fn run_controllers(
         reflector::reflector(syncer_pod_writer, watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()))
             .backoff(WatchBackoff::default())
             .for_each(|_| ready(()));
-    let caches = Caches { pods: pods.clone(), nodes: nodes.clone(), syncer_pods: syncer_pods.clone() };
+    let (cluster, cluster_cache) = cache::ClusterCache::new(&client);
+    let caches =
+        Caches { pods: pods.clone(), nodes: nodes.clone(), syncer_pods: syncer_pods.clone(), cluster: cluster.clone() };
     let ctx = Arc::new(Context::new(client.clone(), options.settings, clock, metrics, caches, &options.instance));
 
     let pod_watches = PodWatches { consumers: consumer_pods, syncers: syncer_pods_config };
@@ -425,6 +431,7 @@ async fn run_controllers(
         pods.wait_until_ready().await.map_err(|e| Error::Cache("pod", e.to_string()))?;
         nodes.wait_until_ready().await.map_err(|e| Error::Cache("node", e.to_string()))?;
         syncer_pods.wait_until_ready().await.map_err(|e| Error::Cache("syncer pod", e.to_string()))?;
+        cluster.wait_until_ready().await?;
         tracing::info!("caches synced; controllers starting");
         futures::join!(sv, csv);
         Ok(())
@@ -433,6 +440,7 @@ async fn run_controllers(
         result = wait_caches => result,
         _ = pod_cache => Ok(()),
         _ = syncer_pod_cache => Ok(()),
+        _ = cluster_cache => Ok(()),
         _ = node_cache => Ok(()),
         _ = shutdown.cancelled() => Ok(()),
     }

@@ -2,18 +2,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::storage::v1::StorageClass;
+use base64::Engine as _;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::Error;
+use super::cache::ClusterCache;
 use super::kube_io::{OWNED_KINDS, api_resource, list_keys};
 use crate::api::{Volume, VolumeKind, components, labels, pod_requested_volumes};
 use crate::clock::SharedClock;
 use crate::names::{ChildNames, NFS_WRITER_TOKEN_KEY, is_valid_writer_token};
-use crate::plan::{ConsumerPod, Lookup, NfsObserved, Observed, Settings};
+use crate::plan::{ConsumerPod, Lookup, NfsObserved, ObjectKey, Observed, Settings};
 use crate::validation::{ServerMode, server_mode};
 
 /// What `observe` reads from besides the API: the reflector caches of consumer pods and nodes.
@@ -23,6 +24,8 @@ pub struct Caches {
     pub nodes: Store<Node>,
     /// Syncer pods of every volume.
     pub syncer_pods: Store<Pod>,
+    /// Namespaces, StorageClasses and everything the operator created.
+    pub cluster: ClusterCache,
 }
 
 async fn get_opt<K>(api: Api<K>, name: &str) -> Result<Option<K>, Error>
@@ -57,38 +60,43 @@ pub async fn observe<V: Volume>(
 
     let resource_ns = o.resource_namespace(settings);
     let names = ChildNames::new(o.reference());
-    o.resource_namespace = match get_opt(Api::<Namespace>::all(client.clone()), &resource_ns).await? {
-        Some(ns) if ns.meta().deletion_timestamp.is_none() => Lookup::Found(()),
-        _ => Lookup::Missing,
+    let cache = &caches.cluster;
+    o.resource_namespace =
+        if cache.live_namespace(&resource_ns).await?.is_some() { Lookup::Found(()) } else { Lookup::Missing };
+    let child = |kind: &'static str, name: String| {
+        cache.owned(&ObjectKey { kind, namespace: Some(resource_ns.clone()), name }).map(|o| o.data.clone())
     };
 
     match server_mode(&o.spec) {
         ServerMode::Managed { .. } => {
             if let Some(class) = o.spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
-                o.storage_class = match get_opt(Api::<StorageClass>::all(client.clone()), class).await? {
-                    Some(_) => Lookup::Found(()),
-                    None => Lookup::Missing,
-                };
+                o.storage_class =
+                    if cache.storage_class_exists(class).await? { Lookup::Found(()) } else { Lookup::Missing };
             }
-            let sts =
-                get_opt(Api::<StatefulSet>::namespaced(client.clone(), &resource_ns), &names.nfs_server()).await?;
-            let svc = get_opt(Api::<Service>::namespaced(client.clone(), &resource_ns), &names.nfs_server()).await?;
-            let claim = get_opt(
-                Api::<PersistentVolumeClaim>::namespaced(client.clone(), &resource_ns),
-                &names.nfs_data_claim(),
-            )
-            .await?;
-            let writer = get_opt(Api::<Secret>::namespaced(client.clone(), &resource_ns), &names.nfs_writer()).await?;
+            let sts = child("StatefulSet", names.nfs_server());
+            let svc = child("Service", names.nfs_server());
+            let claim = child("PersistentVolumeClaim", names.nfs_data_claim());
+            // Read through on a miss: a writer Secret written a moment ago and not yet in the cache
+            // must not make the operator draw a second token.
+            let writer_key =
+                ObjectKey { kind: "Secret", namespace: Some(resource_ns.clone()), name: names.nfs_writer() };
+            let writer = cache.owned_or_fetched(&writer_key).await?;
             let writer_token = writer
-                .and_then(|s| s.data)
-                .and_then(|d| d.get(NFS_WRITER_TOKEN_KEY).cloned())
-                .and_then(|b| String::from_utf8(b.0).ok())
+                .as_ref()
+                .and_then(|w| w["data"][NFS_WRITER_TOKEN_KEY].as_str())
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
                 .filter(|t| is_valid_writer_token(t));
+            let service_ip = svc
+                .as_ref()
+                .and_then(|s| s["spec"]["clusterIP"].as_str())
+                .filter(|ip| !ip.is_empty() && *ip != "None")
+                .map(str::to_string);
             o.nfs = NfsObserved {
-                statefulset_ready: sts.map(|s| s.status.and_then(|st| st.ready_replicas).unwrap_or(0)),
+                statefulset_ready: sts.map(|s| s["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32),
                 service_exists: svc.is_some(),
-                service_ip: svc.as_ref().and_then(cluster_ip),
-                data_claim_phase: claim.and_then(|c| c.status).and_then(|s| s.phase),
+                service_ip,
+                data_claim_phase: claim.and_then(|c| c["status"]["phase"].as_str().map(str::to_string)),
                 new_writer_token: if writer_token.is_none() { Some(new_writer_token()?) } else { None },
                 writer_token,
             };
@@ -115,32 +123,53 @@ pub async fn observe<V: Volume>(
 
     // One ReplicaSet per pod template (named after its hash); while one replaces another, the
     // syncer is ready if either's pod is.
-    let syncers = format!("{}={},{}={}", labels::REFERENCE, names.reference(), labels::COMPONENT, components::SYNCER);
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &resource_ns)
-        .list(&kube::api::ListParams::default().labels(&syncers))
-        .await?;
-    o.syncer_ready =
-        replica_sets.items.iter().map(|r| r.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)).max();
+    let reference = names.reference();
+    let syncers = BTreeMap::from([(labels::REFERENCE, reference), (labels::COMPONENT, components::SYNCER)]);
+    o.syncer_ready = cache
+        .owned_keys(&syncers)
+        .into_iter()
+        .filter(|k| k.kind == "ReplicaSet")
+        .filter_map(|k| cache.owned(&k))
+        .map(|rs| rs.data["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32)
+        .max();
 
     o.consumer_pods = consumer_pods(&caches.pods, V::KIND, &name, o.namespace.as_deref());
     let consumer_ns: BTreeSet<String> = o.consumer_pods.iter().map(|p| p.namespace.clone()).collect();
     for ns in consumer_ns {
-        let labels = match get_opt(Api::<Namespace>::all(client.clone()), &ns).await? {
-            Some(n) if n.meta().deletion_timestamp.is_none() => Some(n.labels().clone()),
-            _ => None,
-        };
+        let labels = cache.live_namespace(&ns).await?.map(|n| n.labels().clone());
         o.namespaces.insert(ns, labels);
     }
 
-    let selector = format!("{}={}", labels::REFERENCE, names.reference());
-    for kind in OWNED_KINDS {
-        let namespaced = api_resource(kind).is_some_and(|(_, namespaced)| namespaced);
-        // Consumer PVCs live in consumer namespaces; everything else namespaced in the resource one.
-        let scope = match (namespaced, kind) {
-            (false, _) | (true, "PersistentVolumeClaim") => None,
-            (true, _) => Some(resource_ns.as_str()),
-        };
-        o.owned.extend(list_keys(client, kind, scope, &selector).await?);
+    o.owned = if o.deleting {
+        // What is left decides when the finalizer goes: asked of the API server, not a cache
+        // that may still hold something just deleted.
+        let selector = format!("{}={}", labels::REFERENCE, reference);
+        let mut owned = BTreeSet::new();
+        for kind in OWNED_KINDS {
+            let namespaced = api_resource(kind).is_some_and(|(_, namespaced)| namespaced);
+            // Consumer PVCs live in consumer namespaces; the rest namespaced in the resource one.
+            let scope = match (namespaced, kind) {
+                (false, _) | (true, "PersistentVolumeClaim") => None,
+                (true, _) => Some(resource_ns.as_str()),
+            };
+            owned.extend(list_keys(client, kind, scope, &selector).await?);
+        }
+        owned
+    } else {
+        cache.owned_keys(&BTreeMap::from([(labels::REFERENCE, reference)]))
+    };
+
+    // Consumer claims of this volume created moments ago (their pods may not be in the pod cache
+    // yet): kept for a grace period even without a consumer pod in sight.
+    let consumer_claims =
+        BTreeMap::from([(labels::REFERENCE, reference), (labels::COMPONENT, components::CONSUMER_STORAGE)]);
+    for key in cache.owned_keys(&consumer_claims).into_iter().filter(|k| k.kind == "PersistentVolumeClaim") {
+        let Some(claim) = cache.owned(&key) else { continue };
+        let Some(created) = claim.metadata.creation_timestamp.as_ref().map(|t| t.0) else { continue };
+        let age = o.now.duration_since(created).unsigned_abs();
+        if let (Some(ns), Some(left)) = (key.namespace, crate::plan::CONSUMER_CLAIM_GRACE.checked_sub(age)) {
+            o.young_consumer_claims.insert(ns, left.max(std::time::Duration::from_secs(1)));
+        }
     }
 
     o.node_addresses = node_addresses(&caches.nodes);

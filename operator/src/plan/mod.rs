@@ -161,7 +161,14 @@ pub struct Observed {
     pub node_addresses: BTreeMap<String, BTreeSet<String>>,
     /// Nodes the volume's syncer pods are scheduled to.
     pub syncer_nodes: BTreeSet<String>,
+    /// Consumer namespaces whose claim was created less than [`CONSUMER_CLAIM_GRACE`] ago, with
+    /// the time left: the webhook creates a namespace's claim before its pod is stored, so a young
+    /// claim without a consumer pod in sight is not stale yet.
+    pub young_consumer_claims: BTreeMap<String, Duration>,
 }
+
+/// How long a consumer claim is kept without a consumer pod after it was created.
+pub const CONSUMER_CLAIM_GRACE: Duration = Duration::from_secs(30);
 
 impl Observed {
     /// An observation of a volume with nothing else in the cluster yet.
@@ -189,6 +196,7 @@ impl Observed {
             owned: BTreeSet::new(),
             node_addresses: BTreeMap::new(),
             syncer_nodes: BTreeSet::new(),
+            young_consumer_claims: BTreeMap::new(),
         }
     }
 
@@ -373,6 +381,10 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         } else {
             objects.extend(server);
         }
+        // A young claim whose pod is not in sight yet is kept, not deleted as stale.
+        for ns in observed.young_consumer_claims.keys().filter(|ns| !consumer_namespaces.contains(*ns)) {
+            waiting.extend(ctx.storage_keys(Some(ns)));
+        }
         let mut storage_namespaces = vec![None];
         storage_namespaces.extend(consumer_namespaces.iter().map(Some));
         for ns in storage_namespaces {
@@ -426,7 +438,14 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         delete,
         status: outcome.status,
         events,
-        requeue_after: outcome.requeue_after,
+        // Back when the youngest claim without a consumer comes of age, to remove it if its
+        // pod never came.
+        requeue_after: observed
+            .young_consumer_claims
+            .iter()
+            .filter(|(ns, _)| !consumer_namespaces.contains(*ns))
+            .map(|(_, left)| *left)
+            .fold(outcome.requeue_after, Duration::min),
         finalize: observed.deleting && observed.consumer_pods.is_empty() && observed.owned.is_empty(),
     }
 }

@@ -324,6 +324,27 @@ fn consumer_storage_follows_consumer_pods() {
 }
 
 #[test]
+fn a_consumer_claim_younger_than_its_pod_is_not_deleted() {
+    // The webhook creates a namespace's claim before the pod is stored: a reconcile in between
+    // sees the claim and no consumer pod.
+    let mut o = serving(base_observed(VolumeKind::ClusterSharedVolume, HTTP_SPEC));
+    let reference = o.reference();
+    o.owned.insert(ObjectKey {
+        kind: "PersistentVolumeClaim",
+        namespace: Some("app-a".into()),
+        name: format!("{reference}-app-a"),
+    });
+    o.young_consumer_claims.insert("app-a".to_string(), std::time::Duration::from_secs(7));
+    let p = plan(&o, &settings());
+    assert!(p.delete.is_empty(), "deleted {:?}", p.delete);
+    assert_eq!(p.requeue_after, std::time::Duration::from_secs(7), "back when the grace ends");
+    // Once the grace is over and still no pod came, it is stale.
+    o.young_consumer_claims.clear();
+    let p = plan(&o, &settings());
+    assert_eq!(p.delete.len(), 1, "{:?}", p.delete);
+}
+
+#[test]
 fn namespace_selector_limits_cluster_volumes() {
     let mut o = serving(base_observed(VolumeKind::ClusterSharedVolume, HTTP_SPEC));
     o.namespace_selector =

@@ -55,7 +55,11 @@ fn error_response(error: &ApiError) -> hyper::Response<Body> {
 }
 
 /// Answers one HTTP request.
-pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+pub async fn handle(
+    server: ApiServer,
+    request: hyper::Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> hyper::Response<Body> {
     let (parts, body) = request.into_parts();
     let limit = server.options().max_body_bytes;
     let body = match Limited::new(body, limit).collect().await {
@@ -76,6 +80,7 @@ pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyp
         user_agent: header(http::header::USER_AGENT),
         accept: header(http::header::ACCEPT),
         body,
+        peer,
     };
     tracing::trace!(method = %parts.method, uri = %parts.uri, "api request");
     match server.handle(api_request).await {
@@ -95,13 +100,13 @@ pub async fn handle(server: ApiServer, request: hyper::Request<Incoming>) -> hyp
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or `stop` is cancelled.
-pub async fn serve_connection<IO>(server: ApiServer, io: IO, stop: CancellationToken)
+pub async fn serve_connection<IO>(server: ApiServer, io: IO, stop: CancellationToken, peer: Option<std::net::IpAddr>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
         let server = server.clone();
-        async move { Ok::<_, Infallible>(handle(server, request).await) }
+        async move { Ok::<_, Infallible>(handle(server, request, peer).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::select! {
@@ -118,9 +123,9 @@ pub async fn serve_tcp(server: ApiServer, listener: tokio::net::TcpListener, sto
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(server.clone(), stream, stop.child_token()));
+                    tokio::spawn(serve_connection(server.clone(), stream, stop.child_token(), Some(peer.ip())));
                 }
                 Err(e) => tracing::warn!(error = %e, "accepting an API connection"),
             },
@@ -135,8 +140,8 @@ pub async fn serve_turmoil(server: ApiServer, listener: turmoil::net::TcpListene
     let _stop_connections = stop.clone().drop_guard();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_connection(server.clone(), stream, stop.child_token()));
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(server.clone(), stream, stop.child_token(), Some(peer.ip())));
             }
             Err(e) => tracing::warn!(error = %e, "accepting an API connection"),
         }

@@ -137,7 +137,13 @@ struct Inner {
     options: Options,
     /// How webhook Services reach their pods (set by the simulation's pod runtime).
     pod_hosts: std::sync::RwLock<Option<PodHosts>>,
+    /// Requests served, by client address, verb and resource: what each client costs the server.
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
 }
+
+/// A kind of request one client made: its address, the verb (`get`, `list`, `watch`, `create`,
+/// `update`, `patch`, `delete`) and the resource (`leases`, `sharedvolumes/status`, ...).
+pub type RequestKey = (std::net::IpAddr, String, String);
 
 /// The simulated API server: cheap to clone, shared by the serving tasks and the built-in
 /// controllers.
@@ -156,6 +162,8 @@ pub struct Request {
     pub user_agent: String,
     pub accept: String,
     pub body: Bytes,
+    /// The client's address, when it came over a network.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Request {
@@ -169,6 +177,7 @@ impl Request {
             user_agent: String::new(),
             accept: String::new(),
             body: Bytes::new(),
+            peer: None,
         }
     }
 
@@ -295,6 +304,7 @@ impl ApiServer {
                 clock,
                 options,
                 pod_hosts: std::sync::RwLock::new(None),
+                requests: Mutex::new(BTreeMap::new()),
             }),
         };
         server.create_system_namespaces();
@@ -351,6 +361,10 @@ impl ApiServer {
 
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
+        if let Some(peer) = request.peer {
+            let key = (peer, verb_of(&request).to_string(), resource_of(&request.path));
+            *self.inner.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
+        }
         let (fail, delay) = {
             let mut state = self.state();
             let faults = state.faults.clone();
@@ -594,4 +608,54 @@ fn decode_continue(token: &str) -> Option<store::ObjectKey> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
     let (namespace, name): (String, String) = serde_json::from_slice(&bytes).ok()?;
     Some((namespace, name))
+}
+
+impl ApiServer {
+    /// Requests served so far, by client address, verb and resource.
+    pub fn request_counts(&self) -> BTreeMap<RequestKey, u64> {
+        self.inner.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The Kubernetes verb of a request, as the audit log names it.
+fn verb_of(request: &Request) -> &'static str {
+    let named = !resource_name_of(&request.path).is_empty();
+    match request.method {
+        ::http::Method::GET if request.query.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+        ::http::Method::GET if named => "get",
+        ::http::Method::GET => "list",
+        ::http::Method::POST => "create",
+        ::http::Method::PUT => "update",
+        ::http::Method::PATCH => "patch",
+        ::http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// Path segments after `/api/v1` or `/apis/<group>/<version>`, and after `namespaces/<ns>` when
+/// what follows is a namespaced resource.
+fn resource_segments(path: &str) -> Vec<&str> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let rest = match parts.first() {
+        Some(&"api") => parts.get(2..).unwrap_or_default(),
+        Some(&"apis") => parts.get(3..).unwrap_or_default(),
+        _ => return Vec::new(),
+    };
+    match rest {
+        ["namespaces", _ns, resource, more @ ..] => std::iter::once(*resource).chain(more.iter().copied()).collect(),
+        other => other.to_vec(),
+    }
+}
+
+/// `plural` or `plural/subresource` of a request's path (`namespaces` for a namespace itself).
+fn resource_of(path: &str) -> String {
+    match resource_segments(path).as_slice() {
+        [] => "(discovery)".to_string(),
+        [resource] | [resource, _] => (*resource).to_string(),
+        [resource, _, sub, ..] => format!("{resource}/{sub}"),
+    }
+}
+
+fn resource_name_of(path: &str) -> String {
+    resource_segments(path).get(1).map(|s| (*s).to_string()).unwrap_or_default()
 }

@@ -1,0 +1,99 @@
+//! What the operator costs the API server once its volumes are settled: its reads come from watch
+//! caches and it writes a child only when the child differs from the plan, so reconciles of
+//! settled volumes (every resync, and every sync the syncer reports) send nothing but the leader
+//! Lease's renewals.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use sv_sim::api::ApiServer;
+use sv_sim::examples::{example, install, volumes};
+use sv_sim::programs::{SimFile, SourceState};
+use sv_sim::world::{World, WorldConfig};
+
+/// `sharedvolume_reconciles_total`, summed over both kinds, scraped from the operator's `/metrics`.
+fn reconciles(world: &mut World, client: &str) -> u64 {
+    let scraped: Arc<Mutex<Option<String>>> = Arc::default();
+    let out = scraped.clone();
+    world.sim.client(client.to_string(), async move {
+        let request = http::Request::get("/metrics").body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        let (_, body) = sv_sim::net::http_request("operator", 8080, request, Duration::from_secs(5)).await?;
+        *out.lock().expect("lock") = Some(String::from_utf8_lossy(&body).into_owned());
+        Ok(())
+    });
+    let done = scraped.clone();
+    assert!(world.run_until(Duration::from_secs(30), |_| done.lock().expect("lock").is_some()).expect("run"));
+    let text = scraped.lock().expect("lock").clone().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("sharedvolume_reconciles_total"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+fn difference(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> BTreeMap<(String, String), u64> {
+    after.iter().map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect()
+}
+
+#[test]
+fn settled_volumes_cost_the_api_server_nothing_but_the_leader_lease() {
+    sv_sim::init_test_logging();
+    let mut world = World::new(WorldConfig::default()).expect("a world");
+    assert!(install(&world).expect("install").is_empty());
+    let identity = "http https://files.example.com/site/index.html";
+    world.sources().set(
+        identity,
+        SourceState::Tree {
+            revision: "v1".into(),
+            files: vec![SimFile::new("index.html", "<h1>hi</h1>\n")],
+            credential: None,
+        },
+    );
+    let mut objects = example("01-no-source.yaml").expect("example");
+    objects.push(json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": "site", "namespace": "default"},
+        "spec": {"mountPath": "/site", "storageClassName": "standard", "storage": {"capacity": "1Gi"},
+                 "syncInterval": "1m", "syncTimeout": "30s",
+                 "source": {"http": {"url": "https://files.example.com/site/index.html"}}},
+    }));
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    let all_ready = |api: &ApiServer| {
+        let all = volumes(api);
+        all.len() == 3 && all.iter().all(|v| v["status"]["phase"] == "Ready")
+    };
+    assert!(world.run_until(Duration::from_secs(600), all_ready).expect("run"), "every volume Ready");
+    world.run_for(Duration::from_secs(60)).expect("settle");
+
+    let (requests_before, reconciles_before) = (world.requests_from("operator"), reconciles(&mut world, "scrape-1"));
+    let minutes = 20;
+    world.run_for(Duration::from_secs(minutes * 60)).expect("run");
+    let (requests_after, reconciles_after) = (world.requests_from("operator"), reconciles(&mut world, "scrape-2"));
+
+    let made = difference(&requests_before, &requests_after);
+    let reconciled = reconciles_after - reconciles_before;
+    // Every 5 minutes a resync of each volume, and a reconcile for every sync the syncer reports
+    // (one a minute): the check below is about those.
+    assert!(reconciled >= minutes, "{reconciled} reconciles in {minutes} minutes: nothing was measured");
+    let leader_lease =
+        |(verb, resource): &(String, String)| resource == "leases" && (verb == "get" || verb == "update");
+    let other: BTreeMap<_, _> =
+        made.iter().filter(|(k, _)| !leader_lease(k) && k.0 != "watch").map(|(k, n)| (k.clone(), *n)).collect();
+    let writes: u64 =
+        other.iter().filter(|((verb, _), _)| !matches!(verb.as_str(), "get" | "list")).map(|(_, n)| n).sum();
+    let reads: u64 =
+        other.iter().filter(|((verb, _), _)| matches!(verb.as_str(), "get" | "list")).map(|(_, n)| n).sum();
+    assert_eq!(writes, 0, "writes of settled volumes over {reconciled} reconciles: {other:?}");
+    assert!(reads <= 2 * reconciled, "{reads} reads over {reconciled} reconciles: {other:?}");
+    let per_volume_minute = (writes + reads) as f64 / (3 * minutes) as f64;
+    assert!(per_volume_minute < 1.0, "{per_volume_minute:.2} requests per volume per minute: {other:?}");
+    eprintln!(
+        "{reconciled} reconciles in {minutes} simulated minutes: {reads} reads, {writes} writes beside the leader Lease"
+    );
+}
