@@ -47,6 +47,8 @@ pub struct VolumeReport {
 pub struct Report {
     pub seed: u64,
     pub volumes: Vec<VolumeReport>,
+    /// Whether every volume settled before the run gave up waiting.
+    pub all_settled: bool,
     pub settled_after: Duration,
     pub objects_created: usize,
     pub left_after_delete: Vec<String>,
@@ -104,6 +106,11 @@ pub fn managed_objects(api: &ApiServer) -> Vec<String> {
 /// What a cluster needs before volumes: the operator's namespace, a default StorageClass, the
 /// CRDs. Returns the creation errors.
 pub fn install(world: &World) -> Result<Vec<String>, String> {
+    install_into(&world.api)
+}
+
+/// [`install`] on an API server outside a World (one served on loopback, for example).
+pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
     let mut setup = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sv_operator::plan::DEFAULT_OPERATOR_NAMESPACE}}),
         json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
@@ -112,7 +119,7 @@ pub fn install(world: &World) -> Result<Vec<String>, String> {
     for crd in sv_operator::api::crds() {
         setup.push(serde_json::to_value(crd).map_err(|e| e.to_string())?);
     }
-    Ok(world.create_all(setup).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect())
+    Ok(setup.into_iter().filter_map(|o| api.create_object(o, "kubectl").err()).map(|e| format!("{e:?}")).collect())
 }
 
 /// The documents of one bundled example file.
@@ -142,13 +149,21 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
     errors.extend(world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
 
     let started = world.elapsed();
-    world
+    let all_settled = world
         .run_until(Duration::from_secs(600), |api| {
             let all = volumes(api);
             !all.is_empty() && all.iter().all(settled)
         })
         .map_err(simulation)?;
     let settled_after = world.elapsed() - started;
+    if !all_settled {
+        let stuck: Vec<String> = volumes(&world.api)
+            .iter()
+            .filter(|v| !settled(v))
+            .map(|v| v["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        errors.push(format!("not settled within {:.0} simulated seconds: {stuck:?}", settled_after.as_secs_f64()));
+    }
     let mut reports: Vec<VolumeReport> = volumes(&world.api)
         .iter()
         .map(|v| VolumeReport {
@@ -179,12 +194,16 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
             errors.push(format!("deleting {name}: {e:?}"));
         }
     }
-    world
+    let cleaned_up = world
         .run_until(Duration::from_secs(300), |api| volumes(api).is_empty() && managed_objects(api).is_empty())
         .map_err(simulation)?;
+    if !cleaned_up {
+        errors.push("deletion did not finish within 300 simulated seconds".into());
+    }
     Ok(Report {
         seed,
         volumes: reports,
+        all_settled,
         settled_after,
         objects_created,
         left_after_delete: managed_objects(&world.api),
@@ -235,12 +254,21 @@ impl fmt::Display for Report {
         }
         writeln!(f)?;
         let ready = self.volumes.iter().filter(|v| v.phase == "Ready").count();
-        writeln!(
-            f,
-            "{ready} of {} volumes Ready; all settled after {:.1} simulated seconds.",
-            self.volumes.len(),
-            self.settled_after.as_secs_f64()
-        )?;
+        if self.all_settled {
+            writeln!(
+                f,
+                "{ready} of {} volumes Ready; all settled after {:.1} simulated seconds.",
+                self.volumes.len(),
+                self.settled_after.as_secs_f64()
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{ready} of {} volumes Ready; NOT all settled: gave up after {:.1} simulated seconds.",
+                self.volumes.len(),
+                self.settled_after.as_secs_f64()
+            )?;
+        }
         if self.volumes.iter().any(|v| v.phase == "Failed") {
             writeln!(f, "A Failed volume names what this cluster does not have (see its NfsServerReady reason).")?;
         }

@@ -158,6 +158,7 @@ impl Scenario {
             world: World::new(config).map_err(|e| step_error(0, "world", e))?,
             addresses: BTreeMap::new(),
             secrets: Vec::new(),
+            events_checked: 0,
         };
         for (index, step) in self.steps.iter().enumerate() {
             let number = index + 1;
@@ -165,6 +166,7 @@ impl Scenario {
             run.step(step).map_err(|message| ScenarioError::Step { step: number, what: what.clone(), message })?;
             run.check_invariants().map_err(|message| ScenarioError::Step { step: number, what, message })?;
         }
+        run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
         Ok(run.world.trace_hash())
     }
 }
@@ -179,6 +181,8 @@ struct Run {
     addresses: BTreeMap<String, String>,
     /// Every Secret value the scenario created.
     secrets: Vec<String>,
+    /// Events the Secret-value invariant looked at, over the whole run.
+    events_checked: usize,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -289,14 +293,20 @@ impl Run {
             }
             Step::LoseNode(host) => {
                 let node = match host {
-                    HostRef::Name(node) => node.clone(),
+                    HostRef::Name(node) => {
+                        self.node_exists(node)?;
+                        node.clone()
+                    }
                     HostRef::PodOf { pod_of } => {
                         self.pod_of(pod_of)?["spec"]["nodeName"].as_str().ok_or("the pod is not scheduled")?.to_string()
                     }
                 };
                 self.world.set_node_ready(&node, false);
             }
-            Step::NodeBack(node) => world.set_node_ready(node, true),
+            Step::NodeBack(node) => {
+                self.node_exists(node)?;
+                self.world.set_node_ready(node, true)
+            }
             Step::ApiFaults { fail_rate, code } => world.set_api_faults(crate::api::Faults {
                 fail_rate: *fail_rate,
                 fail_code: *code,
@@ -393,7 +403,8 @@ impl Run {
 
     fn host(&self, host: &HostRef) -> Result<String, String> {
         match host {
-            HostRef::Name(name) => Ok(name.clone()),
+            HostRef::Name(name) if self.world.has_host(name) => Ok(name.clone()),
+            HostRef::Name(name) => Err(format!("no host named {name:?} (hosts: api, sources, operator, or pod_of)")),
             HostRef::PodOf { pod_of } => {
                 let pod = self.pod_of(pod_of)?;
                 let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -417,15 +428,36 @@ impl Run {
                 return Err(format!("the status of {key} shows a Secret value ({} characters)", secret.len()));
             }
         }
+        // Both Event APIs: the operator writes events.k8s.io (`note`), others core v1 (`message`);
+        // the whole object is searched, so no field is missed.
         let state = self.world.api.state();
-        if let Some(rt) = state.registry.find("", "v1", "events") {
+        for (group, version) in [("", "v1"), ("events.k8s.io", "v1")] {
+            let Some(rt) = state.registry.find(group, version, "events") else { continue };
             for (_, event) in state.store.list(&rt.id, None) {
-                let message = event["message"].as_str().unwrap_or_default();
-                if self.secrets.iter().any(|s| message.contains(s.as_str())) {
+                self.events_checked += 1;
+                let text = event.to_string();
+                if self.secrets.iter().any(|s| text.contains(s.as_str())) {
                     return Err(format!("an Event shows a Secret value: reason {}", event["reason"]));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Once the steps are done: an invariant that had nothing to look at says so.
+    fn check_coverage(&self) -> Result<(), String> {
+        if !self.secrets.is_empty() && self.events_checked == 0 {
+            return Err("the scenario made Secrets but no Event was ever there to check for their values".into());
+        }
+        Ok(())
+    }
+
+    fn node_exists(&self, node: &str) -> Result<(), String> {
+        let state = self.world.api.state();
+        let nodes = state.registry.find("", "v1", "nodes").ok_or("no nodes")?;
+        match state.store.get(&nodes.id, "", node) {
+            Some(_) => Ok(()),
+            None => Err(format!("no node named {node:?}")),
+        }
     }
 }

@@ -32,12 +32,20 @@ pub struct WorldConfig {
     pub start: Timestamp,
     /// Run the operator (`sv-operator run`, leader election on) as host `operator`.
     pub operator: bool,
+    /// How many operator replicas run: the first on host `operator` with identity `operator-0`,
+    /// the others on hosts `operator-1`, `operator-2`, ... named alike; one leads at a time.
+    pub operator_replicas: usize,
     /// Run our images' programs in their pods (see [`crate::programs`]); when false, every pod
     /// just runs and is Ready.
     pub programs: bool,
     /// NFS servers outside the cluster (names or addresses volumes may name in
     /// `spec.nfsServer.url`), each standing in as a directory.
     pub external_nfs: Vec<String>,
+    /// The simulation's step; a message is delivered at the first step after its latency.
+    pub tick: Duration,
+    /// Each message's latency is drawn between these (turmoil's defaults: 0 to 100 ms, slower
+    /// than a cluster network, which suits fault finding but not measuring throughput).
+    pub message_latency: (Duration, Duration),
 }
 
 impl Default for WorldConfig {
@@ -47,8 +55,11 @@ impl Default for WorldConfig {
             nodes: vec!["node-1".into(), "node-2".into(), "node-3".into()],
             start: Timestamp::from_second(1_790_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
             operator: true,
+            operator_replicas: 1,
             programs: true,
             external_nfs: Vec::new(),
+            tick: Duration::from_millis(10),
+            message_latency: (Duration::ZERO, Duration::from_millis(100)),
         }
     }
 }
@@ -62,6 +73,8 @@ pub struct World {
     sources: SourceCatalog,
     /// Hosts the kubelets started, so that a crash only names hosts that exist.
     pod_hosts: BTreeSet<String>,
+    /// Hosts made with the world (API server, sources, operator replicas).
+    fixed_hosts: BTreeSet<String>,
     /// Where the pods' volumes live; removed with the world.
     data: tempfile::TempDir,
     /// Flags the operator gets beyond `run --identity=operator-0`, read at each of its starts.
@@ -74,7 +87,9 @@ impl World {
         let sim = turmoil::Builder::new()
             .rng_seed(config.seed)
             .simulation_duration(Duration::from_secs(10 * 24 * 3600))
-            .tick_duration(Duration::from_millis(10))
+            .tick_duration(config.tick)
+            .min_message_latency(config.message_latency.0)
+            .max_message_latency(config.message_latency.1)
             .build();
         let clock = Arc::new(SimClock::new(config.start));
         let options = Options { seed: config.seed, address: format!("api:{API_PORT}"), ..Options::default() };
@@ -99,11 +114,13 @@ impl World {
             programs: programs.clone(),
             sources: sources.clone(),
             pod_hosts: BTreeSet::new(),
+            fixed_hosts: BTreeSet::new(),
             data,
             operator_args: Arc::default(),
         };
 
         let nodes = config.nodes.clone();
+        world.fixed_hosts.insert(API_HOST.to_string());
         world.sim.host(API_HOST, move || {
             let (api, nodes, programs) = (api.clone(), nodes.clone(), programs.clone());
             async move {
@@ -125,27 +142,32 @@ impl World {
             }
         });
         if config.programs {
+            world.fixed_hosts.insert(SOURCES_HOST.to_string());
             world.sim.host(SOURCES_HOST, move || sources::serve(sources.clone()));
         }
         if config.operator {
-            let operator_args = world.operator_args.clone();
-            world.sim.host("operator", move || {
-                let (clock, operator_args) = (clock.clone(), operator_args.clone());
-                async move {
-                    // The kubelet restarts the container whenever the program exits (lost lease,
-                    // fatal error), with the usual doubling back-off.
-                    let mut backoff = Duration::from_secs(10);
-                    loop {
-                        let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
-                        match run_operator(clock.clone(), &extra).await {
-                            Ok(()) => tracing::info!("operator exited"),
-                            Err(e) => tracing::warn!(error = %e, "operator exited with an error"),
+            for replica in 0..config.operator_replicas.max(1) {
+                let (host, identity) = operator_replica(replica);
+                world.fixed_hosts.insert(host.clone());
+                let (clock, operator_args) = (clock.clone(), world.operator_args.clone());
+                world.sim.host(host, move || {
+                    let (clock, operator_args, identity) = (clock.clone(), operator_args.clone(), identity.clone());
+                    async move {
+                        // The kubelet restarts the container whenever the program exits (lost
+                        // lease, fatal error), with the usual doubling back-off.
+                        let mut backoff = Duration::from_secs(10);
+                        loop {
+                            let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
+                            match run_operator(clock.clone(), &identity, &extra).await {
+                                Ok(()) => tracing::info!(%identity, "operator exited"),
+                                Err(e) => tracing::warn!(%identity, error = %e, "operator exited with an error"),
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(300));
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(300));
                     }
-                }
-            });
+                });
+            }
         }
         Ok(world)
     }
@@ -243,6 +265,12 @@ impl World {
         self.apply_host_commands();
     }
 
+    /// Whether a host of that name runs in this world (turmoil gives an unknown name a fresh
+    /// address, so a fault aimed at a misspelt host would silently hit nothing).
+    pub fn has_host(&self, name: &str) -> bool {
+        self.fixed_hosts.contains(name) || self.pod_hosts.contains(name)
+    }
+
     pub fn partition(&mut self, a: &str, b: &str) {
         self.sim.partition(a, b);
     }
@@ -279,19 +307,26 @@ impl World {
     }
 }
 
-/// `sv-operator run --identity=operator-0` on the simulated network: the program's own flags,
+/// The host and the identity of operator replica `n` (see [`WorldConfig::operator_replicas`]).
+pub fn operator_replica(n: usize) -> (String, String) {
+    let identity = format!("operator-{n}");
+    (if n == 0 { "operator".to_string() } else { identity.clone() }, identity)
+}
+
+/// `sv-operator run --identity=<identity>` on the simulated network: the program's own flags,
 /// settings and wiring (`sv_operator::program`), with the simulation's client, clock and sockets.
-async fn run_operator(clock: Arc<SimClock>, extra: &[String]) -> turmoil::Result {
+async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String]) -> turmoil::Result {
     use clap::Parser as _;
     use sv_operator::program::{Cli, Command};
 
-    let argv =
-        ["sv-operator", "run", "--identity=operator-0"].into_iter().map(String::from).chain(extra.iter().cloned());
+    let argv = ["sv-operator".to_string(), "run".to_string(), format!("--identity={identity}")]
+        .into_iter()
+        .chain(extra.iter().cloned());
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let Command::Run(args) = cli.command else { return Err("not the run command".into()) };
     let client = kube_client(API_HOST, API_PORT)?;
     let http = crate::net::SimListener::bind(args.http_addr.port()).await?;
-    let identity = args.identity("operator-0");
+    let identity = args.identity(identity);
     let result = sv_operator::program::run(&args, identity, client, clock, http, CancellationToken::new()).await;
     result.map_err(|e| e.to_string().into())
 }

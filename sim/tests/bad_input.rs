@@ -121,11 +121,20 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
             let server = sv_sim::api::ApiServer::new(Options::default(), std::sync::Arc::new(sv_operator::clock::SystemClock));
-            let crd = serde_json::to_value(&sv_operator::api::crds()[1]).expect("crd");
-            server.create_object(crd, "test").expect("crd");
-            let collection = ["/api/v1/namespaces/default/configmaps", "/apis/sv.sharedvolume.io/v1alpha1/namespaces/default/sharedvolumes", "/api/v1/namespaces"][target];
-            let seed = json!({"metadata": {"name": "x"}, "spec": {"mountPath": "/m", "storage": {"capacity": "1Gi"}}});
-            let _ = server.handle(Request::new(http::Method::POST, collection).with_json("application/json", &seed)).await;
+            for crd in sv_operator::api::crds() {
+                server.create_object(serde_json::to_value(crd).expect("crd"), "test").expect("crd");
+            }
+            let (collection, seed) = [
+                ("/api/v1/namespaces/default/configmaps", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "v"}})),
+                ("/apis/sv.sharedvolume.io/v1alpha1/namespaces/default/sharedvolumes",
+                 json!({"apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume", "metadata": {"name": "x"},
+                        "spec": {"mountPath": "/m", "storageClassName": "standard", "storage": {"capacity": "1Gi"}}})),
+                ("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})),
+            ][target].clone();
+            // The object the updates and patches below aim at exists, so they reach its kind's
+            // validation rather than a 404.
+            let created = server.handle(Request::new(http::Method::POST, collection).with_json("application/json", &seed)).await;
+            prop_assert!(matches!(created, Response::Json { code: 201, .. }), "the seed object: {created:?}");
             let (method, path, content_type) = match method {
                 0 => (http::Method::POST, collection.to_string(), "application/json"),
                 1 => (http::Method::PUT, format!("{collection}/x"), "application/json"),

@@ -167,6 +167,14 @@ fn refused_credentials_fail_the_sync_without_leaking_them_and_a_fixed_secret_rec
 #[test]
 fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server_with_its_data() {
     let mut world = world();
+    world.sources().set(
+        "http https://files.example.com/data.txt",
+        SourceState::Tree {
+            revision: "v1".into(),
+            files: vec![SimFile::new("data.txt", "the data\n")],
+            credential: None,
+        },
+    );
     world
         .create_all([shared_volume("data", json!({"http": {"url": "https://files.example.com/data.txt"}}))])
         .into_iter()
@@ -198,6 +206,7 @@ fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server
     // Lose the server's node: after the toleration its pod is evicted, recreated on another node,
     // and serves the same data (the volume outlives the pod).
     let export = world.programs().expect("programs").exports(&world.api).into_values().next().expect("an export");
+    assert_eq!(std::fs::read_to_string(export.join("data.txt")).expect("synced before the move"), "the data\n");
     let node = server["spec"]["nodeName"].as_str().expect("scheduled").to_string();
     world.set_node_ready(&node, false);
     let moved = world
@@ -210,7 +219,7 @@ fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server
     assert!(world.run_until(Duration::from_secs(120), |api| ready(api, "data")).expect("run"));
     let exports = world.programs().expect("programs").exports(&world.api);
     assert_eq!(exports.into_values().next().as_ref(), Some(&export), "the same volume directory");
-    assert!(export.join("data.txt").exists() || std::fs::read_dir(&export).map(|d| d.count()).unwrap_or(0) > 1);
+    assert_eq!(std::fs::read_to_string(export.join("data.txt")).expect("served after the move"), "the data\n");
 }
 
 #[test]

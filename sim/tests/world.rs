@@ -1,10 +1,16 @@
 //! The whole simulated cluster on turmoil with the real operator: the bundled examples settle,
 //! deletion cleans up, and the same seed replays the same trace.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use sv_sim::world::{World, WorldConfig};
+use sv_sim::world::{API_HOST, API_PORT, World, WorldConfig};
 
 #[test]
 fn the_examples_settle_and_clean_up_with_the_same_outcome_every_run() {
@@ -101,6 +107,31 @@ fn a_restarted_api_server_keeps_its_data_and_clients_recover() {
             .count()
     };
     assert!(world.run_until(Duration::from_secs(30), |api| ready_pods(api) == 2).expect("run"), "two pods Ready");
+
+    // A client on its own host follows ConfigMaps with the real kube-runtime watcher.
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let record = seen.clone();
+    world.sim.client("watcher", async move {
+        let client = sv_sim::net::kube_client(API_HOST, API_PORT)?;
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) = event {
+                record.lock().expect("lock").insert(cm.name_any());
+            }
+        }
+        Ok(())
+    });
+    let config_map = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
+    world.create_all([config_map("before")]).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    let saw = |name: &'static str| {
+        let seen = seen.clone();
+        move |_: &sv_sim::api::ApiServer| seen.lock().expect("lock").contains(name)
+    };
+    assert!(world.run_until(Duration::from_secs(30), saw("before")).expect("run"), "the watcher follows");
+
     let before = world.api.state().store.len();
     world.crash("api");
     world.run_for(Duration::from_secs(5)).expect("run");
@@ -108,6 +139,15 @@ fn a_restarted_api_server_keeps_its_data_and_clients_recover() {
     world.run_for(Duration::from_secs(5)).expect("run");
     assert_eq!(world.api.state().store.len(), before, "storage survives the restart");
     assert_eq!(ready_pods(&world.api), 2);
+    world.create_all([config_map("after")]).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    let recovered = world.run_until(Duration::from_secs(120), saw("after")).expect("run");
+    assert!(
+        recovered,
+        "the watcher missed what was created after the restart; it saw {:?}",
+        seen.lock().expect("lock")
+    );
 }
 
 #[test]

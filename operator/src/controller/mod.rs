@@ -367,9 +367,12 @@ async fn run_controllers(
 ) -> Result<(), Error> {
     let consumer_pods = watcher::Config::default().labels(&format!("{CONSUMER_POD_LABEL}=true"));
     let (pods, pod_writer) = reflector::store::<Pod>();
-    let pod_cache = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()))
-        .backoff(WatchBackoff::default())
-        .for_each(|_| ready(()));
+    let pod_cache = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()).modify(cache::lean),
+    )
+    .backoff(WatchBackoff::default())
+    .for_each(|_| ready(()));
     let (nodes, node_writer) = reflector::store::<Node>();
     let (mut sv_nodes_tx, sv_nodes_rx) = mpsc::channel::<()>(1);
     let (mut csv_nodes_tx, csv_nodes_rx) = mpsc::channel::<()>(1);
@@ -378,7 +381,7 @@ async fn run_controllers(
     let node_cache = async move {
         let mut last = None;
         let mut events = std::pin::pin!(
-            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()))
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()).modify(cache::lean))
                 .backoff(WatchBackoff::default())
         );
         // Awaiting the store's readiness in here would stop polling the very stream that makes it
@@ -410,10 +413,12 @@ async fn run_controllers(
         crate::api::components::SYNCER
     ));
     let (syncer_pods, syncer_pod_writer) = reflector::store::<Pod>();
-    let syncer_pod_cache =
-        reflector::reflector(syncer_pod_writer, watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()))
-            .backoff(WatchBackoff::default())
-            .for_each(|_| ready(()));
+    let syncer_pod_cache = reflector::reflector(
+        syncer_pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()).modify(cache::lean),
+    )
+    .backoff(WatchBackoff::default())
+    .for_each(|_| ready(()));
     let (cluster, cluster_cache) = cache::ClusterCache::new(&client);
     let caches =
         Caches { pods: pods.clone(), nodes: nodes.clone(), syncer_pods: syncer_pods.clone(), cluster: cluster.clone() };

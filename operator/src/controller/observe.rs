@@ -124,9 +124,9 @@ pub async fn observe<V: Volume>(
     // One ReplicaSet per pod template (named after its hash); while one replaces another, the
     // syncer is ready if either's pod is.
     let reference = names.reference();
-    let syncers = BTreeMap::from([(labels::REFERENCE, reference), (labels::COMPONENT, components::SYNCER)]);
+    let syncers = BTreeMap::from([(labels::COMPONENT, components::SYNCER)]);
     o.syncer_ready = cache
-        .owned_keys(&syncers)
+        .owned_keys(reference, &syncers)
         .into_iter()
         .filter(|k| k.kind == "ReplicaSet")
         .filter_map(|k| cache.owned(&k))
@@ -156,14 +156,13 @@ pub async fn observe<V: Volume>(
         }
         owned
     } else {
-        cache.owned_keys(&BTreeMap::from([(labels::REFERENCE, reference)]))
+        cache.owned_keys(reference, &BTreeMap::new())
     };
 
     // Consumer claims of this volume created moments ago (their pods may not be in the pod cache
     // yet): kept for a grace period even without a consumer pod in sight.
-    let consumer_claims =
-        BTreeMap::from([(labels::REFERENCE, reference), (labels::COMPONENT, components::CONSUMER_STORAGE)]);
-    for key in cache.owned_keys(&consumer_claims).into_iter().filter(|k| k.kind == "PersistentVolumeClaim") {
+    let consumer_claims = BTreeMap::from([(labels::COMPONENT, components::CONSUMER_STORAGE)]);
+    for key in cache.owned_keys(reference, &consumer_claims).into_iter().filter(|k| k.kind == "PersistentVolumeClaim") {
         let Some(claim) = cache.owned(&key) else { continue };
         let Some(created) = claim.metadata.creation_timestamp.as_ref().map(|t| t.0) else { continue };
         let age = o.now.duration_since(created).unsigned_abs();

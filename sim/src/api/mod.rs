@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use sv_operator::clock::SharedClock;
 
@@ -139,7 +140,41 @@ struct Inner {
     pod_hosts: std::sync::RwLock<Option<PodHosts>>,
     /// Requests served, by client address, verb and resource: what each client costs the server.
     requests: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Every request in order, once a test turned it on (see [`ApiServer::start_audit`]).
+    audit: Mutex<Option<Vec<AuditEntry>>>,
+    /// Failures injected for chosen requests only (see [`ApiServer::set_request_fault`]).
+    request_fault: std::sync::RwLock<Option<RequestFault>>,
 }
+
+/// One request as the server saw it: like a line of a real server's audit log.
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    /// When it arrived, on the server's clock.
+    pub at: Timestamp,
+    pub peer: Option<std::net::IpAddr>,
+    pub verb: String,
+    /// `leases`, `sharedvolumes/status`, ...
+    pub resource: String,
+    /// The object's name; empty for lists and creates by body.
+    pub name: String,
+    /// The status code answered.
+    pub code: u16,
+}
+
+impl AuditEntry {
+    /// Whether the request changed (or tried to change) stored state.
+    pub fn is_write(&self) -> bool {
+        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete")
+    }
+
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+/// Chooses requests to fail, given the client's address, the verb and the resource; returns the
+/// status code to answer with.
+pub type RequestFault = Arc<dyn Fn(Option<std::net::IpAddr>, &str, &str) -> Option<u16> + Send + Sync>;
 
 /// A kind of request one client made: its address, the verb (`get`, `list`, `watch`, `create`,
 /// `update`, `patch`, `delete`) and the resource (`leases`, `sharedvolumes/status`, ...).
@@ -266,6 +301,15 @@ impl Response {
     fn ok(body: Value) -> Self {
         Response::Json { code: 200, body, warnings: Vec::new() }
     }
+
+    /// The HTTP status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Response::Json { code, .. } => *code,
+            Response::Discovery(_) | Response::Table(_) | Response::Watch(_) => 200,
+            Response::Error(e) => e.code(),
+        }
+    }
 }
 
 impl From<ApiError> for Response {
@@ -305,6 +349,8 @@ impl ApiServer {
                 options,
                 pod_hosts: std::sync::RwLock::new(None),
                 requests: Mutex::new(BTreeMap::new()),
+                audit: Mutex::new(None),
+                request_fault: std::sync::RwLock::new(None),
             }),
         };
         server.create_system_namespaces();
@@ -361,10 +407,57 @@ impl ApiServer {
 
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
+        let (verb, resource) = (verb_of(&request), resource_of(&request.path));
         if let Some(peer) = request.peer {
-            let key = (peer, verb_of(&request).to_string(), resource_of(&request.path));
+            let key = (peer, verb.to_string(), resource.clone());
             *self.inner.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
         }
+        let auditing = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let entry = auditing.then(|| AuditEntry {
+            at: self.inner.clock.now(),
+            peer: request.peer,
+            verb: verb.to_string(),
+            resource: resource.clone(),
+            name: resource_name_of(&request.path),
+            code: 0,
+        });
+        let injected = self
+            .inner
+            .request_fault
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|fault| fault(request.peer, verb, &resource));
+        let response = match injected {
+            Some(code) => errors::injected(code).into(),
+            None => self.answer(request).await,
+        };
+        if let Some(mut entry) = entry {
+            entry.code = response.code();
+            if let Some(log) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                log.push(entry);
+            }
+        }
+        response
+    }
+
+    /// Records every request from now on, for [`ApiServer::audit`].
+    pub fn start_audit(&self) {
+        let mut audit = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner());
+        audit.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests recorded since [`ApiServer::start_audit`], in order of arrival.
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// Fails the requests `fault` picks (None lifts it), before they reach storage.
+    pub fn set_request_fault(&self, fault: Option<RequestFault>) {
+        *self.inner.request_fault.write().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    async fn answer(&self, request: Request) -> Response {
         let (fail, delay) = {
             let mut state = self.state();
             let faults = state.faults.clone();

@@ -11,12 +11,13 @@ pub struct Cause {
     pub message: String,
 }
 
+/// Shared, because every resource type handed out by the registry carries it.
 #[derive(Clone, Debug)]
-pub struct Schema(Value);
+pub struct Schema(std::sync::Arc<Value>);
 
 impl Schema {
     pub fn new(schema: &Value) -> Self {
-        Self(schema.clone())
+        Self(std::sync::Arc::new(schema.clone()))
     }
 
     /// Drops fields the schema does not declare, returning their paths (for `fieldValidation`).

@@ -188,7 +188,7 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
 
 /// The live owner a reference points to (same uid), if any.
 fn owner_of(pass: &Pass, dependent: &Value, reference: &Value) -> Option<std::sync::Arc<Value>> {
-    let rt = pass.state.registry.by_kind(reference["apiVersion"].as_str()?, reference["kind"].as_str()?)?.clone();
+    let rt = pass.state.registry.by_kind(reference["apiVersion"].as_str()?, reference["kind"].as_str()?)?;
     let ns = if rt.namespaced { namespace(dependent) } else { "" };
     let owner = pass.state.store.get(&rt.id, ns, reference["name"].as_str()?)?.clone();
     (owner["metadata"]["uid"] == reference["uid"]).then_some(owner)

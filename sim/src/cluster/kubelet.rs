@@ -271,12 +271,35 @@ pub(super) fn endpoints(pass: &mut Pass) {
             pass.delete("", "endpoints", &endpoints, DeleteOptions::default());
         }
     }
+    // Pods by namespace and label, so that each Service looks only at pods carrying one of its
+    // selector's labels (a scan of every pod per Service is quadratic).
+    let mut by_label: std::collections::HashMap<(String, String, String), Vec<Arc<Value>>> = Default::default();
+    for pod in pass.list("", "pods", None) {
+        for (key, value) in pod["metadata"]["labels"].as_object().into_iter().flatten() {
+            let Some(value) = value.as_str() else { continue };
+            by_label
+                .entry((namespace(&pod).to_string(), key.clone(), value.to_string()))
+                .or_default()
+                .push(pod.clone());
+        }
+    }
     for service in pass.list("", "services", None) {
         let Some(selector) = service["spec"]["selector"].as_object().filter(|s| !s.is_empty()) else { continue };
         if deleting(&service) {
             continue;
         }
         let ns = namespace(&service).to_string();
+        // The rarest of the selector's labels narrows the pods to look at most.
+        let candidates = selector
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .and_then(|v| by_label.get(&(ns.clone(), k.clone(), v.to_string())))
+                    .map_or(&[][..], |p| &p[..])
+            })
+            .min_by_key(|pods| pods.len())
+            .unwrap_or_default()
+            .to_vec();
         let matches = |pod: &Value| selector.iter().all(|(k, v)| pod["metadata"]["labels"][k] == *v);
         // A named targetPort is resolved per pod, from its containers' ports, as the endpoints
         // controller does; pods that resolve alike share a subset.
@@ -305,7 +328,7 @@ pub(super) fn endpoints(pass: &mut Pass) {
                 .collect()
         };
         let mut groups: Vec<(Vec<Value>, Vec<Value>, Vec<Value>)> = Vec::new();
-        for pod in pass.list("", "pods", Some(&ns)) {
+        for pod in candidates {
             if !matches(&pod) || deleting(&pod) || pod["status"]["podIP"].is_null() {
                 continue;
             }

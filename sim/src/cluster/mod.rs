@@ -41,6 +41,15 @@ pub(crate) struct Pass<'a> {
     server: &'a ApiServer,
     state: &'a mut State,
     writes: usize,
+    /// Pods by the uid of their controller, built when first asked for and kept up to date by
+    /// this pass's pod creates (other pod writes drop it): workload controllers ask for the pods
+    /// of each of their objects, and a scan of every pod per object is quadratic.
+    pods_by_controller: Option<std::collections::HashMap<String, Vec<Arc<Value>>>>,
+}
+
+/// The uid of an object's controller, from its ownerReferences.
+fn controller_uid(object: &Value) -> Option<&str> {
+    object["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == json!(true))?["uid"].as_str()
 }
 
 impl ClusterView for Pass<'_> {
@@ -54,7 +63,53 @@ impl ClusterView for Pass<'_> {
 
 impl<'a> Pass<'a> {
     fn rt(&self, group: &str, plural: &str) -> Option<ResourceType> {
-        self.state.registry.types().find(|t| t.id.group == group && t.id.plural == plural).cloned()
+        self.rt_ref(group, plural).cloned()
+    }
+
+    /// Without the copy that writes need (they borrow the state mutably): reads are the most
+    /// frequent calls of a pass.
+    fn rt_ref(&self, group: &str, plural: &str) -> Option<&ResourceType> {
+        self.state.registry.types().find(|t| t.id.plural == plural && t.id.group == group)
+    }
+
+    fn new(server: &'a ApiServer, state: &'a mut State) -> Self {
+        Self { server, state, writes: 0, pods_by_controller: None }
+    }
+
+    /// Pods whose controller is `owner`, in name order.
+    pub(crate) fn pods_controlled_by(&mut self, owner: &Value) -> Vec<Arc<Value>> {
+        if self.pods_by_controller.is_none() {
+            let mut index: std::collections::HashMap<String, Vec<Arc<Value>>> = Default::default();
+            for pod in self.list("", "pods", None) {
+                if let Some(controller) = controller_uid(&pod) {
+                    index.entry(controller.to_string()).or_default().push(pod.clone());
+                }
+            }
+            self.pods_by_controller = Some(index);
+        }
+        let mut pods = self
+            .pods_by_controller
+            .as_ref()
+            .and_then(|index| index.get(uid(owner)))
+            .map(|pods| pods.iter().filter(|p| namespace(p) == namespace(owner)).cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        pods.sort_by(|a, b| name(a).cmp(name(b)));
+        pods
+    }
+
+    /// Keeps the pod index true after a write to `plural`.
+    fn pods_written(&mut self, group: &str, plural: &str, created: Option<&Value>) {
+        if !(group.is_empty() && plural == "pods") {
+            return;
+        }
+        match (created, self.pods_by_controller.as_mut()) {
+            (Some(pod), Some(index)) => {
+                if let Some(controller) = controller_uid(pod) {
+                    index.entry(controller.to_string()).or_default().push(Arc::new(pod.clone()));
+                }
+            }
+            _ => self.pods_by_controller = None,
+        }
     }
 
     /// Pods a controller asked for that await admission.
@@ -64,12 +119,12 @@ impl<'a> Pass<'a> {
 
     /// Objects of a collection (all namespaces when `namespace` is None), in name order.
     pub(crate) fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(rt) = self.rt(group, plural) else { return Vec::new() };
+        let Some(rt) = self.rt_ref(group, plural) else { return Vec::new() };
         self.state.store.list(&rt.id, namespace).map(|(_, o)| o.clone()).collect()
     }
 
     pub(crate) fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Arc<Value>> {
-        let rt = self.rt(group, plural)?;
+        let rt = self.rt_ref(group, plural)?;
         self.state.store.get(&rt.id, namespace, name).cloned()
     }
 
@@ -93,6 +148,7 @@ impl<'a> Pass<'a> {
         match self.server.create_in(self.state, &rt, object, &WriteOptions::controller(manager)) {
             Ok((created, _)) => {
                 self.writes += 1;
+                self.pods_written(group, plural, Some(&created));
                 Some(created)
             }
             Err(e) => {
@@ -109,7 +165,9 @@ impl<'a> Pass<'a> {
         if status {
             opts.subresource = Some("status".into());
         }
-        match self.server.update_in(self.state, &rt, object, &opts) {
+        let result = self.server.update_in(self.state, &rt, object, &opts);
+        self.pods_written(group, plural, None);
+        match result {
             Ok(updated) => {
                 if updated["metadata"]["resourceVersion"] != before {
                     self.writes += 1;
@@ -146,6 +204,7 @@ impl<'a> Pass<'a> {
         if let Err(e) = self.server.delete_in(self.state, &rt, namespace, name, &options) {
             tracing::debug!(plural, name, error = ?e, "simulated controller delete failed");
         }
+        self.pods_written(group, plural, None);
         if self.state.store.resource_version() != before {
             self.writes += 1;
         }
@@ -203,7 +262,7 @@ impl Cluster {
     pub fn step(&mut self) -> usize {
         let server = self.server.clone();
         let mut state = server.state();
-        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
+        let mut pass = Pass::new(&server, &mut state);
         gc::namespaces(&mut pass);
         gc::collect_garbage(&mut pass);
         workloads::deployments(&mut pass);
@@ -276,7 +335,7 @@ impl Cluster {
         let index = self.node_index(node);
         let server = self.server.clone();
         let mut state = server.state();
-        let mut pass = Pass { server: &server, state: &mut state, writes: 0 };
+        let mut pass = Pass::new(&server, &mut state);
         let now = pass.now();
         let object = json!({
             "apiVersion": "v1", "kind": "Node",
@@ -299,7 +358,7 @@ impl Cluster {
 /// toleration of an unreachable node).
 pub fn set_node_ready(server: &ApiServer, node: &str, ready: bool) {
     let mut state = server.state();
-    let mut pass = Pass { server, state: &mut state, writes: 0 };
+    let mut pass = Pass::new(server, &mut state);
     let now = pass.now();
     let Some(current) = pass.get("", "nodes", "", node) else { return };
     let index = current["spec"]["podCIDR"]

@@ -38,8 +38,8 @@ fn pod_from_template(owner: &Value, template: &Value, extra_labels: &[(&str, Str
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": Value::Object(metadata), "spec": template["spec"].clone()})
 }
 
-fn owned_pods(pass: &Pass, owner: &Value) -> Vec<Arc<Value>> {
-    pass.list("", "pods", Some(namespace(owner))).into_iter().filter(|p| controlled_by(p, owner)).collect()
+fn owned_pods(pass: &mut Pass, owner: &Value) -> Vec<Arc<Value>> {
+    pass.pods_controlled_by(owner)
 }
 
 /// Pods a controller asked for that await admission: counted as if created, as the real
@@ -150,7 +150,13 @@ pub(super) fn stateful_sets(pass: &mut Pass) {
         let sts_name = name(&sts).to_string();
         let ns = namespace(&sts).to_string();
         let want = if deleting(&sts) { 0 } else { replicas(&sts) };
-        let revision = format!("{sts_name}-{}", template_hash(&sts["spec"]["template"]));
+        // The template changes only with the generation, so the revision observed for this
+        // generation stands (hashing every template on every pass is most of a pass at scale).
+        let observed = sts["status"]["observedGeneration"] == sts["metadata"]["generation"];
+        let revision = match sts["status"]["updateRevision"].as_str().filter(|_| observed) {
+            Some(revision) => revision.to_string(),
+            None => format!("{sts_name}-{}", template_hash(&sts["spec"]["template"])),
+        };
         let ordered = sts["spec"]["podManagementPolicy"] != "Parallel";
         for index in 0..want {
             let pod_name = format!("{sts_name}-{index}");
