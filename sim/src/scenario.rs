@@ -428,11 +428,11 @@ impl Run {
                 return Err(format!("the status of {key} shows a Secret value ({} characters)", secret.len()));
             }
         }
-        // Both Event APIs: the operator writes events.k8s.io (`note`), others core v1 (`message`);
-        // the whole object is searched, so no field is missed.
+        // Events of both APIs share one storage (as on a real server): the operator writes
+        // events.k8s.io (`note`), others core v1 (`message`); the whole object is searched, so no
+        // field is missed.
         let state = self.world.api.state();
-        for (group, version) in [("", "v1"), ("events.k8s.io", "v1")] {
-            let Some(rt) = state.registry.find(group, version, "events") else { continue };
+        if let Some(rt) = state.registry.find("", "v1", "events") {
             for (_, event) in state.store.list(&rt.id, None) {
                 self.events_checked += 1;
                 let text = event.to_string();
@@ -459,5 +459,51 @@ impl Run {
             Some(_) => Ok(()),
             None => Err(format!("no node named {node:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with_secret(secret: &str) -> Run {
+        let world =
+            World::new(WorldConfig { operator: false, programs: false, ..WorldConfig::default() }).expect("a world");
+        Run { world, addresses: BTreeMap::new(), secrets: vec![secret.to_string()], events_checked: 0 }
+    }
+
+    fn event(api_version: &str, text_field: &str, text: &str) -> serde_json::Value {
+        let mut event = serde_json::json!({
+            "apiVersion": api_version, "kind": "Event",
+            "metadata": {"name": format!("e-{}", api_version.len()), "namespace": "default"},
+            "eventTime": "2026-12-06T10:00:00.000000Z", "reportingController": "test", "reportingInstance": "test-0",
+            "action": "Sync", "reason": "SyncFailed", "type": "Warning",
+            "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        });
+        event[text_field] = serde_json::json!(text);
+        event
+    }
+
+    #[test]
+    fn a_secret_value_in_an_event_of_either_api_is_caught() {
+        for (api_version, field) in [("events.k8s.io/v1", "note"), ("v1", "message")] {
+            let mut run = run_with_secret("hunter2-token");
+            assert!(run.check_coverage().is_err(), "nothing was checked yet, and the run says so");
+            run.world.create_all([event(api_version, field, "pulled with hunter2-token")]).into_iter().for_each(|r| {
+                r.expect("an Event");
+            });
+            let found = run.check_invariants();
+            assert!(found.as_ref().is_err_and(|e| e.contains("Secret value")), "{api_version}: {found:?}");
+            assert!(run.check_coverage().is_ok());
+        }
+    }
+
+    #[test]
+    fn a_misspelt_host_or_node_is_an_error() {
+        let mut run = run_with_secret("unused-value");
+        assert!(run.host(&HostRef::Name("api".into())).is_ok());
+        assert!(run.host(&HostRef::Name("apii".into())).is_err());
+        assert!(run.step(&Step::NodeBack("node-9".into())).is_err());
     }
 }
