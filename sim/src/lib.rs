@@ -1,6 +1,16 @@
 //! The simulation harness: a simulated Kubernetes API server ([`api`]) that the unmodified kube
 //! client, kube-runtime controllers and `kubectl` talk to.
 
+// One seed replays a run only if tokio's own randomness (the order `select!` polls its branches
+// in) comes from turmoil's seed, which needs tokio's unstable `RngSeed`. `.cargo/config.toml`
+// sets the flag, but a RUSTFLAGS in the environment replaces it silently: refuse to build rather
+// than run unseeded.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "sv-sim must be built with `--cfg tokio_unstable` (set in .cargo/config.toml); a RUSTFLAGS in \
+     the environment replaces that setting: add `--cfg tokio_unstable` to it"
+);
+
 pub mod api;
 pub mod cluster;
 pub mod examples;
