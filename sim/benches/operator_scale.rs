@@ -70,8 +70,9 @@ fn total(counts: &BTreeMap<(String, String), u64>, keep: impl Fn(&str, &str) -> 
     counts.iter().filter(|((verb, resource), _)| keep(verb, resource)).map(|(_, n)| n).sum()
 }
 
-/// `VmRSS` and `VmHWM` (peak) of a process, in MiB.
-fn process_rss_mib(pid: u32) -> (f64, f64) {
+/// `VmRSS`, `VmHWM` (peak), and of the resident memory the part that is anonymous (heap and
+/// stacks; the rest is mapped files, mostly the program's code) of a process, in MiB.
+fn process_rss_mib(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -82,7 +83,7 @@ fn process_rss_mib(pid: u32) -> (f64, f64) {
             .unwrap_or(0.0)
             / 1024.0
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
 }
 
 fn workload(n: usize) -> Vec<Value> {
@@ -150,10 +151,10 @@ fn operator_process(n: usize) -> anyhow::Result<()> {
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
         }
-        let (settled_rss, _) = process_rss_mib(pid);
+        let (settled_rss, _, _) = process_rss_mib(pid);
         // A minute of resyncs after settling.
         let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
-        let (idle_rss, peak) = process_rss_mib(pid);
+        let (idle_rss, peak, idle_anonymous) = process_rss_mib(pid);
         let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         let exited = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         stop.cancel();
@@ -167,6 +168,7 @@ fn operator_process(n: usize) -> anyhow::Result<()> {
             None => println!("| wall time to settle | not within 900 s |"),
         }
         println!("| operator resident memory when settled / a minute later / peak | {settled_rss:.0} / {idle_rss:.0} / {peak:.0} MiB |");
+        println!("| of which anonymous (heap, stacks) a minute later | {idle_anonymous:.0} MiB |");
         println!(
             "| exit on SIGTERM | {} |",
             match exited {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sv_sim::api::ApiServer;
+use sv_sim::api::{ApiServer, Request};
 use sv_sim::examples::{example, install, volumes};
 use sv_sim::programs::{SimFile, SourceState};
 use sv_sim::world::{World, WorldConfig};
@@ -96,4 +96,34 @@ fn settled_volumes_cost_the_api_server_nothing_but_the_leader_lease() {
     eprintln!(
         "{reconciled} reconciles in {minutes} simulated minutes: {reads} reads, {writes} writes beside the leader Lease"
     );
+
+    // Someone else changes a field the operator owns (its cache keeps only a fingerprint of those
+    // fields, not the object): the operator notices and puts it back.
+    let statefulsets = {
+        let state = world.api.state();
+        state.registry.types().find(|rt| rt.kind == "StatefulSet").expect("StatefulSets").id.clone()
+    };
+    let (namespace, name) = {
+        let state = world.api.state();
+        let found = state.store.list(&statefulsets, None).next().map(|((ns, name), _)| (ns.clone(), name.clone()));
+        found.expect("an NFS server StatefulSet")
+    };
+    let path = format!("/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}");
+    let edit = Request::new(http::Method::PATCH, &format!("{path}?fieldManager=kubectl-edit"))
+        .with_json("application/merge-patch+json", &json!({"spec": {"replicas": 0}}));
+    let before = world.requests_from("operator");
+    assert_eq!(futures::executor::block_on(world.api.handle(edit)).code(), 200, "the edit");
+    let replicas = |api: &ApiServer| {
+        let state = api.state();
+        state.store.get(&statefulsets, &namespace, &name).and_then(|s| s["spec"]["replicas"].as_i64())
+    };
+    assert_eq!(replicas(&world.api), Some(0));
+    // A resync (every 5 minutes) at the latest.
+    assert!(
+        world.run_until(Duration::from_secs(330), |api| replicas(api) == Some(1)).expect("run"),
+        "the operator did not restore the edited StatefulSet"
+    );
+    let made = difference(&before, &world.requests_from("operator"));
+    assert!(made.contains_key(&("patch".to_string(), "statefulsets".to_string())), "{made:?}");
+    eprintln!("to restore an edited StatefulSet: {made:?}");
 }

@@ -118,7 +118,7 @@ fn client_run(world: &mut World, host: &str, steps: Vec<(String, Value)>) -> Vec
 fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
     let mut world = world();
     let ready = |api: &ApiServer| {
-        ca_published(api)
+        serving(api)
             && get(api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data")
                 .is_some_and(|v| v["status"]["phase"] == "Ready")
     };

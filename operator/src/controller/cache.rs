@@ -1,40 +1,268 @@
 //! Watch caches of what a reconcile reads: namespaces, StorageClasses, and every object the
 //! operator created (by its `managed-by` label, one cache per kind). A reconcile reads from these
-//! instead of the API server and writes a child only when the cached object does not already hold
-//! what the plan wants, so a reconcile with nothing to change costs no request at all.
+//! instead of the API server and writes a child only when it differs from the plan, so a
+//! reconcile with nothing to change costs no request at all.
+//!
+//! The cache does not keep the objects the operator created, only what a reconcile reads of them
+//! (a [`Child`]): at 1,000 volumes whole copies were most of the operator's memory. Whether a
+//! child still holds the plan is told by a fingerprint of the fields the operator's field manager
+//! owns: recorded when the operator applied (or checked) the child, compared with the one of
+//! the cached copy. An edit by anyone else changes the fingerprint (the value or its owner
+//! changes), and the child is checked against the API server again.
 //!
 //! A cache can lag behind a write the operator just made. Where a stale "missing" would do harm
 //! it is checked with the API server: a namespace or StorageClass reported missing (the volume
 //! would fail), and the NFS writer token Secret (a second token would be drawn). A stale copy of a
-//! child only costs a write that was not needed, or a reconcile later, when the child's watch
+//! child only costs a read that was not needed, or a reconcile later, when the child's watch
 //! event arrives.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::ready;
-use std::sync::Arc;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Namespace;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
+use kube::core::DynamicResourceScope;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
-use serde_json::Value;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Map, Value};
 
 use super::Error;
-use super::kube_io::{OWNED_KINDS, api_resource};
+use super::kube_io::{FIELD_MANAGER, OWNED_KINDS, api_resource};
+use crate::api::VolumeKind;
 use crate::api::labels;
 use crate::plan::ObjectKey;
 use sv_api::watch::WatchBackoff;
 
 /// What a cached object need not keep: `managedFields` (often the larger part of an object, and
-/// never read by a reconcile) and the last applied configuration. At 1,000 volumes this is most
-/// of the operator's memory.
+/// never read by a reconcile) and the last applied configuration.
 pub fn lean<K: ResourceExt>(object: &mut K) {
     object.managed_fields_mut().clear();
     object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Of a pod, what the operator reads: name, namespace, deletion, the reference label (syncer
+/// pods), the annotations that ask for volumes (consumer pods), its node and phase. Consumer and
+/// syncer pods are the most numerous objects the operator watches, and their specs the largest.
+pub fn lean_pod(pod: &mut Pod) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    let requests = [VolumeKind::SharedVolume.pod_annotation(), VolumeKind::ClusterSharedVolume.pod_annotation()];
+    pod.metadata = ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        deletion_timestamp: metadata.deletion_timestamp,
+        labels: metadata.labels.map(|l| l.into_iter().filter(|(k, _)| k == labels::REFERENCE).collect()),
+        annotations: metadata
+            .annotations
+            .map(|a| a.into_iter().filter(|(k, _)| requests.contains(&k.as_str())).collect()),
+        ..ObjectMeta::default()
+    };
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    pod.spec = Some(PodSpec { node_name, ..PodSpec::default() });
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+    pod.status = Some(PodStatus { phase, ..PodStatus::default() });
+}
+
+/// Of a node, its addresses (images, conditions and capacity are most of a node's status).
+pub fn lean_node(node: &mut Node) {
+    lean(node);
+    node.spec = None;
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.clone());
+    node.status = Some(NodeStatus { addresses, ..NodeStatus::default() });
+}
+
+/// What the cache keeps of an object the operator created.
+#[derive(Clone, Debug)]
+pub struct Child {
+    /// Name, namespace, the labels a reconcile selects by (reference and component), and the
+    /// creation and deletion times.
+    pub metadata: ObjectMeta,
+    /// The fields a reconcile reads: `status.readyReplicas` of a StatefulSet or ReplicaSet,
+    /// `status.phase` of a claim, `spec.clusterIP` of a Service, `data` of a Secret.
+    pub view: Value,
+    /// [`fingerprint`] of the object as the watch delivered it.
+    pub fingerprint: Option<u64>,
+}
+
+impl Child {
+    pub fn of(kind: &str, object: DynamicObject) -> Self {
+        let fingerprint = fingerprint(&object);
+        let DynamicObject { metadata, data, .. } = object;
+        let kept = |path: &str| data.pointer(path).cloned();
+        let view = match kind {
+            "StatefulSet" | "ReplicaSet" => {
+                kept("/status/readyReplicas").map(|n| serde_json::json!({"status": {"readyReplicas": n}}))
+            }
+            "PersistentVolumeClaim" => kept("/status/phase").map(|p| serde_json::json!({"status": {"phase": p}})),
+            "Service" => kept("/spec/clusterIP").map(|ip| serde_json::json!({"spec": {"clusterIP": ip}})),
+            "Secret" => kept("/data").map(|d| serde_json::json!({ "data": d })),
+            _ => None,
+        };
+        let labels = metadata.labels.map(|labels| {
+            labels.into_iter().filter(|(k, _)| k == labels::REFERENCE || k == labels::COMPONENT).collect()
+        });
+        let metadata = ObjectMeta {
+            name: metadata.name,
+            namespace: metadata.namespace,
+            labels,
+            creation_timestamp: metadata.creation_timestamp,
+            deletion_timestamp: metadata.deletion_timestamp,
+            ..ObjectMeta::default()
+        };
+        Self { metadata, view: view.unwrap_or(Value::Null), fingerprint }
+    }
+}
+
+impl Resource for Child {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A hash of the values of every field the operator's field manager owns in `object` (by its
+/// `managedFields` entry for apply), or `None` when it owns none. Another writer who changes
+/// such a field changes its value, its owner, or both, and so the fingerprint.
+pub fn fingerprint(object: &DynamicObject) -> Option<u64> {
+    let owned = object.metadata.managed_fields.as_ref()?.iter().find(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.subresource.as_deref().unwrap_or_default().is_empty()
+    })?;
+    let fields = &owned.fields_v1.as_ref()?.0;
+    let mut metadata = serde_json::to_value(&object.metadata).ok()?;
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.remove("managedFields");
+    }
+    let mut hasher = DefaultHasher::new();
+    hash_owned_fields(
+        &|name| if name == "metadata" { Some(&metadata) } else { object.data.get(name) },
+        fields,
+        &mut hasher,
+    );
+    Some(hasher.finish())
+}
+
+/// Hashes what `fields` (a `fieldsV1` tree) selects of the object whose top-level fields
+/// `field` looks up: `f:` a field, `k:` a list element by its keys, `v:` a set element, `i:` a
+/// list element by position, `.` the element itself; a leaf selects the whole value.
+fn hash_owned_fields<'a>(field: &dyn Fn(&str) -> Option<&'a Value>, fields: &Value, hasher: &mut DefaultHasher) {
+    let Some(selectors) = fields.as_object() else { return };
+    let mut keys: Vec<&String> = selectors.keys().collect();
+    keys.sort();
+    for key in keys {
+        key.hash(hasher);
+        if let Some(name) = key.strip_prefix("f:") {
+            hash_selected(field(name), &selectors[key], hasher);
+        }
+    }
+}
+
+fn hash_selected(value: Option<&Value>, fields: &Value, hasher: &mut DefaultHasher) {
+    let Some(value) = value else {
+        0u8.hash(hasher);
+        return;
+    };
+    let Some(selectors) = fields.as_object().filter(|s| !s.is_empty()) else {
+        hash_value(value, hasher);
+        return;
+    };
+    let mut keys: Vec<&String> = selectors.keys().collect();
+    keys.sort();
+    for key in keys {
+        key.hash(hasher);
+        let sub = &selectors[key];
+        let selected = if let Some(name) = key.strip_prefix("f:") {
+            value.get(name)
+        } else if let Some(element_keys) = key.strip_prefix("k:") {
+            let wanted: Option<Map<String, Value>> = serde_json::from_str(element_keys).ok();
+            value.as_array().and_then(|items| {
+                items.iter().find(|item| wanted.as_ref().is_some_and(|w| w.iter().all(|(k, v)| item.get(k) == Some(v))))
+            })
+        } else if let Some(index) = key.strip_prefix("i:") {
+            index.parse::<usize>().ok().and_then(|i| value.get(i))
+        } else {
+            // `.` and `v:` say that something exists, which their key already hashed.
+            continue;
+        };
+        hash_selected(selected, sub, hasher);
+    }
+}
+
+/// A hash of a JSON value that does not depend on the order of object keys.
+fn hash_value(value: &Value, hasher: &mut DefaultHasher) {
+    match value {
+        Value::Null => 1u8.hash(hasher),
+        Value::Bool(b) => (2u8, b).hash(hasher),
+        Value::Number(n) => (3u8, n.to_string()).hash(hasher),
+        Value::String(s) => (4u8, s).hash(hasher),
+        Value::Array(items) => {
+            (5u8, items.len()).hash(hasher);
+            items.iter().for_each(|item| hash_value(item, hasher));
+        }
+        Value::Object(map) => {
+            (6u8, map.len()).hash(hasher);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for key in keys {
+                key.hash(hasher);
+                hash_value(&map[key], hasher);
+            }
+        }
+    }
+}
+
+/// A hash of a planned object, to tell whether the plan for a child changed.
+pub fn digest(desired: &Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hash_value(desired, &mut hasher);
+    hasher.finish()
+}
+
+/// Whether a child holds its plan, as far as the cache can tell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Applied or checked with this plan, and unchanged since.
+    Holds,
+    /// Not in the cache: apply.
+    Differs,
+    /// Never applied or checked by this process with this plan, or changed since (by another
+    /// writer, or the cache has not yet seen the operator's last write): check with the API
+    /// server.
+    Unknown,
 }
 
 #[derive(Clone)]
@@ -42,13 +270,18 @@ pub struct ClusterCache {
     client: Client,
     namespaces: Store<Namespace>,
     storage_classes: Store<StorageClass>,
-    owned: BTreeMap<&'static str, (ApiResource, Store<DynamicObject>)>,
-    by_reference: Arc<std::sync::RwLock<ReferenceIndex>>,
+    owned: BTreeMap<&'static str, (ApiResource, Store<Child>)>,
+    by_reference: Arc<RwLock<ReferenceIndex>>,
+    /// Per child: the digest of the plan it was last applied or checked with, and the
+    /// fingerprint it had then.
+    verified: Arc<Mutex<HashMap<ObjectKey, (u64, u64)>>>,
 }
 
 /// The owned objects of each volume, by the value of their reference label, kept current from
 /// the same watch events that fill the stores: a reconcile looks up its own children instead of
-/// scanning every object the operator made (quadratic in the number of volumes).
+/// scanning every object the operator made (quadratic in the number of volumes). An entry only
+/// says where to look (the store is the truth), so an entry left behind by a relabelled object
+/// costs a lookup, not a wrong answer.
 #[derive(Default)]
 struct ReferenceIndex {
     live: BTreeMap<&'static str, KindIndex>,
@@ -57,37 +290,32 @@ struct ReferenceIndex {
     relisting: BTreeMap<&'static str, KindIndex>,
 }
 
+/// Reference value → (namespace, name) of the objects of one kind that carry it.
 #[derive(Default)]
-struct KindIndex {
-    /// Reference value → (namespace, name).
-    children: std::collections::HashMap<String, BTreeSet<(Option<String>, String)>>,
-    /// (namespace, name) → its reference value, to find the entry again on a change or delete.
-    reference_of: std::collections::HashMap<(Option<String>, String), String>,
-}
+struct KindIndex(HashMap<String, Vec<(Option<String>, String)>>);
 
 impl KindIndex {
-    fn insert(&mut self, object: &DynamicObject) {
-        self.remove(object);
+    fn insert(&mut self, object: &Child) {
         let Some(reference) = object.labels().get(labels::REFERENCE) else { return };
-        let key = (object.namespace(), object.name_any());
-        self.children.entry(reference.clone()).or_default().insert(key.clone());
-        self.reference_of.insert(key, reference.clone());
+        let key = (object.metadata.namespace.clone(), object.name_any());
+        let children = self.0.entry(reference.clone()).or_default();
+        if !children.contains(&key) {
+            children.push(key);
+        }
     }
 
-    fn remove(&mut self, object: &DynamicObject) {
-        let key = (object.namespace(), object.name_any());
-        let Some(reference) = self.reference_of.remove(&key) else { return };
-        if let Some(children) = self.children.get_mut(&reference) {
-            children.remove(&key);
-            if children.is_empty() {
-                self.children.remove(&reference);
-            }
+    fn remove(&mut self, object: &Child) {
+        let Some(reference) = object.labels().get(labels::REFERENCE) else { return };
+        let Some(children) = self.0.get_mut(reference) else { return };
+        children.retain(|(namespace, name)| *namespace != object.metadata.namespace || *name != object.name_any());
+        if children.is_empty() {
+            self.0.remove(reference);
         }
     }
 }
 
 impl ReferenceIndex {
-    fn apply(&mut self, kind: &'static str, event: &watcher::Event<DynamicObject>) {
+    fn apply(&mut self, kind: &'static str, event: &watcher::Event<Child>) {
         match event {
             watcher::Event::Apply(object) => self.live.entry(kind).or_default().insert(object),
             watcher::Event::Delete(object) => self.live.entry(kind).or_default().remove(object),
@@ -110,10 +338,16 @@ impl ClusterCache {
         let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
         let (namespaces, writer) = reflector::store::<Namespace>();
         tasks.push(
-            reflector::reflector(writer, watcher(Api::all(client.clone()), watcher::Config::default()).modify(lean))
-                .backoff(WatchBackoff::default())
-                .for_each(|_| ready(()))
-                .boxed(),
+            reflector::reflector(
+                writer,
+                watcher(Api::all(client.clone()), watcher::Config::default()).modify(|ns: &mut Namespace| {
+                    lean(ns);
+                    ns.spec = None;
+                }),
+            )
+            .backoff(WatchBackoff::default())
+            .for_each(|_| ready(()))
+            .boxed(),
         );
         let (storage_classes, writer) = reflector::store::<StorageClass>();
         tasks.push(
@@ -123,18 +357,35 @@ impl ClusterCache {
                 .boxed(),
         );
         let mut owned = BTreeMap::new();
-        let by_reference: Arc<std::sync::RwLock<ReferenceIndex>> = Arc::default();
+        let by_reference: Arc<RwLock<ReferenceIndex>> = Arc::default();
+        let verified: Arc<Mutex<HashMap<ObjectKey, (u64, u64)>>> = Arc::default();
         for kind in OWNED_KINDS {
-            let Some((resource, _)) = api_resource(kind) else { continue };
-            let writer = Writer::<DynamicObject>::new(resource.clone());
+            let Some((resource, namespaced)) = api_resource(kind) else { continue };
+            let writer = Writer::<Child>::new(resource.clone());
             let store = writer.as_reader();
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
             let index = by_reference.clone();
+            let verified = verified.clone();
+            let children = watcher(api, watcher::Config::default().labels(&managed)).map_ok(move |event| match event {
+                watcher::Event::Apply(o) => watcher::Event::Apply(Child::of(kind, o)),
+                watcher::Event::InitApply(o) => watcher::Event::InitApply(Child::of(kind, o)),
+                watcher::Event::Delete(o) => watcher::Event::Delete(Child::of(kind, o)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            });
             tasks.push(
-                reflector::reflector(writer, watcher(api, watcher::Config::default().labels(&managed)).modify(lean))
+                reflector::reflector(writer, children)
                     .backoff(WatchBackoff::default())
                     .for_each(move |event| {
                         if let Ok(event) = event {
+                            if let watcher::Event::Delete(child) = &event {
+                                let key = ObjectKey {
+                                    kind,
+                                    namespace: child.namespace().filter(|_| namespaced),
+                                    name: child.name_any(),
+                                };
+                                verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                            }
                             index.write().unwrap_or_else(|e| e.into_inner()).apply(kind, &event);
                         }
                         ready(())
@@ -143,7 +394,7 @@ impl ClusterCache {
             );
             owned.insert(kind, (resource, store));
         }
-        let caches = Self { client: client.clone(), namespaces, storage_classes, owned, by_reference };
+        let caches = Self { client: client.clone(), namespaces, storage_classes, owned, by_reference, verified };
         (caches, futures::future::join_all(tasks).map(|_| ()).boxed())
     }
 
@@ -154,7 +405,7 @@ impl ClusterCache {
             .iter()
             .filter_map(|kind| {
                 let (resource, _) = api_resource(kind)?;
-                let store = Writer::<DynamicObject>::new(resource.clone()).as_reader();
+                let store = Writer::<Child>::new(resource.clone()).as_reader();
                 Some((*kind, (resource, store)))
             })
             .collect();
@@ -164,6 +415,7 @@ impl ClusterCache {
             storage_classes: reflector::store().0,
             owned,
             by_reference: Arc::default(),
+            verified: Arc::default(),
         }
     }
 
@@ -195,10 +447,10 @@ impl ClusterCache {
         Ok(Api::<StorageClass>::all(self.client.clone()).get_opt(name).await?.is_some())
     }
 
-    /// The cached copy of an object the operator created.
-    pub fn owned(&self, key: &ObjectKey) -> Option<Arc<DynamicObject>> {
+    /// What the cache holds of an object the operator created.
+    pub fn owned(&self, key: &ObjectKey) -> Option<Arc<Child>> {
         let (resource, store) = self.owned.get(key.kind)?;
-        let reference = ObjectRef::<DynamicObject>::new_with(&key.name, resource.clone());
+        let reference = ObjectRef::<Child>::new_with(&key.name, resource.clone());
         let reference = match &key.namespace {
             Some(ns) => reference.within(ns),
             None => reference,
@@ -206,10 +458,11 @@ impl ClusterCache {
         store.get(&reference)
     }
 
-    /// An owned object as JSON, from the cache or, on a miss, from the API server.
+    /// What a reconcile reads of an owned object (its [`Child::view`]), from the cache or, on a
+    /// miss, from the API server (then the whole object).
     pub async fn owned_or_fetched(&self, key: &ObjectKey) -> Result<Option<Value>, Error> {
         if let Some(object) = self.owned(key) {
-            return Ok(serde_json::to_value(&*object).ok());
+            return Ok(Some(object.view.clone()));
         }
         let Some((resource, _)) = self.owned.get(key.kind) else { return Ok(None) };
         let api: Api<DynamicObject> = match &key.namespace {
@@ -228,7 +481,7 @@ impl ClusterCache {
                 .live
                 .iter()
                 .flat_map(|(kind, by_kind)| {
-                    by_kind.children.get(reference).into_iter().flatten().map(|(namespace, name)| ObjectKey {
+                    by_kind.0.get(reference).into_iter().flatten().map(|(namespace, name)| ObjectKey {
                         kind,
                         namespace: namespace.clone(),
                         name: name.clone(),
@@ -248,6 +501,28 @@ impl ClusterCache {
                 })
             })
             .collect()
+    }
+
+    /// Whether the child `key` holds the plan whose [`digest`] is `desired`.
+    pub fn verdict(&self, key: &ObjectKey, desired: u64) -> Verdict {
+        let Some(cached) = self.owned(key) else { return Verdict::Differs };
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied();
+        match verified {
+            Some((plan, seen)) if plan == desired && cached.fingerprint == Some(seen) => Verdict::Holds,
+            // A changed plan may ask for what the child already has (a Service's clusterIP,
+            // pinned once allocated): a read tells, where an apply would be a write.
+            _ => Verdict::Unknown,
+        }
+    }
+
+    /// Records that the child `key` held the plan `desired` when its fingerprint was
+    /// `fingerprint` (just applied, or checked with the API server).
+    pub fn record(&self, key: &ObjectKey, desired: u64, fingerprint: Option<u64>) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        match fingerprint {
+            Some(seen) => verified.insert(key.clone(), (desired, seen)),
+            None => verified.remove(key),
+        };
     }
 }
 
@@ -286,18 +561,76 @@ mod tests {
         assert!(!holds(&current, &json!({"spec": {"type": "NodePort"}})), "a field that is missing");
     }
 
-    fn object(name: &str, reference: Option<&str>) -> DynamicObject {
+    fn statefulset(replicas: i64, image: &str, ready: i64, owned: Option<Value>) -> DynamicObject {
+        let mut managed = vec![json!({"manager": "kube-controller-manager", "operation": "Update",
+            "subresource": "status", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:readyReplicas": {}}}})];
+        if let Some(owned) = owned {
+            managed.push(json!({"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "apps/v1",
+                "fieldsType": "FieldsV1", "fieldsV1": owned}));
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "s", "namespace": "ns", "labels": {"a": "1"}, "managedFields": managed,
+                         "annotations": {"big": "x".repeat(1000)}},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                {"name": "nfs", "image": image, "imagePullPolicy": "IfNotPresent"}]}}},
+            "status": {"readyReplicas": ready},
+        }))
+        .expect("a StatefulSet")
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_the_fields_the_operator_owns_and_nothing_else() {
+        // As a real server writes it: list elements by their keys.
+        let owned = json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:replicas": {},
+            "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"nfs\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}});
+        let base = fingerprint(&statefulset(1, "nfs:1", 0, Some(owned.clone())));
+        assert!(base.is_some());
+        assert_eq!(base, fingerprint(&statefulset(1, "nfs:1", 1, Some(owned.clone()))), "status is not the operator's");
+        assert_ne!(base, fingerprint(&statefulset(0, "nfs:1", 0, Some(owned.clone()))), "replicas");
+        assert_ne!(base, fingerprint(&statefulset(1, "nfs:2", 0, Some(owned.clone()))), "a field of a keyed element");
+        let taken = json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:replicas": {}}});
+        assert_ne!(base, fingerprint(&statefulset(1, "nfs:1", 0, Some(taken))), "a field another writer took");
+        // As the simulated server writes it: lists owned whole.
+        let atomic = json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {}}}}});
+        assert_ne!(
+            fingerprint(&statefulset(1, "nfs:1", 0, Some(atomic.clone()))),
+            fingerprint(&statefulset(1, "nfs:2", 0, Some(atomic))),
+            "a list owned whole"
+        );
+        assert_eq!(fingerprint(&statefulset(1, "nfs:1", 0, None)), None, "nothing owned");
+    }
+
+    #[test]
+    fn the_cache_keeps_what_a_reconcile_reads_and_drops_the_rest() {
+        let child = Child::of("StatefulSet", statefulset(1, "nfs:1", 1, Some(json!({"f:spec": {"f:replicas": {}}}))));
+        assert_eq!(child.view, json!({"status": {"readyReplicas": 1}}));
+        assert!(child.metadata.managed_fields.is_none() && child.metadata.annotations.is_none());
+        assert!(child.labels().is_empty(), "only the labels a reconcile selects by are kept");
+        assert!(child.fingerprint.is_some());
+        let service = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "s"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 2049}]}}))
+        .expect("a Service");
+        assert_eq!(Child::of("Service", service).view, json!({"spec": {"clusterIP": "10.96.0.9"}}));
+        let secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s"}, "data": {"token": "dG9rZW4="}, "type": "Opaque"}))
+        .expect("a Secret");
+        assert_eq!(Child::of("Secret", secret).view, json!({"data": {"token": "dG9rZW4="}}));
+    }
+
+    fn object(name: &str, reference: Option<&str>) -> Child {
         let labels = reference.map(|r| json!({labels::REFERENCE: r})).unwrap_or(json!({}));
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+        let object = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "ns", "labels": labels}}))
-        .expect("an object")
+        .expect("an object");
+        Child::of("Service", object)
     }
 
     fn children(index: &ReferenceIndex, reference: &str) -> Vec<String> {
         index
             .live
             .get("Service")
-            .and_then(|k| k.children.get(reference))
+            .and_then(|k| k.0.get(reference))
             .into_iter()
             .flatten()
             .map(|(_, n)| n.clone())
@@ -313,13 +646,11 @@ mod tests {
         index.apply("Service", &Event::Apply(object("c", None)));
         assert_eq!(children(&index, "r1"), ["a", "b"]);
         index.apply("Service", &Event::Apply(object("b", Some("r2"))));
-        assert_eq!(
-            (children(&index, "r1"), children(&index, "r2")),
-            (vec!["a".into()], vec!["b".into()]),
-            "relabelled"
-        );
+        // A relabelled object is found under its new reference; the old entry may stay (the
+        // store, which has the new labels, rules it out).
+        assert_eq!(children(&index, "r2"), ["b"], "relabelled");
         index.apply("Service", &Event::Delete(object("a", Some("r1"))));
-        assert!(children(&index, "r1").is_empty(), "deleted");
+        assert!(!children(&index, "r1").contains(&"a".to_string()), "deleted");
         // A relist: the old entries stand until it is complete, then only what was listed.
         index.apply("Service", &Event::Init);
         index.apply("Service", &Event::InitApply(object("d", Some("r2"))));

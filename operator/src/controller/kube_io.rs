@@ -11,7 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::Error;
-use super::cache::{ClusterCache, holds};
+use super::cache::{ClusterCache, Verdict, digest, fingerprint, holds};
 use crate::api::{Volume, VolumeStatus};
 use crate::plan::{Desired, ObjectKey};
 
@@ -63,20 +63,32 @@ fn dynamic_api(client: &Client, key: &ObjectKey) -> Result<Api<DynamicObject>, E
     })
 }
 
-/// Server-side applies one planned object, taking ownership of every field it sets, unless the
-/// cached object already holds all of it (then nothing is sent); returns whether it wrote.
+/// Server-side applies one planned object, taking ownership of every field it sets, unless it
+/// already holds all of it (then nothing is sent); returns whether it wrote. A child the cache
+/// cannot vouch for is read once from the API server rather than written.
 pub async fn apply(client: &Client, cache: &ClusterCache, object: &Desired) -> Result<bool, Error> {
     let key = object.key();
     let body = serde_json::to_value(object).map_err(|e| Error::Serialize(key.to_string(), e))?;
-    if let Some(current) = cache.owned(&key)
-        && serde_json::to_value(&*current).is_ok_and(|current| holds(&current, &body))
-    {
-        return Ok(false);
-    }
+    let desired = digest(&body);
     let api = dynamic_api(client, &key)?;
-    api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+    match cache.verdict(&key, desired) {
+        Verdict::Holds => return Ok(false),
+        Verdict::Differs => {}
+        Verdict::Unknown => {
+            if let Some(current) = api.get_opt(&key.name).await?
+                && let Some(seen) = fingerprint(&current)
+                && serde_json::to_value(&current).is_ok_and(|current| holds(&current, &body))
+            {
+                cache.record(&key, desired, Some(seen));
+                return Ok(false);
+            }
+        }
+    }
+    let applied = api
+        .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
         .map_err(|source| Error::Apply { object: key.to_string(), source })?;
+    cache.record(&key, desired, fingerprint(&applied));
     Ok(true)
 }
 

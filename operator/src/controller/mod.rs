@@ -369,7 +369,7 @@ async fn run_controllers(
     let (pods, pod_writer) = reflector::store::<Pod>();
     let pod_cache = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()).modify(cache::lean),
+        watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()).modify(cache::lean_pod),
     )
     .backoff(WatchBackoff::default())
     .for_each(|_| ready(()));
@@ -381,7 +381,7 @@ async fn run_controllers(
     let node_cache = async move {
         let mut last = None;
         let mut events = std::pin::pin!(
-            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()).modify(cache::lean))
+            reflector::reflector(node_writer, watcher(node_api, watcher::Config::default()).modify(cache::lean_node))
                 .backoff(WatchBackoff::default())
         );
         // Awaiting the store's readiness in here would stop polling the very stream that makes it
@@ -415,7 +415,7 @@ async fn run_controllers(
     let (syncer_pods, syncer_pod_writer) = reflector::store::<Pod>();
     let syncer_pod_cache = reflector::reflector(
         syncer_pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()).modify(cache::lean),
+        watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()).modify(cache::lean_pod),
     )
     .backoff(WatchBackoff::default())
     .for_each(|_| ready(()));
@@ -467,7 +467,14 @@ fn volume_controller<V: Volume>(
     let PodWatches { consumers: consumer_pods, syncers: syncer_pods } = pod_watches;
     let children = watcher::Config::default().labels(&children_selector(V::KIND));
     let kind = V::KIND;
-    Controller::new(Api::<V>::all(client.clone()), watcher::Config::default())
+    // The controller's own cache of volumes, without what a reconcile never reads.
+    let (volumes, writer) = reflector::store::<V>();
+    let volume_events = reflector::reflector(
+        writer,
+        watcher(Api::<V>::all(client.clone()), watcher::Config::default()).modify(cache::lean),
+    )
+    .applied_objects();
+    Controller::for_stream(volume_events, volumes)
         .with_config(ControllerConfig::default().concurrency(4))
         .trigger_backoff(WatchBackoff::default())
         .watches(Api::<StatefulSet>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))

@@ -64,7 +64,7 @@ pub async fn observe<V: Volume>(
     o.resource_namespace =
         if cache.live_namespace(&resource_ns).await?.is_some() { Lookup::Found(()) } else { Lookup::Missing };
     let child = |kind: &'static str, name: String| {
-        cache.owned(&ObjectKey { kind, namespace: Some(resource_ns.clone()), name }).map(|o| o.data.clone())
+        cache.owned(&ObjectKey { kind, namespace: Some(resource_ns.clone()), name }).map(|o| o.view.clone())
     };
 
     match server_mode(&o.spec) {
@@ -130,7 +130,7 @@ pub async fn observe<V: Volume>(
         .into_iter()
         .filter(|k| k.kind == "ReplicaSet")
         .filter_map(|k| cache.owned(&k))
-        .map(|rs| rs.data["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32)
+        .map(|rs| rs.view["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32)
         .max();
 
     o.consumer_pods = consumer_pods(&caches.pods, V::KIND, &name, o.namespace.as_deref());
