@@ -127,3 +127,48 @@ fn settled_volumes_cost_the_api_server_nothing_but_the_leader_lease() {
     assert!(made.contains_key(&("patch".to_string(), "statefulsets".to_string())), "{made:?}");
     eprintln!("to restore an edited StatefulSet: {made:?}");
 }
+
+/// A volume that waits for a Secret nobody created is Failed, and what it waits for is not watched
+/// (that would cache every Secret of the cluster): it is checked again less and less often, so a
+/// volume left Failed costs under one request per minute.
+#[test]
+fn a_volume_left_failed_costs_under_one_request_per_minute() {
+    sv_sim::init_test_logging();
+    let mut world = World::new(WorldConfig::default()).expect("a world");
+    assert!(install(&world).expect("install").is_empty());
+    let volume = json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": "private", "namespace": "default"},
+        "spec": {"mountPath": "/private", "storageClassName": "standard", "storage": {"capacity": "1Gi"},
+                 "syncInterval": "1m", "syncTimeout": "30s",
+                 "source": {"git": {"url": "https://git.example.com/org/private.git", "branch": "main",
+                     "user": "demo", "passwordFromSecret": {"name": "not-there", "key": "token"}}}},
+    });
+    for result in world.create_all([volume]) {
+        result.expect("create");
+    }
+    let failed = |api: &ApiServer| volumes(api).first().is_some_and(|v| v["status"]["phase"] == "Failed");
+    assert!(world.run_until(Duration::from_secs(120), failed).expect("run"), "the volume is Failed");
+    let secret_reads = |world: &World| {
+        world.requests_from("operator").get(&("get".to_string(), "secrets".to_string())).copied().unwrap_or(0)
+    };
+    let first = secret_reads(&world);
+    world.run_for(Duration::from_secs(5 * 60)).expect("run");
+    let early = secret_reads(&world) - first;
+    let minutes = 20;
+    let before = world.requests_from("operator");
+    world.run_for(Duration::from_secs(minutes * 60)).expect("run");
+    let made = difference(&before, &world.requests_from("operator"));
+    let leader_lease =
+        |(verb, resource): &(String, String)| resource == "leases" && (verb == "get" || verb == "update");
+    let requests: u64 = made.iter().filter(|(k, _)| !leader_lease(k) && k.0 != "watch").map(|(_, n)| n).sum();
+    let reads = made.get(&("get".to_string(), "secrets".to_string())).copied().unwrap_or(0);
+    assert!(early >= 3, "{early} checks of the Secret in the first 5 minutes: the volume is not being retried");
+    assert!(reads >= minutes / 5, "{reads} checks of the Secret in {minutes} minutes: not retried at all");
+    let per_minute = requests as f64 / minutes as f64;
+    assert!(per_minute < 1.0, "{per_minute:.2} requests per minute from a Failed volume: {made:?}");
+    assert_eq!(volumes(&world.api)[0]["status"]["phase"], "Failed");
+    eprintln!(
+        "a Failed volume: {early} checks in its first 5 minutes, then {requests} requests in {minutes}: {made:?}"
+    );
+}

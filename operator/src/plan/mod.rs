@@ -71,8 +71,10 @@ pub const SYNCER_DATA_DIR: &str = "/data";
 pub const NFS_EXPORT_DIR: &str = "/export";
 /// Requeue interval while waiting for something the operator does not watch.
 pub const WAIT_REQUEUE: Duration = Duration::from_secs(10);
-/// Requeue interval of a Failed volume (a missing Secret or StorageClass may appear).
+/// Requeue interval of a volume that just Failed (a missing Secret or StorageClass may appear).
 pub const FAILED_REQUEUE: Duration = Duration::from_secs(30);
+/// Longest requeue interval of a volume that has been Failed for a while.
+pub const FAILED_REQUEUE_MAX: Duration = Duration::from_secs(300);
 /// Periodic re-check of a healthy volume, to repair drift.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
 

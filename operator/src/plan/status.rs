@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    ConsumerPod, FAILED_REQUEUE, Lookup, NFS_PORT, Observed, PlanContext, Problems, RESYNC_PERIOD, WAIT_REQUEUE, time,
+    ConsumerPod, FAILED_REQUEUE, FAILED_REQUEUE_MAX, Lookup, NFS_PORT, Observed, PlanContext, Problems, RESYNC_PERIOD,
+    WAIT_REQUEUE, time,
 };
 use crate::api::{Phase, SyncStatus, VolumeStatus, condition, sync_result};
 use crate::validation::{ServerMode, Validation};
@@ -119,12 +120,25 @@ pub(crate) fn compute(
         WAIT_REQUEUE
     } else {
         match phase {
-            Phase::Failed => FAILED_REQUEUE,
+            Phase::Failed => failed_requeue(&status.conditions, o.now),
             Phase::Pending | Phase::Preparing => WAIT_REQUEUE,
             Phase::Ready => RESYNC_PERIOD,
         }
     };
     Outcome { status, requeue_after }
+}
+
+/// A Failed volume is checked again after as long as it has not been Ready, within
+/// [`FAILED_REQUEUE`] and [`FAILED_REQUEUE_MAX`]: what it waits for (a Secret, a StorageClass, a
+/// namespace) is not watched, so each check reads it from the API server, and a volume left
+/// Failed must not cost that every 30 s for ever. An edit of the volume is reconciled at once.
+fn failed_requeue(conditions: &[Condition], now: Timestamp) -> Duration {
+    let failing = conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY && c.status == "False")
+        .map(|c| now.duration_since(c.last_transition_time.0).unsigned_abs())
+        .unwrap_or_default();
+    failing.clamp(FAILED_REQUEUE, FAILED_REQUEUE_MAX)
 }
 
 fn phase_reason(phase: Phase) -> &'static str {
