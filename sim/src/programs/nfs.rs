@@ -36,6 +36,21 @@ impl Connector for Loopback {
     }
 }
 
+/// The NFS write verifier of one run of the server. A client resends the writes it has not seen
+/// committed when the verifier changes, so it must change with every start: a container restart
+/// (`incarnation`) and a new pod of the same name (`pod_uid`; the StatefulSet replaces `nfs-0`
+/// with another `nfs-0` after a node loss). The real program draws it from the OS; here it comes
+/// from the pod's uid, which the seeded API server drew.
+fn write_verifier(pod_uid: &str, incarnation: u32) -> [u8; 8] {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    pod_uid.hash(&mut hasher);
+    let mut verifier = [0u8; 8];
+    verifier[..4].copy_from_slice(&incarnation.to_be_bytes());
+    verifier[4..].copy_from_slice(&(hasher.finish() as u32).to_be_bytes());
+    verifier
+}
+
 /// Runs the program until `stop`; `incarnation` tells restarts apart (the write verifier must
 /// change with every restart, and in a simulation it must not come from the OS).
 pub(super) async fn run(context: PodContext, incarnation: u32, stop: CancellationToken) -> Result<(), String> {
@@ -44,9 +59,7 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
     if let Some(file) = &args.writer_token_file {
         args.writer_token_file = Some(context.host_path(file)?);
     }
-    let mut write_verifier = [0u8; 8];
-    write_verifier[..4].copy_from_slice(&incarnation.to_be_bytes());
-    write_verifier[4..].copy_from_slice(&(context.name.len() as u32).to_be_bytes());
+    let write_verifier = write_verifier(&context.uid, incarnation);
     let nfs = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding port {}: {e}", args.http_port))?;
     let host = Host {
@@ -64,6 +77,14 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_verifier_changes_with_every_start_of_the_server() {
+        let first = write_verifier("9b1c0d6e-uid-of-nfs-0", 0);
+        assert_eq!(first, write_verifier("9b1c0d6e-uid-of-nfs-0", 0), "the same run");
+        assert_ne!(first, write_verifier("9b1c0d6e-uid-of-nfs-0", 1), "a container restart");
+        assert_ne!(first, write_verifier("4f7a2e10-uid-of-the-new-nfs-0", 0), "a new pod of the same name");
+    }
 
     fn words(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_string).collect()

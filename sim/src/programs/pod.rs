@@ -15,6 +15,8 @@ use crate::cluster::{ClusterView, StartError};
 pub struct PodContext {
     pub name: String,
     pub namespace: String,
+    /// The pod's uid: a pod that replaces another of the same name has a new one.
+    pub uid: String,
     /// The container's `command` and `args` after the image's entrypoint.
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -31,6 +33,7 @@ impl PodContext {
     pub(super) fn new(pod: &Value, container: &Value, cluster: &dyn ClusterView) -> Result<Self, StartError> {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         let strings = |v: &Value| -> Vec<String> {
             v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
         };
@@ -62,7 +65,7 @@ impl PodContext {
                 env.insert(key.to_string(), value);
             }
         }
-        Ok(Self { name, namespace, args, env, mounts: Vec::new() })
+        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new() })
     }
 
     /// Records the container's volume mounts, given the directory of each pod volume.
@@ -277,6 +280,7 @@ mod tests {
         let mut c = PodContext {
             name: "p".into(),
             namespace: "n".into(),
+            uid: "u".into(),
             args: vec![],
             env: BTreeMap::new(),
             mounts: mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect(),
