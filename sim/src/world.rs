@@ -203,11 +203,18 @@ impl World {
         for command in programs.take_commands() {
             match command {
                 HostCommand::Start { host, software } => {
+                    self.note(&format!("start {host}"));
                     self.sim.host(host.as_str(), move || software());
                     self.pod_hosts.insert(host);
                 }
-                HostCommand::Crash { host } if self.pod_hosts.contains(&host) => self.sim.crash(host.as_str()),
-                HostCommand::Restart { host } if self.pod_hosts.contains(&host) => self.sim.bounce(host.as_str()),
+                HostCommand::Crash { host } if self.pod_hosts.contains(&host) => {
+                    self.note(&format!("crash {host}"));
+                    self.sim.crash(host.as_str());
+                }
+                HostCommand::Restart { host } if self.pod_hosts.contains(&host) => {
+                    self.note(&format!("restart {host}"));
+                    self.sim.bounce(host.as_str());
+                }
                 HostCommand::Crash { .. } | HostCommand::Restart { .. } => {}
             }
         }
@@ -246,9 +253,25 @@ impl World {
         self.sim.elapsed()
     }
 
-    /// The hash of every write the API server committed, in order: equal for equal runs.
+    /// The hash of the run: every write the API server committed and every answer it gave, in
+    /// order, the host events (starts, crashes, restarts, partitions, lost nodes) with their
+    /// simulated times, and the files every running NFS server exports now. Equal for equal runs.
     pub fn trace_hash(&self) -> String {
-        self.api.state().store.trace_hash()
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(self.api.state().store.trace_hash().as_bytes());
+        if let Some(programs) = &self.programs {
+            for (pod, export) in programs.exports(&self.api) {
+                hasher.update(format!("export {pod}\n").as_bytes());
+                hash_tree(&export, &export, &mut hasher);
+            }
+        }
+        hasher.finalize().to_hex()[..16].to_string()
+    }
+
+    /// Records a host event in the trace, with the simulated time.
+    fn note(&self, event: &str) {
+        let at = self.sim.elapsed();
+        self.api.state().store.note(&format!("host {event} at {at:?}"));
     }
 
     pub fn set_api_faults(&self, faults: Faults) {
@@ -258,6 +281,7 @@ impl World {
     /// Loses a node with everything running on it (its pods' programs stop and its kubelet stops
     /// reporting), or brings it back (the containers of its pods that were not evicted start again).
     pub fn set_node_ready(&mut self, node: &str, ready: bool) {
+        self.note(&format!("node {node} ready={ready}"));
         crate::cluster::set_node_ready(&self.api, node, ready);
         if let Some(programs) = &self.programs {
             if ready { programs.node_back(node) } else { programs.node_lost(node) }
@@ -272,10 +296,12 @@ impl World {
     }
 
     pub fn partition(&mut self, a: &str, b: &str) {
+        self.note(&format!("partition {a} {b}"));
         self.sim.partition(a, b);
     }
 
     pub fn repair(&mut self, a: &str, b: &str) {
+        self.note(&format!("repair {a} {b}"));
         self.sim.repair(a, b);
     }
 
@@ -299,10 +325,12 @@ impl World {
     }
 
     pub fn crash(&mut self, host: &str) {
+        self.note(&format!("crash {host}"));
         self.sim.crash(host);
     }
 
     pub fn bounce(&mut self, host: &str) {
+        self.note(&format!("restart {host}"));
         self.sim.bounce(host);
     }
 }
@@ -329,4 +357,53 @@ async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String]) ->
     let identity = args.identity(identity);
     let result = sv_operator::program::run(&args, identity, client, clock, http, CancellationToken::new()).await;
     result.map_err(|e| e.to_string().into())
+}
+
+/// Hashes the files under `dir` (paths relative to `root`, contents, link targets) in name order.
+fn hash_tree(root: &std::path::Path, dir: &std::path::Path, hasher: &mut blake3::Hasher) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.is_dir() {
+            hasher.update(format!("dir {relative}\n").as_bytes());
+            hash_tree(root, &path, hasher);
+        } else if meta.is_symlink() {
+            let target = std::fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
+            hasher.update(format!("link {relative} {target}\n").as_bytes());
+        } else if let Ok(content) = std::fs::read(&path) {
+            hasher.update(format!("file {relative} {}\n", content.len()).as_bytes());
+            hasher.update(&content);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_hash(files: &[(&str, &str)], link: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            std::fs::write(path, content).expect("write");
+        }
+        std::os::unix::fs::symlink(link, dir.path().join("current")).expect("link");
+        let mut hasher = blake3::Hasher::new();
+        hash_tree(dir.path(), dir.path(), &mut hasher);
+        hasher.finalize().to_hex().to_string()
+    }
+
+    #[test]
+    fn the_hash_of_an_export_covers_names_contents_and_links() {
+        let base = tree_hash(&[("a/x.txt", "one"), ("b.txt", "two")], "a");
+        assert_eq!(base, tree_hash(&[("b.txt", "two"), ("a/x.txt", "one")], "a"), "written in another order");
+        assert_ne!(base, tree_hash(&[("a/x.txt", "One"), ("b.txt", "two")], "a"), "a content");
+        assert_ne!(base, tree_hash(&[("a/y.txt", "one"), ("b.txt", "two")], "a"), "a name");
+        assert_ne!(base, tree_hash(&[("a/x.txt", "one"), ("b.txt", "two")], "b"), "a link target");
+    }
 }

@@ -81,6 +81,42 @@ fn same_seed_same_trace() {
     assert_ne!(first, busy_run(12), "the seed reaches the trace (generated names, uids)");
 }
 
+/// A client reads the API for a few seconds; `fault` makes the server refuse its pod lists, and
+/// `partition` cuts it off from the API server and repairs the link at once.
+fn reading_run(seed: u64, fault: bool, partition: bool) -> String {
+    let mut world = World::new(WorldConfig { seed, operator: false, ..WorldConfig::default() }).expect("a world");
+    if fault {
+        world.api.set_request_fault(Some(Arc::new(|_, verb, resource| {
+            (verb == "list" && resource == "configmaps").then_some(503)
+        })));
+    }
+    world.sim.client("reader", async {
+        let client = sv_sim::net::kube_client(API_HOST, API_PORT)?;
+        let maps: Api<ConfigMap> = Api::all(client);
+        for _ in 0..3 {
+            let _ = maps.list(&Default::default()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(())
+    });
+    world.run_for(Duration::from_secs(2)).expect("run");
+    if partition {
+        world.partition("reader", API_HOST);
+        world.repair("reader", API_HOST);
+    }
+    world.run_for(Duration::from_secs(5)).expect("run");
+    world.trace_hash()
+}
+
+#[test]
+fn the_trace_covers_answers_injected_faults_and_host_events() {
+    let plain = reading_run(11, false, false);
+    assert_eq!(plain, reading_run(11, false, false), "a replay");
+    // Neither changes what is written: only the answers and the host events tell these apart.
+    assert_ne!(plain, reading_run(11, true, false), "refused lists");
+    assert_ne!(plain, reading_run(11, false, true), "a partition");
+}
+
 #[test]
 fn a_restarted_api_server_keeps_its_data_and_clients_recover() {
     let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");

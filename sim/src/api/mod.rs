@@ -408,6 +408,7 @@ impl ApiServer {
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
         let (verb, resource) = (verb_of(&request), resource_of(&request.path));
+        let (request_peer, name) = (request.peer, resource_name_of(&request.path));
         if let Some(peer) = request.peer {
             let key = (peer, verb.to_string(), resource.clone());
             *self.inner.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
@@ -418,7 +419,7 @@ impl ApiServer {
             peer: request.peer,
             verb: verb.to_string(),
             resource: resource.clone(),
-            name: resource_name_of(&request.path),
+            name: name.clone(),
             code: 0,
         });
         let injected = self
@@ -432,6 +433,11 @@ impl ApiServer {
             Some(code) => errors::injected(code).into(),
             None => self.answer(request).await,
         };
+        // Every answer, errors and injected faults included, goes into the trace: two runs that
+        // answered differently do not replay each other even when they wrote the same.
+        let peer = request_peer.map(|p| p.to_string()).unwrap_or_else(|| "in-process".into());
+        let injected = if injected.is_some() { " injected" } else { "" };
+        self.state().store.note(&format!("answer {peer} {verb} {resource} {name} {}{injected}", response.code()));
         if let Some(mut entry) = entry {
             entry.code = response.code();
             if let Some(log) = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {

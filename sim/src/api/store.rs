@@ -59,8 +59,8 @@ pub struct Store {
     /// Changes at or below this version are no longer in the log: a watch from an older version
     /// gets `410 Expired`.
     compacted: u64,
-    /// Digest of every change ever recorded: two runs with equal traces wrote the same objects in
-    /// the same order.
+    /// Digest of every change ever recorded, and of what was [noted](Self::note) besides: two
+    /// runs with equal traces wrote the same objects in the same order.
     trace: blake3::Hasher,
 }
 
@@ -139,6 +139,12 @@ impl Store {
 
     pub fn trace_hash(&self) -> String {
         self.trace.finalize().to_hex()[..16].to_string()
+    }
+
+    /// Adds something that happened besides a write (a response, a host event) to the trace.
+    pub fn note(&mut self, line: &str) {
+        self.trace.update(line.as_bytes());
+        self.trace.update(b"\n");
     }
 
     fn record(
