@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::routing::post;
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -176,6 +176,15 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
             &ca,
             unreachable("Fail"),
         ),
+        // A naive condition: claims without annotations make it fail to evaluate.
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "naive.example.com",
+            "/validate",
+            &["persistentvolumeclaims"],
+            &ca,
+            json!({"matchConditions": [{"name": "annotated", "expression": "'sharedvolume.sv' in object.metadata.annotations"}]}),
+        ),
         configuration(
             "ValidatingWebhookConfiguration",
             "open.example.com",
@@ -221,13 +230,18 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).expect("secret");
         let created = Api::<Secret>::namespaced(client.clone(), "team").create(&post, &secret).await;
         note("closed", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "claim"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .expect("claim");
+        let created = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "team").create(&post, &claim).await;
+        note("naive", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
         let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "sa"}})).expect("sa");
         let created = Api::<ServiceAccount>::namespaced(client.clone(), "team").create(&post, &account).await;
         note("open", created.map(|c| serde_json::to_value(c).unwrap_or_default()));
         Ok(())
     });
     let done = results.clone();
-    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == 8).expect("run"));
+    assert!(world.run_until(Duration::from_secs(120), |_| done.lock().expect("lock").len() == 9).expect("run"));
 
     let results = results.lock().expect("lock").clone();
     let outcome = |what: &str| results.iter().find(|(w, _)| w == what).map(|(_, r)| r.clone()).expect("recorded");
@@ -249,6 +263,14 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
     let closed = outcome("closed").expect_err("failurePolicy Fail refuses when the webhook cannot be called");
     assert!(closed.contains("failed calling webhook \"closed.example.com\""), "{closed}");
     assert!(outcome("open").is_ok(), "failurePolicy Ignore lets the write through");
+    // As a real v1.36 server answers (shared/admission/README.md): 403, naming the object and
+    // the expression, not the 500 of a webhook that cannot be called.
+    let naive = outcome("naive").expect_err("a matchCondition that cannot be evaluated refuses under Fail");
+    assert!(
+        naive.contains("persistentvolumeclaims \"claim\" is forbidden: expression ''sharedvolume.sv' in object.metadata.annotations' resulted in error:"),
+        "{naive}"
+    );
+    assert!(naive.contains("code: 403") && naive.contains("Forbidden"), "{naive}");
 
     // The mutating webhook saw real AdmissionReviews (the refused ConfigMap too: mutation comes
     // before validation), the update with its old object.

@@ -163,6 +163,11 @@ impl ApiServer {
             let called = match conditions_hold(hook, &review, namespace.as_ref()) {
                 Ok(true) => self.call(hook, &review).await,
                 Ok(false) => continue,
+                // The real server refuses with 403 here, not the 500 of a failed call.
+                Err(why) if hook.fail_closed => {
+                    let name = object["metadata"]["name"].as_str().or_else(|| old?["metadata"]["name"].as_str());
+                    return Err(conditions_forbidden(target, name.unwrap_or_default(), &why));
+                }
                 Err(why) => Err(why),
             };
             let verdict = match called {
@@ -500,16 +505,40 @@ fn conditions_hold(hook: &Webhook, review: &Value, namespace: Option<&Value>) ->
         ("namespaceObject", namespace.unwrap_or(&Value::Null)),
     ];
     let context = super::cel::context(&variables).map_err(|e| format!("matchConditions: {e}"))?;
-    let mut failure = None;
-    for (name, expression) in &hook.match_conditions {
+    let mut failures = Vec::new();
+    for (_, expression) in &hook.match_conditions {
         match super::cel::evaluate(expression, &context) {
             Ok(cel::Value::Bool(false)) => return Ok(false),
             Ok(cel::Value::Bool(true)) => {}
-            Ok(other) => failure = Some(format!("matchCondition {name:?} is not a boolean: {other:?}")),
-            Err(e) => failure = Some(format!("matchCondition {name:?} cannot be evaluated: {e}")),
+            Ok(other) => {
+                failures.push(format!("expression '{expression}' resulted in error: not a boolean: {other:?}"))
+            }
+            Err(e) => failures.push(format!("expression '{expression}' resulted in error: {e}")),
         }
     }
-    failure.map_or(Ok(true), Err)
+    // Worded as the real server aggregates the errors: one as it is, several in brackets.
+    match failures.len() {
+        0 => Ok(true),
+        1 => Err(failures.remove(0)),
+        _ => Err(format!("[{}]", failures.join(", "))),
+    }
+}
+
+/// The refusal of a write whose webhook's `matchConditions` cannot be evaluated under
+/// `failurePolicy: Fail`: 403 Forbidden naming the resource and the object, with the errors.
+fn conditions_forbidden(target: &Target, name: &str, why: &str) -> ApiError {
+    let id = &target.rt.id;
+    let resource = id.qualified();
+    let message = if name.is_empty() {
+        format!("{resource} is forbidden: {why}")
+    } else {
+        format!("{resource} {name:?} is forbidden: {why}")
+    };
+    let mut details = json!({"name": name, "kind": id.plural});
+    if !id.group.is_empty() {
+        details["group"] = json!(id.group);
+    }
+    errors::forbidden(message, details)
 }
 
 /// A `LabelSelector` against an object's labels, as the operator matches them; an absent selector
