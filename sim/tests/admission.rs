@@ -62,8 +62,12 @@ fn webhook(tls: Arc<rustls::ServerConfig>, reviews: Arc<Mutex<Vec<Value>>>) -> P
             let router = axum::Router::new()
                 .route(
                     "/mutate",
-                    post(move |Json(review): Json<Value>| {
-                        seen.lock().expect("lock").push(review.clone());
+                    post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, Json(review): Json<Value>| {
+                        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                        let mut recorded = review.clone();
+                        recorded["http"] = json!({"query": uri.query(), "userAgent": header("user-agent"),
+                                                  "accept": header("accept")});
+                        seen.lock().expect("lock").push(recorded);
                         let labels = &review["request"]["object"]["metadata"]["labels"];
                         let patch = if labels.is_object() {
                             json!([{"op": "add", "path": "/metadata/labels/admitted", "value": "yes"}])
@@ -283,6 +287,11 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
         seen,
         [("CREATE", "labelled"), ("CREATE", "refused"), ("UPDATE", "labelled"), ("CREATE", "exempt")],
         "{reviews:#?}"
+    );
+    // Called as a real server calls: the webhook's timeout (10 s by default) in the query.
+    assert_eq!(
+        reviews[0]["http"],
+        json!({"query": "timeout=10s", "userAgent": "kube-apiserver-admission", "accept": "application/json, */*"})
     );
     let update = &reviews[2]["request"];
     assert_eq!(update["oldObject"]["metadata"]["labels"]["admitted"], "yes");

@@ -342,10 +342,15 @@ impl ApiServer {
                 .connect(name, stream)
                 .await
                 .map_err(|e| format!("tls: {e}"))?;
+            // As a real v1.36 server calls (shared/admission): the timeout in the query, its
+            // User-Agent and Accept. It also asks for gzip, which is not modelled.
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let path = format!("{path}{separator}timeout={}s", hook.timeout.as_secs());
             let request = ::http::Request::post(path.as_str())
                 .header(::http::header::HOST, server_name.as_str())
+                .header(::http::header::USER_AGENT, "kube-apiserver-admission")
                 .header(::http::header::CONTENT_TYPE, "application/json")
-                .header(::http::header::ACCEPT, "application/json")
+                .header(::http::header::ACCEPT, "application/json, */*")
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| e.to_string())?;
             let (status, bytes) = crate::net::http_exchange(stream, request).await?;
