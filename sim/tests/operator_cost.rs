@@ -39,6 +39,13 @@ fn difference(
     after.iter().map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect()
 }
 
+/// The requests of `made` other than the leader Lease's renewals and the watches.
+fn beside_lease_and_watches(made: &BTreeMap<(String, String), u64>) -> BTreeMap<(String, String), u64> {
+    let leader_lease =
+        |(verb, resource): &(String, String)| resource == "leases" && (verb == "get" || verb == "update");
+    made.iter().filter(|(k, _)| !leader_lease(k) && k.0 != "watch").map(|(k, n)| (k.clone(), *n)).collect()
+}
+
 #[test]
 fn settled_volumes_cost_the_api_server_nothing_but_the_leader_lease() {
     sv_sim::init_test_logging();
@@ -81,10 +88,7 @@ fn settled_volumes_cost_the_api_server_nothing_but_the_leader_lease() {
     // Every 5 minutes a resync of each volume, and a reconcile for every sync the syncer reports
     // (one a minute): the check below is about those.
     assert!(reconciled >= minutes, "{reconciled} reconciles in {minutes} minutes: nothing was measured");
-    let leader_lease =
-        |(verb, resource): &(String, String)| resource == "leases" && (verb == "get" || verb == "update");
-    let other: BTreeMap<_, _> =
-        made.iter().filter(|(k, _)| !leader_lease(k) && k.0 != "watch").map(|(k, n)| (k.clone(), *n)).collect();
+    let other = beside_lease_and_watches(&made);
     let writes: u64 =
         other.iter().filter(|((verb, _), _)| !matches!(verb.as_str(), "get" | "list")).map(|(_, n)| n).sum();
     let reads: u64 =
@@ -159,9 +163,7 @@ fn a_volume_left_failed_costs_under_one_request_per_minute() {
     let before = world.requests_from("operator");
     world.run_for(Duration::from_secs(minutes * 60)).expect("run");
     let made = difference(&before, &world.requests_from("operator"));
-    let leader_lease =
-        |(verb, resource): &(String, String)| resource == "leases" && (verb == "get" || verb == "update");
-    let requests: u64 = made.iter().filter(|(k, _)| !leader_lease(k) && k.0 != "watch").map(|(_, n)| n).sum();
+    let requests: u64 = beside_lease_and_watches(&made).values().sum();
     let reads = made.get(&("get".to_string(), "secrets".to_string())).copied().unwrap_or(0);
     assert!(early >= 3, "{early} checks of the Secret in the first 5 minutes: the volume is not being retried");
     assert!(reads >= minutes / 5, "{reads} checks of the Secret in {minutes} minutes: not retried at all");
