@@ -386,7 +386,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     VolumeKind::ALL.into_iter().map(VolumeKind::crd).collect()
 }
 
-/// Both CRDs as one multi-document YAML stream, as committed under `deploy/crds/`.
+/// Both CRDs as one multi-document YAML stream, as committed under `deploy/base/crds/`.
 pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::new();
     for crd in crds() {

@@ -13,11 +13,12 @@ fn repo() -> PathBuf {
 
 #[test]
 fn committed_crds_equal_generated() {
-    let committed = std::fs::read_to_string(repo().join("deploy/crds/sharedvolume-crds.yaml")).expect("committed CRDs");
+    let committed =
+        std::fs::read_to_string(repo().join("deploy/base/crds/sharedvolume-crds.yaml")).expect("committed CRDs");
     let generated = crds_yaml().expect("CRDs serialize");
     assert!(
         committed == generated,
-        "deploy/crds/sharedvolume-crds.yaml is stale; regenerate it with `cargo run -p sv-operator -- crd > deploy/crds/sharedvolume-crds.yaml`"
+        "deploy/base/crds/sharedvolume-crds.yaml is stale; regenerate it with `cargo run -p sv-operator -- crd > deploy/base/crds/sharedvolume-crds.yaml`"
     );
 }
 
@@ -312,7 +313,7 @@ fn lenient_types_accept_what_older_crds_stored() {
 #[test]
 fn operator_rbac_covers_everything_it_touches() {
     use sv_operator::controller::kube_io::{OWNED_KINDS, api_resource};
-    let docs = manifests::load(&repo().join("deploy/operator.yaml")).expect("operator manifest");
+    let docs = manifests::load(&repo().join("deploy/base/operator.yaml")).expect("operator manifest");
     let role = docs
         .iter()
         .find_map(|(_, m)| match m {

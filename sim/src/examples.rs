@@ -119,7 +119,14 @@ pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
     for crd in sv_operator::api::crds() {
         setup.push(serde_json::to_value(crd).map_err(|e| e.to_string())?);
     }
-    Ok(setup.into_iter().filter_map(|o| api.create_object(o, "kubectl").err()).map(|e| format!("{e:?}")).collect())
+    // The namespace is there already when the operator's identity was installed with the world.
+    let already_there = |e: &crate::api::ApiError| e.code() == 409 && e.reason() == "AlreadyExists";
+    Ok(setup
+        .into_iter()
+        .filter_map(|o| api.create_object(o, "kubectl").err())
+        .filter(|e| !already_there(e))
+        .map(|e| format!("{e:?}"))
+        .collect())
 }
 
 /// The documents of one bundled example file.

@@ -14,6 +14,7 @@ compile_error!(
 pub mod api;
 pub mod cluster;
 pub mod examples;
+pub mod install;
 pub mod net;
 pub mod programs;
 pub mod scenario;

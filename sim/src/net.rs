@@ -67,11 +67,31 @@ impl tower::Service<http::Uri> for SimConnector {
 
 /// A `kube::Client` for the API server at `http://{host}:{port}` on the simulated network. Build
 /// it inside the host that uses it: its request buffer runs on that host's runtime.
+/// It authenticates as the cluster's administrator, as `kubectl` with an installer's kubeconfig
+/// does (see [`crate::api::auth::ADMIN_TOKEN`]).
 pub fn kube_client(host: &str, port: u16) -> Result<kube::Client, http::uri::InvalidUri> {
+    kube_client_with_token(host, port, Some(crate::api::auth::ADMIN_TOKEN))
+}
+
+/// [`kube_client`] that presents a bearer token, as a program in a pod presents its
+/// ServiceAccount's (see [`crate::api::ApiServer::issue_token`]).
+pub fn kube_client_with_token(
+    host: &str,
+    port: u16,
+    token: Option<&str>,
+) -> Result<kube::Client, http::uri::InvalidUri> {
     let base: http::Uri = format!("http://{host}:{port}").parse()?;
+    let authorization = token.and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok());
     let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(SimConnector);
-    let service =
-        tower::ServiceBuilder::new().layer(kube::client::middleware::BaseUriLayer::new(base)).service(hyper_client);
+    let service = tower::ServiceBuilder::new()
+        .layer(kube::client::middleware::BaseUriLayer::new(base))
+        .map_request(move |mut request: http::Request<kube::client::Body>| {
+            if let Some(value) = &authorization {
+                request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+            }
+            request
+        })
+        .service(hyper_client);
     Ok(kube::Client::new(service, "default"))
 }
 

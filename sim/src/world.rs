@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiServer, Faults, Options, http};
 use crate::cluster::{AlwaysReady, Cluster, PodRuntime};
-use crate::net::{SimClock, kube_client};
+use crate::net::SimClock;
 use crate::programs::sources::{self, SOURCES_HOST, SourceCatalog};
 use crate::programs::{HostCommand, Programs};
 
@@ -46,6 +46,9 @@ pub struct WorldConfig {
     /// Each message's latency is drawn between these (turmoil's defaults: 0 to 100 ms, slower
     /// than a cluster network, which suits fault finding but not measuring throughput).
     pub message_latency: (Duration, Duration),
+    /// Authorize every request by RBAC: the operator then has exactly the rights
+    /// `deploy/base/operator.yaml` grants it, each pod's program those of its ServiceAccount.
+    pub authorization: bool,
 }
 
 impl Default for WorldConfig {
@@ -60,6 +63,7 @@ impl Default for WorldConfig {
             external_nfs: Vec::new(),
             tick: Duration::from_millis(10),
             message_latency: (Duration::ZERO, Duration::from_millis(100)),
+            authorization: true,
         }
     }
 }
@@ -92,8 +96,17 @@ impl World {
             .max_message_latency(config.message_latency.1)
             .build();
         let clock = Arc::new(SimClock::new(config.start));
-        let options = Options { seed: config.seed, address: format!("api:{API_PORT}"), ..Options::default() };
+        let options = Options {
+            seed: config.seed,
+            address: format!("api:{API_PORT}"),
+            authorization: config.authorization,
+            ..Options::default()
+        };
         let api = ApiServer::new(options, clock.clone());
+        if config.operator {
+            // The operator runs as the ServiceAccount of its manifest, with that manifest's roles.
+            crate::install::operator_identity(&api).map_err(std::io::Error::other)?;
+        }
         let data = tempfile::Builder::new().prefix("sv-sim-").tempdir()?;
         let programs = if config.programs {
             let programs = Programs::new(data.path(), clock.clone());
@@ -150,15 +163,17 @@ impl World {
                 let (host, identity) = operator_replica(replica);
                 world.fixed_hosts.insert(host.clone());
                 let (clock, operator_args) = (clock.clone(), world.operator_args.clone());
+                let api = world.api.clone();
                 world.sim.host(host, move || {
                     let (clock, operator_args, identity) = (clock.clone(), operator_args.clone(), identity.clone());
+                    let token = crate::install::operator_token(&api);
                     async move {
                         // The kubelet restarts the container whenever the program exits (lost
                         // lease, fatal error), with the usual doubling back-off.
                         let mut backoff = Duration::from_secs(10);
                         loop {
                             let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
-                            match run_operator(clock.clone(), &identity, &extra).await {
+                            match run_operator(clock.clone(), &identity, &extra, &token).await {
                                 Ok(()) => tracing::info!(%identity, "operator exited"),
                                 Err(e) => tracing::warn!(%identity, error = %e, "operator exited with an error"),
                             }
@@ -343,7 +358,7 @@ pub fn operator_replica(n: usize) -> (String, String) {
 
 /// `sv-operator run --identity=<identity>` on the simulated network: the program's own flags,
 /// settings and wiring (`sv_operator::program`), with the simulation's client, clock and sockets.
-async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String]) -> turmoil::Result {
+async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String], token: &str) -> turmoil::Result {
     use clap::Parser as _;
     use sv_operator::program::{Cli, Command};
 
@@ -352,7 +367,7 @@ async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String]) ->
         .chain(extra.iter().cloned());
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let Command::Run(args) = cli.command else { return Err("not the run command".into()) };
-    let client = kube_client(API_HOST, API_PORT)?;
+    let client = crate::net::kube_client_with_token(API_HOST, API_PORT, Some(token))?;
     let http = crate::net::SimListener::bind(args.http_addr.port()).await?;
     let identity = args.identity(identity);
     let result = sv_operator::program::run(&args, identity, client, clock, http, CancellationToken::new()).await;

@@ -55,7 +55,7 @@ async fn kubectl_applies_gets_and_deletes_the_crds_and_examples() {
     )
     .expect("kubeconfig");
 
-    let applied = ok(&kubeconfig, &["apply", "-f", "deploy/crds/"]).await;
+    let applied = ok(&kubeconfig, &["apply", "-f", "deploy/base/crds/"]).await;
     assert!(applied.contains("sharedvolumes.sv.sharedvolume.io created"), "{applied}");
     ok(
         &kubeconfig,

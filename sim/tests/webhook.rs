@@ -1,4 +1,4 @@
-//! The real `sv-webhook`, installed from `deploy/webhook.yaml`, runs as the pods of its image
+//! The real `sv-webhook`, installed from `deploy/base/webhook.yaml`, runs as the pods of its image
 //! behind its Service: it issues its certificate and publishes the CA in its configurations;
 //! consumer pods created through the API server come out mutated with their claims created, the
 //! last consumer's deletion removes the namespace's storage, and with the webhook down annotated
@@ -37,8 +37,8 @@ fn world_with_args(extra: &[&str]) -> World {
     sv_sim::init_test_logging();
     let world = World::new(WorldConfig::default()).expect("a world");
     assert!(install(&world).expect("install").is_empty());
-    let mut manifests: Vec<Value> =
-        serde_saphyr::from_multiple(include_str!("../../deploy/webhook.yaml")).expect("deploy/webhook.yaml parses");
+    let mut manifests: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml"))
+        .expect("deploy/base/webhook.yaml parses");
     for manifest in manifests.iter_mut().filter(|m| m["kind"] == "Deployment") {
         let args = manifest["spec"]["template"]["spec"]["containers"][0]["args"].as_array_mut().expect("args");
         args.extend(extra.iter().map(|a| json!(a)));
@@ -55,26 +55,6 @@ fn world_with_args(extra: &[&str]) -> World {
         result.expect("create");
     }
     world
-}
-
-/// The webhook is serving: its certificate is in both configurations.
-fn ca_published(api: &ApiServer) -> bool {
-    ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"].iter().all(|plural| {
-        get(api, "admissionregistration.k8s.io", plural, "", "sharedvolume-webhook")
-            .is_some_and(|c| c["webhooks"][0]["clientConfig"]["caBundle"].as_str().is_some_and(|b| !b.is_empty()))
-    })
-}
-
-/// The webhook answers: its CA is published and its Service has a ready endpoint.
-fn serving(api: &ApiServer) -> bool {
-    ca_published(api)
-        && get(api, "", "endpoints", OPERATOR_NS, "sv-webhook").is_some_and(|e| {
-            e["subsets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
-        })
 }
 
 fn pod(name: &str, annotations: Value) -> Pod {
@@ -118,7 +98,7 @@ fn client_run(world: &mut World, host: &str, steps: Vec<(String, Value)>) -> Vec
 fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
     let mut world = world();
     let ready = |api: &ApiServer| {
-        serving(api)
+        sv_sim::install::webhook_serving(api)
             && get(api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data")
                 .is_some_and(|v| v["status"]["phase"] == "Ready")
     };
@@ -187,7 +167,10 @@ fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
 #[test]
 fn with_the_webhook_down_only_annotated_pods_are_refused() {
     let mut world = world();
-    assert!(world.run_until(Duration::from_secs(600), ca_published).expect("run"), "the webhook serves");
+    assert!(
+        world.run_until(Duration::from_secs(600), sv_sim::install::webhook_ca_published).expect("run"),
+        "the webhook serves"
+    );
     // Take the webhook away: its Deployment is deleted, the pods go.
     {
         let mut state = world.api.state();
@@ -219,7 +202,10 @@ fn admissions_keep_working_across_certificate_rotations() {
     // rotation every 27; the simulated API server checks certificates at simulated time, so an
     // expired or untrusted certificate fails the admission.
     let mut world = world_with_args(&["--ca-lifetime=40m", "--leaf-lifetime=10m", "--ca-overlap=3m"]);
-    assert!(world.run_until(Duration::from_secs(600), serving).expect("run"), "the webhook serves");
+    assert!(
+        world.run_until(Duration::from_secs(600), sv_sim::install::webhook_serving).expect("run"),
+        "the webhook serves"
+    );
     let results: Results = Arc::default();
     let record = results.clone();
     let rounds = 75;

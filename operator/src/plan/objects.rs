@@ -365,19 +365,22 @@ impl PlanContext<'_> {
             ..Default::default()
         }));
         let kind = self.observed.kind;
+        // Exactly what the syncer does (sim/tests/rbac.rs checks it): it watches its volume by a
+        // `metadata.name` field selector, which the API server authorizes as that name, and
+        // applies its sync results to the volume's status.
         let rules = vec![
             PolicyRule {
                 api_groups: Some(vec![crate::api::GROUP.to_string()]),
                 resources: Some(vec![kind.plural().to_string()]),
                 resource_names: Some(vec![self.observed.name.clone()]),
-                verbs: ["get", "list", "watch"].map(String::from).to_vec(),
+                verbs: ["list", "watch"].map(String::from).to_vec(),
                 ..Default::default()
             },
             PolicyRule {
                 api_groups: Some(vec![crate::api::GROUP.to_string()]),
                 resources: Some(vec![format!("{}/status", kind.plural())]),
                 resource_names: Some(vec![self.observed.name.clone()]),
-                verbs: ["get", "patch", "update"].map(String::from).to_vec(),
+                verbs: vec!["patch".to_string()],
                 ..Default::default()
             },
         ];

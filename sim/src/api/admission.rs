@@ -81,6 +81,11 @@ pub(crate) fn pods_need_admission(state: &State, rt: &super::ResourceType) -> bo
 /// Attempts at writing an admitted object before a concurrent change makes it a conflict.
 const ADMISSION_ATTEMPTS: usize = 3;
 
+/// `userInfo` of a request by a built-in controller, or by a client without a token.
+fn user_named(manager: &str) -> Value {
+    json!({"username": manager, "groups": ["system:authenticated"]})
+}
+
 impl ApiServer {
     /// Sets how webhook Services reach their pods (the simulation's pod runtime knows the hosts).
     pub fn set_pod_hosts(&self, hosts: PodHosts) {
@@ -119,7 +124,12 @@ impl ApiServer {
                     }
                 }
             };
-            let user = request.user_agent.split('/').next().unwrap_or("anonymous").to_string();
+            // A caller with a token is who the token names; without one the User-Agent stands
+            // in for the kubeconfig user the simulation does not model yet.
+            let user = match request.user.as_ref().filter(|_| request.bearer.is_some()) {
+                Some(user) => user.to_json(),
+                None => user_named(request.user_agent.split('/').next().unwrap_or("anonymous")),
+            };
             let (object, mut warnings) =
                 self.admit(target, operation, planned.clone(), old.as_ref(), &user, dry_run).await?;
             let result = if object == planned {
@@ -149,7 +159,7 @@ impl ApiServer {
         operation: Operation,
         mut object: Value,
         old: Option<&Value>,
-        user: &str,
+        user: &Value,
         dry_run: bool,
     ) -> Result<(Value, Vec<String>), ApiError> {
         let hooks = webhooks(&self.state(), target, operation);
@@ -210,7 +220,7 @@ impl ApiServer {
             let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
             let target = Target { rt: rt.clone(), namespace: Some(namespace.clone()), name: None, sub: None };
             let admitted =
-                match self.admit(&target, Operation::Create, pod.clone(), None, manager.as_str(), false).await {
+                match self.admit(&target, Operation::Create, pod.clone(), None, &user_named(&manager), false).await {
                     Ok((admitted, _)) => {
                         let mut state = self.state();
                         self.create_in(&mut state, &rt, admitted, &WriteOptions::controller(&manager)).map(|_| ())
@@ -564,7 +574,7 @@ fn review(
     operation: Operation,
     object: &Value,
     old: Option<&Value>,
-    user: &str,
+    user: &Value,
     dry_run: bool,
 ) -> Value {
     let id = &target.rt.id;
@@ -589,7 +599,7 @@ fn review(
         "uid": format!("{}-{}-{}-{}-{}", &uid[..8], &uid[8..12], &uid[12..16], &uid[16..20], &uid[20..32]),
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
         "name": name, "operation": operation.as_str(),
-        "userInfo": {"username": user, "groups": ["system:authenticated"]},
+        "userInfo": user,
         "object": object, "oldObject": old.cloned().unwrap_or(Value::Null),
         "dryRun": dry_run,
         "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},

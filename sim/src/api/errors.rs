@@ -134,6 +134,11 @@ pub fn forbidden(message: impl Into<String>, details: Value) -> ApiError {
     ApiError::status(403, "Forbidden", message, Some(details))
 }
 
+/// A request whose credentials the server does not accept.
+pub fn unauthorized() -> ApiError {
+    ApiError::status(401, "Unauthorized", "Unauthorized", None)
+}
+
 pub fn unsupported_media_type() -> ApiError {
     ApiError::status(
         415,

@@ -81,6 +81,8 @@ pub async fn handle(
         accept: header(http::header::ACCEPT),
         body,
         peer,
+        bearer: header(http::header::AUTHORIZATION).strip_prefix("Bearer ").map(|t| t.trim().to_string()),
+        user: None,
     };
     tracing::trace!(method = %parts.method, uri = %parts.uri, "api request");
     match server.handle(api_request).await {

@@ -6,6 +6,7 @@
 //! crash of the API server host loses connections and watches but no data.
 
 mod admission;
+pub mod auth;
 pub mod builtin;
 mod cel;
 pub mod errors;
@@ -51,6 +52,9 @@ pub struct Options {
     pub seed: u64,
     /// What `/api` reports as the server address.
     pub address: String,
+    /// Authorize every request by RBAC (`--authorization-mode=RBAC`); off, every caller may do
+    /// everything (`AlwaysAllow`), which suits quick experiments.
+    pub authorization: bool,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             bookmark_interval: Duration::from_secs(60),
             seed: 1,
             address: "127.0.0.1:6443".into(),
+            authorization: false,
         }
     }
 }
@@ -144,6 +149,8 @@ struct Inner {
     audit: Mutex<Option<Vec<AuditEntry>>>,
     /// Failures injected for chosen requests only (see [`ApiServer::set_request_fault`]).
     request_fault: std::sync::RwLock<Option<RequestFault>>,
+    /// The tokens the server accepts: the static admin token and the ServiceAccount tokens issued.
+    tokens: Mutex<auth::Tokens>,
 }
 
 /// One request as the server saw it: like a line of a real server's audit log.
@@ -159,6 +166,10 @@ pub struct AuditEntry {
     pub name: String,
     /// The status code answered.
     pub code: u16,
+    /// Who made it, as authentication found it.
+    pub user: String,
+    /// What it asked, as the authorizer saw it.
+    pub attributes: auth::Attributes,
 }
 
 impl AuditEntry {
@@ -199,6 +210,10 @@ pub struct Request {
     pub body: Bytes,
     /// The client's address, when it came over a network.
     pub peer: Option<std::net::IpAddr>,
+    /// The bearer token of its `Authorization` header.
+    pub bearer: Option<String>,
+    /// Who sent it, once authenticated.
+    pub user: Option<auth::UserInfo>,
 }
 
 impl Request {
@@ -213,6 +228,8 @@ impl Request {
             accept: String::new(),
             body: Bytes::new(),
             peer: None,
+            bearer: None,
+            user: None,
         }
     }
 
@@ -351,10 +368,23 @@ impl ApiServer {
                 requests: Mutex::new(BTreeMap::new()),
                 audit: Mutex::new(None),
                 request_fault: std::sync::RwLock::new(None),
+                tokens: Mutex::new(auth::Tokens::default()),
             }),
         };
         server.create_system_namespaces();
+        if server.inner.options.authorization {
+            server.create_bootstrap_policy();
+        }
         server
+    }
+
+    /// The bootstrap RBAC policy kube-apiserver writes at start-up (the part modelled).
+    fn create_bootstrap_policy(&self) {
+        for object in auth::bootstrap_policy() {
+            if let Err(e) = self.create_object(object, "kube-apiserver") {
+                tracing::error!(error = ?e, "creating the bootstrap RBAC policy");
+            }
+        }
     }
 
     /// The namespaces kube-apiserver creates for itself at start-up.
@@ -406,7 +436,7 @@ impl ApiServer {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Response {
+    pub async fn handle(&self, mut request: Request) -> Response {
         let (verb, resource) = (verb_of(&request), resource_of(&request.path));
         let (request_peer, name) = (request.peer, resource_name_of(&request.path));
         if let Some(peer) = request.peer {
@@ -414,13 +444,15 @@ impl ApiServer {
             *self.inner.requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(0) += 1;
         }
         let auditing = self.inner.audit.lock().unwrap_or_else(|e| e.into_inner()).is_some();
-        let entry = auditing.then(|| AuditEntry {
+        let mut entry = auditing.then(|| AuditEntry {
             at: self.inner.clock.now(),
             peer: request.peer,
             verb: verb.to_string(),
             resource: resource.clone(),
             name: name.clone(),
             code: 0,
+            user: String::new(),
+            attributes: auth::Attributes::of(&request),
         });
         let injected = self
             .inner
@@ -431,7 +463,19 @@ impl ApiServer {
             .and_then(|fault| fault(request.peer, verb, &resource));
         let response = match injected {
             Some(code) => errors::injected(code).into(),
-            None => self.answer(request).await,
+            None => match self.authenticate(&request) {
+                Err(e) => e.into(),
+                Ok(user) => {
+                    if let Some(entry) = entry.as_mut() {
+                        entry.user = user.username.clone();
+                    }
+                    request.user = Some(user);
+                    match self.authorize(&request) {
+                        Ok(()) => self.answer(request).await,
+                        Err(e) => e.into(),
+                    }
+                }
+            },
         };
         // Every answer, errors and injected faults included, goes into the trace: two runs that
         // answered differently do not replay each other even when they wrote the same.
@@ -445,6 +489,101 @@ impl ApiServer {
             }
         }
         response
+    }
+
+    /// Who sent `request`: the ServiceAccount of its bearer token; `system:anonymous` without
+    /// one over a network; the harness itself (a member of `system:masters`) in process. A token
+    /// the server did not issue, or whose ServiceAccount or pod is gone, is refused with 401.
+    fn authenticate(&self, request: &Request) -> Result<auth::UserInfo, ApiError> {
+        let Some(token) = request.bearer.as_deref() else {
+            return Ok(match request.peer {
+                Some(_) => auth::UserInfo::anonymous(),
+                None => auth::UserInfo::internal("system:admin"),
+            });
+        };
+        let binding = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(token);
+        let (namespace, service_account, pod) = match binding.ok_or_else(errors::unauthorized)? {
+            auth::TokenBinding::User(user) => return Ok(user),
+            auth::TokenBinding::ServiceAccount { namespace, service_account, pod } => (namespace, service_account, pod),
+        };
+        let state = self.state();
+        let find = |plural: &str, name: &str| {
+            let rt = state.registry.find("", "v1", plural)?;
+            state.store.get(&rt.id, &namespace, name).cloned()
+        };
+        let account = find("serviceaccounts", &service_account).ok_or_else(errors::unauthorized)?;
+        if let Some((pod, uid)) = &pod {
+            let alive = find("pods", pod).is_some_and(|p| p["metadata"]["uid"].as_str() == Some(uid.as_str()));
+            if !alive {
+                return Err(errors::unauthorized());
+            }
+        }
+        let uid = account["metadata"]["uid"].as_str().unwrap_or_default();
+        Ok(auth::UserInfo::service_account(&namespace, &service_account, uid))
+    }
+
+    /// RBAC, when [`Options::authorization`] is on: the request as a whole, then a write of a
+    /// role or binding for escalation.
+    fn authorize(&self, request: &Request) -> Result<(), ApiError> {
+        let Some(user) = request.user.as_ref().filter(|_| self.inner.options.authorization) else { return Ok(()) };
+        let attrs = auth::Attributes::of(request);
+        auth::authorize(&self.state(), user, &attrs)?;
+        let grants_rights = attrs.api_group == "rbac.authorization.k8s.io"
+            && matches!(attrs.verb.as_str(), "create" | "update" | "patch")
+            && attrs.subresource.is_empty();
+        if !grants_rights || user.is_master() {
+            return Ok(());
+        }
+        let object = match request.method {
+            ::http::Method::PATCH => {
+                // What the patch would store.
+                let state = self.state();
+                let rt = state.registry.find(&attrs.api_group, &attrs.api_version, &attrs.resource).cloned();
+                let current = rt.and_then(|rt| state.store.get(&rt.id, &attrs.namespace, &attrs.name).cloned());
+                drop(state);
+                let mut patched = current.map(|c| (*c).clone()).unwrap_or(Value::Null);
+                match serde_json::from_slice::<Value>(&request.body) {
+                    Ok(Value::Array(ops)) => {
+                        if let Ok(ops) = serde_json::from_value::<json_patch::Patch>(Value::Array(ops)) {
+                            let _ = json_patch::patch(&mut patched, &ops);
+                        }
+                    }
+                    Ok(patch) => json_patch::merge(&mut patched, &patch),
+                    Err(_) => {}
+                }
+                patched
+            }
+            _ => serde_json::from_slice(&request.body).unwrap_or(Value::Null),
+        };
+        auth::check_rbac_write(&self.state(), user, &attrs, &object)
+    }
+
+    /// kube-apiserver's `withAuthorization` on a patch that creates its object: the create is
+    /// authorized on its own, and refused as `<resource> "<name>" is forbidden: <RBAC reason>`.
+    fn authorize_create_by_patch(
+        &self,
+        state: &State,
+        request: &Request,
+        target: &Target,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let Some(user) = request.user.as_ref().filter(|_| self.inner.options.authorization) else { return Ok(()) };
+        let mut attrs = auth::Attributes::of(request);
+        attrs.verb = "create".into();
+        attrs.name = name.to_string();
+        let id = &target.rt.id;
+        auth::authorize_quietly(state, user, &attrs).map_err(|reason| {
+            let qualified = if id.group.is_empty() { id.plural.clone() } else { format!("{}.{}", id.plural, id.group) };
+            auth::forbidden_object(&qualified, &id.group, &id.plural, name, &reason)
+        })
+    }
+
+    /// A token for ServiceAccount `namespace/service_account`, bound to a pod (name, uid) when
+    /// given: the kubelet asks for one for each pod it starts (TokenRequest), the harness for
+    /// programs it runs outside pods.
+    pub fn issue_token(&self, namespace: &str, service_account: &str, pod: Option<(&str, &str)>) -> String {
+        let seed = self.inner.options.seed;
+        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(seed, namespace, service_account, pod)
     }
 
     /// Records every request from now on, for [`ApiServer::audit`].

@@ -107,6 +107,19 @@ enum FieldOp {
 
 const DNS_SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
+/// Why `name` cannot name an object of `rt`. RBAC objects only need a valid path segment
+/// (`ValidateRBACName`), which is how `system:discovery` is a valid ClusterRole name; the others
+/// modelled here are DNS subdomains.
+fn name_problem(rt: &ResourceType, name: &str) -> Option<String> {
+    if rt.id.group != "rbac.authorization.k8s.io" {
+        return (!is_dns_subdomain(name)).then(|| DNS_SUBDOMAIN_MESSAGE.to_string());
+    }
+    match name {
+        "." | ".." => Some(format!("may not be '{name}'")),
+        _ => ["/", "%"].iter().find(|c| name.contains(**c)).map(|c| format!("may not contain '{c}'")),
+    }
+}
+
 fn is_dns_subdomain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
@@ -282,11 +295,11 @@ impl ApiServer {
             }
         }
         let name = meta["name"].as_str().unwrap_or_default().to_string();
-        if !is_dns_subdomain(&name) {
+        if let Some(problem) = name_problem(rt, &name) {
             let cause = Cause {
                 field: "metadata.name".into(),
                 reason: "FieldValueInvalid",
-                message: format!("Invalid value: {name:?}: {DNS_SUBDOMAIN_MESSAGE}"),
+                message: format!("Invalid value: {name:?}: {problem}"),
             };
             return Err(errors::invalid(rt, &name, &[cause]));
         }
@@ -699,6 +712,12 @@ impl ApiServer {
         let api_version = target.rt.id.api_version();
         let now = self.now();
         let Some(live) = live else {
+            // A subresource (status) cannot create its object: the real server answers NotFound.
+            if opts.subresource.is_some() {
+                return Err(errors::not_found(&target.rt.id, &name));
+            }
+            // An apply that creates is a create too: the caller needs that verb as well.
+            self.authorize_create_by_patch(&state, request, target, &name)?;
             let mut ownership = Ownership::default();
             let object =
                 ownership.apply(owner, None, &config, force, &api_version, &now).map_err(|c| apply_conflict(&c))?;

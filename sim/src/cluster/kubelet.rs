@@ -37,6 +37,11 @@ pub trait ClusterView {
     fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Arc<Value>>;
     /// Objects of a collection (all namespaces when `namespace` is None), in name order.
     fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>>;
+    /// A token of the pod's ServiceAccount, bound to the pod, as the kubelet requests one for
+    /// the projected `kube-api-access` volume; None when that ServiceAccount does not exist.
+    fn service_account_token(&self, _pod: &Value) -> Option<String> {
+        None
+    }
 }
 
 /// Why a pod's containers could not start, as `kubectl describe pod` shows it.

@@ -59,6 +59,13 @@ impl ClusterView for Pass<'_> {
     fn list(&self, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
         Pass::list(self, group, plural, namespace)
     }
+    fn service_account_token(&self, pod: &Value) -> Option<String> {
+        let account = pod["spec"]["serviceAccountName"].as_str().filter(|a| !a.is_empty()).unwrap_or("default");
+        let (name, uid) = (pod["metadata"]["name"].as_str()?, pod["metadata"]["uid"].as_str()?);
+        let namespace = namespace(pod);
+        self.get("", "serviceaccounts", namespace, account)?;
+        Some(self.server.issue_token(namespace, account, Some((name, uid))))
+    }
 }
 
 impl<'a> Pass<'a> {

@@ -39,7 +39,7 @@ pub use pod::PodContext;
 use probe::{HttpProbe, ProbeState};
 pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
 
-/// The image of `sv-webhook`, as `deploy/webhook.yaml` names it (any tag).
+/// The image of `sv-webhook`, as `deploy/base/webhook.yaml` names it (any tag).
 pub const WEBHOOK_IMAGE: &str = "ghcr.io/sharedvolume/sv-webhook";
 
 /// What a pod of a registered image runs.

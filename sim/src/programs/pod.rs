@@ -20,6 +20,9 @@ pub struct PodContext {
     /// The container's `command` and `args` after the image's entrypoint.
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The pod's ServiceAccount token, which a real pod reads from its `kube-api-access` volume
+    /// (that projected volume is not modelled: the kubelet hands the token over directly).
+    pub token: Option<String>,
     /// Mount path in the container, and the directory behind it; longest paths first.
     mounts: Vec<(String, PathBuf)>,
 }
@@ -65,7 +68,8 @@ impl PodContext {
                 env.insert(key.to_string(), value);
             }
         }
-        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new() })
+        let token = cluster.service_account_token(pod);
+        Ok(Self { name, namespace, uid, args, env, token, mounts: Vec::new() })
     }
 
     /// Records the container's volume mounts, given the directory of each pod volume.
@@ -283,6 +287,7 @@ mod tests {
             uid: "u".into(),
             args: vec![],
             env: BTreeMap::new(),
+            token: None,
             mounts: mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect(),
         };
         c.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
