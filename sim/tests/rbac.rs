@@ -437,3 +437,53 @@ fn tokens_are_checked_and_refusals_read_as_the_real_servers() {
     let (code, body) = call(api, get, "/api/v1/namespaces/team/configmaps", Some(ADMIN_TOKEN), None);
     assert_eq!(code, 200, "{body}");
 }
+
+/// The recorded request of `../shared/admission/requests/004-pod-create-multi-container.json`:
+/// the pod a real v1.36.2 server showed its webhooks, after its built-in admission.
+const RECORDED_MULTI_CONTAINER: &str =
+    include_str!("../../webhook/tests/admission/requests/004-pod-create-multi-container.json");
+
+#[test]
+fn pods_get_the_service_account_token_volume_as_the_recorded_server_adds_it() {
+    let world =
+        World::new(WorldConfig { operator: false, programs: false, ..WorldConfig::default() }).expect("a world");
+    let api = &world.api;
+    api.create_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}), "kubectl")
+        .expect("ns");
+    let recorded: Value = serde_json::from_str(RECORDED_MULTI_CONTAINER).expect("recorded request");
+    let recorded = &recorded["request"]["object"];
+    let manifest = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "multi-container", "namespace": "team-a", "labels": {"app": "multi"}},
+        "spec": {
+            "initContainers": [{"name": "init", "image": "busybox:1.36", "volumeMounts": [{"name": "scratch", "mountPath": "/work"}]}],
+            "containers": [{"name": "app", "image": "busybox:1.36", "volumeMounts": [{"name": "scratch", "mountPath": "/work"}]},
+                           {"name": "sidecar", "image": "busybox:1.36"}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}]}});
+    let stored = api.create_object(manifest.clone(), "kubectl").expect("pod");
+    // The volume's name ends in a random suffix on a real server.
+    let suffix_free = |pod: &Value| {
+        let text = pod.to_string();
+        let name = pod["spec"]["volumes"][1]["name"].as_str().unwrap_or_default().to_string();
+        assert!(name.starts_with("kube-api-access-") && name.len() == "kube-api-access-".len() + 5, "{name}");
+        serde_json::from_str::<Value>(&text.replace(&name, "kube-api-access-XXXXX")).expect("json")
+    };
+    let (ours, mut theirs) = (suffix_free(&stored), suffix_free(recorded));
+    // The recording's server adds a fourth source, OpenShift's service CA, which upstream
+    // kube-apiserver does not (plugin/pkg/admission/serviceaccount, TokenVolumeSource).
+    let sources = theirs["spec"]["volumes"][1]["projected"]["sources"].as_array_mut().expect("sources");
+    assert_eq!(sources.pop().expect("a fourth source")["configMap"]["name"], "openshift-service-ca.crt");
+    assert_eq!(ours["spec"]["volumes"], theirs["spec"]["volumes"]);
+    for key in ["initContainers", "containers"] {
+        let mounts = |pod: &Value| -> Vec<Value> {
+            pod["spec"][key].as_array().expect("containers").iter().map(|c| c["volumeMounts"].clone()).collect()
+        };
+        assert_eq!(mounts(&ours), mounts(&theirs), "{key}");
+    }
+    // Turned off by the pod (or its ServiceAccount): no volume, no mounts.
+    let mut quiet = manifest;
+    quiet["metadata"]["name"] = json!("quiet");
+    quiet["spec"]["automountServiceAccountToken"] = json!(false);
+    let stored = api.create_object(quiet, "kubectl").expect("pod");
+    assert_eq!(stored["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stored["spec"]["containers"][1].get("volumeMounts"), None);
+}

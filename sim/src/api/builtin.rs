@@ -449,6 +449,73 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
 }
 
 /// The defaults every container of a pod (or pod template) gets.
+/// Where the ServiceAccount admission plugin mounts the token volume.
+pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin on a pod being created (`plugin/pkg/admission/
+/// serviceaccount`): unless the pod or its ServiceAccount (`account_automount`) turns automounting
+/// off, every init container and container without a mount at the token path gets one of a
+/// projected `kube-api-access-<suffix>` volume (a bound token, the cluster CA, the namespace),
+/// added after the pod's own volumes. The suffix is drawn from the pod's name here rather than at
+/// random, so that the object a webhook is shown and the one stored agree.
+pub fn mount_service_account_token(pod: &mut Value, account_automount: Option<bool>) {
+    let spec = &pod["spec"];
+    let automount = spec["automountServiceAccountToken"].as_bool().or(account_automount).unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let existing = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .find(|n| n.starts_with("kube-api-access-"))
+        .map(str::to_string);
+    let volume_name = existing.clone().unwrap_or_else(|| {
+        let meta = &pod["metadata"];
+        let key = format!(
+            "{}/{}{}",
+            meta["namespace"].as_str().unwrap_or_default(),
+            meta["name"].as_str().unwrap_or_default(),
+            meta["generateName"].as_str().unwrap_or_default()
+        );
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let hash = blake3::hash(key.as_bytes());
+        let suffix: String =
+            hash.as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+        format!("kube-api-access-{suffix}")
+    });
+    let mount = json!({"name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH});
+    let mut needed = false;
+    for key in ["initContainers", "containers"] {
+        for container in pod["spec"][key].as_array_mut().into_iter().flatten() {
+            let mounted = container["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["mountPath"] == SERVICE_ACCOUNT_MOUNT_PATH));
+            if !mounted {
+                push(&mut container["volumeMounts"], mount.clone());
+                needed = true;
+            }
+        }
+    }
+    if existing.is_none() && needed {
+        let volume = json!({"name": volume_name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]}});
+        push(&mut pod["spec"]["volumes"], volume);
+    }
+}
+
+/// Appends to the array at `target`, making it when absent.
+fn push(target: &mut Value, item: Value) {
+    match target.as_array_mut() {
+        Some(items) => items.push(item),
+        None => *target = json!([item]),
+    }
+}
+
 fn default_containers(pod_spec: &mut Value) {
     for key in ["initContainers", "containers"] {
         for container in pod_spec[key].as_array_mut().into_iter().flatten() {

@@ -328,6 +328,15 @@ impl ApiServer {
         let taken = |ip: &str| cluster_ip_taken(&state.store, ip);
         let mut ips = state.ips.clone();
         builtin::on_create(rt, &mut object, &mut ips, &taken)?;
+        if rt.id.group.is_empty() && rt.id.plural == "pods" {
+            let account = object["spec"]["serviceAccountName"].as_str().unwrap_or("default").to_string();
+            let automount = state
+                .registry
+                .find("", "v1", "serviceaccounts")
+                .and_then(|sa| state.store.get(&sa.id, &namespace, &account))
+                .and_then(|sa| sa["automountServiceAccountToken"].as_bool());
+            builtin::mount_service_account_token(&mut object, automount);
+        }
         builtin::validate(rt, None, &object)?;
         state.ips = ips;
         let mut ownership = Ownership::default();

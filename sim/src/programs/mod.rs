@@ -388,7 +388,7 @@ impl Inner {
         let mut volumes = BTreeMap::new();
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             let name = volume["name"].as_str().unwrap_or_default();
-            let dir = self.volume_dir(volume, &pod_dir, &context, cluster, projections)?;
+            let dir = self.volume_dir(volume, pod, &pod_dir, &context, cluster, projections)?;
             volumes.insert(name.to_string(), dir);
         }
         context.mount(container, &volumes)?;
@@ -398,6 +398,7 @@ impl Inner {
     fn volume_dir(
         &self,
         volume: &Value,
+        pod: &Value,
         pod_dir: &Path,
         context: &PodContext,
         cluster: &dyn ClusterView,
@@ -437,6 +438,15 @@ impl Inner {
                 return Err(mount_failed(format!("{kind} {object:?} not found")));
             }
             projections.push(projection);
+        }
+        if let Some(sources) = volume["projected"]["sources"].as_array() {
+            for (path, content) in pod::projected_files(pod, sources, cluster).map_err(mount_failed)? {
+                let file = own_dir.join(path);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::write(file, content).map_err(io)?;
+            }
         }
         // emptyDir, and kinds the simulation does not model, are an empty directory of the pod.
         Ok(own_dir)

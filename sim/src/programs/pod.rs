@@ -20,9 +20,6 @@ pub struct PodContext {
     /// The container's `command` and `args` after the image's entrypoint.
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
-    /// The pod's ServiceAccount token, which a real pod reads from its `kube-api-access` volume
-    /// (that projected volume is not modelled: the kubelet hands the token over directly).
-    pub token: Option<String>,
     /// Mount path in the container, and the directory behind it; longest paths first.
     mounts: Vec<(String, PathBuf)>,
 }
@@ -68,8 +65,11 @@ impl PodContext {
                 env.insert(key.to_string(), value);
             }
         }
-        let token = cluster.service_account_token(pod);
-        Ok(Self { name, namespace, uid, args, env, token, mounts: Vec::new() })
+        // The kubelet tells every container where the API server is (in-cluster config). A real
+        // one names the `kubernetes` Service; here it is the simulation's API host.
+        env.entry("KUBERNETES_SERVICE_HOST".to_string()).or_insert_with(|| crate::world::API_HOST.to_string());
+        env.entry("KUBERNETES_SERVICE_PORT".to_string()).or_insert_with(|| crate::world::API_PORT.to_string());
+        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new() })
     }
 
     /// Records the container's volume mounts, given the directory of each pod volume.
@@ -96,6 +96,17 @@ impl PodContext {
 
     /// Where `path` inside the container is on disk: under the deepest mount that holds it.
     /// Anything else is the image's read-only root file system, which the simulation does not have.
+    /// A client of the API server as a program in this pod makes one (in-cluster config): the
+    /// address from `KUBERNETES_SERVICE_HOST`/`PORT`, the token from the ServiceAccount volume
+    /// when the pod has one (none: the program is `system:anonymous`).
+    pub fn in_cluster_client(&self) -> Result<kube::Client, String> {
+        let host = self.env.get("KUBERNETES_SERVICE_HOST").cloned().unwrap_or_default();
+        let port = self.env.get("KUBERNETES_SERVICE_PORT").and_then(|p| p.parse().ok()).unwrap_or(443);
+        let token_file = format!("{}/token", crate::api::builtin::SERVICE_ACCOUNT_MOUNT_PATH);
+        let token = self.host_path(token_file).ok().and_then(|file| std::fs::read_to_string(file).ok());
+        crate::net::kube_client_with_token(&host, port, token.as_deref().map(str::trim)).map_err(|e| e.to_string())
+    }
+
     pub fn host_path(&self, path: impl AsRef<Path>) -> Result<PathBuf, String> {
         let path = path.as_ref().to_string_lossy();
         let path = path.trim_end_matches('/');
@@ -140,6 +151,71 @@ impl PodContext {
 }
 
 /// A pod field a `fieldRef` may name.
+/// The files of a projected volume, as the kubelet writes them: a ServiceAccount token bound to
+/// the pod (TokenRequest), ConfigMap and Secret keys, downward API fields. A missing object, or a
+/// path that leaves the volume, fails the mount.
+pub(super) fn projected_files(
+    pod: &Value,
+    sources: &[Value],
+    cluster: &dyn ClusterView,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let mut files = Vec::new();
+    let mut add = |path: &str, content: String| {
+        if path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            return Err(format!("projected path {path:?} must be relative and must not contain '..'"));
+        }
+        files.push((path.to_string(), content));
+        Ok(())
+    };
+    for source in sources {
+        if let Some(path) = source["serviceAccountToken"]["path"].as_str() {
+            let account = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+            let token = cluster
+                .service_account_token(pod)
+                .ok_or_else(|| format!("failed to fetch token: serviceaccounts {account:?} not found"))?;
+            add(path, token)?;
+        }
+        for (plural, field, kind) in [("configmaps", "configMap", "configmap"), ("secrets", "secret", "secret")] {
+            let Some(name) = source[field]["name"].as_str() else { continue };
+            let Some(object) = cluster.get("", plural, namespace, name) else {
+                if source[field]["optional"] == true {
+                    continue;
+                }
+                return Err(format!("{kind} {name:?} not found"));
+            };
+            let value = |key: &str| -> Option<String> {
+                let raw = object["data"][key].as_str()?;
+                if plural == "configmaps" {
+                    return Some(raw.to_string());
+                }
+                let bytes = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            match source[field]["items"].as_array() {
+                Some(items) => {
+                    for item in items {
+                        let (Some(key), Some(path)) = (item["key"].as_str(), item["path"].as_str()) else { continue };
+                        add(path, value(key).ok_or_else(|| format!("{kind} {name:?} has no key {key:?}"))?)?;
+                    }
+                }
+                None => {
+                    for key in object["data"].as_object().into_iter().flat_map(|d| d.keys()) {
+                        add(key, value(key).unwrap_or_default())?;
+                    }
+                }
+            }
+        }
+        for item in source["downwardAPI"]["items"].as_array().into_iter().flatten() {
+            let (Some(path), Some(field_path)) = (item["path"].as_str(), item["fieldRef"]["fieldPath"].as_str()) else {
+                continue;
+            };
+            add(path, field(pod, field_path).ok_or_else(|| format!("unsupported fieldPath {field_path:?}"))?)?;
+        }
+    }
+    Ok(files)
+}
+
 fn field(pod: &Value, path: &str) -> Option<String> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     match path {
@@ -287,7 +363,6 @@ mod tests {
             uid: "u".into(),
             args: vec![],
             env: BTreeMap::new(),
-            token: None,
             mounts: mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect(),
         };
         c.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));

@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pod::PodContext;
 use super::sources::SimSources;
-use crate::net::{SimListener, kube_client_with_token};
-use crate::world::{API_HOST, API_PORT};
+use crate::net::SimListener;
 
 /// `run`'s flags from the pod's arguments and environment, parsed by the program's own command
 /// line, with every path moved onto the volume it is mounted from.
@@ -29,7 +28,7 @@ fn parse(context: &PodContext) -> Result<RunArgs, String> {
 pub(super) async fn run(context: PodContext, clock: SharedClock, stop: CancellationToken) -> Result<(), String> {
     let args = parse(&context)?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding the HTTP port: {e}"))?;
-    let client = kube_client_with_token(API_HOST, API_PORT, context.token.as_deref()).map_err(|e| e.to_string())?;
+    let client = context.in_cluster_client()?;
     let host = Host { client, clock, sources: Arc::new(SimSources), http, shutdown: stop };
     program::run(&args, host).await.map_err(|e| e.to_string())
 }

@@ -7,8 +7,7 @@ use sv_webhook::program::{Cli, Command, ServeArgs, serve};
 use tokio_util::sync::CancellationToken;
 
 use super::pod::PodContext;
-use crate::net::{SimListener, kube_client_with_token};
-use crate::world::{API_HOST, API_PORT};
+use crate::net::SimListener;
 
 /// `serve`'s flags as the program parses them, from the pod's arguments and environment.
 fn parse(context: &PodContext) -> Result<ServeArgs, String> {
@@ -24,7 +23,7 @@ fn parse(context: &PodContext) -> Result<ServeArgs, String> {
 
 pub(super) async fn run(context: PodContext, clock: SharedClock, stop: CancellationToken) -> Result<(), String> {
     let args = parse(&context)?;
-    let client = kube_client_with_token(API_HOST, API_PORT, context.token.as_deref()).map_err(|e| e.to_string())?;
+    let client = context.in_cluster_client()?;
     let https = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http =
         SimListener::bind(args.metrics_port).await.map_err(|e| format!("binding port {}: {e}", args.metrics_port))?;
