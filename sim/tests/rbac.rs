@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sv_sim::api::auth::{ADMIN_TOKEN, Attributes, Rule};
 use sv_sim::api::{ApiError, ApiServer, AuditEntry, Request, Response, WriteOptions};
 use sv_sim::examples::{self, EXTERNAL_NFS};
-use sv_sim::install::{documents, identity_objects};
+use sv_sim::install::documents;
 use sv_sim::world::{World, WorldConfig};
 
 const OPERATOR_USER: &str = "system:serviceaccount:shared-volume-controller-system:sharedvolume-operator";
@@ -87,6 +87,41 @@ fn settled(volume: &Value) -> bool {
     volume["status"]["phase"] == expected
 }
 
+/// What `kubectl apply -k deploy/` installs, as `kubectl kustomize` renders it (the CRDs aside:
+/// the world has them already, as generated, which `tests/install.rs` shows are the same); the
+/// raw manifests of the base where kubectl is missing.
+fn install_objects() -> Vec<Value> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rendered = std::process::Command::new("kubectl").arg("kustomize").arg(&root).output();
+    let text = match rendered {
+        Ok(output) if output.status.success() => String::from_utf8(output.stdout).expect("UTF-8"),
+        Ok(output) => panic!("kubectl kustomize deploy: {}", String::from_utf8_lossy(&output.stderr)),
+        Err(e) => {
+            common::skip(&format!("kubectl is not installed ({e}): installing the raw manifests of deploy/base"));
+            let mut objects = documents(OPERATOR_MANIFEST).expect("deploy/base/operator.yaml parses");
+            objects.extend(documents(WEBHOOK_MANIFEST).expect("deploy/base/webhook.yaml parses"));
+            return objects;
+        }
+    };
+    documents(&text)
+        .expect("the render parses")
+        .into_iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .collect()
+}
+
+/// The operator's pods (of its Deployment).
+fn operator_pods(api: &ApiServer) -> Vec<String> {
+    let state = api.state();
+    let Some(rt) = state.registry.find("", "v1", "pods") else { return Vec::new() };
+    state
+        .store
+        .list(&rt.id, Some("shared-volume-controller-system"))
+        .filter(|(_, pod)| pod["metadata"]["labels"]["app.kubernetes.io/name"] == "sharedvolume-operator")
+        .map(|((_, name), _)| name.clone())
+        .collect()
+}
+
 /// Answers a request made in process, as (code, body).
 fn answer(api: &ApiServer, request: Request) -> (u16, Value) {
     match futures::executor::block_on(api.handle(request)) {
@@ -112,22 +147,25 @@ fn put(api: &ApiServer, object: Value) {
     result.unwrap_or_else(|e| panic!("{kind} {namespace}/{name}: {e:?}"));
 }
 
-/// The whole system from install to uninstall, with the audit log on: every example volume,
-/// the webhook, consumer pods in three namespaces, then every volume deleted. `tamper` edits the
-/// manifests' identity objects before they are (re)installed. Returns the audit log and where
-/// the uninstall starts in it, or why the volumes did not settle with the requests refused on
-/// the way.
-fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<(Vec<AuditEntry>, usize), String> {
+/// The whole system from install to uninstall, with the audit log on: the operator and the
+/// webhook as the pods of their manifests, every example volume, consumer pods in three
+/// namespaces, the operator's pods replaced, then every volume deleted. `tamper` edits the
+/// manifests' objects before they are installed. Returns the audit log, or why the volumes did
+/// not settle with the requests refused on the way.
+fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<Vec<AuditEntry>, String> {
     sv_sim::init_test_logging();
-    let config = WorldConfig { external_nfs: EXTERNAL_NFS.map(String::from).to_vec(), ..WorldConfig::default() };
+    // The operator is not the world's own: it runs as the pods of its Deployment, installed
+    // from its manifest with the webhook's.
+    let config = WorldConfig {
+        external_nfs: EXTERNAL_NFS.map(String::from).to_vec(),
+        operator: false,
+        ..WorldConfig::default()
+    };
     assert!(config.authorization, "the default world authorizes by RBAC");
     let mut world = World::new(config).expect("a world");
     world.api.start_audit();
     assert!(examples::install(&world).expect("install").is_empty());
-    // The operator's identity came with the world; applying the manifest again (as `kubectl
-    // apply` would) lets a test take a right away before the operator's first request.
-    let mut objects = identity_objects(OPERATOR_MANIFEST).expect("deploy/base/operator.yaml parses");
-    objects.extend(documents(WEBHOOK_MANIFEST).expect("deploy/base/webhook.yaml parses"));
+    let mut objects = install_objects();
     tamper(&mut objects);
     for object in objects {
         put(&world.api, object);
@@ -171,9 +209,14 @@ fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<(Vec<AuditEntry>, usiz
     });
     assert!(mounted.expect("run"), "the consumer pods did not start");
     consumers(&mut world, pods, true);
-    // A restarted operator reads each child once to check it still holds its plan.
-    world.bounce("operator");
-    let still = world.run_until(Duration::from_secs(120), |api| {
+    // A restarted operator reads each child once to check it still holds its plan: both of its
+    // pods are deleted, and their replacements elect a new leader.
+    for pod in operator_pods(&world.api) {
+        let path = format!("/api/v1/namespaces/shared-volume-controller-system/pods/{pod}");
+        let (code, body) = answer(&world.api, Request::new(::http::Method::DELETE, &path));
+        assert_eq!(code, 200, "deleting {pod}: {body}");
+    }
+    let still = world.run_until(Duration::from_secs(180), |api| {
         examples::volumes(api).iter().all(settled)
             && api
                 .audit()
@@ -187,7 +230,6 @@ fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<(Vec<AuditEntry>, usiz
         "after a restart the operator re-read its children and the volumes stayed as they were"
     );
     // Uninstall: every volume deleted, everything the operator made removed.
-    let uninstall = world.api.audit().len();
     for volume in examples::volumes(&world.api) {
         let plural = if volume["kind"] == "SharedVolume" { "sharedvolumes" } else { "clustersharedvolumes" };
         let name = volume["metadata"]["name"].as_str().unwrap_or_default();
@@ -202,7 +244,7 @@ fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<(Vec<AuditEntry>, usiz
         examples::volumes(api).is_empty() && examples::managed_objects(api).is_empty()
     });
     assert!(cleaned.expect("run"), "left: {:?}", examples::managed_objects(&world.api));
-    Ok((world.api.audit(), uninstall))
+    Ok(world.api.audit())
 }
 
 fn describe(entry: &AuditEntry) -> String {
@@ -272,23 +314,15 @@ fn right(rule: &Rule) -> String {
 
 #[test]
 fn every_request_of_the_system_is_allowed_and_every_granted_right_is_used() {
-    let (audit, uninstall) = run_system(|_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let audit = run_system(|_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert!(audit.len() > 1_000, "the audit log recorded the run ({} requests)", audit.len());
-    let refused = |e: &&AuditEntry| e.code == 401 || e.code == 403;
-    let before: Vec<String> = audit[..uninstall].iter().filter(refused).map(describe).collect();
-    assert!(before.is_empty(), "requests refused: {before:#?}");
-    // While a volume is deleted, its syncer's ServiceAccount, Role and Lease go while the
-    // syncer pod is still stopping: its last requests are refused (the token of a deleted
-    // ServiceAccount is 401, as on a cluster). Nothing else may be.
-    let during: Vec<String> = audit[uninstall..]
-        .iter()
-        .filter(refused)
-        .filter(|e| !(e.attributes.resource == "leases" && (e.user.is_empty() || e.user.ends_with("-syncer"))))
-        .map(describe)
-        .collect();
-    assert!(during.is_empty(), "requests refused during the uninstall: {during:#?}");
+    // The uninstall included: the operator deletes a volume's workloads first, and its syncer's
+    // ServiceAccount, Role and Lease only once the syncer's pods are gone (plan::workloads_first);
+    // a replaced pod's last requests carry a token that is still valid while it drains.
+    let refused: Vec<String> = audit.iter().filter(|e| e.code == 401 || e.code == 403).map(describe).collect();
+    assert!(refused.is_empty(), "requests refused: {refused:#?}");
 
-    let mut unused = Vec::new();
+    let (mut unused, mut kept) = (Vec::new(), BTreeSet::new());
     for (manifest, account, user) in [
         (OPERATOR_MANIFEST, "sharedvolume-operator", OPERATOR_USER),
         (WEBHOOK_MANIFEST, "sharedvolume-webhook", WEBHOOK_USER),
@@ -298,13 +332,19 @@ fn every_request_of_the_system_is_allowed_and_every_granted_right_is_used() {
         for atom in granted(manifest, account) {
             if !requests.iter().any(|e| atom.allows(&e.attributes) || atom.allows(&created_by_apply(e))) {
                 let right = right(&atom);
-                if !KEPT_UNUSED.iter().any(|(kept, _)| *kept == right) {
-                    unused.push(format!("{account}: {right}"));
+                match KEPT_UNUSED.iter().find(|(listed, _)| *listed == right) {
+                    Some((listed, _)) => {
+                        kept.insert(*listed);
+                    }
+                    None => unused.push(format!("{account}: {right}")),
                 }
             }
         }
     }
     assert!(unused.is_empty(), "granted but never used (remove, or keep in KEPT_UNUSED with the reason): {unused:#?}");
+    // The list of kept rights cannot rot: each is still granted, and still unused.
+    let stale: Vec<&str> = KEPT_UNUSED.iter().map(|(right, _)| *right).filter(|r| !kept.contains(r)).collect();
+    assert!(stale.is_empty(), "KEPT_UNUSED names rights now used or no longer granted: {stale:?}");
     let syncer_requests = audit.iter().filter(|e| e.user.contains("-syncer")).count();
     assert!(syncer_requests > 10, "the syncers ran as their ServiceAccounts ({syncer_requests} requests)");
 }

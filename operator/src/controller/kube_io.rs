@@ -92,10 +92,17 @@ pub async fn apply(client: &Client, cache: &ClusterCache, object: &Desired) -> R
     Ok(true)
 }
 
-/// Deletes one object in the background; an object already gone is fine.
+/// Deletes one object; an object already gone is fine. A workload goes in the foreground: it
+/// stays (deleting) until its pods are gone, which the plan waits for before it removes what
+/// those pods use (see `plan::workloads_first`); anything else in the background.
 pub async fn delete(client: &Client, key: &ObjectKey) -> Result<(), Error> {
     let api = dynamic_api(client, key)?;
-    match api.delete(&key.name, &DeleteParams::background()).await {
+    let params = if crate::plan::WORKLOAD_KINDS.contains(&key.kind) {
+        DeleteParams::foreground()
+    } else {
+        DeleteParams::background()
+    };
+    match api.delete(&key.name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(source) => Err(Error::Delete { object: key.to_string(), source }),

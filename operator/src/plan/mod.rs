@@ -430,6 +430,7 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
         // An invalid spec or a missing namespace loses nothing: keep what exists.
         Vec::new()
     };
+    let delete = workloads_first(delete);
 
     let outcome = status::compute(&ctx, &validation, &problems, server_address.as_deref(), &consumer_namespaces);
     let events = status::events(observed, &outcome.status, &validation, &ctx.disallowed_consumers());
@@ -450,6 +451,18 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
             .fold(outcome.requeue_after, Duration::min),
         finalize: observed.deleting && observed.consumer_pods.is_empty() && observed.owned.is_empty(),
     }
+}
+
+/// The kinds whose objects run pods.
+pub const WORKLOAD_KINDS: [&str; 2] = ["StatefulSet", "ReplicaSet"];
+
+/// Of what is to go, the workloads first (deleted in the foreground, so they stay until their
+/// pods are gone): their pods stop, and release their Lease and report, while the ServiceAccount,
+/// roles, Lease and Secrets they use still exist. The rest goes once no workload is left to
+/// delete.
+fn workloads_first(keys: Vec<ObjectKey>) -> Vec<ObjectKey> {
+    let workloads: Vec<ObjectKey> = keys.iter().filter(|k| WORKLOAD_KINDS.contains(&k.kind)).cloned().collect();
+    if workloads.is_empty() { keys } else { workloads }
 }
 
 /// What keeps a valid spec from being served.

@@ -472,7 +472,12 @@ fn removing_the_source_removes_the_syncer() {
     o.spec.source = None;
     let p = plan(&o, &settings());
     let deleted: Vec<&str> = p.delete.iter().map(|k| k.kind).collect();
-    assert_eq!(deleted, ["Lease", "ReplicaSet", "Role", "RoleBinding", "ServiceAccount"]);
+    // The syncer's pods stop first, with their Lease, Role and ServiceAccount still there.
+    assert_eq!(deleted, ["ReplicaSet"]);
+    o.owned.retain(|k| k.kind != "ReplicaSet");
+    let p = plan(&o, &settings());
+    let deleted: Vec<&str> = p.delete.iter().map(|k| k.kind).collect();
+    assert_eq!(deleted, ["Lease", "Role", "RoleBinding", "ServiceAccount"]);
 }
 
 #[test]
@@ -498,8 +503,13 @@ fn deletion_waits_for_consumer_pods_then_cleans_up() {
 
     o.consumer_pods.clear();
     let cleanup = plan(&o, &settings());
-    assert_eq!(cleanup.delete.len(), o.owned.len());
+    let workloads = o.owned.iter().filter(|k| WORKLOAD_KINDS.contains(&k.kind)).count();
+    assert_eq!((cleanup.delete.len(), workloads), (2, 2), "the StatefulSet and the ReplicaSet go first");
     assert!(!cleanup.finalize);
+    o.owned.retain(|k| !WORKLOAD_KINDS.contains(&k.kind));
+    let rest = plan(&o, &settings());
+    assert_eq!(rest.delete.len(), o.owned.len(), "then everything else");
+    assert!(!rest.finalize);
 
     o.owned.clear();
     assert!(plan(&o, &settings()).finalize);

@@ -499,13 +499,19 @@ pub fn mount_service_account_token(pod: &mut Value, account_automount: Option<bo
         }
     }
     if existing.is_none() && needed {
-        let volume = json!({"name": volume_name, "projected": {"defaultMode": 420, "sources": [
-            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-        ]}});
+        let mut volume = mount_service_account_token_volume();
+        volume["name"] = json!(volume_name);
         push(&mut pod["spec"]["volumes"], volume);
     }
+}
+
+/// The token volume the plugin adds, without its name (upstream's `TokenVolumeSource`).
+pub fn mount_service_account_token_volume() -> Value {
+    json!({"projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}})
 }
 
 /// Appends to the array at `target`, making it when absent.

@@ -18,8 +18,13 @@ pub trait PodRuntime: Send {
     /// Starts the pod on its node. An error (a volume that cannot be mounted, a Secret that is
     /// missing) leaves the pod waiting with that reason; the kubelet tries again on its next pass.
     fn start(&mut self, pod: &Value, cluster: &dyn ClusterView) -> Result<(), StartError>;
-    /// The pod is stopping (deleted, or evicted from a lost node).
+    /// The pod is being deleted: signal its containers to stop (SIGTERM). See [`Self::stopped`].
     fn stop(&mut self, pod: &Value);
+    /// Whether the pod's containers are gone (they exited, or its grace period ran out and they
+    /// were killed): only then does the kubelet remove the pod object.
+    fn stopped(&mut self, _pod: &Value) -> bool {
+        true
+    }
     /// What the kubelet reports of a running pod's containers now (and a chance to refresh what
     /// it projects into them, such as Secret volumes).
     fn health(&mut self, pod: &Value, cluster: &dyn ClusterView) -> ContainerHealth;
@@ -111,7 +116,8 @@ pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
             .unwrap_or(300);
         let elapsed = now.duration_since(since).as_secs();
         if elapsed >= toleration {
-            runtime.stop(&pod);
+            // The node is gone and its processes with it: nothing to wait for.
+            runtime.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
             pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
         }
     }
@@ -220,7 +226,9 @@ pub(super) fn kubelets(
         let Some(node) = nodes.get(node_name).filter(|n| node_ready(n)) else { continue };
         if deleting(&pod) {
             runtime.stop(&pod);
-            pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+            if runtime.stopped(&pod) {
+                pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+            }
             continue;
         }
         let now = pass.now();

@@ -16,6 +16,7 @@
 //! [`Programs`] queues [`HostCommand`]s that the [`crate::world::World`] carries out between steps.
 
 mod nfs;
+mod operator;
 mod pod;
 mod probe;
 pub mod sources;
@@ -41,6 +42,8 @@ pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
 
 /// The image of `sv-webhook`, as `deploy/base/webhook.yaml` names it (any tag).
 pub const WEBHOOK_IMAGE: &str = "ghcr.io/sharedvolume/sv-webhook";
+/// The image of `sv-operator`, as `deploy/base/operator.yaml` names it (any tag).
+pub const OPERATOR_IMAGE: &str = "ghcr.io/sharedvolume/sv-operator";
 
 /// What a pod of a registered image runs.
 #[derive(Clone)]
@@ -51,6 +54,8 @@ pub enum Program {
     Syncer,
     /// `sv-webhook`: the admission webhook.
     Webhook,
+    /// `sv-operator run`: the operator, installed from its manifest.
+    Operator,
     /// Anything else a test or scenario needs in a pod (a webhook, a source server): called with
     /// the pod as its container sees it, until the pod stops.
     Custom(CustomProgram),
@@ -66,6 +71,7 @@ impl std::fmt::Debug for Program {
             Program::NfsServer => "NfsServer",
             Program::Syncer => "Syncer",
             Program::Webhook => "Webhook",
+            Program::Operator => "Operator",
             Program::Custom(_) => "Custom",
         })
     }
@@ -103,6 +109,10 @@ struct RunningPod {
     export: Option<PathBuf>,
     /// Its node was lost and its processes with it.
     lost: bool,
+    /// Set when the program has returned after its stop signal (no restart follows).
+    exited: Arc<AtomicBool>,
+    /// When the kubelet signalled it to stop, and the pod's grace period.
+    stopping: Option<(k8s_openapi::jiff::Timestamp, Duration)>,
     /// Its Secret and ConfigMap volumes, projected again when their object changes.
     projections: Vec<pod::Projection>,
 }
@@ -131,6 +141,7 @@ impl Programs {
             (repository(&settings.nfs_image).to_string(), Program::NfsServer),
             (repository(&settings.syncer_image).to_string(), Program::Syncer),
             (WEBHOOK_IMAGE.to_string(), Program::Webhook),
+            (OPERATOR_IMAGE.to_string(), Program::Operator),
         ];
         let inner = Inner {
             images,
@@ -238,6 +249,8 @@ impl PodRuntime for Programs {
             stop: CancellationToken::new(),
             export: None,
             lost: false,
+            exited: Arc::new(AtomicBool::new(false)),
+            stopping: None,
             projections: Vec::new(),
         };
         // Volumes are mounted and the environment is resolved for every pod, ours or not.
@@ -267,13 +280,18 @@ impl PodRuntime for Programs {
                 let context = context.clone();
                 Arc::new(move |stop, _| Box::pin(webhook::run(context.clone(), clock.clone(), stop)))
             }
+            Program::Operator => {
+                let context = context.clone();
+                Arc::new(move |stop, _| Box::pin(operator::run(context.clone(), clock.clone(), stop)))
+            }
             Program::Custom(code) => {
                 let (context, code) = (context.clone(), code.clone());
                 Arc::new(move |stop, _| code(context.clone(), stop))
             }
         };
         running.readiness = HttpProbe::readiness(container);
-        let software = container_loop(host.clone(), run, running.restarts.clone(), running.stop.clone());
+        let software =
+            container_loop(host.clone(), run, running.restarts.clone(), running.stop.clone(), running.exited.clone());
         running.host = Some(host.clone());
         tracing::info!(pod = %format!("{}/{}", context.namespace, context.name), %host, ?program, "starting the pod's program");
         inner.commands.push(HostCommand::Start { host, software });
@@ -282,7 +300,36 @@ impl PodRuntime for Programs {
     }
 
     fn stop(&mut self, pod: &Value) {
-        self.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
+        let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+            .as_u64()
+            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_u64())
+            .unwrap_or(30);
+        let now = self.lock().clock.now();
+        let mut inner = self.lock();
+        let Some(running) = inner.pods.get_mut(pod["metadata"]["uid"].as_str().unwrap_or_default()) else { return };
+        if running.stopping.is_none() {
+            // SIGTERM: the program drains and returns; the kubelet waits for that, or for the
+            // grace period, before the container (and then the pod object) is gone.
+            running.stopping = Some((now, Duration::from_secs(grace)));
+            running.stop.cancel();
+        }
+    }
+
+    fn stopped(&mut self, pod: &Value) -> bool {
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        let now = self.lock().clock.now();
+        let done = {
+            let inner = self.lock();
+            let Some(running) = inner.pods.get(uid) else { return true };
+            let exited = running.host.is_none() || running.lost || running.exited.load(Ordering::Relaxed);
+            let overdue =
+                running.stopping.is_some_and(|(since, grace)| now.duration_since(since).unsigned_abs() >= grace);
+            exited || overdue
+        };
+        if done {
+            self.stop_by_uid(uid);
+        }
+        done
     }
 
     fn running(&self) -> Vec<String> {
@@ -340,10 +387,12 @@ fn container_loop(
     run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync>,
     restarts: Arc<AtomicU32>,
     stop: CancellationToken,
+    exited: Arc<AtomicBool>,
 ) -> Software {
     let started = Arc::new(AtomicBool::new(false));
     Arc::new(move || {
-        let (host, run, restarts, stop) = (host.clone(), run.clone(), restarts.clone(), stop.clone());
+        let (host, run, restarts, stop, exited) =
+            (host.clone(), run.clone(), restarts.clone(), stop.clone(), exited.clone());
         if started.swap(true, Ordering::Relaxed) {
             restarts.fetch_add(1, Ordering::Relaxed);
         }
@@ -359,6 +408,7 @@ fn container_loop(
                     Err(error) => tracing::warn!(%host, %error, "the program exited with an error"),
                 }
                 if stop.is_cancelled() {
+                    exited.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
                 restarts.fetch_add(1, Ordering::Relaxed);

@@ -42,6 +42,29 @@ impl PodContext {
         let mut args = strings(&container["command"]);
         args.extend(strings(&container["args"]));
         let mut env = BTreeMap::new();
+        // envFrom first: `env` entries override what it brings, as the kubelet orders them.
+        for source in container["envFrom"].as_array().into_iter().flatten() {
+            let prefix = source["prefix"].as_str().unwrap_or_default();
+            for (plural, field, kind) in
+                [("configmaps", "configMapRef", "configmap"), ("secrets", "secretRef", "secret")]
+            {
+                let Some(object_name) = source[field]["name"].as_str() else { continue };
+                let Some(object) = cluster.get("", plural, &namespace, object_name) else {
+                    if source[field]["optional"] == true {
+                        continue;
+                    }
+                    return Err(config_error(format!("{kind} {object_name:?} not found")));
+                };
+                for key in object["data"].as_object().into_iter().flat_map(|d| d.keys()) {
+                    let selector = serde_json::json!({"key": key});
+                    if let Some(value) =
+                        key_of(cluster, plural, &namespace, object_name, &selector, plural == "secrets")?
+                    {
+                        env.insert(format!("{prefix}{key}"), value);
+                    }
+                }
+            }
+        }
         for var in container["env"].as_array().into_iter().flatten() {
             let Some(key) = var["name"].as_str() else { continue };
             let from = &var["valueFrom"];
@@ -150,7 +173,6 @@ impl PodContext {
     }
 }
 
-/// A pod field a `fieldRef` may name.
 /// The files of a projected volume, as the kubelet writes them: a ServiceAccount token bound to
 /// the pod (TokenRequest), ConfigMap and Secret keys, downward API fields. A missing object, or a
 /// path that leaves the volume, fails the mount.
@@ -216,6 +238,7 @@ pub(super) fn projected_files(
     Ok(files)
 }
 
+/// A pod field a `fieldRef` may name.
 fn field(pod: &Value, path: &str) -> Option<String> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     match path {
@@ -408,6 +431,63 @@ mod tests {
         // `once` has no env-backed flags; the syncer's `run` variables must not leak into it.
         let c = with(&["once"], &[("SV_VOLUME_KIND", "SharedVolume")]);
         assert_eq!(c.argv_with_env::<sv_syncer::program::Cli>("sv-syncer"), ["sv-syncer", "once"]);
+    }
+
+    /// A cluster of a few objects, for what the kubelet reads.
+    struct Objects(Vec<(&'static str, Value)>);
+
+    impl ClusterView for Objects {
+        fn get(&self, _group: &str, plural: &str, namespace: &str, name: &str) -> Option<std::sync::Arc<Value>> {
+            self.0
+                .iter()
+                .find(|(p, o)| *p == plural && o["metadata"]["namespace"] == namespace && o["metadata"]["name"] == name)
+                .map(|(_, o)| std::sync::Arc::new(o.clone()))
+        }
+        fn list(&self, _group: &str, _plural: &str, _namespace: Option<&str>) -> Vec<std::sync::Arc<Value>> {
+            Vec::new()
+        }
+        fn service_account_token(&self, _pod: &Value) -> Option<String> {
+            Some("t0ken".into())
+        }
+    }
+
+    #[test]
+    fn env_from_brings_every_key_under_its_prefix_and_env_wins() {
+        let cluster = Objects(vec![
+            (
+                "configmaps",
+                serde_json::json!({"metadata": {"name": "images", "namespace": "n"}, "data": {"A": "1", "B": "2"}}),
+            ),
+            ("secrets", serde_json::json!({"metadata": {"name": "s", "namespace": "n"}, "data": {"K": "dg=="}})),
+        ]);
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "n"}});
+        let container = serde_json::json!({"envFrom": [{"configMapRef": {"name": "images"}}, {"secretRef": {"name": "s"}, "prefix": "S_"},
+                                                       {"configMapRef": {"name": "absent", "optional": true}}],
+                                           "env": [{"name": "B", "value": "mine"}]});
+        let c = PodContext::new(&pod, &container, &cluster).expect("starts");
+        assert_eq!((c.env["A"].as_str(), c.env["B"].as_str(), c.env["S_K"].as_str()), ("1", "mine", "v"));
+        assert_eq!(c.env["KUBERNETES_SERVICE_HOST"], crate::world::API_HOST);
+        let missing = serde_json::json!({"envFrom": [{"configMapRef": {"name": "absent"}}]});
+        let error = PodContext::new(&pod, &missing, &cluster).expect_err("a missing ConfigMap");
+        assert_eq!(
+            (error.reason.as_str(), error.message.as_str()),
+            ("CreateContainerConfigError", r#"configmap "absent" not found"#)
+        );
+    }
+
+    #[test]
+    fn projected_volumes_hold_the_token_keys_and_fields() {
+        let cluster = Objects(vec![(
+            "configmaps",
+            serde_json::json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "n"}, "data": {"ca.crt": "CA"}}),
+        )]);
+        let pod = serde_json::json!({"metadata": {"name": "p", "namespace": "n"}});
+        let sources = crate::api::builtin::mount_service_account_token_volume()["projected"]["sources"].clone();
+        let files = projected_files(&pod, sources.as_array().expect("sources"), &cluster).expect("mounts");
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        assert_eq!(files, [("token", "t0ken"), ("ca.crt", "CA"), ("namespace", "n")]);
+        let escape = serde_json::json!([{"downwardAPI": {"items": [{"path": "../x", "fieldRef": {"fieldPath": "metadata.name"}}]}}]);
+        assert!(projected_files(&pod, escape.as_array().expect("sources"), &cluster).is_err());
     }
 
     #[test]
