@@ -68,9 +68,19 @@ async fn the_real_servers_transcript_is_reproduced() {
         .args(["--ignore", "managedFields", "--ignore", "resourceVersion$"])
         .output()
         .expect("diff");
+    // Exit status 0 is identical, 1 is differences; a crash (a traceback, also status 1) or a
+    // usage error must not pass for "no difference".
+    let (status, errors) = (diff.status.code(), String::from_utf8_lossy(&diff.stderr).to_string());
+    assert!(
+        matches!(status, Some(0 | 1)) && errors.trim().is_empty(),
+        "the transcript diff failed ({status:?}): {errors}"
+    );
     let diff = String::from_utf8_lossy(&diff.stdout).to_string();
     let differing: Vec<&str> =
         diff.lines().filter_map(|l| l.strip_prefix("=== step ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let summary = format!("--- 247 steps compared, {} differ", differing.len());
+    assert!(diff.lines().any(|l| l.starts_with(&summary)), "the diff ends with {summary:?}:\n{diff}");
+    assert_eq!(status, Some(if differing.is_empty() { 0 } else { 1 }), "the diff's status agrees with its steps");
     let unexpected: Vec<&&str> = differing.iter().filter(|s| !KNOWN_DIFFERENCES.contains(s)).collect();
     assert!(unexpected.is_empty(), "steps that newly differ from the real server: {unexpected:?}\n{diff}");
     assert!(!diff.contains("=== top-level"), "{diff}");
