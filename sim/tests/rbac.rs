@@ -42,12 +42,6 @@ const KEPT_UNUSED: &[(&str, &str)] = &[
     ("update secrets. [\"sv-webhook-tls\"]", "the webhook rotates its certificate after months, not within a run"),
 ];
 
-fn get(api: &ApiServer, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-    let state = api.state();
-    let rt = state.registry.types().find(|t| t.id.group == group && t.id.plural == plural)?.clone();
-    state.store.get(&rt.id, namespace, name).map(|o| (**o).clone())
-}
-
 /// Creates and then deletes annotated consumer pods through the API server, as `kubectl` does.
 fn consumers(world: &mut World, pods: Vec<(&'static str, &'static str, Value)>, delete: bool) {
     let results: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -203,9 +197,9 @@ fn run_system(tamper: impl Fn(&mut Vec<Value>)) -> Result<Vec<AuditEntry>, Strin
     ];
     consumers(&mut world, pods.clone(), false);
     let mounted = world.run_until(Duration::from_secs(120), |api| {
-        ["default", "team-b", "team-c"]
-            .iter()
-            .all(|ns| get(api, "", "pods", ns, "reader").is_some_and(|p| p["status"]["phase"] == "Running"))
+        ["default", "team-b", "team-c"].iter().all(|ns| {
+            sv_sim::install::stored(api, "", "pods", ns, "reader").is_some_and(|p| p["status"]["phase"] == "Running")
+        })
     });
     assert!(mounted.expect("run"), "the consumer pods did not start");
     consumers(&mut world, pods, true);
