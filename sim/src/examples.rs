@@ -113,8 +113,7 @@ pub fn install(world: &World) -> Result<Vec<String>, String> {
 pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
     let mut setup = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sv_operator::plan::DEFAULT_OPERATOR_NAMESPACE}}),
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
-               "provisioner": "sim.sharedvolume.io/hostpath", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
+        storage_class(),
     ];
     for crd in sv_operator::api::crds() {
         setup.push(serde_json::to_value(crd).map_err(|e| e.to_string())?);
@@ -127,6 +126,12 @@ pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
         .filter(|e| !already_there(e))
         .map(|e| format!("{e:?}"))
         .collect())
+}
+
+/// The StorageClass the examples name, as a cluster provides it (kind's is `standard` too).
+pub fn storage_class() -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
+           "provisioner": "sim.sharedvolume.io/hostpath", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"})
 }
 
 /// The documents of one bundled example file.

@@ -1,13 +1,12 @@
-//! `sv-sim`: runs the simulated Kubernetes API server on loopback.
+//! `sv-sim`: the main job (`run`), and the whole system on this machine (`serve`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sv_operator::clock::SystemClock;
-use sv_sim::api::{ApiServer, Options, http};
-use sv_sim::cluster::{AlwaysReady, Cluster};
-use tokio_util::sync::CancellationToken;
+use sv_sim::serve::{self, ServeConfig};
 
 #[derive(Parser)]
 #[command(name = "sv-sim", version, about = "SharedVolume simulation harness")]
@@ -26,17 +25,28 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Serve the simulated API server on a loopback port (plain HTTP), for kubectl and local runs.
+    /// The whole system on this machine: the main job's simulated cluster, paced to the wall
+    /// clock, its API server on a loopback port for kubectl (a kubeconfig is written for it), and
+    /// each managed volume's NFS export on a loopback port of its own. Install SharedVolume into
+    /// it with `kubectl apply -k deploy/`. Stops on Ctrl-C or SIGTERM.
     Serve {
-        /// Port on 127.0.0.1 (0 picks a free one).
+        /// Port on 127.0.0.1 for the API server (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Seed of generated names and uids.
+        /// Seed of the simulation.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Simulated nodes (pods are scheduled on them and every pod "runs" and is Ready).
+        /// Simulated nodes.
         #[arg(long, default_value_t = 3)]
         nodes: u32,
+        /// Where to write the kubeconfig for kubectl [default: sv-sim/kubeconfig in the
+        /// temporary directory].
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Simulated seconds per wall-clock second (above 1 runs faster than real time, as far as
+        /// this machine keeps up).
+        #[arg(long, default_value_t = 1.0)]
+        pace: f64,
     },
 }
 
@@ -53,26 +63,40 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { port, seed, nodes } => {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.context("binding the API port")?;
-            let address = listener.local_addr()?;
-            let options = Options { seed, address: address.to_string(), ..Options::default() };
-            let server = ApiServer::new(options, Arc::new(SystemClock));
-            let stop = CancellationToken::new();
-            tracing::info!(%address, "serving the simulated API server");
-            println!("serving on http://{address}");
-            let mut cluster = Cluster::new(server.clone(), Box::new(AlwaysReady));
-            cluster.resync = std::time::Duration::from_millis(200);
-            for n in 1..=nodes {
-                cluster.add_node(&format!("node-{n}"));
-            }
-            let controllers = tokio::spawn(cluster.run(stop.clone()));
-            let serving = tokio::spawn(http::serve_tcp(server, listener, stop.clone()));
-            tokio::signal::ctrl_c().await.ok();
-            stop.cancel();
-            serving.await.ok();
-            controllers.await.ok();
-            Ok(())
+        Command::Serve { port, seed, nodes, kubeconfig, pace } => {
+            let kubeconfig = kubeconfig.unwrap_or_else(|| std::env::temp_dir().join("sv-sim").join("kubeconfig"));
+            let config = ServeConfig { seed, nodes, port, kubeconfig, pace };
+            let stop = Arc::new(AtomicBool::new(false));
+            let running = stop.clone();
+            let serving = tokio::task::spawn_blocking(move || {
+                serve::run(config, &running, |notice| {
+                    tracing::info!(%notice, "sv-sim serve");
+                    println!("{notice}");
+                })
+            });
+            let signalled = tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.store(true, Ordering::Relaxed);
+            });
+            let result = serving.await.context("the simulation thread")?;
+            signalled.abort();
+            result.context("sv-sim serve")
         }
+    }
+}
+
+/// Ctrl-C or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }

@@ -49,6 +49,12 @@ pub struct WorldConfig {
     /// Authorize every request by RBAC: the operator then has exactly the rights
     /// `deploy/base/operator.yaml` grants it, each pod's program those of its ServiceAccount.
     pub authorization: bool,
+    /// Let hosts use real sockets as well as simulated ones (tokio's I/O driver on every host's
+    /// runtime): `sv-sim serve` bridges loopback ports of this machine into the simulated network
+    /// with it. Off for tests and the main job, which must not depend on the machine's network.
+    pub real_io: bool,
+    /// Simulated time after which stepping fails (turmoil's limit on a run).
+    pub limit: Duration,
 }
 
 impl Default for WorldConfig {
@@ -64,6 +70,8 @@ impl Default for WorldConfig {
             tick: Duration::from_millis(10),
             message_latency: (Duration::ZERO, Duration::from_millis(100)),
             authorization: true,
+            real_io: false,
+            limit: Duration::from_secs(10 * 24 * 3600),
         }
     }
 }
@@ -88,13 +96,17 @@ pub struct World {
 impl World {
     /// A new world. Fails only if its data directory cannot be made.
     pub fn new(config: WorldConfig) -> std::io::Result<Self> {
-        let sim = turmoil::Builder::new()
+        let mut builder = turmoil::Builder::new();
+        builder
             .rng_seed(config.seed)
-            .simulation_duration(Duration::from_secs(10 * 24 * 3600))
+            .simulation_duration(config.limit)
             .tick_duration(config.tick)
             .min_message_latency(config.message_latency.0)
-            .max_message_latency(config.message_latency.1)
-            .build();
+            .max_message_latency(config.message_latency.1);
+        if config.real_io {
+            builder.enable_tokio_io();
+        }
+        let sim = builder.build();
         let clock = Arc::new(SimClock::new(config.start));
         let options = Options {
             seed: config.seed,
@@ -185,6 +197,17 @@ impl World {
             }
         }
         Ok(world)
+    }
+
+    /// Runs `software` on a host of its own that the kubelets did not start (a bridge to the
+    /// machine's network, a test's server); faults may name it like the world's own hosts.
+    pub fn add_host<F, Fut>(&mut self, name: &str, software: F)
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: std::future::Future<Output = turmoil::Result> + 'static,
+    {
+        self.fixed_hosts.insert(name.to_string());
+        self.sim.host(name, software);
     }
 
     /// The contents of every source the syncers fetch from.

@@ -1,0 +1,233 @@
+//! `sv-sim serve` as a user meets it: the binary started as its own process, then `kubectl` and
+//! `nfs-ls` from outside, as the README tells a newcomer: install with `kubectl apply -k deploy/`,
+//! apply an example, watch it go Ready, list the synced files over NFS, run an annotated pod,
+//! delete everything, stop the server with SIGTERM.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A running `sv-sim serve` and the lines it has printed.
+struct Served {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sv-sim"))
+            .args(["serve", "--port", "0", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sv-sim serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new(), kubeconfig, _dir: dir }
+    }
+
+    /// The first line printed containing `text`, waiting for it at most `within`.
+    fn line(&mut self, text: &str, within: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "sv-sim serve did not print {text:?} within {within:?} ({e}); it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(repo())
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        if !output.status.success() {
+            // What a user would look at next: the volumes' conditions, the pods, the events.
+            let state = self.kubectl(&["get", "sv,csv,pods", "-A", "-o", "wide"]);
+            let volumes = self.kubectl(&[
+                "get",
+                "sv,csv",
+                "-A",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{\"\\n\"}{end}",
+            ]);
+            let events = self.kubectl(&[
+                "get",
+                "events.events.k8s.io",
+                "-A",
+                "-o",
+                "jsonpath={range .items[*]}{.regarding.name} {.reason}: {.note}{\"\\n\"}{end}",
+            ]);
+            panic!(
+                "kubectl {args:?} failed:\n{}\n--- the cluster then:\n{}\n{}\n--- events:\n{}",
+                text(&output),
+                text(&state),
+                text(&volumes),
+                text(&events)
+            );
+        }
+        text(&output)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+}
+
+fn tools_present() -> bool {
+    for (tool, arg) in [("kubectl", "version"), ("nfs-ls", "--help")] {
+        if Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            common::skip(&format!("{tool} is not installed (ci/install-test-deps.sh installs it)"));
+            return false;
+        }
+    }
+    true
+}
+
+/// Lists pods with kube-rs through `kubeconfig`, as its user and then with the user's token
+/// removed.
+fn list_pods(kubeconfig: &Path) -> (Result<(), String>, Result<(), String>) {
+    use k8s_openapi::api::core::v1::Pod;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    sv_operator::install_crypto_provider();
+    let list = |anonymous: bool| {
+        runtime.block_on(async {
+            let mut config = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+            if anonymous {
+                for user in &mut config.auth_infos {
+                    user.auth_info = Some(Default::default());
+                }
+            }
+            let config =
+                kube::Config::from_custom_kubeconfig(config, &Default::default()).await.map_err(|e| e.to_string())?;
+            let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, "default");
+            pods.list(&Default::default()).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    };
+    (list(false), list(true))
+}
+
+/// The port in an export line's `nfs://127.0.0.1//?nfsport=P&mountport=P`.
+fn export_port(line: &str) -> u16 {
+    let (_, rest) = line.split_once("nfsport=").unwrap_or_else(|| panic!("no port in {line:?}"));
+    rest.split('&').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+fn nfs_tool(tool: &str, port: u16, path: &str) -> String {
+    let url = format!("nfs://127.0.0.1//{path}?nfsport={port}&mountport={port}");
+    let output = Command::new("timeout").arg("60").arg(tool).arg(&url).output().expect("run the libnfs tool");
+    assert!(output.status.success(), "{tool} {url} failed:\n{}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_newcomer_installs_with_kubectl_and_reads_a_volume_over_nfs() {
+    if !tools_present() {
+        return;
+    }
+    let mut served = Served::start();
+    let kubeconfig_line = served.line("kubeconfig:", Duration::from_secs(60));
+    assert!(kubeconfig_line.contains(&served.kubeconfig.display().to_string()), "{kubeconfig_line}");
+
+    // The kubeconfig works for any client (here kube-rs); without its user's token a request is
+    // anonymous, and RBAC refuses it.
+    let written = std::fs::read_to_string(&served.kubeconfig).expect("kubeconfig");
+    assert!(written.contains("server: https://127.0.0.1:"), "kubectl sends credentials only over TLS:\n{written}");
+    let (admin, anonymous) = list_pods(&served.kubeconfig);
+    assert!(admin.is_ok(), "the kubeconfig's user lists pods: {admin:?}");
+    let refused = anonymous.expect_err("an anonymous request was answered");
+    assert!(refused.contains("403") && refused.contains("system:anonymous"), "{refused}");
+
+    let nodes = served.ok(&["get", "nodes"]);
+    assert_eq!(nodes.matches(" Ready ").count(), 3, "three Ready nodes:\n{nodes}");
+
+    // Install as on a cluster; the kubelets start the operator and the webhook from the images.
+    let installed = served.ok(&["apply", "-k", "deploy/"]);
+    assert!(installed.contains("deployment.apps/sharedvolume-operator created"), "{installed}");
+    let namespace = "--namespace=shared-volume-controller-system";
+    served.ok(&["wait", namespace, "--for=condition=Available", "deployment", "--all", "--timeout=120s"]);
+
+    served.ok(&["apply", "-f", "deploy/examples/13-http.yaml"]);
+    served.ok(&["wait", "--for=jsonpath={.status.phase}=Ready", "sv/http-sv", "csv/http-csv", "--timeout=180s"]);
+    let listed = served.ok(&["get", "sv,csv", "-A"]);
+    assert!(listed.contains("http-sv") && listed.contains("Ready"), "{listed}");
+
+    // The synced file, through the real NFS server, with a third-party client on this machine.
+    let port = export_port(&served.line("export of SharedVolume default/http-sv", Duration::from_secs(60)));
+    let files = nfs_tool("nfs-ls", port, "");
+    assert!(files.contains("README.md"), "nfs-ls lists the synced file:\n{files}");
+    let content = nfs_tool("nfs-cat", port, "README.md");
+    assert!(content.contains("raw.githubusercontent.com/distribution/distribution"), "{content}");
+
+    // An annotated pod gets the volume from the webhook, and the kubelet runs it.
+    served.ok(&["apply", "-f", "deploy/examples/pods/03-sv-single.yaml"]);
+    served.ok(&["wait", "--for=condition=Ready", "pod/sv-single", "--timeout=120s"]);
+    let pod =
+        served.ok(&["get", "pod", "sv-single", "-o", "jsonpath={.spec.volumes}{.spec.containers[0].volumeMounts}"]);
+    assert!(pod.contains("persistentVolumeClaim") && pod.contains("/opt/mnt/http"), "the pod's volumes:\n{pod}");
+
+    // Uninstalling the volumes closes their exports.
+    served.ok(&["delete", "-f", "deploy/examples/pods/03-sv-single.yaml", "--timeout=120s"]);
+    served.ok(&["delete", "-f", "deploy/examples/13-http.yaml", "--timeout=180s"]);
+    served.line("export of SharedVolume default/http-sv closed", Duration::from_secs(60));
+
+    // SIGTERM stops it cleanly.
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let mut child = std::mem::replace(&mut served.child, Command::new("true").spawn().expect("true"));
+    let (send, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(child.wait());
+    });
+    let status = exited.recv_timeout(Duration::from_secs(60)).expect("sv-sim serve stops within a minute of SIGTERM");
+    assert!(status.expect("wait").success(), "sv-sim serve exits 0 on SIGTERM");
+}
