@@ -134,6 +134,7 @@ impl OfflineCluster {
                 data_claim_phase: Some("Bound".to_string()),
                 writer_token: Some(OFFLINE_WRITER_TOKEN.to_string()),
                 new_writer_token: None,
+                pod_problem: None,
             };
             o.syncer_ready = Some(1);
             if o.spec.has_source() {

@@ -244,12 +244,12 @@ async fn reference_value_is_written_with_an_optimistic_lock() {
 fn context(client: Client) -> Arc<Context> {
     let (pods, _pw) = reflector::store();
     let (nodes, _nw) = reflector::store();
-    let (syncer_pods, _sw) = reflector::store();
+    let (own_pods, _sw) = reflector::store();
     let clock: SharedClock = Arc::new(TokioClock::starting_at(Timestamp::UNIX_EPOCH));
     let metrics = Arc::new(Metrics::register(&mut Registry::default()));
     let settings = Settings { nfs_image: "nfs:test".into(), syncer_image: "syncer:test".into(), ..Settings::default() };
     let cluster = sv_operator::controller::cache::ClusterCache::detached(&client);
-    let caches = Caches { pods, nodes, syncer_pods, cluster };
+    let caches = Caches { pods, nodes, own_pods, cluster };
     Arc::new(Context::new(client, settings, clock, metrics, caches, "test-0"))
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
@@ -48,9 +48,11 @@ pub fn lean<K: ResourceExt>(object: &mut K) {
     object.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-/// Of a pod, what the operator reads: name, namespace, deletion, the reference label (syncer
-/// pods), the annotations that ask for volumes (consumer pods), its node and phase. Consumer and
-/// syncer pods are the most numerous objects the operator watches, and their specs the largest.
+/// Of a pod, what the operator reads: name, namespace, deletion, the reference and component
+/// labels (its own pods: syncers and NFS servers), the annotations that ask for volumes (consumer
+/// pods), its node and phase, and, for its own pods, the containers that wait and why (an image
+/// that cannot be pulled, a crash loop), for the volume's conditions. Consumer and syncer pods
+/// are the most numerous objects the operator watches, and their specs the largest.
 pub fn lean_pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
     let requests = [VolumeKind::SharedVolume.pod_annotation(), VolumeKind::ClusterSharedVolume.pod_annotation()];
@@ -58,7 +60,9 @@ pub fn lean_pod(pod: &mut Pod) {
         name: metadata.name,
         namespace: metadata.namespace,
         deletion_timestamp: metadata.deletion_timestamp,
-        labels: metadata.labels.map(|l| l.into_iter().filter(|(k, _)| k == labels::REFERENCE).collect()),
+        labels: metadata
+            .labels
+            .map(|l| l.into_iter().filter(|(k, _)| k == labels::REFERENCE || k == labels::COMPONENT).collect()),
         annotations: metadata
             .annotations
             .map(|a| a.into_iter().filter(|(k, _)| requests.contains(&k.as_str())).collect()),
@@ -66,8 +70,16 @@ pub fn lean_pod(pod: &mut Pod) {
     };
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     pod.spec = Some(PodSpec { node_name, ..PodSpec::default() });
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-    pod.status = Some(PodStatus { phase, ..PodStatus::default() });
+    let ours = pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(labels::REFERENCE));
+    let status = pod.status.take().unwrap_or_default();
+    let waiting = status.container_statuses.filter(|_| ours).map(|statuses| {
+        statuses
+            .into_iter()
+            .filter(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_some()))
+            .map(|c| ContainerStatus { name: c.name, state: c.state, ..ContainerStatus::default() })
+            .collect()
+    });
+    pod.status = Some(PodStatus { phase: status.phase, container_statuses: waiting, ..PodStatus::default() });
 }
 
 /// Of a node, its addresses (images, conditions and capacity are most of a node's status).

@@ -311,6 +311,9 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    if !wait_for_crds(&client, &health, &shutdown).await {
+        return Ok(());
+    }
     let mut leading = None;
     if let Some(config) = options.leader.clone() {
         let (tx, rx) = watch::channel(false);
@@ -412,30 +415,46 @@ async fn run_controllers(
         labels::COMPONENT,
         crate::api::components::SYNCER
     ));
-    let (syncer_pods, syncer_pod_writer) = reflector::store::<Pod>();
-    let syncer_pod_cache = reflector::reflector(
-        syncer_pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), syncer_pods_config.clone()).modify(cache::lean_pod),
+    // The cache holds the NFS servers' pods too: why one waits (an image that cannot be pulled)
+    // goes on its volume's NfsServerReady condition.
+    let own_pods_config = watcher::Config::default().labels(&format!(
+        "{}={},{} in ({},{})",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE,
+        labels::COMPONENT,
+        crate::api::components::SYNCER,
+        crate::api::components::NFS_SERVER
+    ));
+    let (own_pods, own_pod_writer) = reflector::store::<Pod>();
+    let own_pod_cache = reflector::reflector(
+        own_pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), own_pods_config).modify(cache::lean_pod),
     )
     .backoff(WatchBackoff::default())
     .for_each(|_| ready(()));
     let (cluster, cluster_cache) = cache::ClusterCache::new(&client);
     let caches =
-        Caches { pods: pods.clone(), nodes: nodes.clone(), syncer_pods: syncer_pods.clone(), cluster: cluster.clone() };
+        Caches { pods: pods.clone(), nodes: nodes.clone(), own_pods: own_pods.clone(), cluster: cluster.clone() };
     let ctx = Arc::new(Context::new(client.clone(), options.settings, clock, metrics, caches, &options.instance));
 
     let pod_watches = PodWatches { consumers: consumer_pods, syncers: syncer_pods_config };
     let sv = volume_controller::<SharedVolume>(&client, pod_watches.clone(), sv_nodes_rx, shutdown.clone())
         .run(reconcile::<SharedVolume>, error_policy::<SharedVolume>, ctx.clone())
-        .for_each(|_| ready(()));
+        .for_each(|result| {
+            log_watch_error("SharedVolume", result.err());
+            ready(())
+        });
     let csv = volume_controller::<ClusterSharedVolume>(&client, pod_watches, csv_nodes_rx, shutdown.clone())
         .run(reconcile::<ClusterSharedVolume>, error_policy::<ClusterSharedVolume>, ctx)
-        .for_each(|_| ready(()));
+        .for_each(|result| {
+            log_watch_error("ClusterSharedVolume", result.err());
+            ready(())
+        });
 
     let wait_caches = async {
         pods.wait_until_ready().await.map_err(|e| Error::Cache("pod", e.to_string()))?;
         nodes.wait_until_ready().await.map_err(|e| Error::Cache("node", e.to_string()))?;
-        syncer_pods.wait_until_ready().await.map_err(|e| Error::Cache("syncer pod", e.to_string()))?;
+        own_pods.wait_until_ready().await.map_err(|e| Error::Cache("syncer and NFS server pod", e.to_string()))?;
         cluster.wait_until_ready().await?;
         tracing::info!("caches synced; controllers starting");
         futures::join!(sv, csv);
@@ -444,10 +463,66 @@ async fn run_controllers(
     tokio::select! {
         result = wait_caches => result,
         _ = pod_cache => Ok(()),
-        _ = syncer_pod_cache => Ok(()),
+        _ = own_pod_cache => Ok(()),
         _ = cluster_cache => Ok(()),
         _ = node_cache => Ok(()),
         _ = shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// Logs what a controller's watches fail with (a CRD removed while running, RBAC taken away);
+/// reconcile errors are the error policy's to report.
+fn log_watch_error<E: std::error::Error>(
+    kind: &str,
+    error: Option<kube::runtime::controller::Error<E, watcher::Error>>,
+) {
+    if let Some(kube::runtime::controller::Error::QueueError(error)) = error {
+        tracing::warn!(%error, "a watch of the {kind} controller failed; retrying with back-off");
+    }
+}
+
+/// Waits until the API server serves SharedVolumes and ClusterSharedVolumes (their CRDs are
+/// installed), unready meanwhile, so that a missing CRD shows as an operator that never becomes
+/// Ready and one clear log line, not as controllers whose watches fail in silence. Returns false
+/// if `shutdown` came first.
+async fn wait_for_crds(client: &Client, health: &Health, shutdown: &CancellationToken) -> bool {
+    let group_version = format!("{}/{}", crate::api::GROUP, crate::api::VERSION);
+    use kube::Resource as _;
+    let wanted = [SharedVolume::plural(&()).to_string(), ClusterSharedVolume::plural(&()).to_string()];
+    let mut told = false;
+    loop {
+        let missing: Option<Vec<&String>> = match client.list_api_group_resources(&group_version).await {
+            Ok(list) => Some(wanted.iter().filter(|w| !list.resources.iter().any(|r| &r.name == *w)).collect()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Some(wanted.iter().collect()),
+            Err(error) => {
+                tracing::warn!(%error, "could not check that the CRDs are installed; trying again");
+                None
+            }
+        };
+        match missing {
+            Some(missing) if missing.is_empty() => {
+                if told {
+                    tracing::info!("the CRDs are installed now");
+                }
+                return true;
+            }
+            Some(missing) if !told => {
+                told = true;
+                let crds: Vec<String> =
+                    missing.iter().map(|plural| format!("{plural}.{}", crate::api::GROUP)).collect();
+                tracing::error!(
+                    missing = %crds.join(", "),
+                    "the API server does not serve {group_version}: the CRDs are not installed; install them with \
+                     `kubectl apply -k deploy/` (or `sv-operator crd | kubectl apply -f -`); unready until then"
+                );
+            }
+            _ => {}
+        }
+        health.set_ready(false);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.cancelled() => return false,
+        }
     }
 }
 

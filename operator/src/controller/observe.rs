@@ -22,8 +22,8 @@ pub struct Caches {
     /// Consumer pods (the webhook's label).
     pub pods: Store<Pod>,
     pub nodes: Store<Node>,
-    /// Syncer pods of every volume.
-    pub syncer_pods: Store<Pod>,
+    /// Syncer and NFS server pods of every volume.
+    pub own_pods: Store<Pod>,
     /// Namespaces, StorageClasses and everything the operator created.
     pub cluster: ClusterCache,
 }
@@ -99,6 +99,7 @@ pub async fn observe<V: Volume>(
                 data_claim_phase: claim.and_then(|c| c["status"]["phase"].as_str().map(str::to_string)),
                 new_writer_token: if writer_token.is_none() { Some(new_writer_token()?) } else { None },
                 writer_token,
+                pod_problem: waiting_pod(&caches.own_pods, names.reference(), components::NFS_SERVER),
             };
         }
         ServerMode::ExternalService { name: svc_name, namespace, .. } => {
@@ -172,7 +173,8 @@ pub async fn observe<V: Volume>(
     }
 
     o.node_addresses = node_addresses(&caches.nodes);
-    o.syncer_nodes = syncer_nodes(&caches.syncer_pods, names.reference());
+    o.syncer_nodes = syncer_nodes(&caches.own_pods, names.reference());
+    o.syncer_problem = waiting_pod(&caches.own_pods, names.reference(), components::SYNCER);
     Ok(o)
 }
 
@@ -231,14 +233,42 @@ pub fn node_addresses(nodes: &Store<Node>) -> BTreeMap<String, BTreeSet<String>>
 }
 
 /// Nodes the syncer pods of the volume with `reference` are scheduled to.
-pub fn syncer_nodes(syncer_pods: &Store<Pod>, reference: &str) -> BTreeSet<String> {
-    syncer_pods
+pub fn syncer_nodes(own_pods: &Store<Pod>, reference: &str) -> BTreeSet<String> {
+    own_pods
         .state()
         .iter()
         .filter(|pod| pod.labels().get(labels::REFERENCE).map(String::as_str) == Some(reference))
+        .filter(|pod| pod.labels().get(labels::COMPONENT).map(String::as_str) == Some(components::SYNCER))
         .filter(|pod| !is_finished(pod))
         .filter_map(|pod| pod.spec.as_ref().and_then(|s| s.node_name.clone()))
         .collect()
+}
+
+/// Why a `component` pod of the volume `reference` cannot run, when one of its containers waits
+/// for a reason other than starting up (`ImagePullBackOff`, `CrashLoopBackOff`,
+/// `CreateContainerConfigError`): `pod P: container C is waiting: REASON: MESSAGE`.
+pub fn waiting_pod(own_pods: &Store<Pod>, reference: &str, component: &str) -> Option<String> {
+    const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+    let mut pods = own_pods.state();
+    pods.sort_by_key(|p| p.name_any());
+    pods.iter()
+        .filter(|pod| pod.labels().get(labels::REFERENCE).map(String::as_str) == Some(reference))
+        .filter(|pod| pod.labels().get(labels::COMPONENT).map(String::as_str) == Some(component))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .find_map(|pod| {
+            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+            statuses.iter().find_map(|c| {
+                let waiting = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = waiting.reason.as_deref().filter(|r| !STARTING.contains(r))?;
+                // A pull error quotes registry URLs: no credential in one reaches the status.
+                let message = waiting
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {}", sv_api::redact::scrub_userinfo(m)))
+                    .unwrap_or_default();
+                Some(format!("pod {}: container {} is waiting: {reason}{message}", pod.name_any(), c.name))
+            })
+        })
 }
 
 /// Names of volumes of `kind` a pod asks for, as reconcile keys: (namespace, name).

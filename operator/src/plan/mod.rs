@@ -116,6 +116,9 @@ pub struct NfsObserved {
     /// A fresh token to store when there is none yet. The controller draws it from the OS, so the
     /// plan stays a pure function of what it is given.
     pub new_writer_token: Option<String>,
+    /// Why the server's pod cannot run, when one of its containers waits for a reason other than
+    /// starting (`pod nfs-…-0: container nfs is waiting: ImagePullBackOff: …`).
+    pub pod_problem: Option<String>,
 }
 
 /// A pod that asks for the volume through its annotations.
@@ -153,6 +156,8 @@ pub struct Observed {
     pub external_service: Lookup<Option<String>>,
     /// Ready replicas of the syncer ReplicaSet, if it exists.
     pub syncer_ready: Option<i32>,
+    /// Why the syncer's pod cannot run, when one of its containers waits (see `NfsObserved`).
+    pub syncer_problem: Option<String>,
     pub consumer_pods: Vec<ConsumerPod>,
     /// Labels of the namespaces of consumer pods (`None` when the namespace is being deleted).
     pub namespaces: BTreeMap<String, Option<BTreeMap<String, String>>>,
@@ -193,6 +198,7 @@ impl Observed {
             nfs: NfsObserved::default(),
             external_service: Lookup::NotChecked,
             syncer_ready: None,
+            syncer_problem: None,
             consumer_pods: Vec::new(),
             namespaces: BTreeMap::new(),
             owned: BTreeSet::new(),

@@ -217,7 +217,14 @@ fn nfs_condition(ctx: &PlanContext<'_>, server_address: Option<&str>) -> Conditi
                     "WaitingForAddress",
                     format!("waiting for Service {server} to get a ClusterIP"),
                 ),
-                _ => ConditionValue::new(false, "NotReady", format!("waiting for NFS server {server} to become ready")),
+                _ => {
+                    let why = o.nfs.pod_problem.as_deref().map(|p| format!(": {p}")).unwrap_or_default();
+                    ConditionValue::new(
+                        false,
+                        "NotReady",
+                        format!("waiting for NFS server {server} to become ready{why}"),
+                    )
+                }
             }
         }
         ServerMode::ExternalUrl { host, path } => {
@@ -246,7 +253,8 @@ fn synced_condition(o: &Observed) -> ConditionValue {
             if o.syncer_ready.unwrap_or(0) >= 1 {
                 ConditionValue::new(false, "Pending", "waiting for the first sync")
             } else {
-                ConditionValue::new(false, "Pending", "waiting for the syncer to start")
+                let why = o.syncer_problem.as_deref().map(|p| format!(": {p}")).unwrap_or_default();
+                ConditionValue::new(false, "Pending", format!("waiting for the syncer to start{why}"))
             }
         }
         Some(sync) if sync.last_result.as_deref() == Some(sync_result::FAILED) => {

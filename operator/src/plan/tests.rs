@@ -127,6 +127,7 @@ fn serving(mut o: Observed) -> Observed {
         data_claim_phase: Some("Bound".to_string()),
         writer_token: Some(TEST_WRITER_TOKEN.to_string()),
         new_writer_token: None,
+        pod_problem: None,
     };
     o.syncer_ready = Some(1);
     o
@@ -158,6 +159,26 @@ fn fresh_managed_volume_creates_server_then_waits() {
     );
     assert_eq!(p.status.phase(), Some(Phase::Pending));
     assert_eq!(p.status.condition(condition::NFS_SERVER_READY).map(|c| c.reason.as_str()), Some("Creating"));
+}
+
+#[test]
+fn a_pod_that_cannot_run_is_named_on_the_condition_that_waits_for_it() {
+    let pull = "pod nfs-x-0: container nfs is waiting: ImagePullBackOff: Back-off pulling image \"ghcr.io/sharedvolume/sv-nsf:0.1.0\"";
+    let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
+    o.nfs.statefulset_ready = Some(0);
+    o.nfs.pod_problem = Some(pull.to_string());
+    let p = plan(&o, &settings());
+    let nfs = p.status.condition(condition::NFS_SERVER_READY).expect("NfsServerReady");
+    assert_eq!((nfs.status.as_str(), nfs.reason.as_str()), ("False", "NotReady"));
+    assert!(nfs.message.ends_with(pull), "{}", nfs.message);
+
+    let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
+    o.syncer_ready = Some(0);
+    o.syncer_problem = Some("pod s: container syncer is waiting: CrashLoopBackOff".to_string());
+    let p = plan(&o, &settings());
+    let synced = p.status.condition(condition::SYNCED).expect("Synced");
+    assert_eq!(synced.reason, "Pending");
+    assert!(synced.message.ends_with("CrashLoopBackOff"), "{}", synced.message);
 }
 
 #[test]
@@ -591,6 +612,7 @@ prop_compose! {
             data_claim_phase: None,
             writer_token: sts.map(|_| TEST_WRITER_TOKEN.to_string()),
             new_writer_token: Some(TEST_WRITER_TOKEN.to_string()),
+            pod_problem: None,
         };
         o.status.nfs_server_address = recorded_ip;
         o.syncer_ready = syncer;

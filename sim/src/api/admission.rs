@@ -340,18 +340,22 @@ impl ApiServer {
 
     /// Sends the review to the webhook and reads its answer.
     async fn call(&self, hook: &Webhook, review: &Value) -> Result<Verdict, String> {
-        let (host, port, path, server_name) = self.endpoint(&hook.client)?;
+        // As the real dispatcher words a request that got no answer: the URL it posted to, then
+        // the transport's error.
+        let url = webhook_url(&hook.client, hook.timeout);
+        let unanswered = |why: String| format!("failed to call webhook: Post \"{url}\": {why}");
+        let (host, port, path, server_name) = self.endpoint(&hook.client).map_err(unanswered)?;
         let ca = hook.client["caBundle"].as_str().unwrap_or_default();
         let pem = base64::engine::general_purpose::STANDARD.decode(ca).map_err(|e| format!("caBundle: {e}"))?;
         let tls = tls_config(&pem, self.clock().clone())?;
         let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
         let exchange = async {
-            let stream = connect(&host, port).await.map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
+            let stream = connect(&host, port).await.map_err(|e| unanswered(format!("dial tcp {host}:{port}: {e}")))?;
             let name = rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
                 .connect(name, stream)
                 .await
-                .map_err(|e| format!("tls: {e}"))?;
+                .map_err(|e| unanswered(format!("tls: {e}")))?;
             // As a real v1.36 server calls (shared/admission): the timeout in the query, its
             // User-Agent and Accept. It also asks for gzip, which is not modelled.
             let separator = if path.contains('?') { '&' } else { '?' };
@@ -395,7 +399,7 @@ impl ApiServer {
         let path = service["path"].as_str().unwrap_or("/").to_string();
         let server_name = format!("{name}.{namespace}.svc");
         let state = self.state();
-        let unavailable = || format!("service \"{namespace}/{name}\" has no ready endpoints");
+        let unavailable = || format!("no endpoints available for service \"{name}\"");
         let find = |plural: &str| -> Option<Arc<Value>> {
             let rt = state.registry.find("", "v1", plural)?;
             state.store.get(&rt.id, namespace, name).cloned()
@@ -431,6 +435,26 @@ impl ApiServer {
         let port = u16::try_from(target_port).map_err(|e| e.to_string())?;
         Ok((host, port, path, server_name))
     }
+}
+
+/// The URL the real server posts a review to: `clientConfig.url`, or the Service's DNS name and
+/// port with its path; with the timeout in the query.
+fn webhook_url(client: &Value, timeout: std::time::Duration) -> String {
+    let base = match client["url"].as_str() {
+        Some(url) => url.to_string(),
+        None => {
+            let service = &client["service"];
+            format!(
+                "https://{}.{}.svc:{}{}",
+                service["name"].as_str().unwrap_or_default(),
+                service["namespace"].as_str().unwrap_or_default(),
+                service["port"].as_u64().unwrap_or(443),
+                service["path"].as_str().unwrap_or("/")
+            )
+        }
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}timeout={}s", timeout.as_secs())
 }
 
 /// The webhooks of every configuration that could apply to a request: mutating ones first, each

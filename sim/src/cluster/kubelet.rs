@@ -119,6 +119,13 @@ pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
             // The node is gone and its processes with it: nothing to wait for.
             runtime.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
             pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+        } else if pod_ready(&pod) {
+            // As the node lifecycle controller's MarkPodsNotReady: a pod whose node stopped
+            // reporting is not Ready, long before it is evicted, so its Endpoints and its
+            // workload's ready count drop at once.
+            let mut status = pod["status"].clone();
+            set_condition(&mut status, "Ready", false, None, &pass.now());
+            pass.set_status("", "pods", &pod, status, "node-controller");
         }
     }
 }

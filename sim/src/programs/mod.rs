@@ -178,6 +178,15 @@ impl Programs {
         self.lock().program_for(image)
     }
 
+    /// Whether pulling `image` fails: a repository of our registry that no program is registered
+    /// for (a misspelt name in an overlay). Images of other registries (a consumer's busybox)
+    /// always pull; tags are not checked.
+    fn unpullable(&self, image: &str) -> bool {
+        let repository = repository(image);
+        let ours = OPERATOR_IMAGE.rsplit_once('/').map(|(registry, _)| registry).unwrap_or(OPERATOR_IMAGE);
+        repository.strip_prefix(ours).is_some_and(|rest| rest.starts_with('/')) && self.program_for(image).is_none()
+    }
+
     /// What the world must do now.
     pub fn take_commands(&self) -> Vec<HostCommand> {
         std::mem::take(&mut self.lock().commands)
@@ -239,6 +248,9 @@ impl PodRuntime for Programs {
             return Ok(());
         }
         let containers = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        if let Some(image) = containers.iter().filter_map(|c| c["image"].as_str()).find(|i| self.unpullable(i)) {
+            return Err(image_pull_back_off(image));
+        }
         let ours = containers.iter().find_map(|c| Some((c, Some(self.program_for(c["image"].as_str()?)?))));
         let mut running = RunningPod {
             node,
@@ -550,6 +562,18 @@ impl Inner {
             }
             None => Err(format!("mount.nfs: Connection timed out: no NFS server answers at {server}")),
         }
+    }
+}
+
+/// The kubelet's report of an image that cannot be pulled: the back-off and the pull error it
+/// follows, worded after a kubelet on containerd (the registry's own text is not modelled).
+fn image_pull_back_off(image: &str) -> StartError {
+    StartError {
+        reason: "ImagePullBackOff".to_string(),
+        message: format!(
+            "Back-off pulling image \"{image}\": ErrImagePull: failed to pull and unpack image \"{image}\": \
+             failed to resolve reference \"{image}\": {image}: not found"
+        ),
     }
 }
 
