@@ -88,7 +88,7 @@ impl std::fmt::Display for Notice {
                 f,
                 "serving the simulated cluster's API at https://{address}\n\
                  kubeconfig: {path}\n\
-                 \n  export KUBECONFIG={path}\n  kubectl apply -k deploy/\n  kubectl apply -f deploy/examples/13-http.yaml\n  kubectl get sv,csv -A -w\n",
+                 \n  export KUBECONFIG={path}\n  kubectl apply -k deploy/\n  kubectl apply -f deploy/examples/13-http.yaml\n  kubectl get sv -A -w\n",
                 path = kubeconfig.display()
             ),
             Notice::Export { volume, port } => {

@@ -200,6 +200,11 @@ fn a_newcomer_installs_with_kubectl_and_reads_a_volume_over_nfs() {
     served.ok(&["wait", "--for=jsonpath={.status.phase}=Ready", "sv/http-sv", "csv/http-csv", "--timeout=180s"]);
     let listed = served.ok(&["get", "sv,csv", "-A"]);
     assert!(listed.contains("http-sv") && listed.contains("Ready"), "{listed}");
+    // What the README shows: a watch printed with the CRD's columns (the server ends it).
+    let watched = served.ok(&["get", "sv", "-A", "-w", "--request-timeout=3s"]);
+    let header = watched.lines().next().unwrap_or_default();
+    assert!(header.contains("PHASE") && header.contains("NFS ADDRESS"), "a Table watch:\n{watched}");
+    assert!(watched.lines().any(|l| l.contains("http-sv") && l.contains("Ready")), "{watched}");
 
     // The synced file, through the real NFS server, with a third-party client on this machine.
     let port = export_port(&served.line("export of SharedVolume default/http-sv", Duration::from_secs(60)));

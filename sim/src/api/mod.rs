@@ -780,6 +780,9 @@ impl ApiServer {
 
     fn watch(&self, target: &Target, request: &Request) -> Response {
         match watch::start(self, target, request) {
+            Ok(stream) if request.accept.contains("as=Table") => {
+                Response::Watch(watch::as_tables(stream, target.rt.clone(), self.inner.clock.clone()))
+            }
             Ok(stream) => Response::Watch(stream),
             Err(e) => e.into(),
         }

@@ -90,6 +90,29 @@ fn expired(rv: u64, oldest: u64) -> Bytes {
     line("ERROR", &status)
 }
 
+/// The events of `stream` with each object printed as a one-row Table, for `kubectl get -w`:
+/// the column definitions come with the first event only, as the real server leaves them out of
+/// later ones (`NoHeaders`); bookmarks and errors pass as they are.
+pub(super) fn as_tables(stream: WatchStream, rt: ResourceType, clock: sv_operator::clock::SharedClock) -> WatchStream {
+    use futures::StreamExt as _;
+    let mut headers_sent = false;
+    let tables = stream.map(move |line| {
+        let Ok(mut event) = serde_json::from_slice::<Value>(&line) else { return line };
+        if !matches!(event["type"].as_str(), Some("ADDED" | "MODIFIED" | "DELETED")) {
+            return line;
+        }
+        let mut table = super::table::render(&rt, &event["object"], &clock.now());
+        if std::mem::replace(&mut headers_sent, true) {
+            table["columnDefinitions"] = json!([]);
+        }
+        event["object"] = table;
+        let mut text = event.to_string();
+        text.push('\n');
+        Bytes::from(text)
+    });
+    WatchStream(Box::pin(tables))
+}
+
 pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> Result<WatchStream, ApiError> {
     let filter = Filter {
         rt: target.rt.clone(),
@@ -215,5 +238,48 @@ impl Running {
                 self.done = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt as _;
+    use serde_json::{Value, json};
+
+    use crate::api::{ApiServer, Options, Request, Response};
+
+    fn config_map(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}})
+    }
+
+    #[tokio::test]
+    async fn a_table_watch_prints_each_object_as_a_row_with_the_headers_once() {
+        let server = ApiServer::new(Options::default(), Arc::new(sv_operator::clock::SystemClock));
+        server.create_object(config_map("first"), "test").expect("create");
+        let mut request = Request::new(::http::Method::GET, "/api/v1/namespaces/default/configmaps?watch=true");
+        request.accept = "application/json;as=Table;v=v1;g=meta.k8s.io".to_string();
+        let Response::Watch(mut stream) = server.handle(request).await else { panic!("not a watch") };
+        let mut next = async || -> Value {
+            let line = stream.next().await.expect("an event");
+            serde_json::from_slice(&line).expect("JSON")
+        };
+        let first = next().await;
+        assert_eq!((first["type"].as_str(), first["object"]["kind"].as_str()), (Some("ADDED"), Some("Table")));
+        let headers: Vec<&str> = first["object"]["columnDefinitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(headers.starts_with(&["Name"]) && headers.ends_with(&["Age"]), "{headers:?}");
+        assert_eq!(first["object"]["rows"][0]["cells"][0], "first");
+
+        server.create_object(config_map("second"), "test").expect("create");
+        let second = next().await;
+        assert_eq!(second["object"]["kind"], "Table");
+        assert_eq!(second["object"]["columnDefinitions"], json!([]), "headers come once");
+        assert_eq!(second["object"]["rows"][0]["cells"][0], "second");
     }
 }
