@@ -23,29 +23,32 @@ fn condition(object: &Value, kind: &str) -> Option<Value> {
     object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).cloned()
 }
 
-/// The waiting reasons of the containers of the pods in `namespace` whose name starts with
-/// `prefix`.
-fn waiting(api: &ApiServer, namespace: &str, prefix: &str) -> Vec<String> {
+/// The pods of `namespace` whose name starts with `prefix`.
+fn pods(api: &ApiServer, namespace: &str, prefix: &str) -> Vec<Value> {
     let state = api.state();
     let Some(rt) = state.registry.find("", "v1", "pods") else { return Vec::new() };
     state
         .store
         .list(&rt.id, Some(namespace))
         .filter(|((_, name), _)| name.starts_with(prefix))
-        .flat_map(|(_, pod)| pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default())
+        .map(|(_, pod)| (**pod).clone())
+        .collect()
+}
+
+/// The waiting reasons of the containers of those pods.
+fn waiting(api: &ApiServer, namespace: &str, prefix: &str) -> Vec<String> {
+    pods(api, namespace, prefix)
+        .iter()
+        .flat_map(|pod| pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default())
         .filter_map(|c| c["state"]["waiting"]["reason"].as_str().map(str::to_string))
         .collect()
 }
 
-/// Pods of `namespace` whose name starts with `prefix`, and whether each is Ready.
+/// Whether each of those pods is Ready.
 fn readiness(api: &ApiServer, namespace: &str, prefix: &str) -> Vec<bool> {
-    let state = api.state();
-    let Some(rt) = state.registry.find("", "v1", "pods") else { return Vec::new() };
-    state
-        .store
-        .list(&rt.id, Some(namespace))
-        .filter(|((_, name), _)| name.starts_with(prefix))
-        .map(|(_, pod)| condition(pod, "Ready").is_some_and(|c| c["status"] == "True"))
+    pods(api, namespace, prefix)
+        .iter()
+        .map(|pod| condition(pod, "Ready").is_some_and(|c| c["status"] == "True"))
         .collect()
 }
 
@@ -135,15 +138,8 @@ fn an_operator_started_before_its_crds_stays_unready_until_they_exist() {
         result.expect("create");
     }
     let running = world.run_until(Duration::from_secs(60), |api| {
-        let state = api.state();
-        let Some(rt) = state.registry.find("", "v1", "pods") else { return false };
-        let phases: Vec<bool> = state
-            .store
-            .list(&rt.id, Some(NAMESPACE))
-            .filter(|((_, name), _)| name.starts_with("sharedvolume-operator-"))
-            .map(|(_, pod)| pod["status"]["phase"] == "Running")
-            .collect();
-        phases.len() == 2 && phases.iter().all(|r| *r)
+        let operators = pods(api, NAMESPACE, "sharedvolume-operator-");
+        operators.len() == 2 && operators.iter().all(|pod| pod["status"]["phase"] == "Running")
     });
     assert!(running.expect("run"), "the operator's pods do not run");
     // Long enough for several readiness probes.
