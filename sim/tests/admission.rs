@@ -2,6 +2,8 @@
 //! simulated network; the real kube client's writes pass its mutating and validating
 //! configurations, which honour their rules, selectors and failure policies.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,32 +14,16 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Servi
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use sv_sim::programs::{PodContext, Program, ProgramFuture};
+use sv_sim::programs::Program;
 use sv_sim::world::{World, WorldConfig};
-use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "example.com/test-webhook";
 
 /// What each request of the test client got: the stored object or the error.
 type Outcomes = Arc<Mutex<Vec<(String, Result<Value, String>)>>>;
 
-/// A self-signed CA and a server configuration for `admission.default.svc`; returns the CA's PEM.
 fn tls() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params = rcgen::CertificateParams::new(vec!["admission.default.svc".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &rcgen::Issuer::new(ca_params, ca_key)).expect("cert");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .expect("server config");
-    (Arc::new(config), ca.pem())
+    common::webhook::tls("admission.default.svc")
 }
 
 fn answer(review: &Value, allowed: bool, message: Option<&str>, patch: Option<Value>) -> Json<Value> {
@@ -55,54 +41,35 @@ fn answer(review: &Value, allowed: bool, message: Option<&str>, patch: Option<Va
 
 /// Labels what it is shown; refuses ConfigMaps holding a key named `forbidden`.
 fn webhook(tls: Arc<rustls::ServerConfig>, reviews: Arc<Mutex<Vec<Value>>>) -> Program {
-    Program::Custom(Arc::new(move |_pod: PodContext, stop: CancellationToken| -> ProgramFuture {
-        let (tls, reviews) = (tls.clone(), reviews.clone());
-        Box::pin(async move {
-            let seen = reviews.clone();
-            let router = axum::Router::new()
-                .route(
-                    "/mutate",
-                    post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, Json(review): Json<Value>| {
-                        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-                        let mut recorded = review.clone();
-                        recorded["http"] = json!({"query": uri.query(), "userAgent": header("user-agent"),
-                                                  "accept": header("accept")});
-                        seen.lock().expect("lock").push(recorded);
-                        let labels = &review["request"]["object"]["metadata"]["labels"];
-                        let patch = if labels.is_object() {
-                            json!([{"op": "add", "path": "/metadata/labels/admitted", "value": "yes"}])
-                        } else {
-                            json!([{"op": "add", "path": "/metadata/labels", "value": {"admitted": "yes"}}])
-                        };
-                        async move { answer(&review, true, None, Some(patch)) }
-                    }),
-                )
-                .route(
-                    "/validate",
-                    post(|Json(review): Json<Value>| async move {
-                        let object = &review["request"]["object"];
-                        let forbidden = !object["data"]["forbidden"].is_null()
-                            || !object["metadata"]["labels"]["forbidden"].is_null();
-                        answer(&review, !forbidden, forbidden.then_some("the key 'forbidden' is not allowed"), None)
-                    }),
-                );
-            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 8443)).await.map_err(|e| e.to_string())?;
-            loop {
-                let (stream, _) = tokio::select! {
-                    accepted = listener.accept() => accepted.map_err(|e| e.to_string())?,
-                    _ = stop.cancelled() => return Ok(()),
+    let seen = reviews.clone();
+    let router = axum::Router::new()
+        .route(
+            "/mutate",
+            post(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, Json(review): Json<Value>| {
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let mut recorded = review.clone();
+                recorded["http"] =
+                    json!({"query": uri.query(), "userAgent": header("user-agent"), "accept": header("accept")});
+                seen.lock().expect("lock").push(recorded);
+                let labels = &review["request"]["object"]["metadata"]["labels"];
+                let patch = if labels.is_object() {
+                    json!([{"op": "add", "path": "/metadata/labels/admitted", "value": "yes"}])
+                } else {
+                    json!([{"op": "add", "path": "/metadata/labels", "value": {"admitted": "yes"}}])
                 };
-                let (tls, router) = (tls.clone(), router.clone());
-                tokio::spawn(async move {
-                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(router);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        })
-    }))
+                async move { answer(&review, true, None, Some(patch)) }
+            }),
+        )
+        .route(
+            "/validate",
+            post(|Json(review): Json<Value>| async move {
+                let object = &review["request"]["object"];
+                let forbidden =
+                    !object["data"]["forbidden"].is_null() || !object["metadata"]["labels"]["forbidden"].is_null();
+                answer(&review, !forbidden, forbidden.then_some("the key 'forbidden' is not allowed"), None)
+            }),
+        );
+    common::webhook::serving(tls, router)
 }
 
 fn configuration(kind: &str, name: &str, path: &str, resources: &[&str], ca: &str, extra: Value) -> Value {

@@ -34,7 +34,7 @@ use sv_operator::clock::SharedClock;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::errors::{self, ApiError};
-use super::objects::WriteOptions;
+use super::objects::{DeleteOptions, WriteOptions};
 use super::{ApiServer, Request, Response, State, Target};
 
 /// Finds the simulated host running a pod (by uid), to reach a webhook Service's endpoints.
@@ -78,6 +78,17 @@ pub(crate) fn pods_need_admission(state: &State, rt: &super::ResourceType) -> bo
     !webhooks(state, &target, Operation::Create).is_empty()
 }
 
+/// Who asks for a write, and how, as a review tells the webhooks.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    /// `userInfo`.
+    user: &'a Value,
+    /// `options`: the request's Create, Update or DeleteOptions.
+    options: &'a Value,
+    /// The object is named by `generateName`: mutating webhooks see it without a name.
+    name_generated: bool,
+}
+
 /// Attempts at writing an admitted object before a concurrent change makes it a conflict.
 const ADMISSION_ATTEMPTS: usize = 3;
 
@@ -99,7 +110,11 @@ impl ApiServer {
             ::http::Method::DELETE => Operation::Delete,
             _ => Operation::Update,
         };
-        let dry_run = request.param("dryRun") == Some("All");
+        let delete_options = match operation {
+            Operation::Delete => Some(DeleteOptions::from_request(request)?),
+            _ => None,
+        };
+        let dry_run = request.param("dryRun") == Some("All") || delete_options.as_ref().is_some_and(|d| d.dry_run);
         for _ in 0..ADMISSION_ATTEMPTS {
             let old = {
                 let state = self.state();
@@ -130,8 +145,9 @@ impl ApiServer {
                 Some(user) => user.to_json(),
                 None => user_named(request.user_agent.split('/').next().unwrap_or("anonymous")),
             };
-            let (object, mut warnings) =
-                self.admit(target, operation, planned.clone(), old.as_ref(), &user, dry_run).await?;
+            let options = review_options(operation, request, delete_options.as_ref(), old.as_ref(), dry_run);
+            let asker = Asker { user: &user, options: &options, name_generated: name_generated(request) };
+            let (object, mut warnings) = self.admit(target, operation, planned.clone(), old.as_ref(), &asker).await?;
             let result = if object == planned {
                 self.unchanged_since(target, old.as_ref()).then(|| self.write(target, request))
             } else {
@@ -159,9 +175,9 @@ impl ApiServer {
         operation: Operation,
         mut object: Value,
         old: Option<&Value>,
-        user: &Value,
-        dry_run: bool,
+        asker: &Asker<'_>,
     ) -> Result<(Value, Vec<String>), ApiError> {
+        let Asker { user, options, name_generated } = *asker;
         let hooks = webhooks(&self.state(), target, operation);
         let mut warnings = Vec::new();
         for hook in &hooks {
@@ -169,7 +185,13 @@ impl ApiServer {
             if !hook_selects(hook, namespace.as_ref(), &object, old) {
                 continue;
             }
-            let review = review(target, operation, &object, old, user, dry_run);
+            // Mutating webhooks run before the server finishes a new object (its name from
+            // generateName, uid, creation time, generation, a pod's status); validating ones after.
+            let shown = match operation {
+                Operation::Create if hook.mutating => before_create(&object, name_generated),
+                _ => object.clone(),
+            };
+            let review = review(target, operation, &shown, old, user, options);
             let called = match conditions_hold(hook, &review, namespace.as_ref()) {
                 Ok(true) => self.call(hook, &review).await,
                 Ok(false) => continue,
@@ -219,14 +241,33 @@ impl ApiServer {
         for (pod, manager) in pending {
             let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
             let target = Target { rt: rt.clone(), namespace: Some(namespace.clone()), name: None, sub: None };
-            let admitted =
-                match self.admit(&target, Operation::Create, pod.clone(), None, &user_named(&manager), false).await {
-                    Ok((admitted, _)) => {
-                        let mut state = self.state();
-                        self.create_in(&mut state, &rt, admitted, &WriteOptions::controller(&manager)).map(|_| ())
+            // A controller's create names no field manager (the recorded generateName case).
+            let options = json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
+            // The webhooks see the pod as the real server has it by then: decoded with its
+            // defaults, and the ServiceAccount plugin's token volume added (the dry run's pod).
+            let dry_run =
+                Request::new(::http::Method::POST, &format!("/api/v1/namespaces/{namespace}/pods?dryRun=All"))
+                    .with_json("application/json", &pod);
+            let planned = match self.write(&target, &dry_run) {
+                Ok(Response::Json { body, .. }) => Ok(body),
+                Ok(_) => Ok(pod.clone()),
+                Err(e) => Err(e),
+            };
+            let admitted = match planned {
+                Ok(planned) => {
+                    let user = user_named(&manager);
+                    let generated = pod["metadata"]["name"].as_str().is_none_or(str::is_empty);
+                    let asker = Asker { user: &user, options: &options, name_generated: generated };
+                    match self.admit(&target, Operation::Create, planned, None, &asker).await {
+                        Ok((admitted, _)) => {
+                            let mut state = self.state();
+                            self.create_in(&mut state, &rt, admitted, &WriteOptions::controller(&manager)).map(|_| ())
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                };
+                }
+                Err(e) => Err(e),
+            };
             if let Err(error) = admitted {
                 let message = match &error {
                     ApiError::Status { body, .. } => body["message"].as_str().unwrap_or_default().to_string(),
@@ -599,9 +640,10 @@ fn review(
     object: &Value,
     old: Option<&Value>,
     user: &Value,
-    dry_run: bool,
+    options: &Value,
 ) -> Value {
     let id = &target.rt.id;
+    let dry_run = options["dryRun"].as_array().is_some_and(|d| !d.is_empty());
     let subject = if object.is_null() { old.unwrap_or(&Value::Null) } else { object };
     let name =
         target.name.clone().unwrap_or_else(|| subject["metadata"]["name"].as_str().unwrap_or_default().to_string());
@@ -614,20 +656,19 @@ fn review(
     .collect::<String>();
     let kind = json!({"group": id.group, "version": id.version, "kind": target.rt.kind});
     let resource = json!({"group": id.group, "version": id.version, "resource": id.plural});
-    let options_kind = match operation {
-        Operation::Create => "CreateOptions",
-        Operation::Update => "UpdateOptions",
-        Operation::Delete => "DeleteOptions",
-    };
     let mut review_request = json!({
         "uid": format!("{}-{}-{}-{}-{}", &uid[..8], &uid[8..12], &uid[12..16], &uid[16..20], &uid[20..32]),
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
-        "name": name, "operation": operation.as_str(),
+        "operation": operation.as_str(),
         "userInfo": user,
         "object": object, "oldObject": old.cloned().unwrap_or(Value::Null),
         "dryRun": dry_run,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+        "options": options,
     });
+    // A name generated from generateName does not exist yet: the key is absent, not empty.
+    if !name.is_empty() {
+        review_request["name"] = json!(name);
+    }
     if let Some(namespace) = &target.namespace {
         review_request["namespace"] = json!(namespace);
     }
@@ -636,6 +677,84 @@ fn review(
         review_request["requestSubResource"] = json!(sub);
     }
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review_request})
+}
+
+/// Whether a create names its object by `generateName` (the server picks the name).
+fn name_generated(request: &Request) -> bool {
+    if request.method != ::http::Method::POST {
+        return false;
+    }
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    body["metadata"]["name"].as_str().is_none_or(str::is_empty)
+        && body["metadata"]["generateName"].as_str().is_some_and(|g| !g.is_empty())
+}
+
+/// A new object as mutating webhooks see it: before the server's `BeforeCreate`, which draws its
+/// name from `generateName`, its uid and creation time, sets its generation and resets a pod's
+/// status (recorded: `metadata` holds only name, namespace and managedFields, `status` is `{}`).
+fn before_create(object: &Value, name_generated: bool) -> Value {
+    let mut shown = object.clone();
+    if let Some(meta) = shown["metadata"].as_object_mut() {
+        for key in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
+            meta.remove(key);
+        }
+        if name_generated {
+            meta.remove("name");
+        }
+    }
+    if shown["kind"] == "Pod" && shown["apiVersion"] == "v1" {
+        shown["status"] = json!({});
+    }
+    shown
+}
+
+/// The `options` of a review: what the request asked for, as the real server passes it on. A
+/// create or an update (a patch too, server-side apply included) carries the field manager, the
+/// field validation and the dry run the client gave; a delete its grace period (for a pod, its
+/// own when the client gave none), propagation policy, preconditions and dry run.
+fn review_options(
+    operation: Operation,
+    request: &Request,
+    delete: Option<&DeleteOptions>,
+    old: Option<&Value>,
+    dry_run: bool,
+) -> Value {
+    let kind = match operation {
+        Operation::Create => "CreateOptions",
+        Operation::Update => "UpdateOptions",
+        Operation::Delete => "DeleteOptions",
+    };
+    let mut options = json!({"kind": kind, "apiVersion": "meta.k8s.io/v1"});
+    if dry_run {
+        options["dryRun"] = json!(["All"]);
+    }
+    match delete {
+        None => {
+            for key in ["fieldManager", "fieldValidation"] {
+                if let Some(value) = request.param(key).filter(|v| !v.is_empty()) {
+                    options[key] = json!(value);
+                }
+            }
+        }
+        Some(delete) => {
+            let pod_grace = old.filter(|o| o["kind"] == "Pod").map(|pod| {
+                pod["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30)
+            });
+            if let Some(grace) = delete.grace_period.or(pod_grace) {
+                options["gracePeriodSeconds"] = json!(grace);
+            }
+            if delete.uid.is_some() || delete.resource_version.is_some() {
+                options["preconditions"] = json!({"uid": delete.uid, "resourceVersion": delete.resource_version});
+            }
+            if let Some(policy) = &delete.propagation {
+                options["propagationPolicy"] = json!(policy);
+            }
+        }
+    }
+    options
 }
 
 /// What a webhook answered.

@@ -112,11 +112,15 @@ pub fn on_create(
                     ("schedulerName", json!("default-scheduler")),
                     ("enableServiceLinks", json!(true)),
                     ("priority", json!(0)),
+                    // The Priority plugin's, for a pod without a PriorityClass (none is modelled).
+                    ("preemptionPolicy", json!("PreemptLowerPriority")),
                     ("securityContext", json!({})),
                     ("terminationGracePeriodSeconds", json!(30)),
                 ],
             );
+            default_tolerations(spec);
             default_containers(spec);
+            default_volumes(spec);
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "persistentvolumeclaims") => {
@@ -452,6 +456,27 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
 /// Where the ServiceAccount admission plugin mounts the token volume.
 pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// The DefaultTolerationSeconds admission plugin: a pod tolerates a `not-ready` and an
+/// `unreachable` node for 300 s, unless it already has a toleration of that taint (or of every
+/// taint) with `NoExecute` or any effect.
+fn default_tolerations(spec: &mut Value) {
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let tolerated = spec["tolerations"].as_array().is_some_and(|all| {
+            all.iter().any(|t| {
+                let effect = t["effect"].as_str().unwrap_or_default();
+                let every = t["key"].as_str().unwrap_or_default().is_empty() && t["operator"] == "Exists";
+                (t["key"] == key || every) && (effect.is_empty() || effect == "NoExecute")
+            })
+        });
+        if !tolerated {
+            push(
+                &mut spec["tolerations"],
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+            );
+        }
+    }
+}
+
 /// The ServiceAccount admission plugin on a pod being created (`plugin/pkg/admission/
 /// serviceaccount`): unless the pod or its ServiceAccount (`account_automount`) turns automounting
 /// off, every init container and container without a mount at the token path gets one of a
@@ -488,7 +513,9 @@ pub fn mount_service_account_token(pod: &mut Value, account_automount: Option<bo
     let mount = json!({"name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH});
     let mut needed = false;
     for key in ["initContainers", "containers"] {
-        for container in pod["spec"][key].as_array_mut().into_iter().flatten() {
+        // `get_mut`: indexing would add the key, and a pod without init containers would get
+        // `initContainers: null`.
+        for container in pod["spec"].get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
             let mounted = container["volumeMounts"]
                 .as_array()
                 .is_some_and(|m| m.iter().any(|m| m["mountPath"] == SERVICE_ACCOUNT_MOUNT_PATH));
@@ -524,7 +551,7 @@ fn push(target: &mut Value, item: Value) {
 
 fn default_containers(pod_spec: &mut Value) {
     for key in ["initContainers", "containers"] {
-        for container in pod_spec[key].as_array_mut().into_iter().flatten() {
+        for container in pod_spec.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten() {
             let image = container["image"].as_str().unwrap_or_default();
             let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, tag)| tag);
             let pull = if tag.is_none_or(|t| t == "latest") { "Always" } else { "IfNotPresent" };
@@ -537,6 +564,18 @@ fn default_containers(pod_spec: &mut Value) {
                     ("terminationMessagePolicy", json!("File")),
                 ],
             );
+        }
+    }
+}
+
+/// The file mode of ConfigMap, Secret, downward API and projected volumes when the pod gives none
+/// (0644, as the API's defaulting sets it).
+fn default_volumes(pod_spec: &mut Value) {
+    for volume in pod_spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+        for source in ["configMap", "secret", "downwardAPI", "projected"] {
+            if let Some(source) = volume.get_mut(source).filter(|s| s.is_object()) {
+                fill_defaults(source, [("defaultMode", json!(420))]);
+            }
         }
     }
 }

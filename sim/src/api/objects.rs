@@ -74,7 +74,7 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    fn from_request(request: &Request) -> Result<Self, ApiError> {
+    pub(super) fn from_request(request: &Request) -> Result<Self, ApiError> {
         let body: Value = if request.body.is_empty() {
             json!({})
         } else {
