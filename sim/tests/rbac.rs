@@ -493,6 +493,19 @@ fn pods_get_the_service_account_token_volume_as_the_recorded_server_adds_it() {
             "containers": [{"name": "app", "image": "busybox:1.36", "volumeMounts": [{"name": "scratch", "mountPath": "/work"}]},
                            {"name": "sidecar", "image": "busybox:1.36"}],
             "volumes": [{"name": "scratch", "emptyDir": {}}]}});
+    // Before the namespace's `default` ServiceAccount exists, the plugin refuses the pod.
+    let early = api.create_object(manifest.clone(), "kubectl").expect_err("no ServiceAccount yet");
+    assert_eq!(early.code(), 403);
+    assert!(
+        format!("{early:?}").contains("pods \\\"multi-container\\\" is forbidden: error looking up service account team-a/default: serviceaccount \\\"default\\\" not found"),
+        "{early:?}"
+    );
+    // What the ServiceAccount controller does a moment after the namespace appears.
+    api.create_object(
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "team-a"}}),
+        "kube-controller-manager",
+    )
+    .expect("the namespace's default ServiceAccount");
     let stored = api.create_object(manifest.clone(), "kubectl").expect("pod");
     // The volume's name ends in a random suffix on a real server.
     let suffix_free = |pod: &Value| {

@@ -387,14 +387,30 @@ impl ApiServer {
         }
     }
 
-    /// The namespaces kube-apiserver creates for itself at start-up.
+    /// The namespaces kube-apiserver creates for itself at start-up, with the `default`
+    /// ServiceAccount the controller-manager gives each within a second of starting: a cluster
+    /// that accepts pods has them (the ServiceAccount plugin refuses a pod whose account is
+    /// missing). Namespaces made later get theirs from the simulated controller, a moment after.
     fn create_system_namespaces(&self) {
         let mut state = self.state();
-        let Some(rt) = state.registry.find("", "v1", "namespaces").cloned() else { return };
+        let (Some(namespaces), Some(accounts)) = (
+            state.registry.find("", "v1", "namespaces").cloned(),
+            state.registry.find("", "v1", "serviceaccounts").cloned(),
+        ) else {
+            return;
+        };
         for name in ["default", "kube-node-lease", "kube-public", "kube-system"] {
             let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            if let Err(e) = self.create_in(&mut state, &rt, namespace, &WriteOptions::controller("kube-apiserver")) {
+            if let Err(e) =
+                self.create_in(&mut state, &namespaces, namespace, &WriteOptions::controller("kube-apiserver"))
+            {
                 tracing::error!(namespace = name, error = ?e, "creating a system namespace");
+            }
+            let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                 "metadata": {"name": "default", "namespace": name}});
+            let manager = WriteOptions::controller("kube-controller-manager");
+            if let Err(e) = self.create_in(&mut state, &accounts, account, &manager) {
+                tracing::error!(namespace = name, error = ?e, "creating a system namespace's ServiceAccount");
             }
         }
     }

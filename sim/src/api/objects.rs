@@ -278,9 +278,12 @@ impl ApiServer {
                 ));
             }
         }
+        // Admission runs before the name is drawn: refusals then name the object by its prefix.
+        let mut shown_name = meta["name"].as_str().unwrap_or_default().to_string();
         if meta["name"].as_str().is_none_or(str::is_empty) {
             match meta["generateName"].as_str() {
                 Some(prefix) if !prefix.is_empty() => {
+                    shown_name = prefix.to_string();
                     let name = format!("{prefix}{}", state.rng.name_suffix());
                     meta["name"] = json!(name);
                 }
@@ -330,11 +333,22 @@ impl ApiServer {
         builtin::on_create(rt, &mut object, &mut ips, &taken)?;
         if rt.id.group.is_empty() && rt.id.plural == "pods" {
             let account = object["spec"]["serviceAccountName"].as_str().unwrap_or("default").to_string();
-            let automount = state
+            // The ServiceAccount plugin refuses a pod whose account does not exist (yet: the
+            // controller that makes a namespace's `default` account may not have run).
+            let Some(found) = state
                 .registry
                 .find("", "v1", "serviceaccounts")
                 .and_then(|sa| state.store.get(&sa.id, &namespace, &account))
-                .and_then(|sa| sa["automountServiceAccountToken"].as_bool());
+            else {
+                return Err(errors::forbidden(
+                    format!(
+                        "pods {shown_name:?} is forbidden: error looking up service account {namespace}/{account}: \
+                         serviceaccount {account:?} not found"
+                    ),
+                    json!({"name": shown_name, "kind": "pods"}),
+                ));
+            };
+            let automount = found["automountServiceAccountToken"].as_bool();
             builtin::mount_service_account_token(&mut object, automount);
         }
         builtin::validate(rt, None, &object)?;
