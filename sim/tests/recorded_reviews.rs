@@ -181,8 +181,8 @@ struct Call {
     body: Value,
 }
 
-#[test]
-fn reviews_are_the_ones_a_real_server_sends() {
+/// A world with the recording's namespaces and webhook configurations, its webhook running.
+fn recording_world() -> (World, Arc<Mutex<Vec<Value>>>) {
     sv_sim::init_test_logging();
     let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
     assert!(examples::install(&world).expect("install").is_empty());
@@ -209,7 +209,46 @@ fn reviews_are_the_ones_a_real_server_sends() {
             && sv_sim::install::stored(api, "", "serviceaccounts", "team-a", "default").is_some()
     });
     assert!(ready.expect("run"), "the recorder does not run");
+    (world, reviews)
+}
 
+/// Makes `calls` over the simulated network as kubectl would, with the administrator's token;
+/// returns each answer as `case: status body`.
+fn call_all(world: &mut World, calls: Vec<Call>) -> Vec<String> {
+    let count = calls.len();
+    let answers: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = answers.clone();
+    // A host of its own per batch: turmoil names a host once.
+    let host = format!("kubectl-{}", calls.first().map(|c| c.case).unwrap_or_default());
+    world.sim.client(host, async move {
+        for call in calls {
+            let request = http::Request::builder()
+                .method(call.method)
+                .uri(call.path.as_str())
+                .header(http::header::HOST, "api")
+                .header(http::header::AUTHORIZATION, format!("Bearer {}", sv_sim::api::auth::ADMIN_TOKEN))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::USER_AGENT, "kubectl/v1.36.2 (linux/amd64) kubernetes/sim")
+                .body(http_body_util::Full::new(bytes::Bytes::from(call.body.to_string())))?;
+            let answer =
+                sv_sim::net::http_request("api", sv_sim::world::API_PORT, request, Duration::from_secs(30)).await;
+            let line = match answer {
+                Ok((status, body)) => format!("{}: {status} {}", call.case, String::from_utf8_lossy(&body)),
+                Err(e) => format!("{}: {e}", call.case),
+            };
+            record.lock().map_err(|e| e.to_string())?.push(line);
+        }
+        Ok(())
+    });
+    let done = answers.clone();
+    let finished = world.run_until(Duration::from_secs(60), |_| done.lock().map(|a| a.len() == count).unwrap_or(true));
+    assert!(finished.expect("run"), "the requests did not finish");
+    answers.lock().expect("lock").clone()
+}
+
+#[test]
+fn reviews_are_the_ones_a_real_server_sends() {
+    let (mut world, reviews) = recording_world();
     let create = "?fieldManager=kubectl-create&fieldValidation=Strict";
     let calls = vec![
         Call {
@@ -244,33 +283,7 @@ fn reviews_are_the_ones_a_real_server_sends() {
         },
     ];
     let cases: Vec<&str> = calls.iter().map(|c| c.case).collect();
-    let answers: Arc<Mutex<Vec<String>>> = Arc::default();
-    let record = answers.clone();
-    world.sim.client("kubectl", async move {
-        for call in calls {
-            let request = http::Request::builder()
-                .method(call.method)
-                .uri(call.path.as_str())
-                .header(http::header::HOST, "api")
-                .header(http::header::AUTHORIZATION, format!("Bearer {}", sv_sim::api::auth::ADMIN_TOKEN))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::USER_AGENT, "kubectl/v1.36.2 (linux/amd64) kubernetes/sim")
-                .body(http_body_util::Full::new(bytes::Bytes::from(call.body.to_string())))?;
-            let answer =
-                sv_sim::net::http_request("api", sv_sim::world::API_PORT, request, Duration::from_secs(30)).await;
-            let line = match answer {
-                Ok((status, body)) => format!("{}: {status} {}", call.case, String::from_utf8_lossy(&body)),
-                Err(e) => format!("{}: {e}", call.case),
-            };
-            record.lock().map_err(|e| e.to_string())?.push(line);
-        }
-        Ok(())
-    });
-    let done = answers.clone();
-    let finished =
-        world.run_until(Duration::from_secs(60), |_| done.lock().map(|a| a.len() == cases.len()).unwrap_or(true));
-    assert!(finished.expect("run"), "the requests did not finish");
-    for line in answers.lock().expect("lock").iter() {
+    for line in call_all(&mut world, calls) {
         assert!(line.contains(": 201 Created"), "{line}");
     }
 
@@ -293,4 +306,104 @@ fn reviews_are_the_ones_a_real_server_sends() {
     let new: Vec<&String> = found.difference(&known).collect();
     let gone: Vec<&String> = known.difference(&found).collect();
     assert!(new.is_empty() && gone.is_empty(), "differences not listed: {new:#?}\nlisted but gone: {gone:#?}");
+}
+
+/// The recorded facts about deletes: a graceful pod delete gives two DELETE reviews (the
+/// client's, then the kubelet's once the containers stopped), and the garbage collector's deletes
+/// come as its ServiceAccount with preconditions; a controller's pod create has no field manager
+/// and no name yet.
+#[test]
+fn deletes_give_the_reviews_a_real_server_sends() {
+    let (mut world, reviews) = recording_world();
+    let pods = "/api/v1/namespaces/team-a/pods";
+    let replica_set = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "team-a"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}}}});
+    let answers = call_all(
+        &mut world,
+        vec![
+            Call {
+                case: "create",
+                method: "POST",
+                path: format!("{pods}?fieldManager=kubectl-create"),
+                body: manifest("pod-plain.yaml"),
+            },
+            Call {
+                case: "replicaset",
+                method: "POST",
+                path: "/apis/apps/v1/namespaces/team-a/replicasets".into(),
+                body: replica_set,
+            },
+        ],
+    );
+    assert!(answers.iter().all(|a| a.contains(" 201 ")), "{answers:#?}");
+    let running = world.run_until(Duration::from_secs(60), |api| {
+        let state = api.state();
+        let Some(rt) = state.registry.find("", "v1", "pods") else { return false };
+        state.store.list(&rt.id, Some("team-a")).filter(|(_, p)| p["status"]["phase"] == "Running").count() == 2
+    });
+    assert!(running.expect("run"), "the pods did not start");
+    let answers = call_all(
+        &mut world,
+        vec![
+            Call {
+                case: "delete",
+                method: "DELETE",
+                path: format!("{pods}/plain"),
+                body: json!({"propagationPolicy": "Background"}),
+            },
+            Call {
+                case: "delete-rs",
+                method: "DELETE",
+                path: "/apis/apps/v1/namespaces/team-a/replicasets/web".into(),
+                body: json!({"propagationPolicy": "Background"}),
+            },
+        ],
+    );
+    assert!(answers.iter().all(|a| a.contains(" 200 ")), "{answers:#?}");
+    let gone = world.run_until(Duration::from_secs(120), |api| {
+        let state = api.state();
+        let Some(rt) = state.registry.find("", "v1", "pods") else { return false };
+        state.store.list(&rt.id, Some("team-a")).next().is_none()
+    });
+    assert!(gone.expect("run"), "the pods were not deleted");
+
+    let reviews = reviews.lock().expect("lock").clone();
+    let deletes = |name_prefix: &str| -> Vec<Value> {
+        reviews
+            .iter()
+            .map(|r| r["request"].clone())
+            .filter(|r| r["operation"] == "DELETE" && r["name"].as_str().is_some_and(|n| n.starts_with(name_prefix)))
+            .collect()
+    };
+    let plain = deletes("plain");
+    assert_eq!(plain.len(), 2, "two DELETE reviews for one kubectl delete: {plain:#?}");
+    assert_ne!(plain[0]["uid"], plain[1]["uid"]);
+    assert!(plain.iter().all(|r| r["object"].is_null()), "object is null on DELETE");
+    assert!(plain[0]["oldObject"]["metadata"]["deletionTimestamp"].is_null(), "the first sees the pod as stored");
+    assert!(!plain[1]["oldObject"]["metadata"]["deletionTimestamp"].is_null(), "the second sees it terminating");
+    assert_eq!(plain[0]["options"]["gracePeriodSeconds"], 30, "{}", plain[0]["options"]);
+    assert_eq!(plain[0]["options"]["propagationPolicy"], "Background");
+    assert_eq!(plain[1]["options"]["gracePeriodSeconds"], 0, "{}", plain[1]["options"]);
+    assert!(
+        plain[1]["userInfo"]["username"].as_str().is_some_and(|u| u.starts_with("system:node:")),
+        "{}",
+        plain[1]["userInfo"]
+    );
+
+    let created = reviews
+        .iter()
+        .map(|r| &r["request"])
+        .find(|r| r["operation"] == "CREATE" && r["object"]["metadata"]["generateName"] == "web-")
+        .expect("the ReplicaSet's pod was reviewed");
+    assert!(created.get("name").is_none() && created["object"]["metadata"].get("name").is_none(), "{created}");
+    assert_eq!(created["userInfo"]["username"], "system:serviceaccount:kube-system:replicaset-controller");
+    assert!(created["options"].get("fieldManager").is_none(), "{}", created["options"]);
+    let collected = deletes("web-");
+    let by_collector = collected
+        .iter()
+        .find(|r| r["userInfo"]["username"] == "system:serviceaccount:kube-system:generic-garbage-collector")
+        .unwrap_or_else(|| panic!("no delete by the garbage collector: {collected:#?}"));
+    let preconditions = &by_collector["options"]["preconditions"];
+    assert!(preconditions["uid"].is_string() && preconditions["resourceVersion"].is_string(), "{preconditions}");
 }

@@ -78,6 +78,13 @@ pub(crate) fn pods_need_admission(state: &State, rt: &super::ResourceType) -> bo
     !webhooks(state, &target, Operation::Create).is_empty()
 }
 
+/// Whether a webhook could apply to deletes of pods: then the controllers' and kubelets' deletes
+/// of pods wait for admission too.
+pub(crate) fn pod_deletes_need_admission(state: &State, rt: &super::ResourceType) -> bool {
+    let target = Target { rt: rt.clone(), namespace: None, name: None, sub: None };
+    !webhooks(state, &target, Operation::Delete).is_empty()
+}
+
 /// Who asks for a write, and how, as a review tells the webhooks.
 #[derive(Clone, Copy)]
 struct Asker<'a> {
@@ -92,9 +99,18 @@ struct Asker<'a> {
 /// Attempts at writing an admitted object before a concurrent change makes it a conflict.
 const ADMISSION_ATTEMPTS: usize = 3;
 
-/// `userInfo` of a request by a built-in controller, or by a client without a token.
-fn user_named(manager: &str) -> Value {
-    json!({"username": manager, "groups": ["system:authenticated"]})
+/// `userInfo` of a request by a built-in controller (its ServiceAccount in `kube-system`), a
+/// kubelet (`system:node:<node>`), or a client without a token.
+fn user_named(user: &str) -> Value {
+    if let Some(account) = user.strip_prefix("system:serviceaccount:") {
+        let namespace = account.split(':').next().unwrap_or_default();
+        let groups = ["system:serviceaccounts", &format!("system:serviceaccounts:{namespace}"), "system:authenticated"];
+        return json!({"username": user, "groups": groups});
+    }
+    if user.starts_with("system:node:") {
+        return json!({"username": user, "groups": ["system:nodes", "system:authenticated"]});
+    }
+    json!({"username": user, "groups": ["system:authenticated"]})
 }
 
 impl ApiServer {
@@ -231,6 +247,39 @@ impl ApiServer {
         Ok((object, warnings))
     }
 
+    /// Deletes the pods the controllers and kubelets asked to delete while webhooks applied to
+    /// pod deletes, each through admission as the real clients' requests go (a kubelet's final
+    /// delete of a stopped pod is the second DELETE review of a graceful delete). A refused
+    /// delete is asked for again on the next pass.
+    pub async fn delete_pending_pods(&self) {
+        let pending = std::mem::take(&mut self.state().pending_pod_deletes);
+        let Some(rt) = self.state().registry.find("", "v1", "pods").cloned() else { return };
+        for super::PendingPodDelete { pod, options: delete, user } in pending {
+            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let target =
+                Target { rt: rt.clone(), namespace: Some(namespace.clone()), name: Some(name.clone()), sub: None };
+            let Some(old) = self.state().store.get(&rt.id, &namespace, &name).map(|p| (*p).clone()) else { continue };
+            if old["metadata"]["uid"] != pod["metadata"]["uid"] {
+                continue;
+            }
+            let mut options = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"});
+            add_delete_options(&mut options, &delete, Some(&old));
+            let user = user_named(&user);
+            let asker = Asker { user: &user, options: &options, name_generated: false };
+            let deleted = match self.admit(&target, Operation::Delete, Value::Null, Some(&old), &asker).await {
+                Ok(_) => {
+                    let mut state = self.state();
+                    self.delete_in(&mut state, &rt, &namespace, &name, &delete).map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(error) = deleted {
+                tracing::info!(%namespace, %name, ?error, "a pod delete of the cluster's own was refused");
+            }
+        }
+    }
+
     /// Creates the pods the simulation's controllers asked for while webhooks applied to pods
     /// (see [`State::pending_pods`]), each through admission as the real controllers' requests
     /// would go; a refused pod becomes a `FailedCreate` Warning on its owner, and the controller
@@ -238,7 +287,7 @@ impl ApiServer {
     pub async fn create_pending_pods(&self) {
         let pending = std::mem::take(&mut self.state().pending_pods);
         let Some(rt) = self.state().registry.find("", "v1", "pods").cloned() else { return };
-        for (pod, manager) in pending {
+        for super::PendingPod { pod, manager, user } in pending {
             let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
             let target = Target { rt: rt.clone(), namespace: Some(namespace.clone()), name: None, sub: None };
             // A controller's create names no field manager (the recorded generateName case).
@@ -255,7 +304,7 @@ impl ApiServer {
             };
             let admitted = match planned {
                 Ok(planned) => {
-                    let user = user_named(&manager);
+                    let user = user_named(&user);
                     let generated = pod["metadata"]["name"].as_str().is_none_or(str::is_empty);
                     let asker = Asker { user: &user, options: &options, name_generated: generated };
                     match self.admit(&target, Operation::Create, planned, None, &asker).await {
@@ -736,25 +785,28 @@ fn review_options(
                 }
             }
         }
-        Some(delete) => {
-            let pod_grace = old.filter(|o| o["kind"] == "Pod").map(|pod| {
-                pod["metadata"]["deletionGracePeriodSeconds"]
-                    .as_i64()
-                    .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30)
-            });
-            if let Some(grace) = delete.grace_period.or(pod_grace) {
-                options["gracePeriodSeconds"] = json!(grace);
-            }
-            if delete.uid.is_some() || delete.resource_version.is_some() {
-                options["preconditions"] = json!({"uid": delete.uid, "resourceVersion": delete.resource_version});
-            }
-            if let Some(policy) = &delete.propagation {
-                options["propagationPolicy"] = json!(policy);
-            }
-        }
+        Some(delete) => add_delete_options(&mut options, delete, old),
     }
     options
+}
+
+/// A delete's part of a review's `options`.
+fn add_delete_options(options: &mut Value, delete: &DeleteOptions, old: Option<&Value>) {
+    let pod_grace = old.filter(|o| o["kind"] == "Pod").map(|pod| {
+        pod["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30)
+    });
+    if let Some(grace) = delete.grace_period.or(pod_grace) {
+        options["gracePeriodSeconds"] = json!(grace);
+    }
+    if delete.uid.is_some() || delete.resource_version.is_some() {
+        options["preconditions"] = json!({"uid": delete.uid, "resourceVersion": delete.resource_version});
+    }
+    if let Some(policy) = &delete.propagation {
+        options["propagationPolicy"] = json!(policy);
+    }
 }
 
 /// What a webhook answered.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use sv_operator::clock::SharedClock;
 
 pub use admission::PodHosts;
-pub(crate) use admission::pods_need_admission;
+pub(crate) use admission::{pod_deletes_need_admission, pods_need_admission};
 pub use errors::ApiError;
 pub use objects::{DeleteOptions, WriteOptions};
 pub use registry::{Registry, ResourceId, ResourceType};
@@ -130,8 +130,28 @@ pub struct State {
     pub faults: Faults,
     fault_rng: Rng,
     /// Pods the simulation's controllers want created while admission webhooks apply to pods:
-    /// they are admitted and created between controller passes (with the manager asking).
-    pub pending_pods: Vec<(Value, String)>,
+    /// they are admitted and created between controller passes.
+    pub pending_pods: Vec<PendingPod>,
+    /// Pods the controllers and kubelets want deleted while webhooks apply to pod deletes.
+    pub pending_pod_deletes: Vec<PendingPodDelete>,
+}
+
+/// A controller's pod waiting for admission: the pod, the field manager, and the user asking
+/// (the controller's ServiceAccount, as the real controller-manager's clients are).
+#[derive(Clone, Debug)]
+pub struct PendingPod {
+    pub pod: Value,
+    pub manager: String,
+    pub user: String,
+}
+
+/// A delete of a pod waiting for admission (a kubelet removing a stopped pod, the garbage
+/// collector, a workload controller), and who asks.
+#[derive(Clone, Debug)]
+pub struct PendingPodDelete {
+    pub pod: Value,
+    pub options: objects::DeleteOptions,
+    pub user: String,
 }
 
 struct Inner {
@@ -354,6 +374,7 @@ impl ApiServer {
             faults: Faults::default(),
             fault_rng: Rng::new(options.seed ^ 0xFA17),
             pending_pods: Vec::new(),
+            pending_pod_deletes: Vec::new(),
         };
         let (changes, _) = tokio::sync::watch::channel(0);
         let (epoch, _) = tokio::sync::watch::channel(0);

@@ -6,6 +6,8 @@ use super::{Pass, deleting, name, namespace, uid};
 use crate::api::DeleteOptions;
 
 const MANAGER: &str = "kube-controller-manager";
+const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+const GARBAGE_COLLECTOR: &str = "system:serviceaccount:kube-system:generic-garbage-collector";
 
 /// New namespaces get their `default` ServiceAccount and `kube-root-ca.crt`; a terminating
 /// namespace has its content deleted, reports what remains, and goes once it is empty.
@@ -40,7 +42,7 @@ pub(super) fn namespaces(pass: &mut Pass) {
             let objects = pass.list(group, plural, Some(&ns_name));
             for object in &objects {
                 if !deleting(object) {
-                    pass.delete(group, plural, object, DeleteOptions::default());
+                    pass.delete_as(group, plural, object, DeleteOptions::default(), NAMESPACE_CONTROLLER);
                 }
             }
             let left = pass.list(group, plural, Some(&ns_name));
@@ -162,9 +164,16 @@ pub(super) fn collect_garbage(pass: &mut Pass) {
                 }
                 pass.update(group, plural, stripped, MANAGER);
             } else if (!alive || foreground) && !deleting(&object) {
-                // As the real collector: default options, so a pod on a node gets its grace
-                // period and ends through its kubelet, which stops its containers first.
-                pass.delete(group, plural, &object, DeleteOptions::default());
+                // As the real collector (recorded): preconditions on the uid and version it saw,
+                // and no grace period, so a pod on a node gets its own and ends through its
+                // kubelet, which stops its containers first.
+                let options = DeleteOptions {
+                    uid: Some(super::uid(&object).to_string()),
+                    resource_version: object["metadata"]["resourceVersion"].as_str().map(str::to_string),
+                    propagation: Some("Background".to_string()),
+                    ..DeleteOptions::default()
+                };
+                pass.delete_as(group, plural, &object, options, GARBAGE_COLLECTOR);
             }
         }
     }

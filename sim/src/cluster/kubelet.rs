@@ -118,7 +118,8 @@ pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
         if elapsed >= toleration {
             // The node is gone and its processes with it: nothing to wait for.
             runtime.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
-            pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+            let options = DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() };
+            pass.delete_as("", "pods", &pod, options, "system:serviceaccount:kube-system:pod-garbage-collector");
         } else if pod_ready(&pod) {
             // As the node lifecycle controller's MarkPodsNotReady: a pod whose node stopped
             // reporting is not Ready, long before it is evicted, so its Endpoints and its
@@ -234,7 +235,13 @@ pub(super) fn kubelets(
         if deleting(&pod) {
             runtime.stop(&pod);
             if runtime.stopped(&pod) {
-                pass.delete("", "pods", &pod, DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() });
+                // The kubelet's own request, the second DELETE review of a graceful delete.
+                let options = DeleteOptions {
+                    grace_period: Some(0),
+                    uid: Some(super::uid(&pod).to_string()),
+                    ..DeleteOptions::default()
+                };
+                pass.delete_as("", "pods", &pod, options, &format!("system:node:{node_name}"));
             }
             continue;
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiServer, DeleteOptions, ResourceType, State, WriteOptions};
+use crate::api::{ApiServer, DeleteOptions, PendingPod, PendingPodDelete, ResourceType, State, WriteOptions};
 
 pub use kubelet::{AlwaysReady, ClusterView, ContainerHealth, PodRuntime, StartError};
 
@@ -121,7 +121,7 @@ impl<'a> Pass<'a> {
 
     /// Pods a controller asked for that await admission.
     pub(crate) fn pending_pods(&self) -> impl Iterator<Item = &Value> {
-        self.state.pending_pods.iter().map(|(pod, _)| pod)
+        self.state.pending_pods.iter().map(|p| &p.pod)
     }
 
     /// Objects of a collection (all namespaces when `namespace` is None), in name order.
@@ -140,14 +140,27 @@ impl<'a> Pass<'a> {
     }
 
     pub(crate) fn create(&mut self, group: &str, plural: &str, object: Value, manager: &str) -> Option<Value> {
+        self.create_as(group, plural, object, manager, manager)
+    }
+
+    /// [`Self::create`] by `user` (a controller's ServiceAccount), which admission webhooks see.
+    pub(crate) fn create_as(
+        &mut self,
+        group: &str,
+        plural: &str,
+        object: Value,
+        manager: &str,
+        user: &str,
+    ) -> Option<Value> {
         let rt = self.rt(group, plural)?;
         if group.is_empty() && plural == "pods" && crate::api::pods_need_admission(self.state, &rt) {
             // Admission calls webhooks over the network; the pod is created after this pass.
-            let same = |(p, _): &(Value, String)| {
-                !name(&object).is_empty() && name(p) == name(&object) && namespace(p) == namespace(&object)
+            let same = |p: &PendingPod| {
+                !name(&object).is_empty() && name(&p.pod) == name(&object) && namespace(&p.pod) == namespace(&object)
             };
             if !self.state.pending_pods.iter().any(same) {
-                self.state.pending_pods.push((object, manager.to_string()));
+                let pending = PendingPod { pod: object, manager: manager.to_string(), user: user.to_string() };
+                self.state.pending_pods.push(pending);
                 self.writes += 1;
             }
             return None;
@@ -203,7 +216,22 @@ impl<'a> Pass<'a> {
     }
 
     pub(crate) fn delete(&mut self, group: &str, plural: &str, object: &Value, options: DeleteOptions) {
+        self.delete_as(group, plural, object, options, "system:kube-controller-manager");
+    }
+
+    /// [`Self::delete`] by `user` (a controller's ServiceAccount, a node), which admission
+    /// webhooks see: while a webhook applies to pod deletes, a pod's delete waits for admission
+    /// until after this pass.
+    pub(crate) fn delete_as(&mut self, group: &str, plural: &str, object: &Value, options: DeleteOptions, user: &str) {
         let Some(rt) = self.rt(group, plural) else { return };
+        if group.is_empty() && plural == "pods" && crate::api::pod_deletes_need_admission(self.state, &rt) {
+            if !self.state.pending_pod_deletes.iter().any(|p| uid(&p.pod) == uid(object)) {
+                let pending = PendingPodDelete { pod: object.clone(), options, user: user.to_string() };
+                self.state.pending_pod_deletes.push(pending);
+                self.writes += 1;
+            }
+            return;
+        }
         let meta = &object["metadata"];
         let (namespace, name) =
             (meta["namespace"].as_str().unwrap_or_default(), meta["name"].as_str().unwrap_or_default());
@@ -302,8 +330,17 @@ impl Cluster {
         loop {
             self.settle();
             let seen = self.server.state().store.resource_version();
-            if !self.server.state().pending_pods.is_empty() {
-                self.server.create_pending_pods().await;
+            let (creates, deletes) = {
+                let state = self.server.state();
+                (!state.pending_pods.is_empty(), !state.pending_pod_deletes.is_empty())
+            };
+            if deletes {
+                self.server.delete_pending_pods().await;
+            }
+            if creates || deletes {
+                if creates {
+                    self.server.create_pending_pods().await;
+                }
                 // Created pods need the next pass at once; a refused one is asked for again at
                 // the next resync (the real controllers back off too).
                 if self.relevant_changes_since(seen) {

@@ -8,6 +8,9 @@ use super::{Pass, controlled_by, controller_ref, deleting, name, namespace};
 use crate::api::DeleteOptions;
 
 const MANAGER: &str = "kube-controller-manager";
+/// The users the real controllers' requests come as (their ServiceAccounts in kube-system).
+const REPLICASET_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
+const STATEFULSET_CONTROLLER: &str = "system:serviceaccount:kube-system:statefulset-controller";
 
 /// A stable short hash of a pod template (the real controllers use FNV; any stable hash works).
 fn template_hash(template: &Value) -> String {
@@ -57,14 +60,14 @@ pub(super) fn replica_sets(pass: &mut Pass) {
             for _ in active.len() + pending_pods(pass, &rs)..want {
                 let mut pod = pod_from_template(&rs, &rs["spec"]["template"], &[]);
                 pod["metadata"]["generateName"] = json!(format!("{}-", name(&rs)));
-                pass.create("", "pods", pod, MANAGER);
+                pass.create_as("", "pods", pod, MANAGER, REPLICASET_CONTROLLER);
             }
         }
         // Scale down: not-ready pods first, then the newest names.
         let mut extra: Vec<&Arc<Value>> = active.clone();
         extra.sort_by_key(|p| (pod_ready(p), std::cmp::Reverse(name(p).to_string())));
         for pod in extra.iter().take(active.len().saturating_sub(want)) {
-            pass.delete("", "pods", pod, DeleteOptions::default());
+            pass.delete_as("", "pods", pod, DeleteOptions::default(), REPLICASET_CONTROLLER);
         }
         let pods = owned_pods(pass, &rs);
         let live: Vec<&Arc<Value>> = pods.iter().filter(|p| !deleting(p)).collect();
@@ -203,7 +206,7 @@ pub(super) fn stateful_sets(pass: &mut Pass) {
                     list.push(json!({"name": template_name, "persistentVolumeClaim": {"claimName": claim}}));
                 }
             }
-            pass.create("", "pods", pod, MANAGER);
+            pass.create_as("", "pods", pod, MANAGER, STATEFULSET_CONTROLLER);
             if ordered {
                 break;
             }
@@ -214,7 +217,7 @@ pub(super) fn stateful_sets(pass: &mut Pass) {
                 .as_str()
                 .and_then(|i| i.parse::<usize>().ok());
             if index.is_some_and(|i| i >= want) && !deleting(pod) {
-                pass.delete("", "pods", pod, DeleteOptions::default());
+                pass.delete_as("", "pods", pod, DeleteOptions::default(), STATEFULSET_CONTROLLER);
             }
         }
         let pods = owned_pods(pass, &sts);
