@@ -472,6 +472,86 @@ fn tokens_are_checked_and_refusals_read_as_the_real_servers() {
     assert_eq!(code, 200, "{body}");
 }
 
+/// The TokenRequest API (`kubectl create token`): a token for a ServiceAccount, valid until its
+/// expiry and, when bound to a pod, while that pod lives; its validation and its own RBAC right.
+#[test]
+fn token_requests_issue_tokens_that_expire_and_die_with_their_pod() {
+    let mut world =
+        World::new(WorldConfig { operator: false, programs: false, ..WorldConfig::default() }).expect("a world");
+    let create = |api: &ApiServer, o: Value| api.create_object(o, "kubectl").expect("create");
+    create(&world.api, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}));
+    create(
+        &world.api,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "team"}}),
+    );
+    let post = ::http::Method::POST;
+    let get = ::http::Method::GET;
+    let path = "/api/v1/namespaces/team/serviceaccounts/app/token";
+    let request = |seconds: Value, bound: Value| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": seconds, "boundObjectRef": bound}})
+    };
+
+    let (code, body) = call(&world.api, post.clone(), path, Some(ADMIN_TOKEN), Some(request(json!(600), Value::Null)));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!((body["kind"].as_str(), body["spec"]["expirationSeconds"].as_i64()), (Some("TokenRequest"), Some(600)));
+    let token = body["status"]["token"].as_str().expect("a token").to_string();
+    let issued_at = world.api.clock().now();
+    let expires: k8s_openapi::jiff::Timestamp =
+        body["status"]["expirationTimestamp"].as_str().expect("expiry").parse().expect("a time");
+    assert_eq!(expires.duration_since(issued_at).as_secs(), 600);
+    // Authenticated (a 403 for a right it lacks, not a 401), as its ServiceAccount.
+    let (code, body) = call(&world.api, get.clone(), "/api/v1/namespaces/team/configmaps", Some(&token), None);
+    assert_eq!(code, 403, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains(r#"User "system:serviceaccount:team:app""#)), "{body}");
+    // Asking for a token is a right of its own.
+    let (code, body) = call(&world.api, post.clone(), path, Some(&token), Some(request(json!(600), Value::Null)));
+    assert_eq!(code, 403);
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains(r#"cannot create resource "serviceaccounts/token""#)),
+        "{body}"
+    );
+
+    let (code, body) = call(&world.api, post.clone(), path, Some(ADMIN_TOKEN), Some(request(json!(599), Value::Null)));
+    assert_eq!(code, 422);
+    assert_eq!(
+        body["message"],
+        r#"TokenRequest.authentication.k8s.io "app" is invalid: spec.expirationSeconds: Invalid value: 599: may not specify a duration less than 10 minutes"#
+    );
+    let missing = "/api/v1/namespaces/team/serviceaccounts/nobody/token";
+    assert_eq!(
+        call(&world.api, post.clone(), missing, Some(ADMIN_TOKEN), Some(request(json!(600), Value::Null))).0,
+        404
+    );
+
+    // Bound to a pod: it dies with the pod.
+    let pod = create(
+        &world.api,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "team"},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "c", "image": "busybox"}]}}),
+    );
+    let bound = json!({"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": pod["metadata"]["uid"]});
+    let (code, body) = call(&world.api, post.clone(), path, Some(ADMIN_TOKEN), Some(request(json!(3600), bound)));
+    assert_eq!(code, 201, "{body}");
+    let pod_token = body["status"]["token"].as_str().expect("a token").to_string();
+    assert_eq!(call(&world.api, get.clone(), "/api/v1/namespaces/team/configmaps", Some(&pod_token), None).0, 403);
+    let mut state = world.api.state();
+    let pods = state.registry.find("", "v1", "pods").cloned().expect("pods");
+    let gone = sv_sim::api::DeleteOptions { grace_period: Some(0), ..Default::default() };
+    world.api.delete_in(&mut state, &pods, "team", "p", &gone).expect("delete the pod");
+    drop(state);
+    assert_eq!(call(&world.api, get.clone(), "/api/v1/namespaces/team/configmaps", Some(&pod_token), None).0, 401);
+
+    // Past its expiry, the first token is refused.
+    world.run_for(Duration::from_secs(601)).expect("run");
+    assert_eq!(call(&world.api, get.clone(), "/api/v1/namespaces/team/configmaps", Some(&token), None).0, 401);
+
+    let (_, discovery) = call(&world.api, get, "/api/v1", Some(ADMIN_TOKEN), None);
+    let token_entry =
+        discovery["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "serviceaccounts/token");
+    assert_eq!(token_entry.map(|r| r["kind"].clone()), Some(json!("TokenRequest")), "discovery lists the subresource");
+}
+
 /// The recorded request of `../shared/admission/requests/004-pod-create-multi-container.json`:
 /// the pod a real v1.36.2 server showed its webhooks, after its built-in admission.
 const RECORDED_MULTI_CONTAINER: &str =

@@ -187,6 +187,15 @@ fn a_newcomer_installs_with_kubectl_and_reads_a_volume_over_nfs() {
     let refused = anonymous.expect_err("an anonymous request was answered");
     assert!(refused.contains("403") && refused.contains("system:anonymous"), "{refused}");
 
+    // kubectl's TokenRequest: a ServiceAccount's token, which then authenticates as it.
+    let token = served.ok(&["create", "token", "default", "--namespace=default", "--duration=10m"]);
+    let as_account = served.kubectl(&["get", "pods", "--namespace=default", &format!("--token={}", token.trim())]);
+    assert!(
+        text(&as_account).contains(r#"User "system:serviceaccount:default:default" cannot list resource "pods""#),
+        "{}",
+        text(&as_account)
+    );
+
     let nodes = served.ok(&["get", "nodes"]);
     assert_eq!(nodes.matches(" Ready ").count(), 3, "three Ready nodes:\n{nodes}");
 

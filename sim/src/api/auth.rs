@@ -80,7 +80,13 @@ pub const ADMIN_TOKEN: &str = "sv-sim-admin-token";
 pub enum TokenBinding {
     /// A ServiceAccount token (TokenRequest), bound to a pod (name, uid) when given: it stops
     /// working when that pod is gone.
-    ServiceAccount { namespace: String, service_account: String, pod: Option<(String, String)> },
+    /// It stops working at `expires`, when set (a TokenRequest's `expirationSeconds`).
+    ServiceAccount {
+        namespace: String,
+        service_account: String,
+        pod: Option<(String, String)>,
+        expires: Option<k8s_openapi::jiff::Timestamp>,
+    },
     /// A static token of a user.
     User(UserInfo),
 }
@@ -104,7 +110,14 @@ impl Default for Tokens {
 }
 
 impl Tokens {
-    pub fn issue(&mut self, seed: u64, namespace: &str, service_account: &str, pod: Option<(&str, &str)>) -> String {
+    pub fn issue(
+        &mut self,
+        seed: u64,
+        namespace: &str,
+        service_account: &str,
+        pod: Option<(&str, &str)>,
+        expires: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> String {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&seed.to_le_bytes());
         hasher.update(&(self.issued.len() as u64).to_le_bytes());
@@ -114,6 +127,7 @@ impl Tokens {
             namespace: namespace.to_string(),
             service_account: service_account.to_string(),
             pod: pod.map(|(name, uid)| (name.to_string(), uid.to_string())),
+            expires,
         };
         self.issued.insert(token.clone(), binding);
         token

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod fields;
 pub mod http;
 mod objects;
+mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selector;
@@ -539,10 +540,15 @@ impl ApiServer {
             });
         };
         let binding = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).get(token);
-        let (namespace, service_account, pod) = match binding.ok_or_else(errors::unauthorized)? {
+        let (namespace, service_account, pod, expires) = match binding.ok_or_else(errors::unauthorized)? {
             auth::TokenBinding::User(user) => return Ok(user),
-            auth::TokenBinding::ServiceAccount { namespace, service_account, pod } => (namespace, service_account, pod),
+            auth::TokenBinding::ServiceAccount { namespace, service_account, pod, expires } => {
+                (namespace, service_account, pod, expires)
+            }
         };
+        if expires.is_some_and(|at| self.inner.clock.now() >= at) {
+            return Err(errors::unauthorized());
+        }
         let state = self.state();
         let find = |plural: &str, name: &str| {
             let rt = state.registry.find("", "v1", plural)?;
@@ -620,7 +626,107 @@ impl ApiServer {
     /// programs it runs outside pods.
     pub fn issue_token(&self, namespace: &str, service_account: &str, pod: Option<(&str, &str)>) -> String {
         let seed = self.inner.options.seed;
-        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(seed, namespace, service_account, pod)
+        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(seed, namespace, service_account, pod, None)
+    }
+
+    /// `POST .../serviceaccounts/<name>/token`: a TokenRequest (`kubectl create token`). The token
+    /// expires after `spec.expirationSeconds` (3600 by default; at least 600, as the real server
+    /// requires) and, with a `boundObjectRef` to a pod, stops working when that pod is gone.
+    fn token_request(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let name = target.name.as_deref().unwrap_or_default();
+        let body: Value = if request.body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&request.body)
+                .map_err(|e| errors::bad_request(format!("invalid TokenRequest: {e}")))?
+        };
+        let invalid = |field: &str, message: String| {
+            let cause = schema::Cause { field: field.into(), reason: "FieldValueInvalid", message };
+            let details = json!({"name": name, "group": "authentication.k8s.io", "kind": "TokenRequest"});
+            errors::invalid_named("TokenRequest.authentication.k8s.io", details, name, &[cause])
+        };
+        let seconds = match &body["spec"]["expirationSeconds"] {
+            Value::Null => 3600,
+            value => value.as_i64().ok_or_else(|| {
+                invalid("spec.expirationSeconds", format!("Invalid value: {value}: must be an integer"))
+            })?,
+        };
+        if seconds < 600 {
+            return Err(invalid(
+                "spec.expirationSeconds",
+                format!("Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
+            ));
+        }
+        if seconds > 1 << 32 {
+            return Err(invalid(
+                "spec.expirationSeconds",
+                format!("Invalid value: {seconds}: may not specify a duration larger than 2^32 seconds"),
+            ));
+        }
+        let pod = {
+            let state = self.state();
+            state.store.get(&target.rt.id, namespace, name).ok_or_else(|| errors::not_found(&target.rt.id, name))?;
+            let bound = &body["spec"]["boundObjectRef"];
+            match bound["kind"].as_str() {
+                None => None,
+                Some("Pod") => {
+                    let pod_name = bound["name"].as_str().unwrap_or_default();
+                    let pods = state.registry.find("", "v1", "pods").ok_or_else(|| errors::internal("no pods"))?;
+                    let found = state
+                        .store
+                        .get(&pods.id, namespace, pod_name)
+                        .ok_or_else(|| errors::not_found(&pods.id, pod_name))?;
+                    let uid = found["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+                    if let Some(asked) = bound["uid"].as_str().filter(|u| !u.is_empty() && *u != uid) {
+                        return Err(ApiError::status(
+                            409,
+                            "Conflict",
+                            format!(
+                                "the UID in the bound object reference ({asked}) does not match the UID in record. \
+                                 The object might have been deleted and then recreated"
+                            ),
+                            None,
+                        ));
+                    }
+                    Some((pod_name.to_string(), uid))
+                }
+                Some(other) => {
+                    return Err(invalid(
+                        "spec.boundObjectRef.kind",
+                        format!(
+                            "Unsupported value: {other:?}: supported values: \"Pod\" (Secret and Node are not modelled)"
+                        ),
+                    ));
+                }
+            }
+        };
+        let now = self.inner.clock.now();
+        let expires = now.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds)).unwrap_or(now);
+        let pod_ref = pod.as_ref().map(|(n, u)| (n.as_str(), u.as_str()));
+        let seed = self.inner.options.seed;
+        let token = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(
+            seed,
+            namespace,
+            name,
+            pod_ref,
+            Some(expires),
+        );
+        let audiences = match body["spec"]["audiences"].as_array() {
+            Some(a) if !a.is_empty() => json!(a),
+            _ => json!(["https://kubernetes.default.svc.cluster.local"]),
+        };
+        let spec = json!({"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": body["spec"]["boundObjectRef"]});
+        Ok(Response::Json {
+            code: 201,
+            body: json!({
+                "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+                "spec": spec,
+                "status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+            }),
+            warnings: Vec::new(),
+        })
     }
 
     /// Records every request from now on, for [`ApiServer::audit`].
@@ -652,9 +758,18 @@ impl ApiServer {
         if let Some(code) = fail {
             return errors::injected(code).into();
         }
+        let mut request = request;
         if request.content_type.starts_with("application/vnd.kubernetes.protobuf") {
-            // Typed Go clients send protobuf first; 415 makes them fall back to JSON.
-            return errors::unsupported_media_type().into();
+            // Only `kubectl create token`'s TokenRequest is read as protobuf; other typed Go
+            // clients' protobuf bodies get 415 (protobuf is not modelled).
+            let token = request.method == ::http::Method::POST && request.path.ends_with("/token");
+            match protobuf::token_request(&request.body) {
+                Ok(json) if token => {
+                    request.content_type = "application/json".into();
+                    request.body = Bytes::from(json.to_string());
+                }
+                _ => return errors::unsupported_media_type().into(),
+            }
         }
         if request.body.len() > self.inner.options.max_body_bytes {
             return errors::too_large(self.inner.options.max_body_bytes).into();
@@ -705,6 +820,8 @@ impl ApiServer {
             (&Method::GET, false, None) if request.flag("watch") => return self.watch(&target, &request),
             (&Method::GET, false, None) => self.list(&target, &request).await,
             (&Method::GET, true, Some("scale")) => self.get_scale(&target),
+            (&Method::POST, true, Some("token")) => self.token_request(&target, &request),
+            (_, true, Some("token")) => Err(errors::method_not_allowed(request.method.as_str())),
             (&Method::GET, true, _) => self.get(&target),
             (&Method::POST, _, None) | (&Method::PUT | &Method::PATCH, true, _) | (&Method::DELETE, true, None) => {
                 self.admitted_write(&target, &request).await
@@ -852,7 +969,9 @@ fn resource_target(registry: &Registry, group: &str, version: &str, rest: &[&str
         return Err(not_found());
     }
     if let Some(sub) = sub
-        && !((*sub == "status" && rt.status) || (*sub == "scale" && rt.scale))
+        && !((*sub == "status" && rt.status)
+            || (*sub == "scale" && rt.scale)
+            || (*sub == "token" && rt.token_request()))
     {
         return Err(not_found());
     }

@@ -76,6 +76,11 @@ impl ResourceType {
         version_hash(&format!("{group}/{}/{}", self.id.version, self.kind))
     }
 
+    /// Whether this is the kind with the TokenRequest subresource (`serviceaccounts/token`).
+    pub fn token_request(&self) -> bool {
+        self.id.group.is_empty() && self.id.plural == "serviceaccounts"
+    }
+
     fn discovery_entry(&self) -> Vec<Value> {
         let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
         if self.id.plural == "namespaces" {
@@ -100,6 +105,12 @@ impl ResourceType {
             entries.push(json!({
                 "name": format!("{}/status", self.id.plural), "singularName": "", "namespaced": self.namespaced,
                 "kind": self.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if self.token_request() {
+            entries.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"],
             }));
         }
         if self.scale {
@@ -367,6 +378,9 @@ impl Registry {
             }
             if rt.scale {
                 subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+            }
+            if rt.token_request() {
+                subresources.push(json!({"subresource": "token", "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}, "verbs": ["create"]}));
             }
             let mut resource = json!({
                 "resource": rt.id.plural,
