@@ -35,6 +35,72 @@ async fn ok(kubeconfig: &Path, args: &[&str]) -> String {
     text(&output)
 }
 
+fn kubeconfig_for(dir: &Path, address: std::net::SocketAddr) -> PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {{server: \"http://{address}\"}}\n\
+             users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context: {{cluster: sim, user: sim, namespace: default}}\n\
+             current-context: sim\n"
+        ),
+    )
+    .expect("kubeconfig");
+    kubeconfig
+}
+
+/// `kubectl apply` of an edited built-in sends a strategic merge patch: keyed lists merge by key,
+/// so what the edit does not name survives (the webhook list kept its rules and failure policy,
+/// a Deployment its other container and the server's defaults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_of_edited_built_ins_merges_keyed_lists() {
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        common::skip("kubectl is not installed");
+        return;
+    }
+    let sim = common::start_cluster().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig_for(dir.path(), sim.address);
+    let manifest = dir.path().join("objects.yaml");
+    let write = |image: &str, timeout: u32, extra_env: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: 1\n  \
+                 selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      \
+                 containers:\n      - name: app\n        image: {image}\n        env: [{{name: A, value: '1'}}{extra_env}]\n      \
+                 - name: sidecar\n        image: busybox:1.36\n---\n\
+                 apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: hooks}}\nwebhooks:\n\
+                 - name: pods.example.com\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  failurePolicy: Ignore\n  \
+                 timeoutSeconds: {timeout}\n  clientConfig: {{url: 'https://hooks.example.com/validate'}}\n  \
+                 rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [configmaps]}}]\n"
+            ),
+        )
+        .expect("write");
+    };
+    let path = manifest.to_str().expect("path").to_string();
+    write("nginx:1.27", 5, "");
+    ok(&kubeconfig, &["apply", "-f", &path]).await;
+    write("nginx:1.28", 7, ", {name: B, value: '2'}");
+    let applied = ok(&kubeconfig, &["apply", "-f", &path]).await;
+    assert!(applied.contains("deployment.apps/web configured") && applied.contains("hooks configured"), "{applied}");
+
+    let deployment: serde_json::Value =
+        serde_json::from_str(&ok(&kubeconfig, &["get", "deployment", "web", "-o", "json"]).await).expect("JSON");
+    let containers = &deployment["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers.as_array().map(Vec::len), Some(2), "{containers}");
+    assert_eq!(containers[0]["image"], "nginx:1.28");
+    assert_eq!(containers[0]["env"], serde_json::json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+    assert_eq!(containers[0]["terminationMessagePath"], "/dev/termination-log", "the server's defaults survive");
+    let hooks: serde_json::Value =
+        serde_json::from_str(&ok(&kubeconfig, &["get", "validatingwebhookconfiguration", "hooks", "-o", "json"]).await)
+            .expect("JSON");
+    let hook = &hooks["webhooks"][0];
+    assert_eq!(hook["timeoutSeconds"], 7);
+    assert_eq!(hook["failurePolicy"], "Ignore", "{hook}");
+    assert_eq!(hook["rules"][0]["resources"], serde_json::json!(["configmaps"]), "{hook}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_gets_and_deletes_the_crds_and_examples() {
     if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
@@ -43,17 +109,7 @@ async fn kubectl_applies_gets_and_deletes_the_crds_and_examples() {
     }
     let sim = common::start_cluster().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster: {{server: \"http://{}\"}}\n\
-             users:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context: {{cluster: sim, user: sim, namespace: default}}\n\
-             current-context: sim\n",
-            sim.address
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = kubeconfig_for(dir.path(), sim.address);
 
     let applied = ok(&kubeconfig, &["apply", "-f", "deploy/base/crds/"]).await;
     assert!(applied.contains("sharedvolumes.sv.sharedvolume.io created"), "{applied}");

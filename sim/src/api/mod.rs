@@ -18,6 +18,7 @@ pub mod registry;
 pub mod schema;
 pub mod selector;
 pub mod store;
+mod strategic;
 mod table;
 mod watch;
 

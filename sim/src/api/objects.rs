@@ -642,7 +642,7 @@ impl ApiServer {
         match media.as_str() {
             "application/merge-patch+json" => json_patch::merge(&mut object, &body),
             "application/strategic-merge-patch+json" if !target.rt.custom => {
-                json_patch::merge(&mut object, &strip_directives(body));
+                super::strategic::apply(&mut object, &body)
             }
             "application/json-patch+json" => {
                 let patch: json_patch::Patch = serde_json::from_value(body.clone()).map_err(|_| {
@@ -1024,18 +1024,6 @@ fn apply_json_patch(object: &mut Value, patch: json_patch::Patch) -> Result<(), 
     }
     *object = working;
     Ok(())
-}
-
-/// Strategic-merge directives (`$patch`, `$setElementOrder/...`, `$retainKeys`) are dropped; the
-/// rest is applied as a merge patch (lists are replaced, not merged by key).
-fn strip_directives(mut patch: Value) -> Value {
-    if let Value::Object(map) = &mut patch {
-        map.retain(|k, _| !k.starts_with('$'));
-        for value in map.values_mut() {
-            *value = strip_directives(std::mem::take(value));
-        }
-    }
-    patch
 }
 
 const OBJECT_META_FIELDS: &[&str] = &[
