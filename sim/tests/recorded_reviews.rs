@@ -227,7 +227,11 @@ fn call_all(world: &mut World, calls: Vec<Call>) -> Vec<String> {
                 .uri(call.path.as_str())
                 .header(http::header::HOST, "api")
                 .header(http::header::AUTHORIZATION, format!("Bearer {}", sv_sim::api::auth::ADMIN_TOKEN))
-                .header(http::header::CONTENT_TYPE, "application/json")
+                // The only PATCH made here is a server-side apply (JSON is YAML).
+                .header(
+                    http::header::CONTENT_TYPE,
+                    if call.method == "PATCH" { "application/apply-patch+yaml" } else { "application/json" },
+                )
                 .header(http::header::USER_AGENT, "kubectl/v1.36.2 (linux/amd64) kubernetes/sim")
                 .body(http_body_util::Full::new(bytes::Bytes::from(call.body.to_string())))?;
             let answer =
@@ -406,4 +410,37 @@ fn deletes_give_the_reviews_a_real_server_sends() {
         .unwrap_or_else(|| panic!("no delete by the garbage collector: {collected:#?}"));
     let preconditions = &by_collector["options"]["preconditions"];
     assert!(preconditions["uid"].is_string() && preconditions["resourceVersion"].is_string(), "{preconditions}");
+}
+
+/// The recorded fact about server-side apply: an apply that creates is a CREATE review, with the
+/// apply's field manager, and managedFields of operation Apply.
+#[test]
+fn an_apply_that_creates_is_reviewed_as_a_create() {
+    let (mut world, reviews) = recording_world();
+    let mut pod = manifest("pod-plain.yaml");
+    pod["metadata"]["name"] = json!("applied");
+    let answers = call_all(
+        &mut world,
+        vec![Call {
+            case: "apply",
+            method: "PATCH",
+            path: "/api/v1/namespaces/team-a/pods/applied?fieldManager=kubectl&fieldValidation=Strict&force=false"
+                .into(),
+            body: pod,
+        }],
+    );
+    assert!(answers[0].contains(": 201 Created"), "{answers:?}");
+    let reviews = reviews.lock().expect("lock").clone();
+    let review = &reviews.iter().find(|r| r["request"]["name"] == "applied").expect("a review")["request"];
+    assert_eq!(review["operation"], "CREATE", "{review}");
+    assert!(review["oldObject"].is_null());
+    assert_eq!(
+        review["options"],
+        json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl", "fieldValidation": "Strict"})
+    );
+    assert_eq!(
+        review["object"]["metadata"]["managedFields"][0]["operation"], "Apply",
+        "{}",
+        review["object"]["metadata"]
+    );
 }

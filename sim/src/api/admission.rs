@@ -121,9 +121,15 @@ impl ApiServer {
 
     /// A write request, through admission when a webhook could apply to it.
     pub(super) async fn admitted_write(&self, target: &Target, request: &Request) -> Result<Response, ApiError> {
+        let applying = request.method == ::http::Method::PATCH
+            && request.content_type.starts_with("application/apply-patch")
+            && target.sub.is_none();
         let operation = match request.method {
             ::http::Method::POST => Operation::Create,
             ::http::Method::DELETE => Operation::Delete,
+            // A server-side apply of an object that does not exist creates it, and is reviewed as
+            // a CREATE (recorded).
+            _ if applying && self.current(&self.state(), target).is_err() => Operation::Create,
             _ => Operation::Update,
         };
         let delete_options = match operation {

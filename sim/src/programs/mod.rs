@@ -113,6 +113,9 @@ struct RunningPod {
     exited: Arc<AtomicBool>,
     /// When the kubelet signalled it to stop, and the pod's grace period.
     stopping: Option<(k8s_openapi::jiff::Timestamp, Duration)>,
+    /// When the kubelet saw the program gone after its stop signal: its host is crashed then
+    /// (a process that exits takes every thread with it), and the pod object goes a moment later.
+    exit_seen: Option<k8s_openapi::jiff::Timestamp>,
     /// Its Secret and ConfigMap volumes, projected again when their object changes.
     projections: Vec<pod::Projection>,
 }
@@ -125,6 +128,9 @@ struct Inner {
     pods: BTreeMap<String, RunningPod>,
     commands: Vec<HostCommand>,
 }
+
+/// How long after a program's exit the kubelet deletes its terminating pod (a status sync).
+const KUBELET_EXIT_REPORT: Duration = Duration::from_secs(1);
 
 /// The pod runtime of the simulation (see the module documentation). Clones share state, so the
 /// pods keep running when the API server's host restarts.
@@ -263,6 +269,7 @@ impl PodRuntime for Programs {
             lost: false,
             exited: Arc::new(AtomicBool::new(false)),
             stopping: None,
+            exit_seen: None,
             projections: Vec::new(),
         };
         // Volumes are mounted and the environment is resolved for every pod, ours or not.
@@ -331,12 +338,24 @@ impl PodRuntime for Programs {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         let now = self.lock().clock.now();
         let done = {
-            let inner = self.lock();
-            let Some(running) = inner.pods.get(uid) else { return true };
-            let exited = running.host.is_none() || running.lost || running.exited.load(Ordering::Relaxed);
+            let mut inner = self.lock();
+            let Some(running) = inner.pods.get_mut(uid) else { return true };
             let overdue =
                 running.stopping.is_some_and(|(since, grace)| now.duration_since(since).unsigned_abs() >= grace);
-            exited || overdue
+            if running.host.is_none() || running.lost {
+                true
+            } else if running.exited.load(Ordering::Relaxed) {
+                // The process is gone: what it left running (a spawned lease renewal) must not
+                // outlive it and call with the token of a pod about to be deleted. The kubelet
+                // reports the exit and deletes the pod on a later sync, as a real one does.
+                let first = running.exit_seen.is_none();
+                let seen = *running.exit_seen.get_or_insert(now);
+                let host = running.host.clone().filter(|_| first);
+                inner.commands.extend(host.map(|host| HostCommand::Crash { host }));
+                overdue || now.duration_since(seen).unsigned_abs() >= KUBELET_EXIT_REPORT
+            } else {
+                overdue
+            }
         };
         if done {
             self.stop_by_uid(uid);
@@ -356,6 +375,7 @@ impl PodRuntime for Programs {
         running.stop.cancel();
         if let Some(host) = running.host
             && !running.lost
+            && running.exit_seen.is_none()
         {
             inner.commands.push(HostCommand::Crash { host });
         }
