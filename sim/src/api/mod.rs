@@ -761,11 +761,10 @@ impl ApiServer {
         }
         let mut request = request;
         if request.content_type.starts_with("application/vnd.kubernetes.protobuf") {
-            // Only `kubectl create token`'s TokenRequest is read as protobuf; other typed Go
-            // clients' protobuf bodies get 415 (protobuf is not modelled).
-            let token = request.method == ::http::Method::POST && request.path.ends_with("/token");
-            match protobuf::token_request(&request.body) {
-                Ok(json) if token => {
+            // The creates kubectl sends only as protobuf (`create token`, `create namespace`) are
+            // read; other protobuf bodies get 415 (protobuf is not modelled).
+            match protobuf::to_json(&request.body) {
+                Ok(json) if request.method == ::http::Method::POST => {
                     request.content_type = "application/json".into();
                     request.body = Bytes::from(json.to_string());
                 }
@@ -792,7 +791,12 @@ impl ApiServer {
         let registry = &state.registry;
         let doc = |d: Option<Value>| d.map(Route::Doc).ok_or(ApiError::PlainNotFound);
         // client-go asks for aggregated discovery first and falls back to the legacy documents.
-        let aggregated = request.accept.contains("as=APIGroupDiscoveryList");
+        // Only `v2` is served, as by a v1.36 server (`v2beta1` was removed in v1.33): a client that
+        // asks for `v2beta1` alone (kubectl 1.27–1.29) gets the legacy documents it also accepts.
+        let aggregated = request
+            .accept
+            .split(',')
+            .any(|media| media.contains("as=APIGroupDiscoveryList") && media.split(';').any(|p| p.trim() == "v=v2"));
         match segments.as_slice() {
             ["version"] => Ok(Route::Doc(json!({
                 "major": "1", "minor": "36", "gitVersion": "v1.36.2-sv-sim", "platform": "linux/amd64",

@@ -1,12 +1,15 @@
-//! The one protobuf body the simulated server reads: a TokenRequest, which `kubectl create token`
-//! sends only as protobuf (its typed client does not fall back to JSON). Every other protobuf
-//! body gets `415 Unsupported Media Type`.
+//! The protobuf bodies the simulated server reads: the TokenRequest of `kubectl create token` and
+//! the Namespace of `kubectl create namespace`, which recent kubectl sends only as protobuf (its
+//! typed clients do not fall back to JSON). Every other protobuf body gets
+//! `415 Unsupported Media Type`.
 //!
 //! The wire format is Kubernetes' envelope: the magic `k8s\0`, then a `runtime.Unknown`
 //! (`typeMeta` = 1 with `apiVersion` = 1 and `kind` = 2, `raw` = 2), whose `raw` holds the
-//! object: `authentication.k8s.io/v1.TokenRequest` (`metadata` = 1, `spec` = 2), its spec
-//! (`audiences` = 1, `boundObjectRef` = 3, `expirationSeconds` = 4) and the reference (`kind` = 1,
-//! `apiVersion` = 2, `name` = 3, `uid` = 4), as in upstream's `generated.proto`.
+//! object, with the field numbers of upstream's `generated.proto`: a TokenRequest (`spec` = 2:
+//! `audiences` = 1, `boundObjectRef` = 3 with `kind` = 1, `apiVersion` = 2, `name` = 3, `uid` = 4,
+//! `expirationSeconds` = 4), a Namespace (`metadata` = 1, `spec` = 2 with `finalizers` = 1), and
+//! ObjectMeta (`name` = 1, `generateName` = 2, `namespace` = 3, `labels` = 11, `annotations` = 12,
+//! map entries `key` = 1, `value` = 2).
 
 use serde_json::{Value, json};
 
@@ -59,17 +62,19 @@ fn text(bytes: &[u8]) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
 }
 
-/// The TokenRequest in a protobuf body, as its JSON form.
-pub fn token_request(body: &[u8]) -> Result<Value, String> {
+/// The object in a protobuf body, as its JSON form: a TokenRequest or a Namespace.
+pub fn to_json(body: &[u8]) -> Result<Value, String> {
     let envelope = body.strip_prefix(MAGIC).ok_or("not a Kubernetes protobuf body (no k8s\\0 prefix)")?;
-    let mut kind = String::new();
+    let (mut api_version, mut kind) = (String::new(), String::new());
     let mut raw: &[u8] = &[];
     for (number, field) in fields(envelope)? {
         match (number, field) {
             (1, Field::Bytes(type_meta)) => {
                 for (number, field) in fields(type_meta)? {
-                    if let (2, Field::Bytes(value)) = (number, field) {
-                        kind = text(value)?;
+                    match (number, field) {
+                        (1, Field::Bytes(value)) => api_version = text(value)?,
+                        (2, Field::Bytes(value)) => kind = text(value)?,
+                        _ => {}
                     }
                 }
             }
@@ -77,17 +82,24 @@ pub fn token_request(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    if kind != "TokenRequest" {
-        return Err(format!("a protobuf {kind:?} is not read here; send JSON"));
-    }
+    let mut object = match kind.as_str() {
+        "TokenRequest" => token_request(raw)?,
+        "Namespace" => namespace(raw)?,
+        other => return Err(format!("a protobuf {other:?} is not read here; send JSON")),
+    };
+    object["apiVersion"] = json!(api_version);
+    object["kind"] = json!(kind);
+    Ok(object)
+}
+
+fn token_request(raw: &[u8]) -> Result<Value, String> {
     let mut spec = json!({});
     for (number, field) in fields(raw)? {
         let (2, Field::Bytes(spec_bytes)) = (number, field) else { continue };
         for (number, field) in fields(spec_bytes)? {
             match (number, field) {
                 (1, Field::Bytes(audience)) => {
-                    let audiences = spec["audiences"].as_array().cloned().unwrap_or_default();
-                    let mut audiences = audiences;
+                    let mut audiences = spec["audiences"].as_array().cloned().unwrap_or_default();
                     audiences.push(json!(text(audience)?));
                     spec["audiences"] = json!(audiences);
                 }
@@ -112,7 +124,54 @@ pub fn token_request(body: &[u8]) -> Result<Value, String> {
             }
         }
     }
-    Ok(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}))
+    Ok(json!({"spec": spec}))
+}
+
+fn namespace(raw: &[u8]) -> Result<Value, String> {
+    let mut object = json!({"metadata": {}});
+    for (number, field) in fields(raw)? {
+        match (number, field) {
+            (1, Field::Bytes(meta)) => object["metadata"] = object_meta(meta)?,
+            (2, Field::Bytes(spec)) => {
+                let mut finalizers = Vec::new();
+                for (number, field) in fields(spec)? {
+                    if let (1, Field::Bytes(value)) = (number, field) {
+                        finalizers.push(json!(text(value)?));
+                    }
+                }
+                if !finalizers.is_empty() {
+                    object["spec"] = json!({"finalizers": finalizers});
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(object)
+}
+
+fn object_meta(bytes: &[u8]) -> Result<Value, String> {
+    let mut meta = json!({});
+    for (number, field) in fields(bytes)? {
+        let Field::Bytes(value) = field else { continue };
+        match number {
+            1 => meta["name"] = json!(text(value)?),
+            2 => meta["generateName"] = json!(text(value)?),
+            3 => meta["namespace"] = json!(text(value)?),
+            11 | 12 => {
+                let (mut key, mut entry) = (String::new(), String::new());
+                for (number, field) in fields(value)? {
+                    match (number, field) {
+                        (1, Field::Bytes(k)) => key = text(k)?,
+                        (2, Field::Bytes(v)) => entry = text(v)?,
+                        _ => {}
+                    }
+                }
+                meta[if number == 11 { "labels" } else { "annotations" }][key] = json!(entry);
+            }
+            _ => {}
+        }
+    }
+    Ok(meta)
 }
 
 #[cfg(test)]
@@ -126,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn a_token_request_reads_as_its_json_and_other_bodies_are_refused() {
+    fn token_requests_and_namespaces_read_as_their_json_and_other_bodies_are_refused() {
         let mut reference = field(1, b"Pod");
         reference.extend(field(3, b"web-0"));
         let mut spec = field(1, b"api");
@@ -138,18 +197,37 @@ mod tests {
         let mut body = MAGIC.to_vec();
         body.extend(field(1, &type_meta));
         body.extend(field(2, &raw));
-        let request = token_request(&body).expect("decodes");
+        let request = to_json(&body).expect("decodes");
+        assert_eq!(
+            (request["apiVersion"].as_str(), request["kind"].as_str()),
+            (Some("authentication.k8s.io/v1"), Some("TokenRequest"))
+        );
         assert_eq!(
             request["spec"],
             json!({"audiences": ["api"], "expirationSeconds": 600, "boundObjectRef": {"kind": "Pod", "name": "web-0"}})
         );
 
-        assert!(token_request(b"{}").is_err(), "JSON is not protobuf");
+        assert!(to_json(b"{}").is_err(), "JSON is not protobuf");
         let mut pod = MAGIC.to_vec();
         pod.extend(field(1, &field(2, b"Pod")));
-        assert!(token_request(&pod).expect_err("a pod").contains("send JSON"));
+        assert!(to_json(&pod).expect_err("a pod").contains("send JSON"));
         let mut truncated = body.clone();
         truncated.truncate(body.len() - 3);
-        assert!(token_request(&truncated).is_err(), "a cut message is an error, not a panic");
+        assert!(to_json(&truncated).is_err(), "a cut message is an error, not a panic");
+
+        // `kubectl create namespace team --dry-run` with a label, as kubectl 1.33 encodes it.
+        let mut label = field(1, b"team");
+        label.extend(field(2, b"a"));
+        let mut meta = field(1, b"team");
+        meta.extend(field(11, &label));
+        let mut type_meta = field(1, b"v1");
+        type_meta.extend(field(2, b"Namespace"));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &type_meta));
+        body.extend(field(2, &field(1, &meta)));
+        assert_eq!(
+            to_json(&body).expect("a namespace"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"team": "a"}}})
+        );
     }
 }
