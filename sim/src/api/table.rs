@@ -1,7 +1,7 @@
 //! Server-side printing: the `meta.k8s.io/v1` Table that `kubectl get` asks for. Custom resources
 //! get their CRD's `additionalPrinterColumns`; the common built-in kinds get the columns the real
 //! server prints for them (pods, deployments, replica sets, stateful sets, services, claims,
-//! volumes, nodes, namespaces); any other kind gets Name and Age.
+//! volumes, nodes, namespaces, core Events); any other kind gets Name and Age.
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -14,6 +14,9 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
         Some(items) => items.iter().collect(),
         None => vec![body],
     };
+    if rt.id.group.is_empty() && rt.id.plural == "events" {
+        return events(body, &objects, now);
+    }
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
@@ -47,6 +50,77 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
                 cells.push(age(&object["metadata"]["creationTimestamp"], now));
             }
             let mut metadata = object["metadata"].clone();
+            if let Some(meta) = metadata.as_object_mut() {
+                meta.remove("managedFields");
+            }
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata}})
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+        "columnDefinitions": columns, "rows": rows,
+    })
+}
+
+/// Core Events as the real server prints them (`printEvent`): no Name column first, and the
+/// columns of `-o wide` (priority 1) always there, as the server prints wide for kubectl to trim.
+fn events(body: &Value, objects: &[&Value], now: &Timestamp) -> Value {
+    let column = |name: &str, priority: u8| json!({"name": name, "type": "string", "format": "", "description": name, "priority": priority});
+    let columns = vec![
+        column("Last Seen", 0),
+        column("Type", 0),
+        column("Reason", 0),
+        column("Object", 0),
+        column("Subobject", 1),
+        column("Source", 1),
+        column("Message", 0),
+        column("First Seen", 1),
+        column("Count", 1),
+        column("Name", 1),
+    ];
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|event| {
+            let since = |value: &Value| match age(value, now) {
+                Value::Null => json!("<unknown>"),
+                text => text,
+            };
+            let first = match &event["firstTimestamp"] {
+                Value::Null => since(&event["eventTime"]),
+                value => since(value),
+            };
+            let (last, count) = match (&event["series"], &event["lastTimestamp"]) {
+                (series, _) if series.is_object() => {
+                    (since(&series["lastObservedTime"]), series["count"].as_i64().unwrap_or(1))
+                }
+                (_, Value::Null) => (first.clone(), event["count"].as_i64().filter(|c| *c > 0).unwrap_or(1)),
+                (_, value) => (since(value), event["count"].as_i64().filter(|c| *c > 0).unwrap_or(1)),
+            };
+            let involved = &event["involvedObject"];
+            let kind = involved["kind"].as_str().unwrap_or_default().to_lowercase();
+            let target = match involved["name"].as_str().filter(|n| !n.is_empty()) {
+                Some(name) => format!("{kind}/{name}"),
+                None => kind,
+            };
+            let source = match (event["source"]["component"].as_str(), event["reportingComponent"].as_str()) {
+                (Some(component), _) if !component.is_empty() => component.to_string(),
+                (_, Some(reporter)) => reporter.to_string(),
+                _ => String::new(),
+            };
+            let cells = json!([
+                last,
+                text(&event["type"]),
+                text(&event["reason"]),
+                target,
+                text(&involved["fieldPath"]),
+                source,
+                event["message"].as_str().unwrap_or_default().trim(),
+                first,
+                count,
+                text(&event["metadata"]["name"]),
+            ]);
+            let mut metadata = event["metadata"].clone();
             if let Some(meta) = metadata.as_object_mut() {
                 meta.remove("managedFields");
             }
@@ -198,6 +272,39 @@ fn age(timestamp: &Value, now: &Timestamp) -> Value {
 mod tests {
     use super::*;
     use crate::api::Registry;
+
+    #[test]
+    fn core_events_print_as_kubectl_get_events_shows_them() {
+        let registry = Registry::default();
+        let events = registry.find("", "v1", "events").expect("events");
+        let event = json!({"metadata": {"name": "http-sv.1"}, "type": "Warning", "reason": "ApplyFailed",
+            "involvedObject": {"kind": "SharedVolume", "name": "http-sv"}, "message": " could not apply \n",
+            "reportingComponent": "sharedvolume-operator", "eventTime": "2026-01-01T00:01:00.000000Z",
+            "firstTimestamp": null, "lastTimestamp": null, "source": {}});
+        let now: Timestamp = "2026-01-01T00:03:00Z".parse().expect("time");
+        let table = render(events, &event, &now);
+        let names: Vec<&str> =
+            table["columnDefinitions"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["Last Seen", "Type", "Reason", "Object", "Subobject", "Source", "Message", "First Seen", "Count", "Name"]
+        );
+        assert_eq!(
+            table["rows"][0]["cells"],
+            json!([
+                "2m",
+                "Warning",
+                "ApplyFailed",
+                "sharedvolume/http-sv",
+                "",
+                "sharedvolume-operator",
+                "could not apply",
+                "2m",
+                1,
+                "http-sv.1"
+            ])
+        );
+    }
 
     #[test]
     fn pods_print_readiness_status_restarts_and_node() {
