@@ -164,13 +164,19 @@ pub fn run(config: ServeConfig, stop: &AtomicBool, mut notify: impl FnMut(Notice
     notify(Notice::Serving { address, kubeconfig: config.kubeconfig.clone() });
 
     let mut exports = Exports::default();
+    // The exports change only with the stored objects (volumes, Services, Endpoints, pods).
+    let mut seen_version = None;
     let wall = Instant::now();
     let simulated_start = world.elapsed();
     let mut warned_behind = false;
     while !stop.load(Ordering::Relaxed) {
         world.run_for(Duration::from_millis(50)).map_err(|e| ServeError::Simulation(e.to_string()))?;
-        for notice in exports.refresh(&world, &bridge) {
-            notify(notice);
+        let version = world.api.state().store.resource_version();
+        if seen_version != Some(version) {
+            seen_version = Some(version);
+            for notice in exports.refresh(&world, &bridge) {
+                notify(notice);
+            }
         }
         let simulated = (world.elapsed() - simulated_start).as_secs_f64() / config.pace;
         let real = wall.elapsed().as_secs_f64();

@@ -35,6 +35,19 @@ async fn ok(kubeconfig: &Path, args: &[&str]) -> String {
     text(&output)
 }
 
+/// A loopback cluster, a folder, and a kubeconfig in it for kubectl; None (and a skip) where
+/// kubectl is missing.
+async fn cluster_for_kubectl() -> Option<(common::Loopback, tempfile::TempDir, PathBuf)> {
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        common::skip("kubectl is not installed");
+        return None;
+    }
+    let sim = common::start_cluster().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig_for(dir.path(), sim.address);
+    Some((sim, dir, kubeconfig))
+}
+
 fn kubeconfig_for(dir: &Path, address: std::net::SocketAddr) -> PathBuf {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
@@ -54,13 +67,7 @@ fn kubeconfig_for(dir: &Path, address: std::net::SocketAddr) -> PathBuf {
 /// a Deployment its other container and the server's defaults).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_of_edited_built_ins_merges_keyed_lists() {
-    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
-        common::skip("kubectl is not installed");
-        return;
-    }
-    let sim = common::start_cluster().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = kubeconfig_for(dir.path(), sim.address);
+    let Some((_sim, dir, kubeconfig)) = cluster_for_kubectl().await else { return };
     let manifest = dir.path().join("objects.yaml");
     let write = |image: &str, timeout: u32, extra_env: &str| {
         std::fs::write(
@@ -103,13 +110,7 @@ async fn kubectl_apply_of_edited_built_ins_merges_keyed_lists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_gets_and_deletes_the_crds_and_examples() {
-    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
-        common::skip("kubectl is not installed");
-        return;
-    }
-    let sim = common::start_cluster().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = kubeconfig_for(dir.path(), sim.address);
+    let Some((_sim, dir, kubeconfig)) = cluster_for_kubectl().await else { return };
 
     let applied = ok(&kubeconfig, &["apply", "-f", "deploy/base/crds/"]).await;
     assert!(applied.contains("sharedvolumes.sv.sharedvolume.io created"), "{applied}");

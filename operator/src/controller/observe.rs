@@ -249,26 +249,29 @@ pub fn syncer_nodes(own_pods: &Store<Pod>, reference: &str) -> BTreeSet<String> 
 /// `CreateContainerConfigError`): `pod P: container C is waiting: REASON: MESSAGE`.
 pub fn waiting_pod(own_pods: &Store<Pod>, reference: &str, component: &str) -> Option<String> {
     const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
-    let mut pods = own_pods.state();
-    pods.sort_by_key(|p| p.name_any());
-    pods.iter()
+    // The cache holds every volume's pods: pick this volume's before ordering them.
+    let mut pods: Vec<_> = own_pods
+        .state()
+        .into_iter()
         .filter(|pod| pod.labels().get(labels::REFERENCE).map(String::as_str) == Some(reference))
         .filter(|pod| pod.labels().get(labels::COMPONENT).map(String::as_str) == Some(component))
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .find_map(|pod| {
-            let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-            statuses.iter().find_map(|c| {
-                let waiting = c.state.as_ref()?.waiting.as_ref()?;
-                let reason = waiting.reason.as_deref().filter(|r| !STARTING.contains(r))?;
-                // A pull error quotes registry URLs: no credential in one reaches the status.
-                let message = waiting
-                    .message
-                    .as_deref()
-                    .map(|m| format!(": {}", sv_api::redact::scrub_userinfo(m)))
-                    .unwrap_or_default();
-                Some(format!("pod {}: container {} is waiting: {reason}{message}", pod.name_any(), c.name))
-            })
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
+    pods.iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref().filter(|r| !STARTING.contains(r))?;
+            // A pull error quotes registry URLs: no credential in one reaches the status.
+            let message = waiting
+                .message
+                .as_deref()
+                .map(|m| format!(": {}", sv_api::redact::scrub_userinfo(m)))
+                .unwrap_or_default();
+            Some(format!("pod {}: container {} is waiting: {reason}{message}", pod.name_any(), c.name))
         })
+    })
 }
 
 /// Names of volumes of `kind` a pod asks for, as reconcile keys: (namespace, name).

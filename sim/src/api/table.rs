@@ -49,13 +49,23 @@ pub fn render(rt: &ResourceType, body: &Value, now: &Timestamp) -> Value {
             if !has_age {
                 cells.push(age(&object["metadata"]["creationTimestamp"], now));
             }
-            let mut metadata = object["metadata"].clone();
-            if let Some(meta) = metadata.as_object_mut() {
-                meta.remove("managedFields");
-            }
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata}})
+            row(json!(cells), object)
         })
         .collect();
+    table(body, columns, rows)
+}
+
+/// A row: its cells, and the object's metadata without its managedFields.
+fn row(cells: Value, object: &Value) -> Value {
+    let mut metadata = object["metadata"].clone();
+    if let Some(meta) = metadata.as_object_mut() {
+        meta.remove("managedFields");
+    }
+    json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata}})
+}
+
+/// The Table of `rows` under `columns`, at the resource version of `body`.
+fn table(body: &Value, columns: Vec<Value>, rows: Vec<Value>) -> Value {
     json!({
         "kind": "Table", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
@@ -120,18 +130,10 @@ fn events(body: &Value, objects: &[&Value], now: &Timestamp) -> Value {
                 count,
                 text(&event["metadata"]["name"]),
             ]);
-            let mut metadata = event["metadata"].clone();
-            if let Some(meta) = metadata.as_object_mut() {
-                meta.remove("managedFields");
-            }
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata}})
+            row(cells, event)
         })
         .collect();
-    json!({
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-        "columnDefinitions": columns, "rows": rows,
-    })
+    table(body, columns, rows)
 }
 
 type Cell = fn(&Value) -> Value;
