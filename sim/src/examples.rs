@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::api::ApiServer;
+use crate::programs::consumer::{CONSUMER_IMAGE, Mounts, PodRecord, stateful_set};
+use crate::programs::{SimFile, SourceState};
 use crate::world::{World, WorldConfig};
 
 /// The bundled example manifests, embedded so the run needs no files.
@@ -55,7 +57,17 @@ pub struct Report {
     pub simulated: Duration,
     pub wall: Duration,
     pub trace_hash: String,
+    /// What each consumer pod saw.
+    pub consumers: Vec<ConsumerLine>,
     pub errors: Vec<String>,
+}
+
+/// One consumer pod of the main job, the volume it used, and what it saw.
+#[derive(Clone, Debug)]
+pub struct ConsumerLine {
+    pub pod: String,
+    pub volume: String,
+    pub record: PodRecord,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +188,8 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
             .collect();
         errors.push(format!("not settled within {:.0} simulated seconds: {stuck:?}", settled_after.as_secs_f64()));
     }
+    let consumers =
+        if all_settled { use_the_volumes(&mut world, &mut errors).map_err(simulation)? } else { Vec::new() };
     let mut reports: Vec<VolumeReport> = volumes(&world.api)
         .iter()
         .map(|v| VolumeReport {
@@ -222,8 +236,117 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
         simulated: world.elapsed(),
         wall: wall.elapsed(),
         trace_hash: world.trace_hash(),
+        consumers,
         errors,
     })
+}
+
+/// The consumers of the main job: (namespace, name, volume, arguments). Readers and holders of the
+/// HTTP volumes, writers of the volumes without a source, in three namespaces.
+const CONSUMERS: &[(&str, &str, Mounts<'static>, &str)] = &[
+    ("default", "reader", Mounts::Shared("http-sv"), "reader --mount=/opt/mnt/http"),
+    ("default", "holder", Mounts::Shared("http-sv"), "holder --mount=/opt/mnt/http"),
+    ("default", "writer", Mounts::Shared("nosource-sv"), "writer --mount=/opt/mnt/nosource --stable=unstable"),
+    ("team-a", "reader", Mounts::Cluster("http-csv"), "reader --mount=/opt/mnt/http"),
+    ("team-a", "writer", Mounts::Cluster("nosource-csv"), "writer --mount=/opt/mnt/nosource --stable=file-sync"),
+    ("team-b", "reader", Mounts::Cluster("http-csv"), "reader --mount=/opt/mnt/http"),
+    ("team-b", "holder", Mounts::Cluster("nosource-csv"), "holder --mount=/opt/mnt/nosource"),
+];
+
+/// What the consumers must do before the run goes on.
+const CONSUMER_ROUNDS: u64 = 5;
+
+/// Installs the webhook, starts [`CONSUMERS`], publishes a new revision of the HTTP source under
+/// the readers, and removes the consumers again (a volume in use is not deleted). A broken
+/// invariant stops the run (an error); what stands in the way is added to `errors`.
+fn use_the_volumes(
+    world: &mut World,
+    errors: &mut Vec<String>,
+) -> Result<Vec<ConsumerLine>, Box<dyn std::error::Error>> {
+    let mut objects: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml"))?;
+    objects.retain(|o| !o.is_null());
+    for namespace in ["team-a", "team-b"] {
+        objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+    }
+    errors.extend(world.create_all(objects).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+    if !world.run_until(Duration::from_secs(300), crate::install::webhook_serving)? {
+        errors.push("the webhook did not serve within 300 simulated seconds".into());
+        return Ok(Vec::new());
+    }
+    let sets: Vec<Value> = CONSUMERS
+        .iter()
+        .map(|(namespace, name, volume, args)| {
+            let args: Vec<String> = args.split(' ').map(str::to_string).collect();
+            stateful_set(namespace, name, *volume, &args)
+        })
+        .collect();
+    errors.extend(world.create_all(sets).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+    let pods: Vec<String> = CONSUMERS.iter().map(|(namespace, name, ..)| format!("{namespace}/{name}-0")).collect();
+    let rounds = |world: &World| -> Vec<u64> {
+        let records = world.consumers().pods();
+        pods.iter().map(|p| records.get(p).map_or(0, |r| r.rounds)).collect()
+    };
+    let wait_rounds =
+        |world: &mut World, errors: &mut Vec<String>, what: &str| -> Result<(), Box<dyn std::error::Error>> {
+            let before = rounds(world);
+            let until = world.elapsed() + Duration::from_secs(300);
+            while rounds(world).iter().zip(&before).any(|(now, was)| *now < was + CONSUMER_ROUNDS) {
+                if world.elapsed() >= until {
+                    errors.push(format!(
+                        "{what}: consumers made fewer than {CONSUMER_ROUNDS} rounds in 300 simulated seconds"
+                    ));
+                    return Ok(());
+                }
+                world.run_for(Duration::from_millis(500))?;
+            }
+            Ok(())
+        };
+    wait_rounds(world, errors, "consumers starting")?;
+    // A new revision of the HTTP source (both HTTP volumes sync it) while the readers read.
+    let identity = "http https://raw.githubusercontent.com/distribution/distribution/main/README.md";
+    let files = vec![SimFile::new("README.md", "The second revision.\n"), SimFile::new("docs/new.md", "New.\n")];
+    world.sources().set(identity, SourceState::Tree { revision: "sim-2".into(), files, credential: None });
+    let republished = |api: &ApiServer| {
+        volumes(api)
+            .iter()
+            .filter(|v| ["http-sv", "http-csv"].contains(&v["metadata"]["name"].as_str().unwrap_or_default()))
+            .all(|v| v["status"]["sync"]["revision"] == "sim-2")
+    };
+    if !world.run_until(Duration::from_secs(300), republished)? {
+        errors.push("the HTTP volumes did not publish the new revision within 300 simulated seconds".into());
+    }
+    wait_rounds(world, errors, "after the new revision")?;
+    // The consumers go, and with the last consumer of a namespace its claims (the webhook's).
+    for (namespace, name, ..) in CONSUMERS {
+        let mut state = world.api.state();
+        let Some(rt) = state.registry.find("apps", "v1", "statefulsets").cloned() else { continue };
+        if let Err(e) = world.api.delete_in(&mut state, &rt, namespace, name, &Default::default()) {
+            errors.push(format!("deleting consumer {namespace}/{name}: {e:?}"));
+        }
+    }
+    let gone = |api: &ApiServer| {
+        let state = api.state();
+        state.registry.find("", "v1", "pods").is_some_and(|rt| {
+            state.store.list(&rt.id, None).all(|(_, p)| {
+                p["spec"]["containers"][0]["image"].as_str().is_none_or(|i| !i.starts_with(CONSUMER_IMAGE))
+            })
+        })
+    };
+    if !world.run_until(Duration::from_secs(300), gone)? {
+        errors.push("the consumer pods were not gone within 300 simulated seconds".into());
+    }
+    let records = world.consumers().pods();
+    Ok(CONSUMERS
+        .iter()
+        .map(|(namespace, name, volume, _)| {
+            let pod = format!("{namespace}/{name}-0");
+            let volume = match volume {
+                Mounts::Shared(v) => format!("SharedVolume {namespace}/{v}"),
+                Mounts::Cluster(v) => format!("ClusterSharedVolume {v}"),
+            };
+            ConsumerLine { record: records.get(&pod).cloned().unwrap_or_default(), pod, volume }
+        })
+        .collect())
 }
 
 impl Report {
@@ -284,6 +407,41 @@ impl fmt::Display for Report {
         if self.volumes.iter().any(|v| v.phase == "Failed") {
             writeln!(f, "A Failed volume names what this cluster does not have (see its NfsServerReady reason).")?;
         }
+        if !self.consumers.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "Consumer pods over NFS (the test image, mounted by the webhook; a new revision was published under them):"
+            )?;
+            writeln!(
+                f,
+                "{:<18} {:<7} {:<38} {:>6} {:>8}  what was checked",
+                "pod", "role", "volume", "rounds", "errors"
+            )?;
+            for c in &self.consumers {
+                let r = &c.record;
+                let checked = match r.role.as_str() {
+                    "reader" => {
+                        let revisions: Vec<&str> = r.revisions.iter().map(String::as_str).collect();
+                        format!("{} files read in whole revisions ({})", r.checked, revisions.join(", "))
+                    }
+                    "writer" => format!("{} records acknowledged and read back", r.acknowledged),
+                    _ => format!("{} uses of held handles", r.checked),
+                };
+                writeln!(f, "{:<18} {:<7} {:<38} {:>6} {:>8}  {checked}", c.pod, r.role, c.volume, r.rounds, r.errors)?;
+            }
+            let rounds = |role: &str| {
+                self.consumers.iter().filter(|c| c.record.role == role).map(|c| c.record.rounds).sum::<u64>()
+            };
+            writeln!(
+                f,
+                "Invariants, checked after every simulated step: no reader saw a mixed revision ({} whole revisions read), \
+                 no acknowledged write was lost ({} read-backs), no held handle answered STALE ({} holder rounds).",
+                rounds("reader"),
+                rounds("writer"),
+                rounds("holder")
+            )?;
+        }
         if self.left_after_delete.is_empty() {
             writeln!(f, "After deleting every volume, nothing the operator created is left.")?;
         } else {
@@ -300,10 +458,11 @@ impl fmt::Display for Report {
         let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}.",
+            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}; replay with --seed {}.",
             self.simulated.as_secs_f64(),
             self.wall.as_secs_f64(),
-            self.trace_hash
+            self.trace_hash,
+            self.seed
         )
     }
 }

@@ -19,11 +19,14 @@ struct Cli {
 enum Command {
     /// The main job: apply the bundled examples to a simulated three-node cluster running the real
     /// operator, wait until every volume settles, delete them all, check the cleanup, and print a
-    /// summary with the run's trace hash.
+    /// summary with the run's trace hash. With a scenario file (`scenarios/*.yaml`), replay that
+    /// instead and print its timeline, the volumes and consumers at the end, and the invariants.
     Run {
-        /// Seed of the simulation (same seed, same trace hash).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// A scenario to replay instead of the main job.
+        scenario: Option<PathBuf>,
+        /// Seed of the simulation [default: 1, or the scenario's own].
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// The whole system on this machine: the main job's simulated cluster, paced to the wall
     /// clock, its API server on a loopback port for kubectl (a kubeconfig is written for it), and
@@ -55,7 +58,22 @@ async fn main() -> anyhow::Result<()> {
     sv_operator::install_crypto_provider();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     match Cli::parse().command {
-        Command::Run { seed } => {
+        Command::Run { scenario: Some(file), seed } => {
+            let mut scenario = sv_sim::scenario::Scenario::load(&file)?;
+            if let Some(seed) = seed {
+                scenario.seed = seed;
+            }
+            let report = tokio::task::spawn_blocking(move || scenario.run()).await?;
+            match report {
+                Ok(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("{}: {e}", file.display()),
+            }
+        }
+        Command::Run { scenario: None, seed } => {
+            let seed = seed.unwrap_or(1);
             let report = tokio::task::spawn_blocking(move || sv_sim::examples::run(seed)).await??;
             print!("{report}");
             if !report.errors.is_empty() || !report.left_after_delete.is_empty() {

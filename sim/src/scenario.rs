@@ -2,7 +2,11 @@
 //! simulated cluster ([`World`]), checking the system's invariants after every step:
 //!
 //! - the NFS address a volume reports never changes once set (consumers mount it);
-//! - no value of any Secret created during the run appears in a volume's status or an Event.
+//! - no value of any Secret created during the run appears in a volume's status or an Event;
+//!
+//! and, after every simulated step, what the consumer pods check over NFS
+//! ([`crate::programs::consumer`]): no reader sees a mixed revision, no acknowledged write is lost,
+//! no held handle answers STALE. A broken invariant stops the run at that step with the seed.
 //!
 //! ```yaml
 //! description: what the scenario shows
@@ -10,6 +14,10 @@
 //! steps:
 //!   - install: true       # the operator's namespace, a default StorageClass, the CRDs
 //!   - example: 13-http.yaml
+//!   - webhook: true       # deploy/base/webhook.yaml, waited for until it serves
+//!   - consumer: {name: reader, volume: http-sv, role: reader}   # namespace default; role
+//!                         # reader | writer | holder; writer: stable: unstable | file-sync
+//!   - waitForConsumers: {rounds: 3, within: 2m}   # every consumer made 3 more rounds
 //!   - apply: |            # any manifests
 //!       apiVersion: v1 ...
 //!   - waitFor: {volume: default/http-sv, phase: Ready, within: 5m}
@@ -26,7 +34,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::ApiServer;
@@ -53,7 +61,7 @@ fn default_seed() -> u64 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Step {
     Install(bool),
@@ -80,40 +88,77 @@ pub enum Step {
     },
     Delete {
         kind: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
         name: String,
     },
     ExpectClean {
         within: String,
     },
+    /// Installs the admission webhook from `deploy/base/webhook.yaml` and waits until it serves.
+    Webhook(bool),
+    /// A consumer pod of a volume (a StatefulSet of the test image, mutated by the webhook).
+    Consumer(ConsumerStep),
+    /// Waits until every consumer pod has made `rounds` more rounds.
+    WaitForConsumers {
+        rounds: u64,
+        within: String,
+    },
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerStep {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The SharedVolume (in the pod's namespace) or ClusterSharedVolume it mounts.
+    pub volume: String,
+    /// `reader`, `writer` or `holder`.
+    pub role: String,
+    /// A writer's `--stable` (`unstable`, the default, or `file-sync`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
+    /// Time between rounds (default 1s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
 }
 
 /// A condition on a volume, waited for up to `within` (default: it must hold now).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Wait {
     /// `namespace/name` of a SharedVolume, or `name` of a ClusterSharedVolume.
     pub volume: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// `Type=Status` or `Type=Status/Reason`, e.g. `Synced=False/SyncFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
     /// The published revision (`status.sync.revision`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceStep {
     pub identity: String,
     pub revision: String,
     pub files: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
 
 /// A host: a name (`api`, `operator`, `sources`, a node for `loseNode`), or the pod of a volume's
 /// component (`nfs-server`, `syncer`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum HostRef {
     Name(String),
@@ -123,7 +168,7 @@ pub enum HostRef {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodOf {
     pub volume: String,
@@ -146,28 +191,42 @@ impl Scenario {
         serde_saphyr::from_str(&text).map_err(|e| ScenarioError::Parse { file, message: e.to_string() })
     }
 
-    /// Replays the steps; returns the trace hash of the run.
-    pub fn run(&self) -> Result<String, ScenarioError> {
+    /// Replays the steps; returns what happened.
+    pub fn run(&self) -> Result<ScenarioReport, ScenarioError> {
         let config = WorldConfig {
             seed: self.seed,
             operator: self.operator.unwrap_or(true),
             external_nfs: self.external_nfs.clone(),
             ..WorldConfig::default()
         };
-        let mut run = Run {
-            world: World::new(config).map_err(|e| step_error(0, "world", e))?,
-            addresses: BTreeMap::new(),
-            secrets: Vec::new(),
-            events_checked: 0,
-        };
+        let wall = std::time::Instant::now();
+        let mut run = Run::new(World::new(config).map_err(|e| step_error(0, "world", e))?, Vec::new());
+        let mut timeline = Vec::new();
         for (index, step) in self.steps.iter().enumerate() {
             let number = index + 1;
-            let what = format!("{step:?}").chars().take(80).collect::<String>();
+            let what = step.describe();
+            let started = run.world.elapsed();
             run.step(step).map_err(|message| ScenarioError::Step { step: number, what: what.clone(), message })?;
-            run.check_invariants().map_err(|message| ScenarioError::Step { step: number, what, message })?;
+            run.check_invariants().map_err(|message| ScenarioError::Step {
+                step: number,
+                what: what.clone(),
+                message,
+            })?;
+            timeline.push(TimelineEntry { started, took: run.world.elapsed() - started, step: what });
         }
         run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
-        Ok(run.world.trace_hash())
+        Ok(ScenarioReport {
+            description: self.description.trim().to_string(),
+            seed: self.seed,
+            timeline,
+            volumes: volumes(&run.world.api).iter().map(VolumeLine::of).collect(),
+            consumers: run.world.consumers().pods(),
+            invariants: run.invariant_counts(),
+            failovers: run.failovers(),
+            simulated: run.world.elapsed(),
+            wall: wall.elapsed(),
+            trace_hash: run.world.trace_hash(),
+        })
     }
 }
 
@@ -183,6 +242,137 @@ struct Run {
     secrets: Vec<String>,
     /// Events the Secret-value invariant looked at, over the whole run.
     events_checked: usize,
+    /// Volume statuses the address and Secret invariants looked at.
+    statuses_checked: usize,
+    /// Whether the scenario started consumers (their invariants must then have checked something).
+    consumers: bool,
+    /// Each consumer pod (`namespace/name-0`) and the volume it mounts (`namespace/name`).
+    consumer_volumes: BTreeMap<String, String>,
+    /// Faults of an NFS server: what, of which volume, and when.
+    faults: Vec<(String, String, Duration)>,
+}
+
+/// One step of a replayed scenario, with when it started and how long it took (simulated).
+#[derive(Clone, Debug)]
+pub struct TimelineEntry {
+    pub started: Duration,
+    pub took: Duration,
+    pub step: String,
+}
+
+/// A volume at the end of a scenario.
+#[derive(Clone, Debug)]
+pub struct VolumeLine {
+    pub volume: String,
+    pub phase: String,
+    pub revision: String,
+    pub nfs_address: String,
+}
+
+impl VolumeLine {
+    fn of(volume: &Value) -> Self {
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+        Self {
+            volume: format!("{} {}", volume["kind"].as_str().unwrap_or_default(), volume_key(volume)),
+            phase: text(&volume["status"]["phase"]),
+            revision: text(&volume["status"]["sync"]["revision"]),
+            nfs_address: text(&volume["status"]["nfsServerAddress"]),
+        }
+    }
+}
+
+/// A fault of a volume's NFS server and how long its consumers waited to be served again (from
+/// the fault to the first round any of them completed after it; simulated time).
+#[derive(Clone, Debug)]
+pub struct Failover {
+    pub fault: String,
+    pub consumers: usize,
+    pub served_again: Option<Duration>,
+}
+
+/// What a scenario run saw: its timeline, the volumes and consumers at the end, how often each
+/// invariant was checked, and how to replay it.
+#[derive(Clone, Debug)]
+pub struct ScenarioReport {
+    pub description: String,
+    pub seed: u64,
+    pub timeline: Vec<TimelineEntry>,
+    pub volumes: Vec<VolumeLine>,
+    pub consumers: BTreeMap<String, crate::programs::consumer::PodRecord>,
+    /// Each invariant, and how many times it was checked.
+    pub invariants: Vec<(String, u64)>,
+    /// How long the consumers of a volume waited after each fault of its NFS server.
+    pub failovers: Vec<Failover>,
+    pub simulated: Duration,
+    pub wall: Duration,
+    pub trace_hash: String,
+}
+
+impl std::fmt::Display for ScenarioReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.description)?;
+        writeln!(f)?;
+        writeln!(f, "{:>9}  {:>8}  step", "at", "took")?;
+        for entry in &self.timeline {
+            let (at, took) = (entry.started.as_secs_f64(), entry.took.as_secs_f64());
+            writeln!(f, "{at:>8.1}s  {took:>7.1}s  {}", entry.step)?;
+        }
+        writeln!(f)?;
+        writeln!(f, "{:<40} {:<10} {:<12} nfs address", "volume", "phase", "revision")?;
+        for v in &self.volumes {
+            writeln!(f, "{:<40} {:<10} {:<12} {}", v.volume, v.phase, v.revision, v.nfs_address)?;
+        }
+        if !self.consumers.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "{:<28} {:<7} {:>6} {:>8} {:>6} {:>7} {:>6}  revisions read whole",
+                "consumer pod", "role", "rounds", "checked", "acked", "resent", "errors"
+            )?;
+            for (pod, r) in &self.consumers {
+                let revisions: Vec<&str> = r.revisions.iter().map(String::as_str).collect();
+                writeln!(
+                    f,
+                    "{pod:<28} {:<7} {:>6} {:>8} {:>6} {:>7} {:>6}  {}",
+                    r.role,
+                    r.rounds,
+                    r.checked,
+                    r.acknowledged,
+                    r.resent,
+                    r.errors,
+                    revisions.join(" ")
+                )?;
+            }
+        }
+        if !self.failovers.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "failovers (simulated time until a consumer of the volume completed a round again):")?;
+            for failover in &self.failovers {
+                match (failover.consumers, failover.served_again) {
+                    (0, _) => writeln!(f, "  {}: no consumers to measure with", failover.fault)?,
+                    (_, Some(after)) => {
+                        writeln!(f, "  {}: served again after {:.1} s", failover.fault, after.as_secs_f64())?
+                    }
+                    (_, None) => writeln!(f, "  {}: NOT served again by the end of the run", failover.fault)?,
+                }
+            }
+        }
+        writeln!(f)?;
+        writeln!(f, "invariants (times checked):")?;
+        for (invariant, checks) in &self.invariants {
+            writeln!(f, "  {checks:>8}  {invariant}")?;
+        }
+        writeln!(f)?;
+        let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}; replay with --seed {}.",
+            self.simulated.as_secs_f64(),
+            self.wall.as_secs_f64(),
+            self.trace_hash,
+            self.seed
+        )
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -224,7 +414,102 @@ impl Wait {
     }
 }
 
+impl Step {
+    /// The step as the timeline shows it: as it is written in the file, on one line.
+    fn describe(&self) -> String {
+        let text = serde_json::to_value(self).map(|v| flow(&v, true)).unwrap_or_else(|_| format!("{self:?}"));
+        if text.chars().count() > 110 { format!("{}...", text.chars().take(107).collect::<String>()) } else { text }
+    }
+}
+
+/// A value in YAML's flow style (`{key: value, list: [a, b]}`); at the top, a single-key map as
+/// `key: value`, as a step is written.
+fn flow(value: &Value, top: bool) -> String {
+    match value {
+        Value::Object(map) if top && map.len() == 1 => {
+            map.iter().map(|(k, v)| format!("{k}: {}", flow(v, false))).collect::<String>()
+        }
+        Value::Object(map) => {
+            let fields: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", flow(v, false))).collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(|v| flow(v, false)).collect::<Vec<_>>().join(", ")),
+        Value::String(text) => {
+            let line = text.lines().next().unwrap_or_default();
+            let line = if text.lines().nth(1).is_some() { format!("{line} ...") } else { line.to_string() };
+            if line.is_empty() || line.contains(": ") || line.contains(['{', '}', '[', ']', ',', '#']) {
+                format!("{line:?}")
+            } else {
+                line
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Run {
+    fn new(world: World, secrets: Vec<String>) -> Self {
+        Self {
+            world,
+            addresses: BTreeMap::new(),
+            secrets,
+            events_checked: 0,
+            statuses_checked: 0,
+            consumers: false,
+            consumer_volumes: BTreeMap::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// Records a fault aimed at a volume's NFS server, to measure how long its consumers waited.
+    fn note_fault(&mut self, what: &str, host: &HostRef) {
+        if let HostRef::PodOf { pod_of } = host
+            && pod_of.component == "nfs-server"
+        {
+            self.faults.push((what.to_string(), pod_of.volume.clone(), self.world.elapsed()));
+        }
+    }
+
+    /// For each NFS server fault: how long after it a consumer of that volume completed a round
+    /// again (`None`: none did, or the volume has no consumers).
+    fn failovers(&self) -> Vec<Failover> {
+        let pods = self.world.consumers().pods();
+        self.faults
+            .iter()
+            .map(|(what, volume, at)| {
+                let served_again = pods
+                    .iter()
+                    .filter(|(pod, _)| self.consumer_volumes.get(*pod) == Some(volume))
+                    .filter_map(|(_, record)| record.round_times.iter().find(|t| *t > at).copied())
+                    .min()
+                    .map(|t| t - *at);
+                let consumers = self.consumer_volumes.values().filter(|v| *v == volume).count();
+                Failover {
+                    fault: format!("{what} of {volume}'s NFS server at {:.1}s", at.as_secs_f64()),
+                    consumers,
+                    served_again,
+                }
+            })
+            .collect()
+    }
+
+    /// Each invariant, and how many times it was checked so far.
+    fn invariant_counts(&self) -> Vec<(String, u64)> {
+        use crate::programs::consumer::Invariant;
+        let pods = self.world.consumers().pods();
+        let rounds = |role: &str| pods.values().filter(|r| r.role == role).map(|r| r.rounds).sum::<u64>();
+        vec![
+            ("a volume's NFS address never changes (volume statuses)".into(), self.statuses_checked as u64),
+            (
+                "no Secret value in a status or an Event (statuses and Events)".into(),
+                (self.statuses_checked + self.events_checked) as u64,
+            ),
+            (format!("{} (whole revisions read)", Invariant::MixedRevision), rounds("reader")),
+            (format!("{} (writer read-backs)", Invariant::LostWrite), rounds("writer")),
+            (format!("{} (holder rounds)", Invariant::StaleHandle), rounds("holder")),
+        ]
+    }
+
     fn step(&mut self, step: &Step) -> Result<(), String> {
         let world = &mut self.world;
         let run = |world: &mut World, d: Duration| world.run_for(d).map_err(|e| format!("the simulation failed: {e}"));
@@ -283,8 +568,9 @@ impl Run {
                 let (a, b) = (self.host(a)?, self.host(b)?);
                 self.world.repair(&a, &b);
             }
-            Step::Crash(host) => {
-                let host = self.host(host)?;
+            Step::Crash(host_ref) => {
+                let host = self.host(host_ref)?;
+                self.note_fault("crash", host_ref);
                 self.world.crash(&host);
             }
             Step::Bounce(host) => {
@@ -292,6 +578,7 @@ impl Run {
                 self.world.bounce(&host);
             }
             Step::LoseNode(host) => {
+                self.note_fault("node loss", host);
                 let node = match host {
                     HostRef::Name(node) => {
                         self.node_exists(node)?;
@@ -326,6 +613,75 @@ impl Run {
                     .delete_in(&mut state, &rt, namespace, name, &Default::default())
                     .map_err(|e| format!("{e:?}"))?;
             }
+            Step::Webhook(_) => {
+                let documents: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml"))
+                    .map_err(|e| e.to_string())?;
+                self.create(documents.into_iter().filter(|d| !d.is_null()).collect())?;
+                let within = Duration::from_secs(300);
+                let serving = self
+                    .world
+                    .run_until(within, crate::install::webhook_serving)
+                    .map_err(|e| format!("the simulation failed: {e}"))?;
+                if !serving {
+                    return Err(format!("the webhook did not serve within {within:?}"));
+                }
+            }
+            Step::Consumer(consumer) => {
+                let mut args = vec![consumer.role.clone()];
+                let mount = self.mount_path(&consumer.namespace, &consumer.volume)?;
+                args.push(format!("--mount={mount}"));
+                args.push(format!("--every={}", consumer.every.as_deref().unwrap_or("1s")));
+                match (consumer.role.as_str(), &consumer.stable) {
+                    ("writer", Some(stable)) => args.push(format!("--stable={stable}")),
+                    ("reader" | "writer" | "holder", None) => {}
+                    ("reader" | "holder", Some(_)) => return Err("only a writer takes `stable`".into()),
+                    (role, _) => return Err(format!("role {role:?}: write reader, writer or holder")),
+                }
+                use crate::programs::consumer::{Mounts, stateful_set};
+                let shared = format!("{}/{}", consumer.namespace, consumer.volume);
+                let (mounts, volume) = match find_volume(&self.world.api, &shared) {
+                    Some(_) => (Mounts::Shared(&consumer.volume), shared),
+                    None => (Mounts::Cluster(&consumer.volume), consumer.volume.clone()),
+                };
+                let set = stateful_set(&consumer.namespace, &consumer.name, mounts, &args);
+                self.consumers = true;
+                self.consumer_volumes.insert(format!("{}/{}-0", consumer.namespace, consumer.name), volume);
+                self.create(vec![set])?;
+            }
+            Step::WaitForConsumers { rounds, within } => {
+                let within = duration(within)?;
+                let rounds_of = |world: &World| -> BTreeMap<String, u64> {
+                    world.consumers().pods().into_iter().map(|(pod, r)| (pod, r.rounds)).collect()
+                };
+                let before = rounds_of(&self.world);
+                let expected = self.consumer_pods();
+                let until = self.world.elapsed() + within;
+                loop {
+                    let now = rounds_of(&self.world);
+                    let behind: Vec<String> = expected
+                        .iter()
+                        .filter(|pod| {
+                            now.get(*pod).copied().unwrap_or(0) < before.get(*pod).copied().unwrap_or(0) + rounds
+                        })
+                        .cloned()
+                        .collect();
+                    if behind.is_empty() {
+                        break;
+                    }
+                    if self.world.elapsed() >= until {
+                        let pods = self.world.consumers().pods();
+                        let state: Vec<String> = behind
+                            .iter()
+                            .map(|p| match pods.get(p) {
+                                Some(r) => format!("{p}: {} rounds, last error {:?}", r.rounds, r.last_error),
+                                None => format!("{p}: never started"),
+                            })
+                            .collect();
+                        return Err(format!("consumers made fewer than {rounds} rounds within {within:?}: {state:?}"));
+                    }
+                    self.world.run_for(Duration::from_millis(500)).map_err(|e| e.to_string())?;
+                }
+            }
             Step::ExpectClean { within } => {
                 let within = duration(within)?;
                 let clean = world
@@ -359,6 +715,29 @@ impl Run {
         let errors: Vec<String> =
             self.world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect();
         if errors.is_empty() { Ok(()) } else { Err(format!("creating: {errors:?}")) }
+    }
+
+    /// The `mountPath` of a SharedVolume in `namespace`, or of a ClusterSharedVolume.
+    fn mount_path(&self, namespace: &str, volume: &str) -> Result<String, String> {
+        let found = find_volume(&self.world.api, &format!("{namespace}/{volume}"))
+            .or_else(|| find_volume(&self.world.api, volume))
+            .ok_or(format!("no SharedVolume {namespace}/{volume} and no ClusterSharedVolume {volume}"))?;
+        found["spec"]["mountPath"].as_str().map(str::to_string).ok_or(format!("volume {volume} has no mountPath"))
+    }
+
+    /// `namespace/name-0` of every consumer StatefulSet the scenario made.
+    fn consumer_pods(&self) -> Vec<String> {
+        let state = self.world.api.state();
+        let Some(rt) = state.registry.find("apps", "v1", "statefulsets") else { return Vec::new() };
+        let image = crate::programs::consumer::CONSUMER_IMAGE;
+        state
+            .store
+            .list(&rt.id, None)
+            .filter(|(_, s)| {
+                s["spec"]["template"]["spec"]["containers"][0]["image"].as_str().is_some_and(|i| i.starts_with(image))
+            })
+            .map(|((namespace, name), _)| format!("{namespace}/{name}-0"))
+            .collect()
     }
 
     /// The newest live pod of a volume's component.
@@ -416,6 +795,7 @@ impl Run {
 
     fn check_invariants(&mut self) -> Result<(), String> {
         for volume in volumes(&self.world.api) {
+            self.statuses_checked += 1;
             let key = volume_key(&volume);
             if let Some(address) = volume["status"]["nfsServerAddress"].as_str() {
                 let first = self.addresses.entry(key.clone()).or_insert_with(|| address.to_string());
@@ -449,6 +829,16 @@ impl Run {
         if !self.secrets.is_empty() && self.events_checked == 0 {
             return Err("the scenario made Secrets but no Event was ever there to check for their values".into());
         }
+        if self.consumers {
+            let idle: Vec<String> = self
+                .consumer_pods()
+                .into_iter()
+                .filter(|p| self.world.consumers().pods().get(p).is_none_or(|r| r.rounds == 0))
+                .collect();
+            if !idle.is_empty() {
+                return Err(format!("consumers that never completed a round checked nothing: {idle:?}"));
+            }
+        }
         Ok(())
     }
 
@@ -469,7 +859,7 @@ mod tests {
     fn run_with_secret(secret: &str) -> Run {
         let world =
             World::new(WorldConfig { operator: false, programs: false, ..WorldConfig::default() }).expect("a world");
-        Run { world, addresses: BTreeMap::new(), secrets: vec![secret.to_string()], events_checked: 0 }
+        Run::new(world, vec![secret.to_string()])
     }
 
     fn event(api_version: &str, text_field: &str, text: &str) -> serde_json::Value {

@@ -91,6 +91,30 @@ pub struct World {
     data: tempfile::TempDir,
     /// Flags the operator gets beyond `run --identity=operator-0`, read at each of its starts.
     operator_args: Arc<Mutex<Vec<String>>>,
+    seed: u64,
+    /// The last host events and faults, for the report of a broken invariant.
+    recent: std::collections::VecDeque<String>,
+}
+
+/// Host events and faults kept for the report of a broken invariant.
+const RECENT_EVENTS: usize = 20;
+
+/// A consumer saw an invariant broken: the run stops at that step.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invariant broken after {at:.2?} of simulated time (replay: seed {seed}): {invariant}\n\
+     seen by {pod}: {detail}\n\
+     its last operations:\n{recent}\n\
+     the simulation's last host events and faults:\n{events}"
+)]
+pub struct InvariantBroken {
+    pub seed: u64,
+    pub at: Duration,
+    pub invariant: crate::programs::consumer::Invariant,
+    pub pod: String,
+    pub detail: String,
+    pub recent: String,
+    pub events: String,
 }
 
 impl World {
@@ -124,6 +148,7 @@ impl World {
             let programs = Programs::new(data.path(), clock.clone());
             let hosts = programs.clone();
             api.set_pod_hosts(Arc::new(move |uid| hosts.host_of(uid)));
+            programs.set_service_proxy(api.service_proxy());
             for address in &config.external_nfs {
                 programs.add_external_nfs(address)?;
             }
@@ -142,6 +167,8 @@ impl World {
             fixed_hosts: BTreeSet::new(),
             data,
             operator_args: Arc::default(),
+            seed: config.seed,
+            recent: std::collections::VecDeque::new(),
         };
 
         let nodes = config.nodes.clone();
@@ -269,9 +296,38 @@ impl World {
         while self.sim.elapsed() < until {
             self.sim.step()?;
             self.apply_host_commands();
+            // Unsized, not boxed again, so that callers can downcast it to `InvariantBroken`.
+            self.check_consumers().map_err(|broken| broken as Box<dyn std::error::Error>)?;
         }
         self.clock.publish(self.sim.elapsed());
         Ok(())
+    }
+
+    /// The consumers' invariants, after every step: the first violation a consumer reported
+    /// stops the run.
+    fn check_consumers(&self) -> Result<(), Box<InvariantBroken>> {
+        let Some(programs) = &self.programs else { return Ok(()) };
+        let consumers = programs.consumers();
+        consumers.stamp(self.sim.elapsed());
+        let Some(violation) = consumers.take_new_violation() else {
+            return Ok(());
+        };
+        let lines =
+            |items: &mut dyn Iterator<Item = &String>| items.map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+        Err(Box::new(InvariantBroken {
+            seed: self.seed,
+            at: self.sim.elapsed(),
+            invariant: violation.invariant,
+            pod: violation.pod,
+            detail: violation.detail,
+            recent: lines(&mut violation.recent.iter()),
+            events: lines(&mut self.recent.iter()),
+        }))
+    }
+
+    /// What the consumer pods saw (empty without programs).
+    pub fn consumers(&self) -> crate::programs::Consumers {
+        self.programs.as_ref().map(|p| p.consumers()).unwrap_or_default()
     }
 
     /// Steps until `done` holds (checked every simulated 100 ms) or `limit` passes; returns
@@ -307,9 +363,14 @@ impl World {
     }
 
     /// Records a host event in the trace, with the simulated time.
-    fn note(&self, event: &str) {
+    fn note(&mut self, event: &str) {
         let at = self.sim.elapsed();
-        self.api.state().store.note(&format!("host {event} at {at:?}"));
+        let line = format!("host {event} at {at:?}");
+        self.api.state().store.note(&line);
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
     }
 
     pub fn set_api_faults(&self, faults: Faults) {

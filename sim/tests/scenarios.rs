@@ -22,10 +22,9 @@ fn every_scenario_replays_and_keeps_the_invariants() {
     assert!(files.len() >= 3, "{files:?}");
     let mut failures = Vec::new();
     for file in &files {
-        let result = Scenario::load(file).and_then(|s| s.run());
-        eprintln!("{}: {result:?}", file.display());
-        if let Err(e) = result {
-            failures.push(format!("{}: {e}", file.display()));
+        match Scenario::load(file).and_then(|s| s.run()) {
+            Ok(report) => eprintln!("{}:\n{report}", file.display()),
+            Err(e) => failures.push(format!("{}: {e}", file.display())),
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

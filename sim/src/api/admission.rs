@@ -491,44 +491,11 @@ impl ApiServer {
         let (Some(namespace), Some(name)) = (service["namespace"].as_str(), service["name"].as_str()) else {
             return Err("clientConfig names neither a url nor a service".to_string());
         };
-        let port = service["port"].as_u64().unwrap_or(443);
+        let port = service["port"].as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(443);
         let path = service["path"].as_str().unwrap_or("/").to_string();
         let server_name = format!("{name}.{namespace}.svc");
-        let state = self.state();
-        let unavailable = || format!("no endpoints available for service \"{name}\"");
-        let find = |plural: &str| -> Option<Arc<Value>> {
-            let rt = state.registry.find("", "v1", plural)?;
-            state.store.get(&rt.id, namespace, name).cloned()
-        };
-        let svc = find("services").ok_or_else(|| format!("service \"{namespace}/{name}\" not found"))?;
-        let service_port = svc["spec"]["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["port"].as_u64() == Some(port))
-            .cloned()
-            .ok_or_else(|| format!("service \"{namespace}/{name}\" has no port {port}"))?;
-        let endpoints = find("endpoints").ok_or_else(unavailable)?;
-        let hosts = self.inner.pod_hosts.read().unwrap_or_else(|e| e.into_inner()).clone();
-        // The endpoint's port of this service port: by its name (a named targetPort resolves per
-        // pod), or the only one.
-        let (host, target_port) = endpoints["subsets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|s| {
-                let ports = s["ports"].as_array()?;
-                let target = match service_port["name"].as_str() {
-                    Some(port_name) => ports.iter().find(|p| p["name"] == port_name),
-                    None => ports.first(),
-                }?["port"]
-                    .as_u64()?;
-                let host =
-                    s["addresses"].as_array()?.iter().find_map(|a| hosts.as_ref()?(a["targetRef"]["uid"].as_str()?))?;
-                Some((host, target))
-            })
-            .ok_or_else(unavailable)?;
-        let port = u16::try_from(target_port).map_err(|e| e.to_string())?;
+        let backend = self.service_backend(namespace, name, port).map_err(|e| e.to_string())?;
+        let (host, port) = (backend.host, backend.port);
         Ok((host, port, path, server_name))
     }
 }

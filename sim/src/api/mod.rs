@@ -14,6 +14,7 @@ pub mod fields;
 pub mod http;
 mod objects;
 mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -15,6 +15,7 @@
 //! The cluster's controllers run on host `api`, so they cannot add hosts to the simulation:
 //! [`Programs`] queues [`HostCommand`]s that the [`crate::world::World`] carries out between steps.
 
+pub mod consumer;
 mod nfs;
 mod operator;
 mod pod;
@@ -35,8 +36,10 @@ use serde_json::Value;
 use sv_operator::clock::SharedClock;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::proxy::ServiceProxy;
 use crate::cluster::{ClusterView, ContainerHealth, PodRuntime, StartError};
-pub use pod::PodContext;
+pub use consumer::Consumers;
+pub use pod::{NfsMount, PodContext};
 use probe::{HttpProbe, ProbeState};
 pub use sources::{SimFile, SimSources, SourceCatalog, SourceState, identity_of};
 
@@ -56,6 +59,8 @@ pub enum Program {
     Webhook,
     /// `sv-operator run`: the operator, installed from its manifest.
     Operator,
+    /// The test image's consumers: a reader, writer or holder over NFS ([`consumer`]).
+    Consumer,
     /// Anything else a test or scenario needs in a pod (a webhook, a source server): called with
     /// the pod as its container sees it, until the pod stops.
     Custom(CustomProgram),
@@ -72,6 +77,7 @@ impl std::fmt::Debug for Program {
             Program::Syncer => "Syncer",
             Program::Webhook => "Webhook",
             Program::Operator => "Operator",
+            Program::Consumer => "Consumer",
             Program::Custom(_) => "Custom",
         })
     }
@@ -127,6 +133,10 @@ struct Inner {
     external_nfs: BTreeMap<String, PathBuf>,
     pods: BTreeMap<String, RunningPod>,
     commands: Vec<HostCommand>,
+    /// What the consumers saw.
+    consumers: Consumers,
+    /// The cluster's Services, for the consumers' connections.
+    proxy: Option<ServiceProxy>,
 }
 
 /// How long after a program's exit the kubelet deletes its terminating pod (a status sync).
@@ -148,6 +158,7 @@ impl Programs {
             (repository(&settings.syncer_image).to_string(), Program::Syncer),
             (WEBHOOK_IMAGE.to_string(), Program::Webhook),
             (OPERATOR_IMAGE.to_string(), Program::Operator),
+            (consumer::CONSUMER_IMAGE.to_string(), Program::Consumer),
         ];
         let inner = Inner {
             images,
@@ -156,12 +167,24 @@ impl Programs {
             external_nfs: BTreeMap::new(),
             pods: BTreeMap::new(),
             commands: Vec::new(),
+            consumers: Consumers::default(),
+            proxy: None,
         };
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets pods' programs connect to Services (the consumers mount their volumes through them).
+    pub fn set_service_proxy(&self, proxy: ServiceProxy) {
+        self.lock().proxy = Some(proxy);
+    }
+
+    /// What the consumer pods saw.
+    pub fn consumers(&self) -> Consumers {
+        self.lock().consumers.clone()
     }
 
     /// Runs `program` for pods whose image is `repository` (any tag or digest).
@@ -302,6 +325,16 @@ impl PodRuntime for Programs {
             Program::Operator => {
                 let context = context.clone();
                 Arc::new(move |stop, _| Box::pin(operator::run(context.clone(), clock.clone(), stop)))
+            }
+            Program::Consumer => {
+                let (context, consumers) = (context.clone(), inner.consumers.clone());
+                let proxy = inner.proxy.clone().ok_or_else(|| StartError {
+                    reason: "ContainerCreating".into(),
+                    message: "the simulation gives pods no network to Services".into(),
+                })?;
+                Arc::new(move |stop, _| {
+                    Box::pin(consumer::run(context.clone(), proxy.clone(), consumers.clone(), stop))
+                })
             }
             Program::Custom(code) => {
                 let (context, code) = (context.clone(), code.clone());
@@ -467,13 +500,14 @@ impl Inner {
     ) -> Result<PodContext, StartError> {
         let mut context = PodContext::new(pod, container, cluster)?;
         let pod_dir = self.root.join("pods").join(sanitize(pod["metadata"]["uid"].as_str().unwrap_or_default()));
-        let mut volumes = BTreeMap::new();
+        let (mut volumes, mut nfs) = (BTreeMap::new(), BTreeMap::new());
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             let name = volume["name"].as_str().unwrap_or_default();
-            let dir = self.volume_dir(volume, pod, &pod_dir, &context, cluster, projections)?;
+            let (dir, mount) = self.volume_dir(volume, pod, &pod_dir, &context, cluster, projections)?;
             volumes.insert(name.to_string(), dir);
+            nfs.extend(mount.map(|m| (name.to_string(), m)));
         }
-        context.mount(container, &volumes)?;
+        context.mount(container, &volumes, &nfs)?;
         Ok(context)
     }
 
@@ -485,7 +519,7 @@ impl Inner {
         context: &PodContext,
         cluster: &dyn ClusterView,
         projections: &mut Vec<pod::Projection>,
-    ) -> Result<PathBuf, StartError> {
+    ) -> Result<(PathBuf, Option<NfsMount>), StartError> {
         let name = volume["name"].as_str().unwrap_or_default();
         let mount_failed = |why: String| StartError {
             reason: "ContainerCreating".into(),
@@ -503,11 +537,20 @@ impl Inner {
                 .ok_or_else(|| mount_failed(format!("persistentvolumeclaim {claim:?} is not bound")))?;
             if let Some(server) = pv["spec"]["nfs"]["server"].as_str() {
                 let path = pv["spec"]["nfs"]["path"].as_str().unwrap_or("/");
-                return self.nfs_dir(server, path, cluster).map_err(mount_failed);
+                let dir = self.nfs_dir(server, path, cluster).map_err(mount_failed)?;
+                let options = pv["spec"]["mountOptions"].as_array().into_iter().flatten();
+                let mount = NfsMount {
+                    server: server.to_string(),
+                    path: path.to_string(),
+                    options: options.filter_map(|o| o.as_str().map(str::to_string)).collect(),
+                    read_only: volume["persistentVolumeClaim"]["readOnly"] == true
+                        || pv["spec"]["nfs"]["readOnly"] == true,
+                };
+                return Ok((dir, Some(mount)));
             }
             let dir = self.root.join("pv").join(sanitize(pv["metadata"]["name"].as_str().unwrap_or_default()));
             std::fs::create_dir_all(&dir).map_err(io)?;
-            return Ok(dir);
+            return Ok((dir, None));
         }
         std::fs::create_dir_all(&own_dir).map_err(io)?;
         let projected = [("secrets", "secret", "secretName"), ("configmaps", "configMap", "name")]
@@ -531,7 +574,7 @@ impl Inner {
             }
         }
         // emptyDir, and kinds the simulation does not model, are an empty directory of the pod.
-        Ok(own_dir)
+        Ok((own_dir, None))
     }
 
     /// The directory behind an NFS mount of `server:path`.

@@ -22,6 +22,25 @@ pub struct PodContext {
     pub env: BTreeMap<String, String>,
     /// Mount path in the container, and the directory behind it; longest paths first.
     mounts: Vec<(String, PathBuf)>,
+    /// The mounts whose volume is an NFS PersistentVolume, as the kubelet would mount them.
+    nfs: Vec<(String, NfsMount)>,
+    /// The container's `securityContext.runAsUser` / `runAsGroup` (or the pod's).
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+}
+
+/// An NFS mount as the kubelet makes one from a PersistentVolume (`mount -t nfs -o <options>
+/// <server>:<path> <mountPath>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NfsMount {
+    /// The PV's `spec.nfs.server`: for a managed volume, its Service's ClusterIP.
+    pub server: String,
+    /// The exported path, with the mount's `subPath` under it.
+    pub path: String,
+    /// The PV's `spec.mountOptions`.
+    pub options: Vec<String>,
+    /// The pod's claim or the container's mount is read-only (`mount -o ro`).
+    pub read_only: bool,
 }
 
 fn config_error(message: String) -> StartError {
@@ -92,11 +111,40 @@ impl PodContext {
         // one names the `kubernetes` Service; here it is the simulation's API host.
         env.entry("KUBERNETES_SERVICE_HOST".to_string()).or_insert_with(|| crate::world::API_HOST.to_string());
         env.entry("KUBERNETES_SERVICE_PORT".to_string()).or_insert_with(|| crate::world::API_PORT.to_string());
-        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new() })
+        let security = |key: &str| {
+            container["securityContext"][key]
+                .as_u64()
+                .or_else(|| pod["spec"]["securityContext"][key].as_u64())
+                .and_then(|id| u32::try_from(id).ok())
+        };
+        let (run_as_user, run_as_group) = (security("runAsUser"), security("runAsGroup"));
+        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new(), nfs: Vec::new(), run_as_user, run_as_group })
     }
 
-    /// Records the container's volume mounts, given the directory of each pod volume.
-    pub(super) fn mount(&mut self, container: &Value, volumes: &BTreeMap<String, PathBuf>) -> Result<(), StartError> {
+    /// A pod with nothing mounted and no arguments, for unit tests.
+    #[cfg(test)]
+    pub(super) fn for_test(name: &str, namespace: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            uid: format!("uid-of-{name}"),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            mounts: Vec::new(),
+            nfs: Vec::new(),
+            run_as_user: None,
+            run_as_group: None,
+        }
+    }
+
+    /// Records the container's volume mounts, given the directory of each pod volume and the NFS
+    /// mount of those that are NFS PersistentVolumes.
+    pub(super) fn mount(
+        &mut self,
+        container: &Value,
+        volumes: &BTreeMap<String, PathBuf>,
+        nfs: &BTreeMap<String, NfsMount>,
+    ) -> Result<(), StartError> {
         for mount in container["volumeMounts"].as_array().into_iter().flatten() {
             let (Some(name), Some(path)) = (mount["name"].as_str(), mount["mountPath"].as_str()) else { continue };
             let dir = volumes
@@ -111,10 +159,26 @@ impl PodContext {
                 Some(sub) => dir.join(sub),
                 None => dir.clone(),
             };
-            self.mounts.push((path.trim_end_matches('/').to_string(), dir));
+            let path = path.trim_end_matches('/').to_string();
+            if let Some(export) = nfs.get(name) {
+                let sub = mount["subPath"].as_str().unwrap_or_default().trim_matches('/');
+                let mut export = export.clone();
+                if !sub.is_empty() {
+                    export.path = format!("{}/{sub}", export.path.trim_end_matches('/'));
+                }
+                export.read_only |= mount["readOnly"] == true;
+                self.nfs.push((path.clone(), export));
+            }
+            self.mounts.push((path, dir));
         }
         self.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         Ok(())
+    }
+
+    /// The NFS mount at `path` in the container, if the volume mounted there is NFS.
+    pub fn nfs_mount(&self, path: &str) -> Option<&NfsMount> {
+        let path = path.trim_end_matches('/');
+        self.nfs.iter().find(|(p, _)| p == path).map(|(_, m)| m)
     }
 
     /// Where `path` inside the container is on disk: under the deepest mount that holds it.
@@ -380,14 +444,8 @@ mod tests {
     use super::*;
 
     fn context(mounts: &[(&str, &str)]) -> PodContext {
-        let mut c = PodContext {
-            name: "p".into(),
-            namespace: "n".into(),
-            uid: "u".into(),
-            args: vec![],
-            env: BTreeMap::new(),
-            mounts: mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect(),
-        };
+        let mut c = PodContext::for_test("p", "n");
+        c.mounts = mounts.iter().map(|(m, d)| (m.to_string(), PathBuf::from(d))).collect();
         c.mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
         c
     }
