@@ -81,7 +81,11 @@ pub enum Step {
     Bounce(HostRef),
     /// The node a pod runs on (or a node by name) is lost with its pods' processes.
     LoseNode(HostRef),
+    /// A node comes back (a name, or `lost`: the node the last `loseNode` lost).
     NodeBack(String),
+    /// The administrator's answer to a node known to be shut down: the `out-of-service` taint (a
+    /// name, or `lost`).
+    OutOfService(String),
     ApiFaults {
         fail_rate: f64,
         code: u16,
@@ -142,6 +146,9 @@ pub struct Wait {
     /// The published revision (`status.sync.revision`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Text that one of the volume's condition messages contains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
 }
@@ -250,6 +257,8 @@ struct Run {
     consumer_volumes: BTreeMap<String, String>,
     /// Faults of an NFS server: what, of which volume, and when.
     faults: Vec<(String, String, Duration)>,
+    /// The node the last `loseNode` lost.
+    lost_node: Option<String>,
 }
 
 /// One step of a replayed scenario, with when it started and how long it took (simulated).
@@ -360,7 +369,10 @@ impl std::fmt::Display for ScenarioReport {
         writeln!(f)?;
         writeln!(f, "invariants (times checked):")?;
         for (invariant, checks) in &self.invariants {
-            writeln!(f, "  {checks:>8}  {invariant}")?;
+            match checks {
+                0 => writeln!(f, "  {:>8}  {invariant}: nothing to check in this scenario", "-")?,
+                n => writeln!(f, "  {n:>8}  {invariant}")?,
+            }
         }
         writeln!(f)?;
         let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
@@ -397,6 +409,10 @@ impl Wait {
         let status = &volume["status"];
         let phase_ok = self.phase.as_ref().is_none_or(|p| status["phase"] == p.as_str());
         let revision_ok = self.revision.as_ref().is_none_or(|r| status["sync"]["revision"] == r.as_str());
+        let message_ok = self.message.as_ref().is_none_or(|text| {
+            let conditions = status["conditions"].as_array().into_iter().flatten();
+            conditions.filter_map(|c| c["message"].as_str()).any(|m| m.contains(text.as_str()))
+        });
         let condition_ok = match &self.condition {
             None => true,
             Some(wanted) => {
@@ -410,7 +426,7 @@ impl Wait {
                     .any(|c| c["type"] == kind && c["status"] == value && reason.is_none_or(|r| c["reason"] == r))
             }
         };
-        Ok(phase_ok && revision_ok && condition_ok)
+        Ok(phase_ok && revision_ok && condition_ok && message_ok)
     }
 }
 
@@ -458,6 +474,7 @@ impl Run {
             consumers: false,
             consumer_volumes: BTreeMap::new(),
             faults: Vec::new(),
+            lost_node: None,
         }
     }
 
@@ -573,8 +590,9 @@ impl Run {
                 self.note_fault("crash", host_ref);
                 self.world.crash(&host);
             }
-            Step::Bounce(host) => {
-                let host = self.host(host)?;
+            Step::Bounce(host_ref) => {
+                let host = self.host(host_ref)?;
+                self.note_fault("restart", host_ref);
                 self.world.bounce(&host);
             }
             Step::LoseNode(host) => {
@@ -589,10 +607,22 @@ impl Run {
                     }
                 };
                 self.world.set_node_ready(&node, false);
+                self.lost_node = Some(node);
             }
             Step::NodeBack(node) => {
-                self.node_exists(node)?;
-                self.world.set_node_ready(node, true)
+                let node = self.node_name(node)?;
+                self.world.set_node_ready(&node, true)
+            }
+            Step::OutOfService(node) => {
+                let node = self.node_name(node)?;
+                self.world.taint_out_of_service(&node)?;
+                // Measured from here too: how long a failover takes once the node is declared down.
+                let now = self.world.elapsed();
+                let lost: Vec<String> =
+                    self.faults.iter().filter(|(what, ..)| what == "node loss").map(|(_, v, _)| v.clone()).collect();
+                for volume in lost {
+                    self.faults.push(("out-of-service taint after the node loss".into(), volume, now));
+                }
             }
             Step::ApiFaults { fail_rate, code } => world.set_api_faults(crate::api::Faults {
                 fail_rate: *fail_rate,
@@ -840,6 +870,15 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// A node by name, or `lost` for the node the last `loseNode` lost.
+    fn node_name(&self, node: &str) -> Result<String, String> {
+        if node == "lost" {
+            return self.lost_node.clone().ok_or("`lost`: no node was lost before this step".to_string());
+        }
+        self.node_exists(node)?;
+        Ok(node.to_string())
     }
 
     fn node_exists(&self, node: &str) -> Result<(), String> {

@@ -378,14 +378,51 @@ impl World {
     }
 
     /// Loses a node with everything running on it (its pods' programs stop and its kubelet stops
-    /// reporting), or brings it back (the containers of its pods that were not evicted start again).
+    /// reporting), or brings it back (the containers of its pods start again, except those of pods
+    /// deleted meanwhile, which its kubelet removes).
     pub fn set_node_ready(&mut self, node: &str, ready: bool) {
         self.note(&format!("node {node} ready={ready}"));
         crate::cluster::set_node_ready(&self.api, node, ready);
         if let Some(programs) = &self.programs {
-            if ready { programs.node_back(node) } else { programs.node_lost(node) }
+            if ready {
+                let terminating: std::collections::BTreeSet<String> = {
+                    let state = self.api.state();
+                    state
+                        .registry
+                        .find("", "v1", "pods")
+                        .into_iter()
+                        .flat_map(|rt| state.store.list(&rt.id, None))
+                        .map(|(_, p)| p)
+                        .filter(|p| p["spec"]["nodeName"] == node && !p["metadata"]["deletionTimestamp"].is_null())
+                        .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+                        .collect()
+                };
+                programs.node_back(node, &terminating);
+            } else {
+                programs.node_lost(node);
+            }
         }
         self.apply_host_commands();
+    }
+
+    /// What an administrator does for a node known to be shut down (non-graceful node shutdown):
+    /// taints it `node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`, so that its
+    /// terminating pods are removed and their replacements can start elsewhere.
+    pub fn taint_out_of_service(&mut self, node: &str) -> Result<(), String> {
+        self.note(&format!("node {node} out-of-service"));
+        let mut state = self.api.state();
+        let rt = state.registry.find("", "v1", "nodes").cloned().ok_or("no nodes")?;
+        let mut stored = state.store.get(&rt.id, "", node).map(|n| (**n).clone()).ok_or(format!("no node {node:?}"))?;
+        let taint =
+            serde_json::json!({"key": crate::cluster::OUT_OF_SERVICE, "value": "nodeshutdown", "effect": "NoExecute"});
+        match stored["spec"]["taints"].as_array_mut() {
+            Some(taints) => taints.push(taint),
+            None => stored["spec"]["taints"] = serde_json::json!([taint]),
+        }
+        self.api
+            .update_in(&mut state, &rt, stored, &crate::api::WriteOptions::controller("kubectl-taint"))
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// Whether a host of that name runs in this world (turmoil gives an unknown name a fresh

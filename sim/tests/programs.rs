@@ -203,12 +203,24 @@ fn readiness_follows_the_probe_over_the_network_and_a_lost_node_moves_the_server
     world.repair("api", &host);
     assert!(world.run_until(Duration::from_secs(120), |api| ready(api, "data")).expect("run"));
 
-    // Lose the server's node: after the toleration its pod is evicted, recreated on another node,
-    // and serves the same data (the volume outlives the pod).
+    // Lose the server's node: after the toleration its pod is evicted but stays Terminating, and
+    // the StatefulSet makes no other while it exists; once the node is tainted out-of-service,
+    // the pod is removed, recreated on another node, and serves the same data (the volume
+    // outlives the pod).
     let export = world.programs().expect("programs").exports(&world.api).into_values().next().expect("an export");
     assert_eq!(std::fs::read_to_string(export.join("data.txt")).expect("synced before the move"), "the data\n");
     let node = server["spec"]["nodeName"].as_str().expect("scheduled").to_string();
     world.set_node_ready(&node, false);
+    world.run_for(Duration::from_secs(600)).expect("run");
+    let pods = list(&world.api, "pods", &namespace);
+    let servers: Vec<&Value> =
+        pods.iter().filter(|p| p["metadata"]["labels"]["app.kubernetes.io/component"] == "nfs-server").collect();
+    assert_eq!(servers.len(), 1, "no replacement while the evicted pod exists: {servers:#?}");
+    assert!(!servers[0]["metadata"]["deletionTimestamp"].is_null(), "evicted after its toleration");
+    assert_eq!(servers[0]["spec"]["nodeName"], node.as_str());
+    let message = condition(&volume(&world.api, "data"), "NfsServerReady")["message"].to_string();
+    assert!(message.contains("out-of-service") && message.contains(&node), "the volume says what to do: {message}");
+    world.taint_out_of_service(&node).expect("taint");
     let moved = world
         .run_until(Duration::from_secs(600), |api| {
             pod_of(api, &namespace, "nfs-server")

@@ -187,28 +187,70 @@ fn a_restarted_api_server_keeps_its_data_and_clients_recover() {
 }
 
 #[test]
-fn a_lost_node_has_its_pods_rescheduled() {
+fn a_lost_node_keeps_its_evicted_pods_terminating_until_it_returns() {
     let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
     world.run_for(Duration::from_secs(1)).expect("run");
+    let template = |app: &str| json!({"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "c", "image": "postgres:17"}]}});
     let sts = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
-        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
-                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "postgres:17"}]}}},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template("db")},
     });
-    world.create_all([sts]).into_iter().for_each(|r| {
+    // Three replicas spread over the three nodes: one shares the lost node with db-0.
+    let rs = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")},
+    });
+    world.create_all([sts, rs]).into_iter().for_each(|r| {
         r.expect("create");
     });
-    let node_of = |api: &sv_sim::api::ApiServer| {
+    let pods = |api: &sv_sim::api::ApiServer| -> Vec<Value> {
         let state = api.state();
-        let pod = state.store.get(&sv_sim::api::ResourceId::new("", "v1", "pods"), "default", "db-0").cloned();
-        pod.and_then(|p| p["spec"]["nodeName"].as_str().map(String::from))
+        let id = sv_sim::api::ResourceId::new("", "v1", "pods");
+        state.store.list(&id, Some("default")).map(|(_, p)| (**p).clone()).collect()
     };
-    assert!(world.run_until(Duration::from_secs(30), |api| node_of(api).is_some()).expect("run"));
-    let first = node_of(&world.api).expect("scheduled");
-    world.set_node_ready(&first, false);
-    let moved = world.run_until(Duration::from_secs(400), |api| node_of(api).is_some_and(|n| n != first)).expect("run");
-    assert!(moved, "db-0 moves off the lost node after its 300 s toleration");
-    assert!(world.elapsed() > Duration::from_secs(300));
+    let scheduled = |api: &sv_sim::api::ApiServer| {
+        pods(api).len() == 4 && pods(api).iter().all(|p| p["spec"]["nodeName"].is_string())
+    };
+    assert!(world.run_until(Duration::from_secs(30), scheduled).expect("run"));
+    let db = pods(&world.api).into_iter().find(|p| p["metadata"]["name"] == "db-0").expect("db-0");
+    let lost = db["spec"]["nodeName"].as_str().expect("scheduled").to_string();
+    world.set_node_ready(&lost, false);
+    world.run_for(Duration::from_secs(400)).expect("run");
+
+    let now = pods(&world.api);
+    let on_lost: Vec<&Value> = now.iter().filter(|p| p["spec"]["nodeName"] == lost.as_str()).collect();
+    assert_eq!(on_lost.len(), 2, "db-0 and one web pod stay on the lost node: {on_lost:#?}");
+    assert!(on_lost.iter().all(|p| !p["metadata"]["deletionTimestamp"].is_null()), "both evicted after 300 s");
+    let db_pods: Vec<&Value> = now.iter().filter(|p| p["metadata"]["labels"]["app"] == "db").collect();
+    assert_eq!(db_pods.len(), 1, "a StatefulSet makes no db-0 while db-0 exists");
+    let web_live =
+        now.iter().filter(|p| p["metadata"]["labels"]["app"] == "web" && p["metadata"]["deletionTimestamp"].is_null());
+    assert!(
+        web_live.clone().count() == 3 && web_live.clone().all(|p| p["spec"]["nodeName"] != lost.as_str()),
+        "a ReplicaSet replaces at once"
+    );
+    let node = {
+        let state = world.api.state();
+        let id = sv_sim::api::ResourceId::new("", "v1", "nodes");
+        (**state.store.get(&id, "", &lost).expect("the node")).clone()
+    };
+    let taints = node["spec"]["taints"].to_string();
+    assert!(taints.contains("node.kubernetes.io/unreachable") && taints.contains("NoExecute"), "{taints}");
+
+    // The node returns: its kubelet removes what was deleted meanwhile, and db-0 starts again.
+    world.set_node_ready(&lost, true);
+    let replaced = |api: &sv_sim::api::ApiServer| {
+        let now = pods(api);
+        now.len() == 4
+            && now.iter().all(|p| p["metadata"]["deletionTimestamp"].is_null() && p["spec"]["nodeName"].is_string())
+    };
+    assert!(world.run_until(Duration::from_secs(60), replaced).expect("run"), "{:#?}", pods(&world.api));
+    let db = pods(&world.api).into_iter().find(|p| p["metadata"]["name"] == "db-0").expect("db-0");
+    assert_ne!(db["metadata"]["uid"], on_lost_uid(&now, "db-0"), "a new db-0");
+}
+
+fn on_lost_uid(pods: &[Value], name: &str) -> Value {
+    pods.iter().find(|p| p["metadata"]["name"] == name).map(|p| p["metadata"]["uid"].clone()).unwrap_or_default()
 }
 
 #[test]

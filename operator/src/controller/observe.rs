@@ -250,14 +250,29 @@ pub fn syncer_nodes(own_pods: &Store<Pod>, reference: &str) -> BTreeSet<String> 
 pub fn waiting_pod(own_pods: &Store<Pod>, reference: &str, component: &str) -> Option<String> {
     const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
     // The cache holds every volume's pods: pick this volume's before ordering them.
-    let mut pods: Vec<_> = own_pods
+    let (mut pods, terminating): (Vec<_>, Vec<_>) = own_pods
         .state()
         .into_iter()
         .filter(|pod| pod.labels().get(labels::REFERENCE).map(String::as_str) == Some(reference))
         .filter(|pod| pod.labels().get(labels::COMPONENT).map(String::as_str) == Some(component))
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .collect();
+        .partition(|pod| pod.metadata.deletion_timestamp.is_none());
     pods.sort_by_key(|p| p.name_any());
+    // A StatefulSet does not replace a pod until the pod object is gone, and only the kubelet of
+    // its node removes a terminating pod: a lost node keeps the volume without a server until
+    // someone says the node is down.
+    if component == components::NFS_SERVER
+        && pods.is_empty()
+        && let Some(pod) = terminating.iter().min_by_key(|p| p.name_any())
+    {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("(none)");
+        let since = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+        return Some(format!(
+            "pod {} is terminating (since {since}) on node {node}, and its replacement starts only once it is \
+             gone; if node {node} is down, delete the Node or taint it \
+             node.kubernetes.io/out-of-service=nodeshutdown:NoExecute (docs/operator.md, \"Node loss\")",
+            pod.name_any()
+        ));
+    }
     pods.iter().find_map(|pod| {
         let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
         statuses.iter().find_map(|c| {

@@ -94,32 +94,71 @@ fn node_not_ready_since(node: &Value) -> Option<Timestamp> {
     ready["lastTransitionTime"].as_str()?.parse().ok()
 }
 
-/// Pods on a node that stopped reporting are evicted once their toleration of an unreachable
-/// node (300 s unless the pod says otherwise) has run out.
+/// The taint the node lifecycle controller puts on a node whose kubelet stopped reporting.
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+/// The taint an administrator puts on a node known to be shut down (non-graceful node shutdown):
+/// its terminating pods are then removed at once, and its volumes detached.
+pub const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
+
+const POD_GC: &str = "system:serviceaccount:kube-system:pod-garbage-collector";
+/// The taint eviction controller runs with the node controller's credentials (it was part of it
+/// until v1.29).
+const TAINT_EVICTION: &str = "system:serviceaccount:kube-system:node-controller";
+
+/// Whether a node carries a taint with this key and effect `NoExecute`.
+pub(crate) fn has_no_execute_taint(node: &Value, key: &str) -> bool {
+    node["spec"]["taints"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == key && t["effect"] == "NoExecute"))
+}
+
+/// The node lifecycle controller, the taint eviction controller and the pod garbage collector, as
+/// far as a lost node goes:
+///
+/// - a node whose kubelet stopped reporting gets the `unreachable` taints (NoSchedule and
+///   NoExecute), and loses them when it reports again; its pods are marked not Ready at once
+///   (`MarkPodsNotReady`, without the 40 s grace before the node is Unknown);
+/// - once a pod's toleration of the `unreachable` taint runs out (300 s unless the pod says
+///   otherwise), it is evicted: deleted with its grace period. Nobody on the lost node confirms
+///   the end of its containers, so the pod stays Terminating. A StatefulSet does not replace it
+///   while it exists; a ReplicaSet does at once;
+/// - the pod garbage collector removes (grace period 0) the pods of a node object that is gone,
+///   and the terminating pods of a not-Ready node that carries the `out-of-service` taint, which
+///   also evicts every pod there that does not tolerate it.
+///
+/// When the node reports again, its kubelet finishes what is terminating there (see
+/// [`kubelets`]); its other pods go on.
 pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
     let now = pass.server.clock().now();
-    let nodes: BTreeMap<String, Arc<Value>> =
-        pass.list("", "nodes", None).into_iter().map(|n| (name(&n).to_string(), n)).collect();
+    let mut nodes: BTreeMap<String, Arc<Value>> = BTreeMap::new();
+    for node in pass.list("", "nodes", None) {
+        let node = taint_unreachable(pass, node);
+        nodes.insert(name(&node).to_string(), node);
+    }
     for pod in pass.list("", "pods", None) {
-        let Some(node) = pod["spec"]["nodeName"].as_str() else { continue };
-        let since = match nodes.get(node) {
-            Some(n) => node_not_ready_since(n),
-            None => Some(now),
-        };
-        let Some(since) = since else { continue };
+        let Some(node_name) = pod["spec"]["nodeName"].as_str() else { continue };
+        let node = nodes.get(node_name);
+        let not_ready_since = node.and_then(|n| node_not_ready_since(n));
+        let out_of_service = node.is_some_and(|n| has_no_execute_taint(n, OUT_OF_SERVICE)) && not_ready_since.is_some();
+        if node.is_none() || (out_of_service && deleting(&pod)) {
+            // Its processes are gone with the node: nothing to wait for.
+            runtime.stop_by_uid(super::uid(&pod));
+            let options = DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() };
+            pass.delete_as("", "pods", &pod, options, POD_GC);
+            continue;
+        }
+        let Some(since) = not_ready_since else { continue };
+        if deleting(&pod) {
+            continue;
+        }
         let toleration = pod["spec"]["tolerations"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|t| t["key"] == "node.kubernetes.io/unreachable")
+            .find(|t| t["key"] == UNREACHABLE)
             .and_then(|t| t["tolerationSeconds"].as_i64())
             .unwrap_or(300);
         let elapsed = now.duration_since(since).as_secs();
-        if elapsed >= toleration {
-            // The node is gone and its processes with it: nothing to wait for.
-            runtime.stop_by_uid(pod["metadata"]["uid"].as_str().unwrap_or_default());
-            let options = DeleteOptions { grace_period: Some(0), ..DeleteOptions::default() };
-            pass.delete_as("", "pods", &pod, options, "system:serviceaccount:kube-system:pod-garbage-collector");
+        if elapsed >= toleration || out_of_service {
+            pass.delete_as("", "pods", &pod, DeleteOptions::default(), TAINT_EVICTION);
         } else if pod_ready(&pod) {
             // As the node lifecycle controller's MarkPodsNotReady: a pod whose node stopped
             // reporting is not Ready, long before it is evicted, so its Endpoints and its
@@ -128,6 +167,41 @@ pub(super) fn node_lifecycle(pass: &mut Pass, runtime: &mut dyn PodRuntime) {
             set_condition(&mut status, "Ready", false, None, &pass.now());
             pass.set_status("", "pods", &pod, status, "node-controller");
         }
+    }
+}
+
+/// Puts the `unreachable` taints on a node that stopped reporting and takes them off one that
+/// reports again; returns the node as stored.
+fn taint_unreachable(pass: &mut Pass, node: Arc<Value>) -> Arc<Value> {
+    // The taint's time is when the node stopped reporting, in the stored form.
+    let since = node_not_ready_since(&node).and_then(|_| {
+        node["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?["lastTransitionTime"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let taints: Vec<Value> = node["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    let ours = |t: &Value| t["key"] == UNREACHABLE;
+    let mut wanted: Vec<Value> = taints.iter().filter(|t| !ours(t)).cloned().collect();
+    if let Some(since) = since {
+        let added = taints
+            .iter()
+            .find(|t| ours(t) && t["effect"] == "NoExecute")
+            .map(|t| t["timeAdded"].clone())
+            .unwrap_or_else(|| json!(since));
+        wanted.push(json!({"key": UNREACHABLE, "effect": "NoSchedule"}));
+        wanted.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": added}));
+    }
+    if wanted == taints {
+        return node;
+    }
+    let mut updated = (*node).clone();
+    updated["spec"]["taints"] = if wanted.is_empty() { Value::Null } else { json!(wanted) };
+    if let Some(spec) = updated["spec"].as_object_mut() {
+        spec.retain(|_, v| !v.is_null());
+    }
+    match pass.update("", "nodes", updated, "node-controller") {
+        Some(stored) => Arc::new(stored),
+        None => node,
     }
 }
 

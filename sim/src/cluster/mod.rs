@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiServer, DeleteOptions, PendingPod, PendingPodDelete, ResourceType, State, WriteOptions};
 
-pub use kubelet::{AlwaysReady, ClusterView, ContainerHealth, PodRuntime, StartError};
+pub use kubelet::{AlwaysReady, ClusterView, ContainerHealth, OUT_OF_SERVICE, PodRuntime, StartError};
 
 /// A kubelet's view of what runs in its pods.
 pub struct Cluster {

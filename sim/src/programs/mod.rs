@@ -257,11 +257,13 @@ impl Programs {
         inner.commands.extend(crashed.into_iter().map(|host| HostCommand::Crash { host }));
     }
 
-    /// The node is back: the containers of its pods that were not evicted start again.
-    pub fn node_back(&self, node: &str) {
+    /// The node is back: the containers of its pods start again, except those of pods deleted
+    /// meanwhile (`terminating`, by uid), which its kubelet finishes off instead.
+    pub fn node_back(&self, node: &str, terminating: &std::collections::BTreeSet<String>) {
         let mut inner = self.lock();
         let mut restarted = Vec::new();
-        for pod in inner.pods.values_mut().filter(|p| p.node == node && p.lost) {
+        for (_, pod) in inner.pods.iter_mut().filter(|(uid, p)| p.node == node && p.lost && !terminating.contains(*uid))
+        {
             pod.lost = false;
             restarted.extend(pod.host.clone());
         }
