@@ -249,6 +249,72 @@ fn a_lost_node_keeps_its_evicted_pods_terminating_until_it_returns() {
     assert_ne!(db["metadata"]["uid"], on_lost_uid(&now, "db-0"), "a new db-0");
 }
 
+#[test]
+fn a_force_deleted_pod_of_a_lost_node_leaves_its_disk_attached_for_six_minutes() {
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "c", "image": "postgres:17"}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "1Gi"}}}}]},
+    });
+    world.create_all([sv_sim::examples::storage_class(), sts]).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    let get = |api: &sv_sim::api::ApiServer, plural: &str, name: &str| -> Option<Value> {
+        let state = api.state();
+        let id = match plural {
+            "volumeattachments" => sv_sim::api::ResourceId::new("storage.k8s.io", "v1", plural),
+            _ => sv_sim::api::ResourceId::new("", "v1", plural),
+        };
+        let namespace = if plural == "pods" { "default" } else { "" };
+        state.store.get(&id, namespace, name).map(|o| (**o).clone())
+    };
+    let attachments = |api: &sv_sim::api::ApiServer| -> Vec<Value> {
+        let state = api.state();
+        let id = sv_sim::api::ResourceId::new("storage.k8s.io", "v1", "volumeattachments");
+        state.store.list(&id, None).map(|(_, a)| (**a).clone()).collect()
+    };
+    let running =
+        |api: &sv_sim::api::ApiServer| get(api, "pods", "db-0").is_some_and(|p| p["status"]["phase"] == "Running");
+    assert!(world.run_until(Duration::from_secs(60), running).expect("run"));
+    let first = get(&world.api, "pods", "db-0").expect("db-0")["spec"]["nodeName"].as_str().expect("node").to_string();
+    let attached = attachments(&world.api);
+    assert_eq!(attached.len(), 1, "{attached:#?}");
+    assert_eq!(attached[0]["spec"]["nodeName"], first.as_str());
+    assert_eq!(attached[0]["status"]["attached"], true);
+
+    // The node is lost; after the eviction someone force-deletes the pod without declaring the
+    // node down. The replacement is scheduled elsewhere but cannot have the disk yet.
+    world.set_node_ready(&first, false);
+    world.run_for(Duration::from_secs(320)).expect("run");
+    {
+        let mut state = world.api.state();
+        let rt = state.registry.find("", "v1", "pods").cloned().expect("pods");
+        let force = sv_sim::api::DeleteOptions { grace_period: Some(0), ..Default::default() };
+        world.api.delete_in(&mut state, &rt, "default", "db-0", &force).expect("force delete");
+    }
+    let forced_at = world.elapsed();
+    let elsewhere = |api: &sv_sim::api::ApiServer| {
+        get(api, "pods", "db-0").is_some_and(|p| p["spec"]["nodeName"].as_str().is_some_and(|n| n != first))
+    };
+    assert!(world.run_until(Duration::from_secs(30), elsewhere).expect("run"));
+    world.run_for(Duration::from_secs(60)).expect("run");
+    let waiting = get(&world.api, "pods", "db-0").expect("db-0");
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    let message = waiting["status"]["containerStatuses"][0]["state"]["waiting"]["message"].to_string();
+    assert!(message.contains("Multi-Attach error"), "{message}");
+
+    // After the attach/detach controller's six minutes the disk is detached and attached again.
+    assert!(world.run_until(Duration::from_secs(400), running).expect("run"));
+    let waited = world.elapsed() - forced_at;
+    assert!(waited >= Duration::from_secs(360) && waited < Duration::from_secs(380), "{waited:?}");
+    let attached = attachments(&world.api);
+    assert_eq!(attached.len(), 1);
+    assert_ne!(attached[0]["spec"]["nodeName"], first.as_str());
+}
+
 fn on_lost_uid(pods: &[Value], name: &str) -> Value {
     pods.iter().find(|p| p["metadata"]["name"] == name).map(|p| p["metadata"]["uid"].clone()).unwrap_or_default()
 }

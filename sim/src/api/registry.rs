@@ -168,6 +168,7 @@ const BUILTINS: &[Builtin] = &[
         true,
     ),
     ("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false),
+    ("storage.k8s.io", "v1", "volumeattachments", "VolumeAttachment", false, &[], true, false),
     ("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false),
     ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false),
     ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false),

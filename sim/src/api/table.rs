@@ -193,6 +193,12 @@ fn builtin_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)>
                 json!(ports.join(","))
             }),
         ],
+        ("storage.k8s.io", "volumeattachments") => vec![
+            ("Attacher", "string", |o| text(&o["spec"]["attacher"])),
+            ("PV", "string", |o| text(&o["spec"]["source"]["persistentVolumeName"])),
+            ("Node", "string", |o| text(&o["spec"]["nodeName"])),
+            ("Attached", "boolean", |o| json!(o["status"]["attached"] == true)),
+        ],
         ("", "persistentvolumeclaims") => vec![
             ("Status", "string", |o| text(&o["status"]["phase"])),
             ("Volume", "string", |o| text(&o["spec"]["volumeName"])),

@@ -80,7 +80,7 @@ impl PodRuntime for AlwaysReady {
     }
 }
 
-fn node_ready(node: &Value) -> bool {
+pub(super) fn node_ready(node: &Value) -> bool {
     node["status"]["conditions"]
         .as_array()
         .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
@@ -322,7 +322,11 @@ pub(super) fn kubelets(
         let now = pass.now();
         let mut status = pod["status"].clone();
         if status["phase"] == "Pending" {
-            if let Err(error) = runtime.start(&pod, &*pass) {
+            let attached = match super::volumes::attach_problem(pass, &pod) {
+                Some(message) => Err(StartError { reason: "ContainerCreating".into(), message }),
+                None => Ok(()),
+            };
+            if let Err(error) = attached.and_then(|()| runtime.start(&pod, &*pass)) {
                 let containers: Vec<Value> = pod["spec"]["containers"]
                     .as_array()
                     .into_iter()

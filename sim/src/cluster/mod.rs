@@ -30,6 +30,8 @@ pub struct Cluster {
     pod_ips: BTreeMap<String, u32>,
     /// Each node's index, in the order nodes were added.
     node_indices: BTreeMap<String, u32>,
+    /// Since when each attachment to a node that does not report has been unused.
+    unused_attachments: BTreeMap<String, k8s_openapi::jiff::Timestamp>,
     /// How often the controllers look again without any API change (readiness, timers).
     pub resync: Duration,
     /// How long after a change the controllers wait to see what else changes.
@@ -284,6 +286,7 @@ impl Cluster {
             runtime,
             pod_ips: BTreeMap::new(),
             node_indices: BTreeMap::new(),
+            unused_attachments: BTreeMap::new(),
             resync: Duration::from_secs(1),
             batch: Duration::from_millis(100),
         }
@@ -306,6 +309,7 @@ impl Cluster {
         volumes::bind(&mut pass);
         kubelet::node_lifecycle(&mut pass, self.runtime.as_mut());
         kubelet::schedule(&mut pass);
+        volumes::attach_detach(&mut pass, &mut self.unused_attachments);
         kubelet::kubelets(&mut pass, self.runtime.as_mut(), &mut self.pod_ips, &self.node_indices);
         kubelet::endpoints(&mut pass);
         pass.writes

@@ -157,3 +157,119 @@ fn remove_finalizer(pass: &mut Pass, plural: &str, object: &Value, finalizer: &s
     updated["metadata"]["finalizers"] = json!(kept);
     pass.update("", plural, updated, MANAGER);
 }
+
+/// What the attach/detach controller attaches: the provisioner's disks (`hostPath` volumes it
+/// made stand in for network disks). NFS volumes are mounted, not attached.
+const ATTACHER: &str = "sim.sharedvolume.io/hostpath";
+/// How long the attach/detach controller waits before it detaches a disk from a node that does
+/// not report, once no pod there uses it (`maxWaitForUnmountDuration`).
+pub(crate) const FORCE_DETACH_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 60);
+const ATTACH_DETACH: &str = "attachdetach-controller";
+
+fn attachable(pv: &Value) -> bool {
+    !pv["spec"]["hostPath"].is_null()
+}
+
+/// A disk that only one node may have attached at a time.
+fn single_node(pv: &Value) -> bool {
+    modes(pv).iter().all(|m| m == "ReadWriteOnce" || m == "ReadWriteOncePod")
+}
+
+/// The attachable volumes a pod uses: their PersistentVolumes.
+fn attached_volumes(pass: &Pass, pod: &Value) -> Vec<Arc<Value>> {
+    pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .filter_map(|claim| pass.get("", "persistentvolumeclaims", namespace(pod), claim))
+        .filter_map(|pvc| pass.get("", "persistentvolumes", "", pvc["spec"]["volumeName"].as_str()?))
+        .filter(|pv| attachable(pv))
+        .collect()
+}
+
+fn attachment_name(pv: &str, node: &str) -> String {
+    let digest = blake3::hash(format!("{pv}/{ATTACHER}/{node}").as_bytes());
+    format!("sim-{}", &digest.to_hex()[..16])
+}
+
+/// The attach/detach controller, for the provisioner's disks: a VolumeAttachment per disk and
+/// node where a scheduled pod uses it. A ReadWriteOnce disk is attached to one node at a time: a
+/// pod elsewhere waits (see [`attach_problem`]) until it is detached, which happens once no pod
+/// object on its node uses it: at once when the node reports, is gone, or is tainted
+/// out-of-service; after [`FORCE_DETACH_AFTER`] when the node does not report. A pod of a lost
+/// node keeps its disk while the pod object exists, even Terminating.
+///
+/// `unused_since` remembers since when an attachment to a node that does not report is unused.
+pub(super) fn attach_detach(
+    pass: &mut Pass,
+    unused_since: &mut std::collections::BTreeMap<String, k8s_openapi::jiff::Timestamp>,
+) {
+    let mut desired: std::collections::BTreeSet<(String, String)> = Default::default();
+    for pod in pass.list("", "pods", None) {
+        let Some(node) = pod["spec"]["nodeName"].as_str() else { continue };
+        for pv in attached_volumes(pass, &pod) {
+            desired.insert((name(&pv).to_string(), node.to_string()));
+        }
+    }
+    let attachments = pass.list("storage.k8s.io", "volumeattachments", None);
+    let attached = |pv: &str, node: &str| {
+        attachments.iter().any(|a| a["spec"]["source"]["persistentVolumeName"] == pv && a["spec"]["nodeName"] == node)
+    };
+    for (pv_name, node) in &desired {
+        if attached(pv_name, node) {
+            continue;
+        }
+        let Some(pv) = pass.get("", "persistentvolumes", "", pv_name) else { continue };
+        let elsewhere = attachments.iter().any(|a| a["spec"]["source"]["persistentVolumeName"] == pv_name.as_str());
+        if elsewhere && single_node(&pv) {
+            continue;
+        }
+        let attachment = json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": attachment_name(pv_name, node)},
+            "spec": {"attacher": ATTACHER, "nodeName": node, "source": {"persistentVolumeName": pv_name}},
+        });
+        if let Some(created) = pass.create("storage.k8s.io", "volumeattachments", attachment, ATTACH_DETACH) {
+            pass.set_status("storage.k8s.io", "volumeattachments", &created, json!({"attached": true}), ATTACH_DETACH);
+        }
+    }
+    let now = pass.server.clock().now();
+    for attachment in attachments {
+        let pv = attachment["spec"]["source"]["persistentVolumeName"].as_str().unwrap_or_default().to_string();
+        let node_name = attachment["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+        let key = name(&attachment).to_string();
+        if desired.contains(&(pv, node_name.clone())) || deleting(&attachment) {
+            unused_since.remove(&key);
+            continue;
+        }
+        let node = pass.get("", "nodes", "", &node_name);
+        let reports = node.as_ref().is_none_or(|n| {
+            super::kubelet::node_ready(n) || super::kubelet::has_no_execute_taint(n, super::kubelet::OUT_OF_SERVICE)
+        });
+        let since = *unused_since.entry(key.clone()).or_insert(now);
+        if reports || now.duration_since(since).unsigned_abs() >= FORCE_DETACH_AFTER {
+            unused_since.remove(&key);
+            pass.delete("storage.k8s.io", "volumeattachments", &attachment, DeleteOptions::default());
+        }
+    }
+}
+
+/// Why a pod's disks are not attached to its node yet, as the pod's Events say it.
+pub(super) fn attach_problem(pass: &Pass, pod: &Value) -> Option<String> {
+    let node = pod["spec"]["nodeName"].as_str()?;
+    let attachments = pass.list("storage.k8s.io", "volumeattachments", None);
+    attached_volumes(pass, pod).iter().find_map(|pv| {
+        let pv_name = name(pv);
+        let on = |a: &&Arc<Value>| a["spec"]["source"]["persistentVolumeName"] == pv_name;
+        let here = attachments.iter().filter(on).find(|a| a["spec"]["nodeName"] == node);
+        match here {
+            Some(a) if a["status"]["attached"] == true => None,
+            Some(_) => Some(format!("AttachVolume.Attach pending for volume \"{pv_name}\"")),
+            None if attachments.iter().any(|a| on(&a)) && single_node(pv) => Some(format!(
+                "Multi-Attach error for volume \"{pv_name}\" Volume is already exclusively attached to one node and can't be attached to another"
+            )),
+            None => Some(format!("AttachVolume.Attach pending for volume \"{pv_name}\"")),
+        }
+    })
+}
