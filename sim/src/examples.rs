@@ -100,15 +100,47 @@ fn settled(volume: &Value) -> bool {
     matches!(phase, "Ready" | "Failed") || sync_failed
 }
 
-/// Objects the operator created (its `managed-by` label).
+/// What the system made for volumes and would leave behind: objects with the operator's
+/// `managed-by` label or an owner reference to a volume, and the disks provisioned for claims
+/// that are gone (a PersistentVolume of the provisioner outliving its claim, and its
+/// attachments).
 pub fn managed_objects(api: &ApiServer) -> Vec<String> {
     let state = api.state();
     let label = sv_operator::api::labels::MANAGED_BY;
+    let ours = |kind: &Value| kind == "SharedVolume" || kind == "ClusterSharedVolume";
+    let claim_exists = |namespace: &str, name: &str| {
+        state
+            .registry
+            .find("", "v1", "persistentvolumeclaims")
+            .is_some_and(|rt| state.store.get(&rt.id, namespace, name).is_some())
+    };
     let mut left = Vec::new();
+    let mut orphaned_disks = Vec::new();
     for rt in state.registry.types() {
         for ((namespace, name), object) in state.store.list(&rt.id, None) {
-            if object["metadata"]["labels"][label] == sv_operator::api::labels::MANAGED_BY_VALUE {
+            let meta = &object["metadata"];
+            let owned = meta["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| ours(&r["kind"])));
+            let orphaned_disk = rt.kind == "PersistentVolume"
+                && !meta["annotations"]["pv.kubernetes.io/provisioned-by"].is_null()
+                && !claim_exists(
+                    object["spec"]["claimRef"]["namespace"].as_str().unwrap_or_default(),
+                    object["spec"]["claimRef"]["name"].as_str().unwrap_or_default(),
+                );
+            if orphaned_disk {
+                orphaned_disks.push(name.clone());
+            }
+            if meta["labels"][label] == sv_operator::api::labels::MANAGED_BY_VALUE || owned || orphaned_disk {
                 left.push(format!("{}/{}/{name}", rt.kind, if namespace.is_empty() { "-" } else { namespace }));
+            }
+        }
+    }
+    if let Some(rt) = state.registry.find("storage.k8s.io", "v1", "volumeattachments") {
+        for ((_, name), attachment) in state.store.list(&rt.id, None) {
+            if attachment["spec"]["source"]["persistentVolumeName"]
+                .as_str()
+                .is_some_and(|pv| orphaned_disks.iter().any(|d| d == pv))
+            {
+                left.push(format!("VolumeAttachment/-/{name}"));
             }
         }
     }

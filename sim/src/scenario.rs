@@ -18,11 +18,14 @@
 //!   - consumer: {name: reader, volume: http-sv, role: reader}   # namespace default; role
 //!                         # reader | writer | holder; writer: stable: unstable | file-sync
 //!   - waitForConsumers: {rounds: 3, within: 2m}   # every consumer made 3 more rounds
-//!   - apply: |            # any manifests
+//!   - waitForPod: {pod: default/reader-0, phase: Running, within: 1m}   # or phase: absent
+//!   - waitForCount: {kind: PersistentVolumeClaim, namespace: team-a, labels: {a: b}, count: 0, within: 1m}
+//!   - apply: |            # any manifests; an existing object gets the document merged in
 //!       apiVersion: v1 ...
 //!   - waitFor: {volume: default/http-sv, phase: Ready, within: 5m}
 //!   - loseNode: {podOf: {volume: default/http-sv, component: nfs-server}}
 //!   - source: {identity: "http https://...", revision: r2, files: {README.md: "new"}}
+//!   - sourceFailing: {identity: "...", status: 503, message: down}   # or sourceHanging: {identity}
 //!   - partition: [operator, api]
 //!   - runFor: 30s
 //!   - delete: {kind: SharedVolume, namespace: default, name: http-sv}
@@ -75,6 +78,10 @@ pub enum Step {
         status: u16,
         message: String,
     },
+    /// The source accepts fetches and never answers them (the syncer's `syncTimeout` ends each).
+    SourceHanging {
+        identity: String,
+    },
     Partition([HostRef; 2]),
     Repair([HostRef; 2]),
     Crash(HostRef),
@@ -103,10 +110,33 @@ pub enum Step {
     Webhook(bool),
     /// A consumer pod of a volume (a StatefulSet of the test image, mutated by the webhook).
     Consumer(ConsumerStep),
-    /// Waits until every consumer pod has made `rounds` more rounds.
+    /// Waits until pod `namespace/name` is in `phase` (`Running`, `Pending`, ..., or `absent`:
+    /// no such pod), or checks that it is now when `within` is not given.
+    WaitForPod {
+        pod: String,
+        phase: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
+    },
+    /// Waits until `count` objects of `kind` (in `namespace`, or everywhere; with all of
+    /// `labels`) exist.
+    WaitForCount {
+        kind: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
+        count: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        within: Option<String>,
+    },
+    /// Waits until every consumer pod (or those of `pods`, `namespace/name-0`) has made `rounds`
+    /// more rounds.
     WaitForConsumers {
         rounds: u64,
         within: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pods: Vec<String>,
     },
 }
 
@@ -138,6 +168,7 @@ fn default_namespace() -> String {
 pub struct Wait {
     /// `namespace/name` of a SharedVolume, or `name` of a ClusterSharedVolume.
     pub volume: String,
+    /// `Ready`, `Pending`, ..., or `none` (no status yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// `Type=Status` or `Type=Status/Reason`, e.g. `Synced=False/SyncFailed`.
@@ -146,7 +177,7 @@ pub struct Wait {
     /// The published revision (`status.sync.revision`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-    /// Text that one of the volume's condition messages contains.
+    /// Text that the volume's message or one of its conditions' messages contains.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -407,11 +438,18 @@ impl Wait {
     fn holds(&self, api: &ApiServer) -> Result<bool, String> {
         let Some(volume) = find_volume(api, &self.volume) else { return Ok(false) };
         let status = &volume["status"];
-        let phase_ok = self.phase.as_ref().is_none_or(|p| status["phase"] == p.as_str());
+        // `none`: the operator has not reported on the volume yet.
+        let phase_ok = self.phase.as_ref().is_none_or(|p| match p.as_str() {
+            "none" => status["phase"].is_null(),
+            p => status["phase"] == p,
+        });
         let revision_ok = self.revision.as_ref().is_none_or(|r| status["sync"]["revision"] == r.as_str());
         let message_ok = self.message.as_ref().is_none_or(|text| {
-            let conditions = status["conditions"].as_array().into_iter().flatten();
-            conditions.filter_map(|c| c["message"].as_str()).any(|m| m.contains(text.as_str()))
+            let conditions = status["conditions"].as_array().into_iter().flatten().map(|c| &c["message"]);
+            std::iter::once(&status["message"])
+                .chain(conditions)
+                .filter_map(Value::as_str)
+                .any(|m| m.contains(text.as_str()))
         });
         let condition_ok = match &self.condition {
             None => true,
@@ -433,7 +471,25 @@ impl Wait {
 impl Step {
     /// The step as the timeline shows it: as it is written in the file, on one line.
     fn describe(&self) -> String {
-        let text = serde_json::to_value(self).map(|v| flow(&v, true)).unwrap_or_else(|_| format!("{self:?}"));
+        let text = match self {
+            // The objects, not the first line of their YAML.
+            Step::Apply(manifests) => {
+                let documents: Vec<Value> = serde_saphyr::from_multiple(manifests).unwrap_or_default();
+                let objects: Vec<String> = documents
+                    .iter()
+                    .filter(|d| !d.is_null())
+                    .map(|d| {
+                        let (kind, meta) = (d["kind"].as_str().unwrap_or("?"), &d["metadata"]);
+                        match meta["namespace"].as_str() {
+                            Some(ns) => format!("{kind} {ns}/{}", meta["name"].as_str().unwrap_or("?")),
+                            None => format!("{kind} {}", meta["name"].as_str().unwrap_or("?")),
+                        }
+                    })
+                    .collect();
+                format!("apply: {}", objects.join(", "))
+            }
+            _ => serde_json::to_value(self).map(|v| flow(&v, true)).unwrap_or_else(|_| format!("{self:?}")),
+        };
         if text.chars().count() > 110 { format!("{}...", text.chars().take(107).collect::<String>()) } else { text }
     }
 }
@@ -577,6 +633,7 @@ impl Run {
             Step::SourceFailing { identity, status, message } => {
                 world.sources().set(identity, SourceState::Failing { status: *status, message: message.clone() });
             }
+            Step::SourceHanging { identity } => world.sources().set(identity, SourceState::Hanging),
             Step::Partition([a, b]) => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
                 self.world.partition(&a, &b);
@@ -678,13 +735,67 @@ impl Run {
                 self.consumer_volumes.insert(format!("{}/{}-0", consumer.namespace, consumer.name), volume);
                 self.create(vec![set])?;
             }
-            Step::WaitForConsumers { rounds, within } => {
+            Step::WaitForPod { pod, phase, within } => {
+                let (namespace, name) = pod.split_once('/').ok_or(format!("pod {pod:?}: write namespace/name"))?;
+                let within = within.as_deref().map(duration).transpose()?.unwrap_or_default();
+                let phase_of = |api: &ApiServer| -> String {
+                    let state = api.state();
+                    let pod = state
+                        .registry
+                        .find("", "v1", "pods")
+                        .and_then(|rt| state.store.get(&rt.id, namespace, name).cloned());
+                    match pod {
+                        None => "absent".to_string(),
+                        Some(p) if !p["metadata"]["deletionTimestamp"].is_null() => "Terminating".to_string(),
+                        Some(p) => p["status"]["phase"].as_str().unwrap_or("Pending").to_string(),
+                    }
+                };
+                let held = self
+                    .world
+                    .run_until(within, |api| phase_of(api) == *phase)
+                    .map_err(|e| format!("the simulation failed: {e}"))?;
+                if !held {
+                    return Err(format!("pod {pod} is {} after {within:?}, not {phase}", phase_of(&self.world.api)));
+                }
+            }
+            Step::WaitForCount { kind, namespace, labels, count, within } => {
+                let within = within.as_deref().map(duration).transpose()?.unwrap_or_default();
+                let counted = |api: &ApiServer| -> Result<Vec<String>, String> {
+                    let state = api.state();
+                    let rt =
+                        state.registry.types().find(|t| t.kind == *kind).ok_or(format!("no kind {kind} is served"))?;
+                    Ok(state
+                        .store
+                        .list(&rt.id, namespace.as_deref())
+                        .filter(|(_, o)| labels.iter().all(|(k, v)| o["metadata"]["labels"][k] == v.as_str()))
+                        .map(|((ns, name), _)| if ns.is_empty() { name.clone() } else { format!("{ns}/{name}") })
+                        .collect())
+                };
+                counted(&self.world.api)?;
+                let held = self
+                    .world
+                    .run_until(within, |api| counted(api).is_ok_and(|found| found.len() == *count))
+                    .map_err(|e| format!("the simulation failed: {e}"))?;
+                if !held {
+                    return Err(format!(
+                        "{} {kind} after {within:?}, not {count}: {:?}",
+                        counted(&self.world.api)?.len(),
+                        counted(&self.world.api)?
+                    ));
+                }
+            }
+            Step::WaitForConsumers { rounds, within, pods } => {
                 let within = duration(within)?;
                 let rounds_of = |world: &World| -> BTreeMap<String, u64> {
                     world.consumers().pods().into_iter().map(|(pod, r)| (pod, r.rounds)).collect()
                 };
                 let before = rounds_of(&self.world);
-                let expected = self.consumer_pods();
+                // Every consumer the scenario made, or the ones it names (not one it expects to be
+                // refused at admission).
+                let expected: Vec<String> = if pods.is_empty() { self.consumer_pods() } else { pods.clone() };
+                if expected.is_empty() {
+                    return Err("no consumer to wait for".into());
+                }
                 let until = self.world.elapsed() + within;
                 loop {
                     let now = rounds_of(&self.world);
@@ -742,9 +853,42 @@ impl Run {
                 self.secrets.extend(decoded.chain(plain).filter(|s| s.len() >= 4));
             }
         }
-        let errors: Vec<String> =
-            self.world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")).collect();
-        if errors.is_empty() { Ok(()) } else { Err(format!("creating: {errors:?}")) }
+        // As `kubectl apply`: what exists already gets the document merged into it.
+        let mut errors = Vec::new();
+        for document in documents {
+            match self.world.api.create_object(document.clone(), "kubectl") {
+                Ok(_) => {}
+                Err(e) if e.code() == 409 && e.reason() == "AlreadyExists" => {
+                    if let Err(e) = self.merge(document) {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(format!("{e:?}")),
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(format!("applying: {errors:?}")) }
+    }
+
+    /// Merges `document` into the stored object of its kind and name (a JSON merge patch).
+    fn merge(&mut self, document: Value) -> Result<(), String> {
+        let mut state = self.world.api.state();
+        let api_version = document["apiVersion"].as_str().unwrap_or_default();
+        let kind = document["kind"].as_str().unwrap_or_default();
+        let rt = state.registry.by_kind(api_version, kind).cloned().ok_or(format!("no kind {kind} is served"))?;
+        let namespace = match document["metadata"]["namespace"].as_str() {
+            Some(namespace) => namespace,
+            None if rt.namespaced => "default",
+            None => "",
+        };
+        let name = document["metadata"]["name"].as_str().unwrap_or_default();
+        let mut stored =
+            state.store.get(&rt.id, namespace, name).map(|o| (**o).clone()).ok_or(format!("{kind} {name} is gone"))?;
+        json_patch::merge(&mut stored, &document);
+        self.world
+            .api
+            .update_in(&mut state, &rt, stored, &crate::api::WriteOptions::controller("kubectl"))
+            .map(|_| ())
+            .map_err(|e| format!("{kind} {name}: {e:?}"))
     }
 
     /// The `mountPath` of a SharedVolume in `namespace`, or of a ClusterSharedVolume.
@@ -860,12 +1004,11 @@ impl Run {
             return Err("the scenario made Secrets but no Event was ever there to check for their values".into());
         }
         if self.consumers {
-            let idle: Vec<String> = self
-                .consumer_pods()
-                .into_iter()
-                .filter(|p| self.world.consumers().pods().get(p).is_none_or(|r| r.rounds == 0))
-                .collect();
-            if !idle.is_empty() {
+            // A consumer that started and never completed a round checked nothing; one refused
+            // at admission never started (a scenario may mean that).
+            let records = self.world.consumers().pods();
+            let idle: Vec<&String> = records.iter().filter(|(_, r)| r.rounds == 0).map(|(p, _)| p).collect();
+            if !idle.is_empty() || records.is_empty() {
                 return Err(format!("consumers that never completed a round checked nothing: {idle:?}"));
             }
         }

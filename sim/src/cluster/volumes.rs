@@ -91,10 +91,14 @@ pub(super) fn bind(pass: &mut Pass) {
                 .get("", "persistentvolumeclaims", ns, claim_name)
                 .is_some_and(|c| c["metadata"]["uid"] == claim["uid"]);
             if !still {
-                if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
-                    pass.delete("", "persistentvolumes", &pv, DeleteOptions::default());
-                } else {
-                    set_volume_phase(pass, &pv, "Released");
+                // Released first, as the real controller does; with the Delete policy the
+                // provisioner then deletes it, and its protection finalizer goes since it is no
+                // longer Bound.
+                set_volume_phase(pass, &pv, "Released");
+                if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+                    && let Some(released) = pass.get("", "persistentvolumes", "", name(&pv))
+                {
+                    pass.delete("", "persistentvolumes", &released, DeleteOptions::default());
                 }
             }
         }

@@ -54,6 +54,9 @@ pub enum SourceState {
     Tree { revision: String, files: Vec<SimFile>, credential: Option<String> },
     /// Every fetch fails with this HTTP status and message (a lost repository, an outage).
     Failing { status: u16, message: String },
+    /// Every fetch gets no answer for an hour (a host that accepts the connection and stalls):
+    /// the syncer's `syncTimeout` ends it.
+    Hanging,
 }
 
 /// The contents of every source, keyed by [`identity_of`]. A source nobody set holds one README at
@@ -156,6 +159,10 @@ pub async fn serve(catalog: SourceCatalog) -> turmoil::Result {
 async fn fetch(State(catalog): State<SourceCatalog>, Json(request): Json<FetchRequest>) -> axum::response::Response {
     catalog.count_fetch(&request.identity);
     match catalog.get(&request.identity) {
+        SourceState::Hanging => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (StatusCode::GATEWAY_TIMEOUT, "the source did not answer").into_response()
+        }
         SourceState::Failing { status, message } => {
             (StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), message).into_response()
         }
