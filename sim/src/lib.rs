@@ -15,6 +15,7 @@ pub mod api;
 pub mod cluster;
 pub mod examples;
 pub mod install;
+pub mod invariants;
 pub mod net;
 pub mod programs;
 pub mod scenario;

@@ -92,6 +92,8 @@ pub struct World {
     /// Flags the operator gets beyond `run --identity=operator-0`, read at each of its starts.
     operator_args: Arc<Mutex<Vec<String>>>,
     seed: u64,
+    /// The invariants on stored objects, checked after every step.
+    invariants: crate::invariants::Invariants,
     /// The last host events and faults, for the report of a broken invariant.
     recent: std::collections::VecDeque<String>,
 }
@@ -99,23 +101,39 @@ pub struct World {
 /// Host events and faults kept for the report of a broken invariant.
 const RECENT_EVENTS: usize = 20;
 
-/// A consumer saw an invariant broken: the run stops at that step.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "invariant broken after {at:.2?} of simulated time (replay: seed {seed}): {invariant}\n\
-     seen by {pod}: {detail}\n\
-     its last operations:\n{recent}\n\
-     the simulation's last host events and faults:\n{events}"
-)]
+/// An invariant broke (one a consumer checks over NFS, or one on the stored objects): the run
+/// stops at that step.
+#[derive(Debug)]
 pub struct InvariantBroken {
     pub seed: u64,
     pub at: Duration,
-    pub invariant: crate::programs::consumer::Invariant,
+    pub invariant: String,
+    /// Who saw it: a consumer pod, or `the API server's objects`.
     pub pod: String,
     pub detail: String,
     pub recent: String,
     pub events: String,
 }
+
+impl std::fmt::Display for InvariantBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "invariant broken after {:.2?} of simulated time (replay: seed {}): {}",
+            self.at, self.seed, self.invariant
+        )?;
+        writeln!(f, "seen by {}: {}", self.pod, self.detail)?;
+        if !self.recent.is_empty() {
+            writeln!(f, "its last operations:\n{}", self.recent)?;
+        }
+        match self.events.is_empty() {
+            true => write!(f, "no host event or fault before it"),
+            false => write!(f, "the simulation's last host events and faults:\n{}", self.events),
+        }
+    }
+}
+
+impl std::error::Error for InvariantBroken {}
 
 impl World {
     /// A new world. Fails only if its data directory cannot be made.
@@ -168,6 +186,7 @@ impl World {
             data,
             operator_args: Arc::default(),
             seed: config.seed,
+            invariants: Default::default(),
             recent: std::collections::VecDeque::new(),
         };
 
@@ -297,14 +316,46 @@ impl World {
             self.sim.step()?;
             self.apply_host_commands();
             // Unsized, not boxed again, so that callers can downcast it to `InvariantBroken`.
-            self.check_consumers().map_err(|broken| broken as Box<dyn std::error::Error>)?;
+            self.check_invariants().map_err(|broken| broken as Box<dyn std::error::Error>)?;
         }
         self.clock.publish(self.sim.elapsed());
         Ok(())
     }
 
-    /// The consumers' invariants, after every step: the first violation a consumer reported
-    /// stops the run.
+    /// Every invariant, after every step: the writes committed since the last step, and the first
+    /// violation a consumer reported; either stops the run.
+    fn check_invariants(&mut self) -> Result<(), Box<InvariantBroken>> {
+        let broken = {
+            let state = self.api.state();
+            self.invariants.check(&state.store).err()
+        };
+        if let Some((invariant, detail)) = broken {
+            let lines = self.recent.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+            return Err(Box::new(InvariantBroken {
+                seed: self.seed,
+                at: self.sim.elapsed(),
+                invariant: invariant.to_string(),
+                pod: "the API server's objects".to_string(),
+                detail,
+                recent: String::new(),
+                events: lines,
+            }));
+        }
+        self.check_consumers()
+    }
+
+    /// Checks every invariant now, without stepping (after writes made from outside the
+    /// simulation, such as a scenario's).
+    pub fn check_now(&mut self) -> Result<(), Box<InvariantBroken>> {
+        self.check_invariants()
+    }
+
+    /// How often each invariant on stored objects was checked, and what the Secret invariant had
+    /// to look at (see [`crate::invariants::Invariants`]).
+    pub fn invariants(&self) -> &crate::invariants::Invariants {
+        &self.invariants
+    }
+
     fn check_consumers(&self) -> Result<(), Box<InvariantBroken>> {
         let Some(programs) = &self.programs else { return Ok(()) };
         let consumers = programs.consumers();
@@ -317,7 +368,7 @@ impl World {
         Err(Box::new(InvariantBroken {
             seed: self.seed,
             at: self.sim.elapsed(),
-            invariant: violation.invariant,
+            invariant: violation.invariant.to_string(),
             pod: violation.pod,
             detail: violation.detail,
             recent: lines(&mut violation.recent.iter()),

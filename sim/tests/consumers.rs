@@ -198,7 +198,7 @@ fn a_reader_sees_a_file_changed_under_a_published_revision() {
     let guide = export.join(".sharedvolume/current/guide.md");
     std::fs::write(&guide, "FIRST GUIDE").expect("tamper with the published revision");
     let broken = run_until_broken(&mut world, Duration::from_secs(60));
-    assert_eq!(broken.invariant, Invariant::MixedRevision, "{broken}");
+    assert_eq!(broken.invariant, Invariant::MixedRevision.to_string(), "{broken}");
     assert!(broken.detail.contains("guide.md"), "{broken}");
     assert!(broken.to_string().contains("seed 22"), "the report says how to replay: {broken}");
 }
@@ -213,7 +213,7 @@ fn a_writer_sees_an_acknowledged_record_that_is_gone() {
     let file = std::fs::OpenOptions::new().write(true).open(&records).expect("the writer's file");
     file.set_len(0).expect("truncate");
     let broken = run_until_broken(&mut world, Duration::from_secs(60));
-    assert_eq!(broken.invariant, Invariant::LostWrite, "{broken}");
+    assert_eq!(broken.invariant, Invariant::LostWrite.to_string(), "{broken}");
     assert!(broken.pod.ends_with("writer-0"), "{broken}");
 }
 
@@ -229,5 +229,5 @@ fn a_holder_sees_handles_that_do_not_survive_a_restart() {
     std::fs::remove_file(export.join(".sv-nfs/handle-key")).expect("remove the handle key");
     world.bounce(&host);
     let broken = run_until_broken(&mut world, Duration::from_secs(120));
-    assert_eq!(broken.invariant, Invariant::StaleHandle, "{broken}");
+    assert_eq!(broken.invariant, Invariant::StaleHandle.to_string(), "{broken}");
 }

@@ -66,7 +66,7 @@ pub struct Store {
 
 /// Where the global resource version starts, so that `resourceVersion=1` is already compacted as
 /// it is on a real cluster.
-const FIRST_RESOURCE_VERSION: u64 = 1000;
+pub const FIRST_RESOURCE_VERSION: u64 = 1000;
 
 impl Store {
     pub fn new(capacity: usize) -> Self {
