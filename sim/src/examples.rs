@@ -61,6 +61,9 @@ pub struct Report {
     pub consumers: Vec<ConsumerLine>,
     /// Each invariant, and how many times it was checked (after every simulated step).
     pub invariants: Vec<(String, u64)>,
+    /// Faults under the consumers, and how long until every consumer of the volume was served
+    /// again (simulated time).
+    pub failovers: Vec<(String, Duration)>,
     pub errors: Vec<String>,
 }
 
@@ -222,8 +225,8 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
             .collect();
         errors.push(format!("not settled within {:.0} simulated seconds: {stuck:?}", settled_after.as_secs_f64()));
     }
-    let consumers =
-        if all_settled { use_the_volumes(&mut world, &mut errors).map_err(simulation)? } else { Vec::new() };
+    let (failovers, consumers) =
+        if all_settled { use_the_volumes(&mut world, &mut errors).map_err(simulation)? } else { Default::default() };
     let mut reports: Vec<VolumeReport> = volumes(&world.api)
         .iter()
         .map(|v| VolumeReport {
@@ -272,6 +275,7 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
         trace_hash: world.trace_hash(),
         invariants: invariant_counts(&world, &consumers),
         consumers,
+        failovers,
         errors,
     })
 }
@@ -303,13 +307,17 @@ const CONSUMERS: &[(&str, &str, Mounts<'static>, &str)] = &[
 /// What the consumers must do before the run goes on.
 const CONSUMER_ROUNDS: u64 = 5;
 
+/// What the consumers went through: each fault and how long until they were served again.
+type Failovers = Vec<(String, Duration)>;
+
 /// Installs the webhook, starts [`CONSUMERS`], publishes a new revision of the HTTP source under
-/// the readers, and removes the consumers again (a volume in use is not deleted). A broken
-/// invariant stops the run (an error); what stands in the way is added to `errors`.
+/// the readers, restarts NFS servers under them, and removes the consumers again (a volume in use
+/// is not deleted). A broken invariant stops the run (an error); what stands in the way is added
+/// to `errors`.
 fn use_the_volumes(
     world: &mut World,
     errors: &mut Vec<String>,
-) -> Result<Vec<ConsumerLine>, Box<dyn std::error::Error>> {
+) -> Result<(Failovers, Vec<ConsumerLine>), Box<dyn std::error::Error>> {
     let mut objects: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml"))?;
     objects.retain(|o| !o.is_null());
     for namespace in ["team-a", "team-b"] {
@@ -318,7 +326,7 @@ fn use_the_volumes(
     errors.extend(world.create_all(objects).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
     if !world.run_until(Duration::from_secs(300), crate::install::webhook_serving)? {
         errors.push("the webhook did not serve within 300 simulated seconds".into());
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let sets: Vec<Value> = CONSUMERS
         .iter()
@@ -363,6 +371,37 @@ fn use_the_volumes(
         errors.push("the HTTP volumes did not publish the new revision within 300 simulated seconds".into());
     }
     wait_rounds(world, errors, "after the new revision")?;
+    // A fault under the consumers: the NFS server of each volume they use restarts (a container
+    // crash the kubelet restarts at once); each volume's consumers must be served again.
+    let mut failovers = Vec::new();
+    for volume in ["http-sv", "nosource-csv"] {
+        let Some(host) = server_host(world, volume) else {
+            errors.push(format!("no running NFS server found for {volume}"));
+            continue;
+        };
+        let pods: Vec<String> = CONSUMERS
+            .iter()
+            .filter(|(_, _, mounts, _)| matches!(mounts, Mounts::Shared(v) | Mounts::Cluster(v) if *v == volume))
+            .map(|(namespace, name, ..)| format!("{namespace}/{name}-0"))
+            .collect();
+        let at = world.elapsed();
+        world.bounce(&host);
+        let served = |world: &World| {
+            let records = world.consumers().pods();
+            pods.iter().all(|p| records.get(p).is_some_and(|r| r.round_times.iter().any(|t| *t > at)))
+        };
+        while !served(world) && world.elapsed() < at + Duration::from_secs(120) {
+            world.run_for(Duration::from_millis(100))?;
+        }
+        match served(world) {
+            true => failovers.push((
+                format!("NFS server of {volume} restarted under {} consumers", pods.len()),
+                world.elapsed() - at,
+            )),
+            false => errors
+                .push(format!("the consumers of {volume} were not served within 120 s of its NFS server's restart")),
+        }
+    }
     // The consumers go, and with the last consumer of a namespace its claims (the webhook's).
     for (namespace, name, ..) in CONSUMERS {
         let mut state = world.api.state();
@@ -383,17 +422,31 @@ fn use_the_volumes(
         errors.push("the consumer pods were not gone within 300 simulated seconds".into());
     }
     let records = world.consumers().pods();
-    Ok(CONSUMERS
-        .iter()
-        .map(|(namespace, name, volume, _)| {
-            let pod = format!("{namespace}/{name}-0");
-            let volume = match volume {
-                Mounts::Shared(v) => format!("SharedVolume {namespace}/{v}"),
-                Mounts::Cluster(v) => format!("ClusterSharedVolume {v}"),
-            };
-            ConsumerLine { record: records.get(&pod).cloned().unwrap_or_default(), pod, volume }
-        })
-        .collect())
+    Ok((
+        failovers,
+        CONSUMERS
+            .iter()
+            .map(|(namespace, name, volume, _)| {
+                let pod = format!("{namespace}/{name}-0");
+                let volume = match volume {
+                    Mounts::Shared(v) => format!("SharedVolume {namespace}/{v}"),
+                    Mounts::Cluster(v) => format!("ClusterSharedVolume {v}"),
+                };
+                ConsumerLine { record: records.get(&pod).cloned().unwrap_or_default(), pod, volume }
+            })
+            .collect(),
+    ))
+}
+
+/// The simulated host of the running NFS server of volume `name` (a SharedVolume or a
+/// ClusterSharedVolume of that name).
+fn server_host(world: &World, name: &str) -> Option<String> {
+    let volume = volumes(&world.api).into_iter().find(|v| v["metadata"]["name"] == name)?;
+    let reference = volume["spec"]["referenceValue"].as_str()?.to_string();
+    let programs = world.programs()?;
+    let (pod, _) = programs.exports(&world.api).into_iter().find(|(pod, _)| pod.contains(&reference))?;
+    let (namespace, pod) = pod.split_once('/')?;
+    world.pod_host(namespace, pod)
 }
 
 impl Report {
@@ -477,6 +530,13 @@ impl fmt::Display for Report {
                 };
                 writeln!(f, "{:<18} {:<7} {:<38} {:>6} {:>8}  {checked}", c.pod, r.role, c.volume, r.rounds, r.errors)?;
             }
+        }
+        for (fault, after) in &self.failovers {
+            writeln!(
+                f,
+                "Fault survived: {fault}; all served again after {:.1} simulated seconds.",
+                after.as_secs_f64()
+            )?;
         }
         if !self.invariants.is_empty() {
             writeln!(f)?;
