@@ -177,9 +177,11 @@ pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// The StorageClass the examples name, as a cluster provides it (kind's is `standard` too).
+/// The StorageClass the examples name, as a cluster provides it: kind's is `standard` too, and the
+/// default one.
 pub fn storage_class() -> Value {
-    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "standard"},
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+           "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
            "provisioner": "sim.sharedvolume.io/hostpath", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"})
 }
 

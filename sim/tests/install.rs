@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace")
@@ -251,4 +251,39 @@ fn a_field_its_kind_does_not_have_is_reported() {
                  "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Always", "cpu": "1"}]}}}});
     let lost = schema_problems(&deployment).expect("a Deployment");
     assert_eq!(lost, [".spec.replica", ".spec.template.spec.containers[0].cpu"]);
+}
+
+/// The DefaultStorageClass admission plugin, as the real one: a claim that names no class gets the
+/// default (the newest when several are), one that names "" or a class keeps it, and with no
+/// default the field stays unset.
+#[test]
+fn claims_without_a_class_get_the_default_one() {
+    let start = k8s_openapi::jiff::Timestamp::from_second(1_790_000_000).expect("a time");
+    let clock = std::sync::Arc::new(sv_sim::net::SimClock::new(start));
+    let api = sv_sim::api::ApiServer::new(sv_sim::api::Options::default(), clock.clone());
+    let claim = |name: &str, class: Option<&str>| {
+        let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        if let Some(class) = class {
+            claim["spec"]["storageClassName"] = json!(class);
+        }
+        api.create_object(claim, "kubectl").expect("claim")["spec"]["storageClassName"].clone()
+    };
+    let class = |name: &str, default: bool| {
+        let annotations =
+            if default { json!({"storageclass.kubernetes.io/is-default-class": "true"}) } else { json!({}) };
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "provisioner": "x",
+               "metadata": {"name": name, "annotations": annotations}})
+    };
+    api.create_object(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}), "kubectl")
+        .ok();
+    assert_eq!(claim("before", None), Value::Null, "no default class: the claim waits for one");
+    api.create_object(class("slow", false), "kubectl").expect("class");
+    api.create_object(class("standard", true), "kubectl").expect("class");
+    clock.publish(std::time::Duration::from_secs(5));
+    api.create_object(class("fast", true), "kubectl").expect("class");
+    assert_eq!(claim("plain", None), "fast", "the newest default");
+    assert_eq!(claim("none", Some("")), "", "an explicit empty class stays");
+    assert_eq!(claim("chosen", Some("slow")), "slow");
 }

@@ -456,6 +456,15 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
 /// Where the ServiceAccount admission plugin mounts the token volume.
 pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// Whether a StorageClass says it is the cluster's default (the GA annotation, or the beta one
+/// the admission plugin still honours).
+pub fn is_default_class(class: &Value) -> bool {
+    let annotations = &class["metadata"]["annotations"];
+    ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+        .iter()
+        .any(|key| annotations[*key] == "true")
+}
+
 /// The DefaultTolerationSeconds admission plugin: a pod tolerates a `not-ready` and an
 /// `unreachable` node for 300 s, unless it already has a toleration of that taint (or of every
 /// taint) with `NoExecute` or any effect.

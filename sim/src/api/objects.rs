@@ -351,6 +351,28 @@ impl ApiServer {
             let automount = found["automountServiceAccountToken"].as_bool();
             builtin::mount_service_account_token(&mut object, automount);
         }
+        if rt.id.group.is_empty()
+            && rt.id.plural == "persistentvolumeclaims"
+            && object["spec"]["storageClassName"].is_null()
+        {
+            // The DefaultStorageClass plugin: a claim that names no class (not even "") gets the
+            // default one, the newest if several say they are.
+            let classes = state.registry.find("storage.k8s.io", "v1", "storageclasses");
+            let default = classes
+                .into_iter()
+                .flat_map(|rt| state.store.list(&rt.id, None))
+                .map(|(_, class)| class)
+                .filter(|class| builtin::is_default_class(class))
+                .max_by(|a, b| {
+                    let created =
+                        |c: &Value| c["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string();
+                    let named = |c: &Value| c["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    (created(a), std::cmp::Reverse(named(a))).cmp(&(created(b), std::cmp::Reverse(named(b))))
+                });
+            if let Some(class) = default {
+                object["spec"]["storageClassName"] = class["metadata"]["name"].clone();
+            }
+        }
         builtin::validate(rt, None, &object)?;
         state.ips = ips;
         let mut ownership = Ownership::default();
