@@ -250,6 +250,7 @@ impl Scenario {
             })?;
             timeline.push(TimelineEntry { started, took: run.world.elapsed() - started, step: what });
         }
+        let liveness = run.check_liveness().map_err(|message| step_error(self.steps.len(), "end", message))?;
         run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
         Ok(ScenarioReport {
             description: self.description.trim().to_string(),
@@ -259,11 +260,20 @@ impl Scenario {
             consumers: run.world.consumers().pods(),
             invariants: run.invariant_counts(),
             failovers: run.failovers(),
+            liveness,
             simulated: run.world.elapsed(),
             wall: wall.elapsed(),
             trace_hash: run.world.trace_hash(),
         })
     }
+}
+
+/// How long after the last step, with every fault healed, the system has to be whole again.
+const LIVENESS_BOUND: Duration = Duration::from_secs(600);
+
+fn partition_name(a: &str, b: &str) -> String {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    format!("partition {a} {b}")
 }
 
 fn step_error(step: usize, what: &str, e: impl std::fmt::Display) -> ScenarioError {
@@ -280,6 +290,9 @@ struct Run {
     faults: Vec<(String, String, Duration)>,
     /// The node the last `loseNode` lost.
     lost_node: Option<String>,
+    /// Faults still in place (partitions, crashed hosts, lost nodes, API faults): liveness is
+    /// checked at the end only once there are none.
+    active_faults: std::collections::BTreeSet<String>,
 }
 
 /// One step of a replayed scenario, with when it started and how long it took (simulated).
@@ -333,6 +346,8 @@ pub struct ScenarioReport {
     pub invariants: Vec<(String, u64)>,
     /// How long the consumers of a volume waited after each fault of its NFS server.
     pub failovers: Vec<Failover>,
+    /// What the liveness check at the end found.
+    pub liveness: String,
     pub simulated: Duration,
     pub wall: Duration,
     pub trace_hash: String,
@@ -388,6 +403,7 @@ impl std::fmt::Display for ScenarioReport {
             }
         }
         writeln!(f)?;
+        writeln!(f, "liveness: {}", self.liveness)?;
         writeln!(f, "invariants (times checked):")?;
         for (invariant, checks) in &self.invariants {
             match checks {
@@ -511,7 +527,14 @@ fn flow(value: &Value, top: bool) -> String {
 
 impl Run {
     fn new(world: World) -> Self {
-        Self { world, consumers: false, consumer_volumes: BTreeMap::new(), faults: Vec::new(), lost_node: None }
+        Self {
+            world,
+            consumers: false,
+            consumer_volumes: BTreeMap::new(),
+            faults: Vec::new(),
+            lost_node: None,
+            active_faults: Default::default(),
+        }
     }
 
     /// Records a fault aimed at a volume's NFS server, to measure how long its consumers waited.
@@ -614,20 +637,24 @@ impl Run {
             Step::SourceHanging { identity } => world.sources().set(identity, SourceState::Hanging),
             Step::Partition([a, b]) => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
+                self.active_faults.insert(partition_name(&a, &b));
                 self.world.partition(&a, &b);
             }
             Step::Repair([a, b]) => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
+                self.active_faults.remove(&partition_name(&a, &b));
                 self.world.repair(&a, &b);
             }
             Step::Crash(host_ref) => {
                 let host = self.host(host_ref)?;
                 self.note_fault("crash", host_ref);
+                self.active_faults.insert(format!("host {host} crashed"));
                 self.world.crash(&host);
             }
             Step::Bounce(host_ref) => {
                 let host = self.host(host_ref)?;
                 self.note_fault("restart", host_ref);
+                self.active_faults.remove(&format!("host {host} crashed"));
                 self.world.bounce(&host);
             }
             Step::LoseNode(host) => {
@@ -642,14 +669,18 @@ impl Run {
                     }
                 };
                 self.world.set_node_ready(&node, false);
+                self.active_faults.insert(format!("node {node} lost"));
                 self.lost_node = Some(node);
             }
             Step::NodeBack(node) => {
                 let node = self.node_name(node)?;
+                self.active_faults.remove(&format!("node {node} lost"));
                 self.world.set_node_ready(&node, true)
             }
             Step::OutOfService(node) => {
                 let node = self.node_name(node)?;
+                // Declared down: what it held may move, so liveness no longer waits for it.
+                self.active_faults.remove(&format!("node {node} lost"));
                 self.world.taint_out_of_service(&node)?;
                 // Measured from here too: how long a failover takes once the node is declared down.
                 let now = self.world.elapsed();
@@ -659,11 +690,17 @@ impl Run {
                     self.faults.push(("out-of-service taint after the node loss".into(), volume, now));
                 }
             }
-            Step::ApiFaults { fail_rate, code } => world.set_api_faults(crate::api::Faults {
-                fail_rate: *fail_rate,
-                fail_code: *code,
-                ..crate::api::Faults::default()
-            }),
+            Step::ApiFaults { fail_rate, code } => {
+                match *fail_rate > 0.0 {
+                    true => self.active_faults.insert("API faults".to_string()),
+                    false => self.active_faults.remove("API faults"),
+                };
+                self.world.set_api_faults(crate::api::Faults {
+                    fail_rate: *fail_rate,
+                    fail_code: *code,
+                    ..crate::api::Faults::default()
+                })
+            }
             Step::Delete { kind, namespace, name } => {
                 let mut state = world.api.state();
                 let rt = state
@@ -929,6 +966,82 @@ impl Run {
                 self.world.pod_host(namespace, name).ok_or(format!("pod {namespace}/{name} runs no program"))
             }
         }
+    }
+
+    /// Liveness, once the steps are done: with every fault healed, every volume whose source
+    /// answers becomes Ready and every consumer pod is served again, within [`LIVENESS_BOUND`].
+    /// Returns what was found; a run that still has faults in place is not held to it (and says
+    /// so), and a volume whose source is failing or stalled is expected to wait (and listed).
+    fn check_liveness(&mut self) -> Result<String, String> {
+        if !self.active_faults.is_empty() {
+            return Ok(format!("not checked: faults still in place at the end: {:?}", self.active_faults));
+        }
+        let sources = self.world.sources().clone();
+        let waits_on_source = |volume: &Value| {
+            let source = serde_json::from_value::<sv_operator::api::SourceSpec>(volume["spec"]["source"].clone()).ok();
+            source.as_ref().and_then(crate::programs::identity_of).is_some_and(|identity| {
+                matches!(sources.get(&identity), SourceState::Failing { .. } | SourceState::Hanging)
+            })
+        };
+        let consumers: Vec<String> = {
+            let expected = self.consumer_pods();
+            let state = self.world.api.state();
+            let pods = state.registry.find("", "v1", "pods").map(|rt| rt.id.clone());
+            expected
+                .into_iter()
+                .filter(|p| {
+                    let (namespace, name) = p.split_once('/').unwrap_or_default();
+                    pods.as_ref().is_some_and(|id| state.store.get(id, namespace, name).is_some())
+                })
+                .collect()
+        };
+        let started = self.world.elapsed();
+        let served = |world: &World| {
+            let records = world.consumers().pods();
+            consumers.iter().all(|p| records.get(p).is_some_and(|r| r.round_times.iter().any(|t| *t > started)))
+        };
+        let not_ready = |api: &ApiServer| -> Vec<String> {
+            volumes(api)
+                .iter()
+                .filter(|v| v["status"]["phase"] != "Ready" && !waits_on_source(v))
+                .map(volume_key)
+                .collect()
+        };
+        let mut live = false;
+        while self.world.elapsed() < started + LIVENESS_BOUND {
+            if not_ready(&self.world.api).is_empty() && served(&self.world) {
+                live = true;
+                break;
+            }
+            self.world.run_for(Duration::from_millis(500)).map_err(|e| format!("the simulation failed: {e}"))?;
+        }
+        let waiting: Vec<String> =
+            volumes(&self.world.api).iter().filter(|v| waits_on_source(v)).map(volume_key).collect();
+        if !live {
+            let unserved: Vec<&String> = {
+                let records = self.world.consumers().pods();
+                consumers
+                    .iter()
+                    .filter(|p| records.get(*p).is_none_or(|r| !r.round_times.iter().any(|t| *t > started)))
+                    .collect()
+            };
+            return Err(format!(
+                "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {:?}, consumers not served {unserved:?}",
+                not_ready(&self.world.api)
+            ));
+        }
+        let after = (self.world.elapsed() - started).as_secs_f64();
+        let what = match (volumes(&self.world.api).is_empty(), consumers.len()) {
+            (true, 0) => "no volume or consumer left to hold to it".to_string(),
+            (true, n) => format!("no volume left, {n} consumer pod(s) served"),
+            (false, 0) => "every volume Ready (no consumers)".to_string(),
+            (false, n) => format!("every volume Ready and {n} consumer pod(s) served"),
+        };
+        let mut found = format!("{what} {after:.1} s after the last step (bound {}s)", LIVENESS_BOUND.as_secs());
+        if !waiting.is_empty() {
+            found.push_str(&format!("; waiting on their failing source, as expected: {waiting:?}"));
+        }
+        Ok(found)
     }
 
     /// Once the steps are done: an invariant that had nothing to look at says so.

@@ -72,6 +72,21 @@ fn webhook(tls: Arc<rustls::ServerConfig>, reviews: Arc<Mutex<Vec<Value>>>) -> P
     common::webhook::serving(tls, router)
 }
 
+/// Creates `objects` with the webhook's pod and its Service `default/admission`, and runs until
+/// the pod serves.
+fn start_with_webhook(world: &mut World, mut objects: Vec<Value>) {
+    objects.push(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "admission", "namespace": "default", "labels": {"app": "admission"}},
+        "spec": {"containers": [{"name": "webhook", "image": format!("{IMAGE}:1")}]}}));
+    objects
+        .push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "admission", "namespace": "default"},
+        "spec": {"selector": {"app": "admission"}, "ports": [{"port": 443, "targetPort": 8443}]}}));
+    for result in world.create_all(objects) {
+        result.expect("create");
+    }
+    world.run_for(Duration::from_secs(5)).expect("the webhook pod starts");
+}
+
 fn configuration(kind: &str, name: &str, path: &str, resources: &[&str], ca: &str, extra: Value) -> Value {
     let mut hook = json!({
         "name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
@@ -100,10 +115,6 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
     let objects = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"admission": "on"}}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "admission", "namespace": "default", "labels": {"app": "admission"}},
-               "spec": {"containers": [{"name": "webhook", "image": format!("{IMAGE}:1")}]}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "admission", "namespace": "default"},
-               "spec": {"selector": {"app": "admission"}, "ports": [{"port": 443, "targetPort": 8443}]}}),
         configuration(
             "MutatingWebhookConfiguration",
             "label.example.com",
@@ -165,10 +176,7 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
             unreachable("Ignore"),
         ),
     ];
-    for result in world.create_all(objects) {
-        result.expect("create");
-    }
-    world.run_for(Duration::from_secs(5)).expect("the webhook pod starts");
+    start_with_webhook(&mut world, objects);
 
     let results: Outcomes = Arc::default();
     let record = results.clone();
@@ -308,4 +316,89 @@ fn writes_pass_the_webhooks_their_rules_and_selectors_choose() {
     assert_eq!(failed["involvedObject"]["kind"], "ReplicaSet");
     let message = failed["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Error creating: admission webhook \"refuse-pods.example.com\" denied"), "{message}");
+}
+
+/// `reinvocationPolicy: IfNeeded`: a mutating webhook whose object a later webhook changed is
+/// called once more and sees the change; with `Never` it is not.
+#[test]
+fn a_webhook_that_asks_is_called_again_when_a_later_one_changed_the_object() {
+    sv_sim::init_test_logging();
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let (tls, ca) = tls();
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let label = |labels: &Value, key: &str, value: &str| {
+        if labels.is_object() {
+            json!([{"op": "add", "path": format!("/metadata/labels/{key}"), "value": value}])
+        } else {
+            json!([{"op": "add", "path": "/metadata/labels", "value": {key: value}}])
+        }
+    };
+    let (first_calls, second_calls) = (calls.clone(), calls.clone());
+    let router = axum::Router::new()
+        .route(
+            "/first",
+            post(move |Json(review): Json<Value>| {
+                let labels = &review["request"]["object"]["metadata"]["labels"];
+                let saw = labels["second"].as_str().unwrap_or("nothing").to_string();
+                first_calls.lock().expect("lock").push(format!("first saw {saw}"));
+                let patch = label(labels, "first-saw", &saw);
+                async move { answer(&review, true, None, Some(patch)) }
+            }),
+        )
+        .route(
+            "/second",
+            post(move |Json(review): Json<Value>| {
+                second_calls.lock().expect("lock").push("second".to_string());
+                let labels = &review["request"]["object"]["metadata"]["labels"];
+                let patch = labels["second"].is_null().then(|| label(labels, "second", "was-here"));
+                async move { answer(&review, true, None, patch) }
+            }),
+        );
+    world.programs().expect("programs").register_image(IMAGE, common::webhook::serving(tls, router));
+    let config = |name: &str, mode: &str, policy: &str| {
+        let hook = |hook: &str| {
+            json!({
+                "name": format!("{hook}.{name}"), "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "reinvocationPolicy": if hook == "first" { policy } else { "Never" },
+                "clientConfig": {"service": {"namespace": "default", "name": "admission", "path": format!("/{hook}"), "port": 443},
+                                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&ca)},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+                "namespaceSelector": {"matchLabels": {"mode": mode}},
+            })
+        };
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+               "metadata": {"name": name}, "webhooks": [hook("first"), hook("second")]})
+    };
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "again", "labels": {"mode": "again"}}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "once", "labels": {"mode": "once"}}}),
+        config("if-needed.example.com", "again", "IfNeeded"),
+        config("never.example.com", "once", "Never"),
+    ];
+    start_with_webhook(&mut world, objects);
+
+    let results: Outcomes = Arc::default();
+    let record = results.clone();
+    world.sim.client("tester", async move {
+        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+        for namespace in ["again", "once"] {
+            let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m"}})).expect("cm");
+            let created =
+                Api::<ConfigMap>::namespaced(client.clone(), namespace).create(&PostParams::default(), &map).await;
+            let created = created.map(|c| serde_json::to_value(c).unwrap_or_default()).map_err(|e| e.to_string());
+            record.lock().expect("lock").push((namespace.to_string(), created));
+        }
+        Ok(())
+    });
+    let done = results.clone();
+    assert!(world.run_until(Duration::from_secs(60), |_| done.lock().expect("lock").len() == 2).expect("run"));
+    let results = results.lock().expect("lock").clone();
+    let labels = |i: usize| results[i].1.clone().expect("created")["metadata"]["labels"].clone();
+    assert_eq!(labels(0)["first-saw"], "was-here", "called again, it saw the later change: {:#}", labels(0));
+    assert_eq!(labels(1)["first-saw"], "nothing", "never called again: {:#}", labels(1));
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        ["first saw nothing", "second", "first saw was-here", "first saw nothing", "second"],
+        "once more for IfNeeded, and only the webhook that asked"
+    );
 }

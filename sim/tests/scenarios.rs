@@ -48,3 +48,29 @@ steps:
     let bad: Result<Scenario, _> = serde_saphyr::from_str("description: x\nsteps:\n  - teleport: now\n");
     assert!(bad.is_err(), "unknown steps are refused");
 }
+
+#[test]
+fn a_volume_that_never_gets_ready_after_the_faults_heal_fails_the_liveness_check() {
+    // The source wants a credential the volume does not give: nothing is failing or stalled, so
+    // the volume is held to being Ready, and is not.
+    let text = r#"
+description: a source that refuses the volume's (absent) credentials
+steps:
+  - install: true
+  - source: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", revision: r1, files: {README.md: "x"}, credential: only-with-this}
+  - example: 13-http.yaml
+  - runFor: 1m
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let error = scenario.run().expect_err("fails").to_string();
+    assert!(error.contains("liveness") && error.contains("default/http-sv"), "{error}");
+
+    // The same with the source down: the volume is expected to wait, and the run passes.
+    let failing = text.replace(
+        r#"  - source: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", revision: r1, files: {README.md: "x"}, credential: only-with-this}"#,
+        r#"  - sourceFailing: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", status: 503, message: down}"#,
+    );
+    let scenario: Scenario = serde_saphyr::from_str(&failing).expect("parses");
+    let report = scenario.run().expect("a failing source is waited on");
+    assert!(report.liveness.contains("waiting on their failing source"), "{}", report.liveness);
+}

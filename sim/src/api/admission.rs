@@ -21,7 +21,9 @@
 //! webhook applies to pods, a controller's pod waits in [`State::pending_pods`] and is admitted
 //! and created between passes. Their other writes are not admitted.
 //!
-//! Not modelled: `reinvocationPolicy`, `sideEffects` checks for dry runs, delete-collection.
+//! A mutating webhook with `reinvocationPolicy: IfNeeded` is called once more after the first pass
+//! when a webhook after it changed the object. Not modelled: the built-in plugins' reinvocation,
+//! `sideEffects` checks for dry runs, delete-collection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +71,8 @@ struct Webhook {
     object_selector: Value,
     /// `matchConditions`: (name, CEL expression).
     match_conditions: Vec<(String, String)>,
+    /// `reinvocationPolicy: IfNeeded`.
+    reinvoke: bool,
 }
 
 /// Whether a webhook could apply to pods created in `namespace` (selectors are checked when the
@@ -199,58 +203,93 @@ impl ApiServer {
         old: Option<&Value>,
         asker: &Asker<'_>,
     ) -> Result<(Value, Vec<String>), ApiError> {
-        let Asker { user, options, name_generated } = *asker;
         let hooks = webhooks(&self.state(), target, operation);
         let mut warnings = Vec::new();
-        for hook in &hooks {
-            let namespace = self.namespace_object(target, &object, old);
-            if !hook_selects(hook, namespace.as_ref(), &object, old) {
-                continue;
+        // Reinvocation, as the real dispatcher does it: after the first pass, a mutating webhook
+        // with `reinvocationPolicy: IfNeeded` is called once more if a webhook after it changed
+        // the object. `changes` counts the mutations; `seen` is the count each webhook saw.
+        let mut changes = 0u32;
+        let mut seen: Vec<Option<u32>> = vec![None; hooks.len()];
+        for (index, hook) in hooks.iter().enumerate() {
+            if let Some(changed) =
+                self.run_hook(hook, target, operation, &mut object, old, asker, &mut warnings).await?
+            {
+                seen[index] = Some(changes);
+                changes += u32::from(changed);
             }
-            // Mutating webhooks run before the server finishes a new object (its name from
-            // generateName, uid, creation time, generation, a pod's status); validating ones after.
-            let shown = match operation {
-                Operation::Create if hook.mutating => before_create(&object, name_generated),
-                _ => object.clone(),
-            };
-            let review = review(target, operation, &shown, old, user, options);
-            let called = match conditions_hold(hook, &review, namespace.as_ref()) {
-                Ok(true) => self.call(hook, &review).await,
-                Ok(false) => continue,
-                // The real server refuses with 403 here, not the 500 of a failed call.
-                Err(why) if hook.fail_closed => {
-                    let name = object["metadata"]["name"].as_str().or_else(|| old?["metadata"]["name"].as_str());
-                    return Err(conditions_forbidden(target, name.unwrap_or_default(), &why));
-                }
-                Err(why) => Err(why),
-            };
-            let verdict = match called {
-                Ok(verdict) => verdict,
-                Err(why) if hook.fail_closed => {
-                    return Err(errors::internal(format!(
-                        "Internal error occurred: failed calling webhook \"{}\": {why}",
-                        hook.name
-                    )));
-                }
-                Err(why) => {
-                    tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored by its failurePolicy");
-                    continue;
-                }
-            };
-            warnings.extend(verdict.warnings);
-            if !verdict.allowed {
-                return Err(denied(&hook.name, &verdict.status));
-            }
-            if let Some(patch) = verdict.patch.filter(|_| hook.mutating && operation != Operation::Delete) {
-                json_patch::patch(&mut object, &patch).map_err(|e| {
-                    errors::internal(format!(
-                        "Internal error occurred: the patch of webhook \"{}\" does not apply: {e}",
-                        hook.name
-                    ))
-                })?;
+        }
+        for (index, hook) in hooks.iter().enumerate() {
+            let changed_after = seen[index].is_some_and(|saw| saw < changes && hook.reinvoke);
+            if changed_after && hook.mutating {
+                self.run_hook(hook, target, operation, &mut object, old, asker, &mut warnings).await?;
             }
         }
         Ok((object, warnings))
+    }
+
+    /// Calls one webhook if it selects the request, and applies a mutating one's patch: returns
+    /// None if it was not called, else whether it changed the object.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_hook(
+        &self,
+        hook: &Webhook,
+        target: &Target,
+        operation: Operation,
+        object: &mut Value,
+        old: Option<&Value>,
+        asker: &Asker<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<bool>, ApiError> {
+        let Asker { user, options, name_generated } = *asker;
+        let namespace = self.namespace_object(target, object, old);
+        if !hook_selects(hook, namespace.as_ref(), object, old) {
+            return Ok(None);
+        }
+        // Mutating webhooks run before the server finishes a new object (its name from
+        // generateName, uid, creation time, generation, a pod's status); validating ones after.
+        let shown = match operation {
+            Operation::Create if hook.mutating => before_create(object, name_generated),
+            _ => object.clone(),
+        };
+        let review = review(target, operation, &shown, old, user, options);
+        let called = match conditions_hold(hook, &review, namespace.as_ref()) {
+            Ok(true) => self.call(hook, &review).await,
+            Ok(false) => return Ok(None),
+            // The real server refuses with 403 here, not the 500 of a failed call.
+            Err(why) if hook.fail_closed => {
+                let name = object["metadata"]["name"].as_str().or_else(|| old?["metadata"]["name"].as_str());
+                return Err(conditions_forbidden(target, name.unwrap_or_default(), &why));
+            }
+            Err(why) => Err(why),
+        };
+        let verdict = match called {
+            Ok(verdict) => verdict,
+            Err(why) if hook.fail_closed => {
+                return Err(errors::internal(format!(
+                    "Internal error occurred: failed calling webhook \"{}\": {why}",
+                    hook.name
+                )));
+            }
+            Err(why) => {
+                tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored by its failurePolicy");
+                return Ok(None);
+            }
+        };
+        warnings.extend(verdict.warnings);
+        if !verdict.allowed {
+            return Err(denied(&hook.name, &verdict.status));
+        }
+        let Some(patch) = verdict.patch.filter(|_| hook.mutating && operation != Operation::Delete) else {
+            return Ok(Some(false));
+        };
+        let before = object.clone();
+        json_patch::patch(object, &patch).map_err(|e| {
+            errors::internal(format!(
+                "Internal error occurred: the patch of webhook \"{}\" does not apply: {e}",
+                hook.name
+            ))
+        })?;
+        Ok(Some(*object != before))
     }
 
     /// Deletes the pods the controllers and kubelets asked to delete while webhooks applied to
@@ -547,6 +586,7 @@ fn webhooks(state: &State, target: &Target, operation: Operation) -> Vec<Webhook
                         .flatten()
                         .filter_map(|c| Some((c["name"].as_str()?.to_string(), c["expression"].as_str()?.to_string())))
                         .collect(),
+                    reinvoke: mutating && hook["reinvocationPolicy"] == "IfNeeded",
                 });
             }
         }
@@ -917,6 +957,7 @@ mod tests {
             namespace_selector: Value::Null,
             object_selector: Value::Null,
             match_conditions: conditions.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
+            reinvoke: false,
         }
     }
 
