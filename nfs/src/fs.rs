@@ -1688,7 +1688,7 @@ fn load_or_create_key(root: &OwnedFd) -> io::Result<[u8; 32]> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
             tracing::warn!(error = %e, "cannot store the handle key in the export; handles will not survive a restart");
             let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+            crate::random_bytes(&mut key)?;
             Ok(key)
         }
         other => other,
@@ -1735,7 +1735,7 @@ fn load_or_create_stored_key(root: &OwnedFd) -> io::Result<[u8; 32]> {
         }
         Err(rustix::io::Errno::NOENT) => {
             let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+            crate::random_bytes(&mut key)?;
             let tmp = CString::new(format!("{KEY_FILE}.tmp")).map_err(io::Error::other)?;
             let fd = rustix::fs::openat(
                 &state,

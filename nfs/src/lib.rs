@@ -16,3 +16,14 @@ pub mod proto;
 pub mod rpc;
 pub mod server;
 pub mod xdr;
+
+/// Random bytes (handle keys, write verifiers): through `sv_common::entropy` in the program, so
+/// that the simulation's seed decides them; the operating system's in a build without it (the
+/// fuzz target).
+pub(crate) fn random_bytes(out: &mut [u8]) -> std::io::Result<()> {
+    #[cfg(feature = "program")]
+    let filled = sv_common::entropy::fill(out);
+    #[cfg(not(feature = "program"))]
+    let filled = getrandom::fill(out);
+    filled.map_err(|e| std::io::Error::other(e.to_string()))
+}

@@ -85,7 +85,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A fresh write verifier: a real process draws one at every start, so clients see a restart.
 pub fn random_write_verifier() -> io::Result<[u8; 8]> {
     let mut write_verifier = [0u8; 8];
-    getrandom::fill(&mut write_verifier).map_err(|e| io::Error::other(e.to_string()))?;
+    crate::random_bytes(&mut write_verifier)?;
     Ok(write_verifier)
 }
 

@@ -199,8 +199,25 @@ pub fn example(file: &str) -> Result<Vec<Value>, RunError> {
 
 /// Runs the bundled examples.
 pub fn run(seed: u64) -> Result<Report, RunError> {
+    run_with(seed, false).map(|(report, _)| report)
+}
+
+/// Runs the main job twice with the same seed and compares the two runs' traces.
+pub fn check_determinism(seed: u64) -> Result<crate::determinism::Comparison, RunError> {
+    let (first, first_lines) = run_with(seed, true)?;
+    let (second, second_lines) = run_with(seed, true)?;
+    Ok(crate::determinism::compare((first.trace_hash, first_lines), (second.trace_hash, second_lines)))
+}
+
+/// [`run`], and the trace line by line when `keep_trace`.
+pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), RunError> {
     let wall = Instant::now();
-    let config = WorldConfig { seed, external_nfs: EXTERNAL_NFS.map(String::from).to_vec(), ..WorldConfig::default() };
+    let config = WorldConfig {
+        seed,
+        keep_trace,
+        external_nfs: EXTERNAL_NFS.map(String::from).to_vec(),
+        ..WorldConfig::default()
+    };
     let mut world = World::new(config).map_err(|e| RunError::Simulation(e.to_string()))?;
     let simulation = |e: Box<dyn std::error::Error>| RunError::Simulation(e.to_string());
     let mut errors = install(&world).map_err(RunError::Simulation)?;
@@ -265,7 +282,8 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
     if !cleaned_up {
         errors.push("deletion did not finish within 300 simulated seconds".into());
     }
-    Ok(Report {
+    let trace = world.trace_lines();
+    let report = Report {
         seed,
         volumes: reports,
         all_settled,
@@ -279,7 +297,8 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
         consumers,
         failovers,
         errors,
-    })
+    };
+    Ok((report, trace))
 }
 
 fn invariant_counts(world: &World, consumers: &[ConsumerLine]) -> Vec<(String, u64)> {

@@ -13,6 +13,7 @@ compile_error!(
 
 pub mod api;
 pub mod cluster;
+pub mod determinism;
 pub mod examples;
 pub mod install;
 pub mod invariants;

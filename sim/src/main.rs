@@ -27,6 +27,10 @@ enum Command {
         /// Seed of the simulation [default: 1, or the scenario's own].
         #[arg(long)]
         seed: Option<u64>,
+        /// Run it twice with the same seed and report whether the two runs are the same, or the
+        /// first event where they diverge (exits non-zero then).
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// The whole system on this machine: the main job's simulated cluster, paced to the wall
     /// clock, its API server on a loopback port for kubectl (a kubeconfig is written for it), and
@@ -58,7 +62,22 @@ async fn main() -> anyhow::Result<()> {
     sv_operator::install_crypto_provider();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     match Cli::parse().command {
-        Command::Run { scenario: Some(file), seed } => {
+        Command::Run { scenario: Some(file), seed, check_determinism: true } => {
+            let mut scenario = sv_sim::scenario::Scenario::load(&file)?;
+            scenario.seed = seed.unwrap_or(scenario.seed);
+            let comparison = tokio::task::spawn_blocking(move || scenario.check_determinism()).await??;
+            print!("{comparison}");
+            anyhow::ensure!(comparison.same(), "{}: the two runs diverged", file.display());
+            Ok(())
+        }
+        Command::Run { scenario: None, seed, check_determinism: true } => {
+            let seed = seed.unwrap_or(1);
+            let comparison = tokio::task::spawn_blocking(move || sv_sim::examples::check_determinism(seed)).await??;
+            print!("{comparison}");
+            anyhow::ensure!(comparison.same(), "the main job's two runs diverged");
+            Ok(())
+        }
+        Command::Run { scenario: Some(file), seed, check_determinism: false } => {
             let mut scenario = sv_sim::scenario::Scenario::load(&file)?;
             if let Some(seed) = seed {
                 scenario.seed = seed;
@@ -72,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => anyhow::bail!("{}: {e}", file.display()),
             }
         }
-        Command::Run { scenario: None, seed } => {
+        Command::Run { scenario: None, seed, check_determinism: false } => {
             let seed = seed.unwrap_or(1);
             let report = tokio::task::spawn_blocking(move || sv_sim::examples::run(seed)).await??;
             print!("{report}");

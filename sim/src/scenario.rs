@@ -227,7 +227,20 @@ impl Scenario {
 
     /// Replays the steps; returns what happened.
     pub fn run(&self) -> Result<ScenarioReport, ScenarioError> {
+        self.run_with(false).map(|(report, _)| report)
+    }
+
+    /// Replays the steps twice with the same seed and compares the two runs' traces.
+    pub fn check_determinism(&self) -> Result<crate::determinism::Comparison, ScenarioError> {
+        let (first, first_lines) = self.run_with(true)?;
+        let (second, second_lines) = self.run_with(true)?;
+        Ok(crate::determinism::compare((first.trace_hash, first_lines), (second.trace_hash, second_lines)))
+    }
+
+    /// [`Self::run`], and the trace line by line when `keep_trace`.
+    pub fn run_with(&self, keep_trace: bool) -> Result<(ScenarioReport, Vec<String>), ScenarioError> {
         let config = WorldConfig {
+            keep_trace,
             seed: self.seed,
             operator: self.operator.unwrap_or(true),
             external_nfs: self.external_nfs.clone(),
@@ -252,7 +265,8 @@ impl Scenario {
         }
         let liveness = run.check_liveness().map_err(|message| step_error(self.steps.len(), "end", message))?;
         run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
-        Ok(ScenarioReport {
+        let trace = run.world.trace_lines();
+        let report = ScenarioReport {
             description: self.description.trim().to_string(),
             seed: self.seed,
             timeline,
@@ -264,7 +278,8 @@ impl Scenario {
             simulated: run.world.elapsed(),
             wall: wall.elapsed(),
             trace_hash: run.world.trace_hash(),
-        })
+        };
+        Ok((report, trace))
     }
 }
 

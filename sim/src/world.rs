@@ -55,6 +55,9 @@ pub struct WorldConfig {
     pub real_io: bool,
     /// Simulated time after which stepping fails (turmoil's limit on a run).
     pub limit: Duration,
+    /// Keep the trace line by line, not only its hash, to find where two runs diverge
+    /// ([`crate::determinism`]).
+    pub keep_trace: bool,
 }
 
 impl Default for WorldConfig {
@@ -72,6 +75,7 @@ impl Default for WorldConfig {
             authorization: true,
             real_io: false,
             limit: Duration::from_secs(10 * 24 * 3600),
+            keep_trace: false,
         }
     }
 }
@@ -149,6 +153,9 @@ impl World {
             builder.enable_tokio_io();
         }
         let sim = builder.build();
+        // Every host runs on this thread: the programs' random bytes (writer tokens, handle keys,
+        // write verifiers) come from the seed (see `sv_common::entropy`).
+        sv_common::entropy::seed_thread(config.seed);
         let clock = Arc::new(SimClock::new(config.start));
         let options = Options {
             seed: config.seed,
@@ -157,6 +164,9 @@ impl World {
             ..Options::default()
         };
         let api = ApiServer::new(options, clock.clone());
+        if config.keep_trace {
+            api.state().store.keep_trace_lines();
+        }
         if config.operator {
             // The operator runs as the ServiceAccount of its manifest, with that manifest's roles.
             crate::install::operator_identity(&api).map_err(std::io::Error::other)?;
@@ -411,6 +421,11 @@ impl World {
             }
         }
         hasher.finalize().to_hex()[..16].to_string()
+    }
+
+    /// The trace line by line, when [`WorldConfig::keep_trace`] asked for it.
+    pub fn trace_lines(&self) -> Vec<String> {
+        self.api.state().store.trace_lines().to_vec()
     }
 
     /// Records a host event in the trace, with the simulated time.

@@ -74,3 +74,38 @@ steps:
     let report = scenario.run().expect("a failing source is waited on");
     assert!(report.liveness.contains("waiting on their failing source"), "{}", report.liveness);
 }
+
+#[test]
+fn check_determinism_finds_two_runs_of_a_cluster_without_the_operator_the_same() {
+    // Without the operator, what runs is the simulated control plane and plain pods: replayed
+    // exactly. (With the operator, kube-runtime's hash maps still order some work by process
+    // randomness: `sv-sim run --check-determinism` shows where; see docs/sim.md.)
+    let text = r#"
+description: workloads and a lost node, without the operator
+operator: false
+steps:
+  - install: true
+  - apply: |
+      apiVersion: apps/v1
+      kind: StatefulSet
+      metadata: {name: db, namespace: default}
+      spec:
+        replicas: 2
+        serviceName: db
+        selector: {matchLabels: {app: db}}
+        template:
+          metadata: {labels: {app: db}}
+          spec: {containers: [{name: db, image: postgres:17}]}
+  - runFor: 30s
+  - loseNode: node-1
+  - runFor: 6m
+  - outOfService: lost
+  - runFor: 1m
+  - nodeBack: lost
+  - runFor: 30s
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let comparison = scenario.check_determinism().expect("runs");
+    assert!(comparison.same(), "{comparison}");
+    assert!(comparison.events.0 > 30, "the trace holds the run: {comparison}");
+}

@@ -301,6 +301,6 @@ pub fn requested_by_pod(pod: &Pod, kind: VolumeKind) -> Vec<(Option<String>, Str
 /// A fresh writer token: 128 bits from the OS, as 32 hex digits.
 pub fn new_writer_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    sv_common::entropy::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -62,6 +62,9 @@ pub struct Store {
     /// Digest of every change ever recorded, and of what was [noted](Self::note) besides: two
     /// runs with equal traces wrote the same objects in the same order.
     trace: blake3::Hasher,
+    /// The trace line by line (a write: its version, kind, resource, name and a digest of the
+    /// object), when asked for (see [`Self::keep_trace_lines`]), to find where two runs diverge.
+    trace_lines: Option<Vec<String>>,
 }
 
 /// Where the global resource version starts, so that `resourceVersion=1` is already compacted as
@@ -77,6 +80,7 @@ impl Store {
             capacity: capacity.max(1),
             compacted: FIRST_RESOURCE_VERSION,
             trace: blake3::Hasher::new(),
+            trace_lines: None,
         }
     }
 
@@ -145,6 +149,19 @@ impl Store {
     pub fn note(&mut self, line: &str) {
         self.trace.update(line.as_bytes());
         self.trace.update(b"\n");
+        if let Some(lines) = &mut self.trace_lines {
+            lines.push(line.to_string());
+        }
+    }
+
+    /// Keeps the trace line by line from now on, as well as its digest.
+    pub fn keep_trace_lines(&mut self) {
+        self.trace_lines.get_or_insert_with(Vec::new);
+    }
+
+    /// The trace kept since [`Self::keep_trace_lines`] (empty if it was not asked for).
+    pub fn trace_lines(&self) -> &[String] {
+        self.trace_lines.as_deref().unwrap_or_default()
     }
 
     fn record(
@@ -156,6 +173,19 @@ impl Store {
         previous: Option<Arc<Value>>,
     ) {
         self.trace.update(format!("{} {} {}/{} {}\n", self.rv, kind.as_str(), id.group, id.plural, object).as_bytes());
+        if let Some(lines) = &mut self.trace_lines {
+            let digest = blake3::hash(object.to_string().as_bytes()).to_hex();
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let at = if namespace.is_empty() { name.to_string() } else { format!("{namespace}/{name}") };
+            lines.push(format!(
+                "write {} {} {}/{} {at} {}",
+                self.rv,
+                kind.as_str(),
+                id.group,
+                id.plural,
+                &digest[..12]
+            ));
+        }
         if self.log.len() == self.capacity
             && let Some(dropped) = self.log.pop_front()
         {

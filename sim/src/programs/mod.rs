@@ -9,8 +9,9 @@
 //! directory its server exports: the managed server's export (found through the Service's
 //! Endpoints, so it mounts only once the server is Ready) or a directory standing in for a server
 //! outside the cluster ([`crate::world::WorldConfig::external_nfs`]). There is no kernel NFS
-//! client here, so a mount shares the server's directory instead of speaking NFS to it; the NFS
-//! protocol itself is tested against real clients in the `sv-nfs` crate.
+//! client here: our programs (the syncer) get the server's directory behind the mount path, while
+//! the consumer pods of the test image ([`consumer`]) speak NFSv3 to the server through the PV's
+//! address and mount options.
 //!
 //! The cluster's controllers run on host `api`, so they cannot add hosts to the simulation:
 //! [`Programs`] queues [`HostCommand`]s that the [`crate::world::World`] carries out between steps.

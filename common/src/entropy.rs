@@ -1,0 +1,106 @@
+//! Random bytes for the programs (a writer token, a handle key, a write verifier): the operating
+//! system's, unless the thread has a seeded source installed.
+//!
+//! Only the simulation installs one ([`seed_thread`]): every simulated host runs on the thread
+//! that steps the simulation, so with the source seeded from the run's seed, the programs draw
+//! the same bytes in the same order every run, and a seed replays the whole run. A production
+//! binary never installs one; the hook is a thread-local that stays empty there.
+
+use std::cell::RefCell;
+
+thread_local! {
+    static SEEDED: RefCell<Option<Seeded>> = const { RefCell::new(None) };
+}
+
+/// A counter-mode stream: the hash of the seed and a block number, block after block. Not for
+/// secrets; only the simulation uses it.
+struct Seeded {
+    seed: u64,
+    block: u64,
+    buffered: Vec<u8>,
+}
+
+impl Seeded {
+    fn fill(&mut self, out: &mut [u8]) {
+        let mut written = 0;
+        while written < out.len() {
+            if self.buffered.is_empty() {
+                let mut input = [0u8; 16];
+                input[..8].copy_from_slice(&self.seed.to_le_bytes());
+                input[8..].copy_from_slice(&self.block.to_le_bytes());
+                self.block += 1;
+                self.buffered = hash_block(&input).to_vec();
+            }
+            let take = self.buffered.len().min(out.len() - written);
+            out[written..written + take].copy_from_slice(&self.buffered[..take]);
+            self.buffered.drain(..take);
+            written += take;
+        }
+    }
+}
+
+/// 32 bytes from 16: SplitMix64 over the input's two words, four times (the simulation only
+/// needs bytes that depend on the seed and do not repeat).
+fn hash_block(input: &[u8; 16]) -> [u8; 32] {
+    let word = |i: usize| u64::from_le_bytes(input[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let mut state = word(0) ^ word(1).rotate_left(32);
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+/// Fills `out` with random bytes: the thread's seeded source if one is installed, else the
+/// operating system's.
+pub fn fill(out: &mut [u8]) -> Result<(), getrandom::Error> {
+    let seeded = SEEDED.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let source = slot.as_mut()?;
+        source.fill(out);
+        Some(())
+    });
+    match seeded {
+        Some(()) => Ok(()),
+        None => getrandom::fill(out),
+    }
+}
+
+/// Installs a source seeded with `seed` on this thread (replacing any before it). For the
+/// simulation only.
+pub fn seed_thread(seed: u64) {
+    SEEDED.with(|cell| *cell.borrow_mut() = Some(Seeded { seed, block: 0, buffered: Vec::new() }));
+}
+
+/// Removes this thread's seeded source: the operating system's again.
+pub fn unseed_thread() {
+    SEEDED.with(|cell| *cell.borrow_mut() = None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draw(n: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; n];
+        fill(&mut bytes).expect("random bytes");
+        bytes
+    }
+
+    #[test]
+    fn a_seeded_thread_draws_the_same_bytes_and_an_unseeded_one_the_systems() {
+        seed_thread(7);
+        let first = (draw(16), draw(40));
+        seed_thread(7);
+        assert_eq!((draw(16), draw(40)), first, "the same seed, the same bytes");
+        seed_thread(8);
+        assert_ne!(draw(16), first.0, "another seed, other bytes");
+        assert_ne!(first.0[..8], first.1[..8], "no repeats within a stream");
+        unseed_thread();
+        assert_ne!(draw(32), draw(32), "the system's");
+    }
+}
