@@ -313,16 +313,36 @@ fn invariant_counts(world: &World, consumers: &[ConsumerLine]) -> Vec<(String, u
     counts
 }
 
-/// The consumers of the main job: (namespace, name, volume, arguments). Readers and holders of the
-/// HTTP volumes, writers of the volumes without a source, in three namespaces.
+/// The consumers of the main job: (namespace, name, volumes, arguments). Readers and holders of
+/// several volumes each, writers of the volumes without a source, in three namespaces.
 const CONSUMERS: &[(&str, &str, Mounts<'static>, &str)] = &[
-    ("default", "reader", Mounts::Shared("http-sv"), "reader --mount=/opt/mnt/http"),
-    ("default", "holder", Mounts::Shared("http-sv"), "holder --mount=/opt/mnt/http"),
+    (
+        "default",
+        "reader",
+        Mounts::Shared("http-sv,git-public-sv,s3-sv"),
+        "reader --mount=/opt/mnt/http --mount=/opt/mnt/git-public --mount=/opt/mnt/s3",
+    ),
+    (
+        "default",
+        "holder",
+        Mounts::Shared("http-sv,nosource-sv"),
+        "holder --mount=/opt/mnt/http --mount=/opt/mnt/nosource",
+    ),
     ("default", "writer", Mounts::Shared("nosource-sv"), "writer --mount=/opt/mnt/nosource --stable=unstable"),
-    ("team-a", "reader", Mounts::Cluster("http-csv"), "reader --mount=/opt/mnt/http"),
+    (
+        "team-a",
+        "reader",
+        Mounts::Cluster("http-csv,git-public-csv"),
+        "reader --mount=/opt/mnt/http --mount=/opt/mnt/git-public",
+    ),
     ("team-a", "writer", Mounts::Cluster("nosource-csv"), "writer --mount=/opt/mnt/nosource --stable=file-sync"),
     ("team-b", "reader", Mounts::Cluster("http-csv"), "reader --mount=/opt/mnt/http"),
-    ("team-b", "holder", Mounts::Cluster("nosource-csv"), "holder --mount=/opt/mnt/nosource"),
+    (
+        "team-b",
+        "holder",
+        Mounts::Cluster("nosource-csv,ssh-password-csv"),
+        "holder --mount=/opt/mnt/nosource --mount=/opt/mnt/ssh",
+    ),
 ];
 
 /// What the consumers must do before the run goes on.
@@ -402,7 +422,9 @@ fn use_the_volumes(
         };
         let pods: Vec<String> = CONSUMERS
             .iter()
-            .filter(|(_, _, mounts, _)| matches!(mounts, Mounts::Shared(v) | Mounts::Cluster(v) if *v == volume))
+            .filter(|(_, _, mounts, _)| {
+                matches!(mounts, Mounts::Shared(v) | Mounts::Cluster(v) if v.split(',').any(|v| v == volume))
+            })
             .map(|(namespace, name, ..)| format!("{namespace}/{name}-0"))
             .collect();
         let at = world.elapsed();
@@ -536,8 +558,8 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
-                "{:<18} {:<7} {:<38} {:>6} {:>8}  what was checked",
-                "pod", "role", "volume", "rounds", "errors"
+                "{:<18} {:<7} {:<48} {:>6} {:>8}  what was checked",
+                "pod", "role", "volumes", "rounds", "errors"
             )?;
             for c in &self.consumers {
                 let r = &c.record;
@@ -549,7 +571,7 @@ impl fmt::Display for Report {
                     "writer" => format!("{} records acknowledged and read back", r.acknowledged),
                     _ => format!("{} uses of held handles", r.checked),
                 };
-                writeln!(f, "{:<18} {:<7} {:<38} {:>6} {:>8}  {checked}", c.pod, r.role, c.volume, r.rounds, r.errors)?;
+                writeln!(f, "{:<18} {:<7} {:<48} {:>6} {:>8}  {checked}", c.pod, r.role, c.volume, r.rounds, r.errors)?;
             }
         }
         for (fault, after) in &self.failovers {

@@ -7,7 +7,7 @@
 //! is ready when they open. The client is `sv-nfs-client` on simulated sockets, mounted `hard`:
 //! a call that gets no answer is tried again until the pod stops, as a kernel client does.
 //!
-//! - `reader --mount P`: each round resolves `.sharedvolume/current` once, reads that revision's
+//! - `reader --mount P [--mount Q ...]`: each round resolves `.sharedvolume/current` once, reads that revision's
 //!   manifest, walks the revision and reads every file: every file must be the manifest's (same
 //!   names, and the content digest the manifest records), else the round saw a mixed revision.
 //! - `writer --mount P [--stable file-sync|unstable]`: appends fixed-size records to
@@ -15,7 +15,7 @@
 //!   (sent again, as a kernel client does, when the write verifier changed before the COMMIT); a
 //!   record is acknowledged once the server said it is stable. Each round reads the file back:
 //!   every acknowledged record must be there.
-//! - `holder --mount P`: keeps the handles of the export's root, of `.sharedvolume/revisions` when
+//! - `holder --mount P [--mount Q ...]`: keeps the handles of the export's root, of `.sharedvolume/revisions` when
 //!   there is one, and of a file of its own on a writable mount, and uses them every round: none
 //!   may ever answer STALE (or BADHANDLE), whatever happens to the server.
 //!
@@ -78,9 +78,10 @@ enum Role {
 
 #[derive(clap::Args, Debug, Clone)]
 struct Common {
-    /// The container's mount path of the volume.
-    #[arg(long)]
-    mount: String,
+    /// The container's mount path of a volume; a reader or holder may take several (one
+    /// connection each, used in turn every round), a writer one.
+    #[arg(long, required = true)]
+    mount: Vec<String>,
     /// Time between rounds.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     every: Duration,
@@ -260,7 +261,8 @@ impl Connector for ProxyConnector {
 
 type Client = NfsClient<ProxyConnector>;
 
-/// The volume a consumer mounts: a SharedVolume of its namespace, or a ClusterSharedVolume.
+/// The volumes a consumer mounts (comma-separated, as the annotation takes them): SharedVolumes
+/// of its namespace, or ClusterSharedVolumes.
 #[derive(Clone, Copy, Debug)]
 pub enum Mounts<'a> {
     Shared(&'a str),
@@ -338,47 +340,46 @@ pub(super) async fn run(
         Role::Holder(c) => ("holder", c),
     };
     let pod = format!("{}/{}", context.namespace, context.name);
-    let mount = context
-        .nfs_mount(&common.mount)
-        .cloned()
-        .ok_or_else(|| format!("{}: no NFS volume is mounted there", common.mount))?;
-    let config = client_config(&mount, &context)?;
-    let connector = ProxyConnector { proxy, server: mount.server.clone() };
+    if role == "writer" && common.mount.len() > 1 {
+        return Err("a writer takes one --mount (its records are counted per pod)".to_string());
+    }
     consumers.update(&pod, role, |_| ());
-    // The mount: MOUNT to learn the root handle, tried again until it answers (a kernel mount
-    // that cannot reach its server keeps the container waiting).
-    let client = loop {
-        let attempt = tokio::time::timeout(ROUND_TIMEOUT, Client::connect(connector.clone(), config.clone()));
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            result = attempt => match result {
-                Ok(Ok(client)) => break client,
-                Ok(Err(e)) => consumers.failed(&pod, role, format!("mount: {e}")),
-                Err(_) => consumers.failed(&pod, role, "mount: no answer".to_string()),
-            },
-        }
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
-    let me = Me { pod, role, consumers, client, read_only: mount.read_only, name: context.name.clone() };
-    let mut held = None;
-    loop {
-        let round = async {
-            match &cli.role {
-                Role::Reader(_) => me.read_round().await,
-                Role::Writer { stable, batch, .. } => me.write_round(*stable, (*batch).max(1)).await,
-                Role::Holder(_) => me.hold_round(&mut held).await,
-            }
+    let mut mes = Vec::new();
+    for path in &common.mount {
+        let mount =
+            context.nfs_mount(path).cloned().ok_or_else(|| format!("{path}: no NFS volume is mounted there"))?;
+        let Some(client) = mount_export(&mount, &context, &proxy, &consumers, &pod, role, &stop).await? else {
+            return Ok(());
         };
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            result = tokio::time::timeout(ROUND_TIMEOUT, round) => match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => me.consumers.failed(&me.pod, me.role, e.to_string()),
-                Err(_) => me.consumers.failed(&me.pod, me.role, "no answer within the round's time".to_string()),
-            },
+        let (consumers, pod) = (consumers.clone(), pod.clone());
+        mes.push(Me {
+            pod,
+            role,
+            consumers,
+            client,
+            read_only: mount.read_only,
+            name: context.name.clone(),
+            mount: path.clone(),
+        });
+    }
+    let mut held: Vec<Option<Held>> = mes.iter().map(|_| None).collect();
+    loop {
+        for (me, held) in mes.iter().zip(held.iter_mut()) {
+            let round = async {
+                match &cli.role {
+                    Role::Reader(_) => me.read_round().await,
+                    Role::Writer { stable, batch, .. } => me.write_round(*stable, (*batch).max(1)).await,
+                    Role::Holder(_) => me.hold_round(held).await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                result = tokio::time::timeout(ROUND_TIMEOUT, round) => match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => me.consumers.failed(&me.pod, me.role, format!("{}: {e}", me.mount)),
+                    Err(_) => me.consumers.failed(&me.pod, me.role, format!("{}: no answer within the round's time", me.mount)),
+                },
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
@@ -387,7 +388,38 @@ pub(super) async fn run(
     }
 }
 
-/// One consumer at work.
+/// The mount: MOUNT to learn the export's root handle, tried again until it answers (a kernel
+/// mount that cannot reach its server keeps the container waiting). None if the pod stopped
+/// first.
+async fn mount_export(
+    mount: &NfsMount,
+    context: &PodContext,
+    proxy: &ServiceProxy,
+    consumers: &Consumers,
+    pod: &str,
+    role: &str,
+    stop: &CancellationToken,
+) -> Result<Option<Client>, String> {
+    let config = client_config(mount, context)?;
+    let connector = ProxyConnector { proxy: proxy.clone(), server: mount.server.clone() };
+    loop {
+        let attempt = tokio::time::timeout(ROUND_TIMEOUT, Client::connect(connector.clone(), config.clone()));
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            result = attempt => match result {
+                Ok(Ok(client)) => return Ok(Some(client)),
+                Ok(Err(e)) => consumers.failed(pod, role, format!("mount: {e}")),
+                Err(_) => consumers.failed(pod, role, "mount: no answer".to_string()),
+            },
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One consumer at work on one of its mounts.
 struct Me {
     pod: String,
     name: String,
@@ -395,6 +427,8 @@ struct Me {
     consumers: Consumers,
     client: Client,
     read_only: bool,
+    /// The mount path, which names the volume in what the consumer reports.
+    mount: String,
 }
 
 /// The handles a holder keeps, and the content of its own file.
@@ -409,11 +443,11 @@ fn is_retired(e: &NfsError) -> bool {
 
 impl Me {
     fn did(&self, what: String) {
-        self.consumers.did(&self.pod, self.role, what);
+        self.consumers.did(&self.pod, self.role, format!("{}: {what}", self.mount));
     }
 
     fn violated(&self, invariant: Invariant, detail: String) {
-        self.consumers.violated(&self.pod, self.role, invariant, detail);
+        self.consumers.violated(&self.pod, self.role, invariant, format!("{}: {detail}", self.mount));
     }
 
     /// One pass over the published revision.
