@@ -293,24 +293,12 @@ pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), Ru
         simulated: world.elapsed(),
         wall: wall.elapsed(),
         trace_hash: world.trace_hash(),
-        invariants: invariant_counts(&world, &consumers),
+        invariants: world.invariant_counts(),
         consumers,
         failovers,
         errors,
     };
     Ok((report, trace))
-}
-
-fn invariant_counts(world: &World, consumers: &[ConsumerLine]) -> Vec<(String, u64)> {
-    use crate::programs::consumer::Invariant;
-    let rounds = |role: &str| consumers.iter().filter(|c| c.record.role == role).map(|c| c.record.rounds).sum::<u64>();
-    let mut counts = world.invariants().counts();
-    counts.extend([
-        (format!("{} (whole revisions read)", Invariant::MixedRevision), rounds("reader")),
-        (format!("{} (writer read-backs)", Invariant::LostWrite), rounds("writer")),
-        (format!("{} (holder rounds)", Invariant::StaleHandle), rounds("holder")),
-    ]);
-    counts
 }
 
 /// The consumers of the main job: (namespace, name, volumes, arguments). Readers and holders of
@@ -378,22 +366,13 @@ fn use_the_volumes(
         .collect();
     errors.extend(world.create_all(sets).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
     let pods: Vec<String> = CONSUMERS.iter().map(|(namespace, name, ..)| format!("{namespace}/{name}-0")).collect();
-    let rounds = |world: &World| -> Vec<u64> {
-        let records = world.consumers().pods();
-        pods.iter().map(|p| records.get(p).map_or(0, |r| r.rounds)).collect()
-    };
     let wait_rounds =
         |world: &mut World, errors: &mut Vec<String>, what: &str| -> Result<(), Box<dyn std::error::Error>> {
-            let before = rounds(world);
-            let until = world.elapsed() + Duration::from_secs(300);
-            while rounds(world).iter().zip(&before).any(|(now, was)| *now < was + CONSUMER_ROUNDS) {
-                if world.elapsed() >= until {
-                    errors.push(format!(
-                        "{what}: consumers made fewer than {CONSUMER_ROUNDS} rounds in 300 simulated seconds"
-                    ));
-                    return Ok(());
-                }
-                world.run_for(Duration::from_millis(500))?;
+            let behind = world.run_until_rounds(&pods, CONSUMER_ROUNDS, Duration::from_secs(300))?;
+            if !behind.is_empty() {
+                errors.push(format!(
+                    "{what}: consumers made fewer than {CONSUMER_ROUNDS} rounds in 300 simulated seconds: {behind:?}"
+                ));
             }
             Ok(())
         };
@@ -429,10 +408,7 @@ fn use_the_volumes(
             .collect();
         let at = world.elapsed();
         world.bounce(&host);
-        let served = |world: &World| {
-            let records = world.consumers().pods();
-            pods.iter().all(|p| records.get(p).is_some_and(|r| r.round_times.iter().any(|t| *t > at)))
-        };
+        let served = |world: &World| world.consumers().unserved_since(&pods, at).is_empty();
         while !served(world) && world.elapsed() < at + Duration::from_secs(120) {
             world.run_for(Duration::from_millis(100))?;
         }
@@ -485,11 +461,7 @@ fn use_the_volumes(
 /// ClusterSharedVolume of that name).
 fn server_host(world: &World, name: &str) -> Option<String> {
     let volume = volumes(&world.api).into_iter().find(|v| v["metadata"]["name"] == name)?;
-    let reference = volume["spec"]["referenceValue"].as_str()?.to_string();
-    let programs = world.programs()?;
-    let (pod, _) = programs.exports(&world.api).into_iter().find(|(pod, _)| pod.contains(&reference))?;
-    let (namespace, pod) = pod.split_once('/')?;
-    world.pod_host(namespace, pod)
+    world.nfs_server(volume["spec"]["referenceValue"].as_str()?).map(|(_, host)| host)
 }
 
 impl Report {
@@ -584,12 +556,7 @@ impl fmt::Display for Report {
         if !self.invariants.is_empty() {
             writeln!(f)?;
             writeln!(f, "Invariants, checked after every simulated step (times checked; none broke):")?;
-            for (invariant, checks) in &self.invariants {
-                match checks {
-                    0 => writeln!(f, "  {:>7}  {invariant}: nothing to check", "-")?,
-                    n => writeln!(f, "  {n:>7}  {invariant}")?,
-                }
-            }
+            crate::summary::write_invariants(f, &self.invariants)?;
         }
         if self.left_after_delete.is_empty() {
             writeln!(f, "After deleting every volume, nothing the operator created is left.")?;
@@ -604,14 +571,6 @@ impl fmt::Display for Report {
         for error in &self.errors {
             writeln!(f, "error: {error}")?;
         }
-        let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
-        writeln!(
-            f,
-            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}; replay with --seed {}.",
-            self.simulated.as_secs_f64(),
-            self.wall.as_secs_f64(),
-            self.trace_hash,
-            self.seed
-        )
+        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed)
     }
 }

@@ -21,6 +21,7 @@ pub mod net;
 pub mod programs;
 pub mod scenario;
 pub mod serve;
+pub mod summary;
 pub mod world;
 
 /// Logs of a simulation test, filtered by `RUST_LOG` and shown only for failing tests; a second

@@ -272,7 +272,7 @@ impl Scenario {
             timeline,
             volumes: volumes(&run.world.api).iter().map(VolumeLine::of).collect(),
             consumers: run.world.consumers().pods(),
-            invariants: run.invariant_counts(),
+            invariants: run.world.invariant_counts(),
             failovers: run.failovers(),
             liveness,
             simulated: run.world.elapsed(),
@@ -420,22 +420,9 @@ impl std::fmt::Display for ScenarioReport {
         writeln!(f)?;
         writeln!(f, "liveness: {}", self.liveness)?;
         writeln!(f, "invariants (times checked):")?;
-        for (invariant, checks) in &self.invariants {
-            match checks {
-                0 => writeln!(f, "  {:>8}  {invariant}: nothing to check in this scenario", "-")?,
-                n => writeln!(f, "  {n:>8}  {invariant}")?,
-            }
-        }
+        crate::summary::write_invariants(f, &self.invariants)?;
         writeln!(f)?;
-        let rate = self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9);
-        writeln!(
-            f,
-            "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {}; replay with --seed {}.",
-            self.simulated.as_secs_f64(),
-            self.wall.as_secs_f64(),
-            self.trace_hash,
-            self.seed
-        )
+        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed)
     }
 }
 
@@ -582,21 +569,6 @@ impl Run {
                 }
             })
             .collect()
-    }
-
-    /// Each invariant, and how many times it was checked so far.
-    fn invariant_counts(&self) -> Vec<(String, u64)> {
-        use crate::programs::consumer::Invariant;
-        let pods = self.world.consumers().pods();
-        let rounds = |role: &str| pods.values().filter(|r| r.role == role).map(|r| r.rounds).sum::<u64>();
-        // The ones on stored objects, checked by the world after every step, then the consumers'.
-        let mut counts = self.world.invariants().counts();
-        counts.extend([
-            (format!("{} (whole revisions read)", Invariant::MixedRevision), rounds("reader")),
-            (format!("{} (writer read-backs)", Invariant::LostWrite), rounds("writer")),
-            (format!("{} (holder rounds)", Invariant::StaleHandle), rounds("holder")),
-        ]);
-        counts
     }
 
     fn step(&mut self, step: &Step) -> Result<(), String> {
@@ -816,41 +788,23 @@ impl Run {
             }
             Step::WaitForConsumers { rounds, within, pods } => {
                 let within = duration(within)?;
-                let rounds_of = |world: &World| -> BTreeMap<String, u64> {
-                    world.consumers().pods().into_iter().map(|(pod, r)| (pod, r.rounds)).collect()
-                };
-                let before = rounds_of(&self.world);
                 // Every consumer the scenario made, or the ones it names (not one it expects to be
                 // refused at admission).
                 let expected: Vec<String> = if pods.is_empty() { self.consumer_pods() } else { pods.clone() };
                 if expected.is_empty() {
                     return Err("no consumer to wait for".into());
                 }
-                let until = self.world.elapsed() + within;
-                loop {
-                    let now = rounds_of(&self.world);
-                    let behind: Vec<String> = expected
+                let behind = self.world.run_until_rounds(&expected, *rounds, within).map_err(|e| e.to_string())?;
+                if !behind.is_empty() {
+                    let pods = self.world.consumers().pods();
+                    let state: Vec<String> = behind
                         .iter()
-                        .filter(|pod| {
-                            now.get(*pod).copied().unwrap_or(0) < before.get(*pod).copied().unwrap_or(0) + rounds
+                        .map(|p| match pods.get(p) {
+                            Some(r) => format!("{p}: {} rounds, last error {:?}", r.rounds, r.last_error),
+                            None => format!("{p}: never started"),
                         })
-                        .cloned()
                         .collect();
-                    if behind.is_empty() {
-                        break;
-                    }
-                    if self.world.elapsed() >= until {
-                        let pods = self.world.consumers().pods();
-                        let state: Vec<String> = behind
-                            .iter()
-                            .map(|p| match pods.get(p) {
-                                Some(r) => format!("{p}: {} rounds, last error {:?}", r.rounds, r.last_error),
-                                None => format!("{p}: never started"),
-                            })
-                            .collect();
-                        return Err(format!("consumers made fewer than {rounds} rounds within {within:?}: {state:?}"));
-                    }
-                    self.world.run_for(Duration::from_millis(500)).map_err(|e| e.to_string())?;
+                    return Err(format!("consumers made fewer than {rounds} rounds within {within:?}: {state:?}"));
                 }
             }
             Step::ExpectClean { within } => {
@@ -1011,10 +965,7 @@ impl Run {
                 .collect()
         };
         let started = self.world.elapsed();
-        let served = |world: &World| {
-            let records = world.consumers().pods();
-            consumers.iter().all(|p| records.get(p).is_some_and(|r| r.round_times.iter().any(|t| *t > started)))
-        };
+        let served = |world: &World| world.consumers().unserved_since(&consumers, started).is_empty();
         let not_ready = |api: &ApiServer| -> Vec<String> {
             volumes(api)
                 .iter()
@@ -1033,13 +984,7 @@ impl Run {
         let waiting: Vec<String> =
             volumes(&self.world.api).iter().filter(|v| waits_on_source(v)).map(volume_key).collect();
         if !live {
-            let unserved: Vec<&String> = {
-                let records = self.world.consumers().pods();
-                consumers
-                    .iter()
-                    .filter(|p| records.get(*p).is_none_or(|r| !r.round_times.iter().any(|t| *t > started)))
-                    .collect()
-            };
+            let unserved = self.world.consumers().unserved_since(&consumers, started);
             return Err(format!(
                 "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {:?}, consumers not served {unserved:?}",
                 not_ready(&self.world.api)

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiServer;
 use crate::examples::{self, EXTERNAL_NFS};
 use crate::world::{API_HOST, API_PORT, World, WorldConfig};
 
@@ -263,37 +262,18 @@ impl Exports {
 }
 
 /// Each volume with a running managed NFS server, and that server's host and port on the
-/// simulated network: the volume's `status.nfsServerAddress` is its Service's ClusterIP, whose
-/// Endpoints name the pod, whose program runs on a host.
+/// simulated network: the volume's `status.nfsServerAddress` is its Service's ClusterIP, which
+/// kube-proxy leads to a ready server pod's host.
 fn nfs_servers(world: &World) -> BTreeMap<String, (String, u16)> {
-    let Some(programs) = world.programs() else { return BTreeMap::new() };
-    let mut found = Vec::new();
-    for volume in examples::volumes(&world.api) {
-        let Some(address) = volume["status"]["nfsServerAddress"].as_str().filter(|a| !a.is_empty()) else { continue };
-        if let Some((uid, port)) = server_pod(&world.api, address) {
-            found.push((volume_name(&volume), uid, port));
-        }
-    }
-    found.into_iter().filter_map(|(volume, uid, port)| Some((volume, (programs.host_of(&uid)?, port)))).collect()
-}
-
-/// The uid of a ready pod behind the Service with ClusterIP `address`, and the port it serves on.
-fn server_pod(api: &ApiServer, address: &str) -> Option<(String, u16)> {
-    let state = api.state();
-    let services = state.registry.find("", "v1", "services")?;
-    let endpoints = state.registry.find("", "v1", "endpoints")?;
-    let ((namespace, name), _) =
-        state.store.list(&services.id, None).find(|(_, s)| s["spec"]["clusterIP"].as_str() == Some(address))?;
-    let endpoints = state.store.get(&endpoints.id, namespace, name)?;
-    let subset =
-        endpoints["subsets"].as_array()?.iter().find(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))?;
-    let uid = subset["addresses"][0]["targetRef"]["uid"].as_str()?.to_string();
-    let port = subset["ports"]
-        .as_array()
-        .and_then(|ports| ports.iter().find_map(|p| p["port"].as_u64()))
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(sv_operator::plan::NFS_PORT as u16);
-    Some((uid, port))
+    let nfs_port = sv_operator::plan::NFS_PORT as u16;
+    examples::volumes(&world.api)
+        .iter()
+        .filter_map(|volume| {
+            let address = volume["status"]["nfsServerAddress"].as_str().filter(|a| !a.is_empty())?;
+            let backend = world.api.service_route(address, nfs_port).ok()?;
+            Some((volume_name(volume), (backend.host, backend.port)))
+        })
+        .collect()
 }
 
 fn volume_name(volume: &Value) -> String {

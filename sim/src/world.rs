@@ -286,6 +286,15 @@ impl World {
         self.programs.as_ref()?.host_of(&uid)
     }
 
+    /// The export directory and the host of the running NFS server of the volume whose
+    /// `spec.referenceValue` is `reference` (its pod is `nfs-<reference>-0`).
+    pub fn nfs_server(&self, reference: &str) -> Option<(std::path::PathBuf, String)> {
+        let programs = self.programs.as_ref()?;
+        let (pod, export) = programs.exports(&self.api).into_iter().find(|(pod, _)| pod.contains(reference))?;
+        let (namespace, name) = pod.split_once('/')?;
+        Some((export, self.pod_host(namespace, name)?))
+    }
+
     /// Where the pods' volumes live.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()
@@ -340,18 +349,25 @@ impl World {
             self.invariants.check(&state.store).err()
         };
         if let Some((invariant, detail)) = broken {
-            let lines = self.recent.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
-            return Err(Box::new(InvariantBroken {
-                seed: self.seed,
-                at: self.sim.elapsed(),
-                invariant: invariant.to_string(),
-                pod: "the API server's objects".to_string(),
-                detail,
-                recent: String::new(),
-                events: lines,
-            }));
+            return Err(self.broken(invariant.to_string(), "the API server's objects".to_string(), detail, &[]));
         }
         self.check_consumers()
+    }
+
+    /// The report of a broken invariant seen by `who` now, with `who`'s last operations and the
+    /// world's last host events and faults.
+    fn broken(&self, invariant: String, who: String, detail: String, operations: &[String]) -> Box<InvariantBroken> {
+        let lines =
+            |items: &mut dyn Iterator<Item = &String>| items.map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+        Box::new(InvariantBroken {
+            seed: self.seed,
+            at: self.sim.elapsed(),
+            invariant,
+            pod: who,
+            detail,
+            recent: lines(&mut operations.iter()),
+            events: lines(&mut self.recent.iter()),
+        })
     }
 
     /// Checks every invariant now, without stepping (after writes made from outside the
@@ -366,6 +382,21 @@ impl World {
         &self.invariants
     }
 
+    /// Every invariant with how many times it was checked: those on stored objects (each write
+    /// looked at), then the consumers' (their completed rounds, by role).
+    pub fn invariant_counts(&self) -> Vec<(String, u64)> {
+        use crate::programs::consumer::Invariant;
+        let pods = self.consumers().pods();
+        let rounds = |role: &str| pods.values().filter(|r| r.role == role).map(|r| r.rounds).sum::<u64>();
+        let mut counts = self.invariants.counts();
+        counts.extend([
+            (format!("{} (whole revisions read)", Invariant::MixedRevision), rounds("reader")),
+            (format!("{} (writer read-backs)", Invariant::LostWrite), rounds("writer")),
+            (format!("{} (holder rounds)", Invariant::StaleHandle), rounds("holder")),
+        ]);
+        counts
+    }
+
     fn check_consumers(&self) -> Result<(), Box<InvariantBroken>> {
         let Some(programs) = &self.programs else { return Ok(()) };
         let consumers = programs.consumers();
@@ -373,17 +404,28 @@ impl World {
         let Some(violation) = consumers.take_new_violation() else {
             return Ok(());
         };
-        let lines =
-            |items: &mut dyn Iterator<Item = &String>| items.map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
-        Err(Box::new(InvariantBroken {
-            seed: self.seed,
-            at: self.sim.elapsed(),
-            invariant: violation.invariant.to_string(),
-            pod: violation.pod,
-            detail: violation.detail,
-            recent: lines(&mut violation.recent.iter()),
-            events: lines(&mut self.recent.iter()),
-        }))
+        Err(self.broken(violation.invariant.to_string(), violation.pod, violation.detail, &violation.recent))
+    }
+
+    /// Steps until each consumer pod of `pods` (`namespace/name`) has completed `rounds` more
+    /// rounds than now, or `within` passes; returns the pods still behind (none when all made it).
+    pub fn run_until_rounds(&mut self, pods: &[String], rounds: u64, within: Duration) -> turmoil::Result<Vec<String>> {
+        let rounds_of = |world: &World| -> std::collections::BTreeMap<String, u64> {
+            world.consumers().pods().into_iter().map(|(pod, r)| (pod, r.rounds)).collect()
+        };
+        let before = rounds_of(self);
+        let until = self.elapsed() + within;
+        loop {
+            let now = rounds_of(self);
+            let count =
+                |map: &std::collections::BTreeMap<String, u64>, pod: &String| map.get(pod).copied().unwrap_or(0);
+            let behind: Vec<String> =
+                pods.iter().filter(|pod| count(&now, pod) < count(&before, pod) + rounds).cloned().collect();
+            if behind.is_empty() || self.elapsed() >= until {
+                return Ok(behind);
+            }
+            self.run_for(Duration::from_millis(500))?;
+        }
     }
 
     /// What the consumer pods saw (empty without programs).

@@ -91,24 +91,19 @@ fn start_consumers(world: &World) {
 }
 
 /// Every consumer has completed at least `rounds` rounds more than in `before`.
-fn progressed(world: &World, before: &std::collections::BTreeMap<String, u64>, rounds: u64) -> bool {
-    let pods = world.consumers().pods();
-    pods.len() == 5 && pods.iter().all(|(pod, record)| record.rounds >= before.get(pod).copied().unwrap_or(0) + rounds)
-}
-
 fn rounds(world: &World) -> std::collections::BTreeMap<String, u64> {
     world.consumers().pods().into_iter().map(|(pod, r)| (pod, r.rounds)).collect()
 }
 
+/// The consumer pods `start_consumers` makes.
+const CONSUMER_PODS: [&str; 5] =
+    ["team-a/reader-0", "team-a/holder-0", "team-a/writer-0", "team-a/syncwriter-0", "team-a/rwholder-0"];
+
 /// Steps until every consumer made `rounds` more rounds; a broken invariant fails the test.
 fn run_rounds(world: &mut World, rounds_more: u64, within: Duration) {
-    let before = rounds(world);
-    let mut waited = Duration::ZERO;
-    while !progressed(world, &before, rounds_more) {
-        assert!(waited < within, "consumers made too few rounds in {within:?}: {:#?}", world.consumers().pods());
-        world.run_for(Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}"));
-        waited += Duration::from_secs(1);
-    }
+    let pods = CONSUMER_PODS.map(String::from);
+    let behind = world.run_until_rounds(&pods, rounds_more, within).unwrap_or_else(|e| panic!("{e}"));
+    assert!(behind.is_empty(), "{behind:?} made too few rounds in {within:?}: {:#?}", world.consumers().pods());
 }
 
 /// Runs until a consumer reports a broken invariant, which is returned.
@@ -128,18 +123,9 @@ fn run_until_broken(world: &mut World, within: Duration) -> InvariantBroken {
 
 /// The export directory of `volume`'s NFS server pod, and that pod's host.
 fn server(world: &World, volume: &str) -> (PathBuf, String) {
-    let reference = stored_volume(&world.api, volume).expect("volume")["spec"]["referenceValue"]
-        .as_str()
-        .expect("referenceValue")
-        .to_string();
-    let programs = world.programs().expect("programs");
-    let (pod, export) = programs
-        .exports(&world.api)
-        .into_iter()
-        .find(|(pod, _)| pod.contains(&reference))
-        .unwrap_or_else(|| panic!("no running NFS server for {volume} ({reference})"));
-    let (namespace, name) = pod.split_once('/').expect("namespace/name");
-    (export, world.pod_host(namespace, name).expect("the server's host"))
+    let stored = stored_volume(&world.api, volume).expect("volume");
+    let reference = stored["spec"]["referenceValue"].as_str().expect("referenceValue");
+    world.nfs_server(reference).unwrap_or_else(|| panic!("no running NFS server for {volume} ({reference})"))
 }
 
 #[test]

@@ -121,7 +121,7 @@ fn get(state: &State, plural: &str, namespace: &str, name: &str) -> Option<Arc<V
 }
 
 /// Whether a client that dials `address` reaches this Service.
-fn answers_at(service: &Value, address: &str) -> bool {
+pub(crate) fn answers_at(service: &Value, address: &str) -> bool {
     let (Some(name), Some(namespace)) =
         (service["metadata"]["name"].as_str(), service["metadata"]["namespace"].as_str())
     else {

@@ -188,6 +188,13 @@ impl Consumers {
         self.lock().violations.clone()
     }
 
+    /// The pods of `pods` that have completed no round after the simulated time `at`.
+    pub fn unserved_since(&self, pods: &[String], at: Duration) -> Vec<String> {
+        let log = self.lock();
+        let served = |pod: &String| log.pods.get(pod).is_some_and(|r| r.round_times.iter().any(|t| *t > at));
+        pods.iter().filter(|pod| !served(pod)).cloned().collect()
+    }
+
     /// Stamps the rounds completed since the last call with the simulated time `now`.
     pub fn stamp(&self, now: Duration) {
         for record in self.lock().pods.values_mut() {

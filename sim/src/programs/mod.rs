@@ -586,18 +586,7 @@ impl Inner {
         if relative.split('/').any(|c| c == "..") {
             return Err(format!("mount.nfs: {server}:{path}: access denied by server"));
         }
-        let service = cluster.list("", "services", None).into_iter().find(|s| {
-            let (name, namespace) = (s["metadata"]["name"].as_str(), s["metadata"]["namespace"].as_str());
-            let (Some(name), Some(namespace)) = (name, namespace) else { return false };
-            s["spec"]["clusterIP"].as_str() == Some(server)
-                || [
-                    format!("{name}.{namespace}"),
-                    format!("{name}.{namespace}.svc"),
-                    format!("{name}.{namespace}.svc.cluster.local"),
-                ]
-                .iter()
-                .any(|dns| dns == server)
-        });
+        let service = cluster.list("", "services", None).into_iter().find(|s| crate::api::proxy::answers_at(s, server));
         if let Some(service) = service {
             let (name, namespace) = (
                 service["metadata"]["name"].as_str().unwrap_or_default(),
