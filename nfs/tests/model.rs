@@ -2,11 +2,10 @@
 //! `nfs3_client`) and against an in-memory model of a directory tree; every result and the final
 //! tree must agree.
 
-mod common;
 
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use nfs3_types::nfs3::{
     Nfs3Result, READDIRPLUS3args, REMOVE3args, RENAME3args, RMDIR3args, SETATTR3args, cookieverf3, nfs_fh3, nfsstat3,
     sattr3, sattrguard3, set_size3, stable_how,

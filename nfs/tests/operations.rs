@@ -1,10 +1,9 @@
 //! The server through `nfs3_client`, one NFS behaviour per test.
 
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use nfs3_types::nfs3::{
     ACCESS3_MODIFY, ACCESS3_READ, ACCESS3args, COMMIT3args, CREATE3args, FSSTAT3args, LINK3args, Nfs3Option,
     Nfs3Result, READ3args, READDIR3args, READDIRPLUS3args, READLINK3args, REMOVE3args, RENAME3args, RMDIR3args,

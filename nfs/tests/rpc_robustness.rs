@@ -1,9 +1,8 @@
 //! Hostile and malformed RPC traffic over a raw socket: every case gets the proper RPC or NFS
 //! error (or a closed connection where nothing else is possible), and the server keeps serving.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use sv_nfs::fs::ExportOptions;
 use sv_nfs::rpc::{self, Record};
 use sv_nfs::xdr::{Decoder, Encode};

@@ -4,9 +4,9 @@
 //! (published), because changes to it may have been lost; everyone else's changes are synced at
 //! once, as before.
 
-mod common;
+use crate::common;
 
-use common::{TestServer, create, dirop, lookup, mkdir, status};
+use crate::common::{TestServer, create, dirop, lookup, mkdir, status};
 use nfs3_types::nfs3::{LINK3args, Nfs3Result, RENAME3args, nfs_fh3, nfsstat3};
 use sv_nfs::fs::{ExportOptions, Identity};
 

@@ -2,7 +2,7 @@
 //! simulated network; the real kube client's writes pass its mutating and validating
 //! configurations, which honour their rules, selectors and failure policies.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! `SV_ENVTEST_ASSETS` names a folder with `kube-apiserver` and `etcd`, the same case also runs
 //! against a real API server, so the two are held to the same expectations.
 
-mod common;
+use crate::common;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;

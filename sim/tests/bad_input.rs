@@ -1,7 +1,7 @@
 //! Bad input gets a Kubernetes error, never a panic or a hung connection: malformed bodies,
 //! unknown kinds, oversized bodies, invalid names, broken HTTP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! docs promise, and the RBAC the simulation enforces (read from the raw manifests) equal to the
 //! RBAC the render installs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

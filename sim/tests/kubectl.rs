@@ -1,7 +1,7 @@
 //! `kubectl` as an outside client of the simulated API server on loopback: apply the project's
 //! CRDs and examples, get them (table and YAML), delete them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,11 +5,10 @@
 //! fall back to the legacy documents; 1.27 and 1.28 apply with `--validate=false` (they read the
 //! OpenAPI v2 document as protobuf only, which is not served).
 
-mod common;
 
 use std::path::PathBuf;
 
-use common::served::{Served, text};
+use crate::common::served::{Served, text};
 
 /// The versioned kubectl binaries beside the `kubectl` on PATH (following its link).
 fn versioned_kubectls() -> Vec<PathBuf> {

@@ -9,7 +9,7 @@
 //! Plus the authenticator and authorizer themselves against the real server's answers: 401 for
 //! tokens it does not accept, the 403 wording, and the escalation check on roles and bindings.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! Every difference must be one listed in `KNOWN` with its reason: a new one fails, and so does
 //! a listed one that is gone (the list cannot rot).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

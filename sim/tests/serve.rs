@@ -3,14 +3,14 @@
 //! apply an example, watch it go Ready, list the synced files over NFS, run an annotated pod,
 //! delete everything, stop the server with SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::served::{Served, text};
+use crate::common::served::{Served, text};
 
 fn tools_present() -> bool {
     for (tool, arg) in [("kubectl", "version"), ("nfs-ls", "--help")] {

@@ -3,7 +3,7 @@
 //! server, and the result is diffed with the real server's transcript. The steps that still
 //! differ are listed here with the reason; any other difference fails the test.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

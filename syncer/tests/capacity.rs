@@ -4,11 +4,10 @@
 //! is built, so a sync needs the new revision's new bytes free beside the published one; the
 //! revision before the published one is removed when that makes the difference.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{http_server, sync, syncer, view};
+use crate::common::{http_server, sync, syncer, view};
 use sv_syncer::publish::Volume;
 
 const MIB: usize = 1024 * 1024;

@@ -3,13 +3,12 @@
 //! written incrementally, branch changes, basic auth, SSH keys with host key checks, and refused
 //! content (submodules, symlinks out of the tree).
 
-mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use common::{
+use crate::common::{
     Repo, SSH_USER, Sshd, git, git_http_server, git_server, shared_tempdir, sync, syncer, target, tls_config, tree,
     view, view_with,
 };

@@ -2,13 +2,12 @@
 //! (and hostile ones), errors that name the cause and leave the published tree intact, a stalled
 //! server cut off at `syncTimeout`, and HTTPS with the volume's own CA.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 
-use common::{http_server, sync, syncer, target, tls_config, tree, view, view_with};
+use crate::common::{http_server, sync, syncer, target, tls_config, tree, view, view_with};
 use sv_api::HTTP_UNPACK_ANNOTATION;
 use sv_syncer::publish::Volume;
 

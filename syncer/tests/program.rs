@@ -2,7 +2,6 @@
 //! serves one SharedVolume (list and an open watch) and records status patches: the first sync,
 //! the status patch, probes and metrics, and a clean exit on SIGTERM.
 
-mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
-use common::{http_server, serve};
+use crate::common::{http_server, serve};
 use serde_json::{Value, json};
 use sv_operator::testing::Program;
 

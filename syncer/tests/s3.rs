@@ -1,7 +1,7 @@
 //! The S3 source against `s3s-fs` on loopback (a real S3 protocol server with signature checks),
 //! and against a hostile listing served by hand.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::path::Path;
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::{S3_ACCESS, S3_SECRET, s3_server, serve, sync, syncer, tree, view};
+use crate::common::{S3_ACCESS, S3_SECRET, s3_server, serve, sync, syncer, tree, view};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};

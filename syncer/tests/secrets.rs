@@ -3,7 +3,6 @@
 //! output is searched for every secret value: logs of all crates at TRACE level, the status
 //! patches sent to the API, the metrics, and every file the syncer wrote into the volume.
 
-mod common;
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{
+use crate::common::{
     Repo, S3_ACCESS, S3_SECRET, SSH_PASSWORD, SSH_USER, Sshd, git_server, http_server, s3_server, shared_tempdir,
     tls_config,
 };
