@@ -1,7 +1,6 @@
 //! Capacity accounting under concurrency, over real TCP: many clients extending one file at
 //! once, and writes racing truncates, must leave the counted bytes equal to what is on disk.
 
-
 use crate::common::{TestServer, create, lookup, write};
 use nfs3_types::nfs3::{SETATTR3args, sattr3, sattrguard3, set_size3, stable_how};
 use sv_nfs::fs::ExportOptions;

@@ -2,7 +2,6 @@
 //! credentials, owners a CREATE may not give away, the protected state directory that only the
 //! writer (who mounts the secret path) may change, and read-only consumers.
 
-
 use crate::common::{TestServer, create, dirop, getattr, lookup, mkdir, read_all, status, write};
 use nfs3_types::nfs3::{
     CREATE3args, LINK3args, MKDIR3args, REMOVE3args, RENAME3args, SETATTR3args, SYMLINK3args, createhow3, nfspath3,

@@ -1,7 +1,6 @@
 //! A real third-party client: Debian's libnfs tools (`nfs-ls`, `nfs-cp`, `nfs-cat`), installed by
 //! `ci/install-test-deps.sh`. Without them each test says it skipped.
 
-
 use crate::common::TestServer;
 use sv_nfs::fs::ExportOptions;
 use tokio::process::Command;

@@ -2,7 +2,6 @@
 //! `nfs3_client`) and against an in-memory model of a directory tree; every result and the final
 //! tree must agree.
 
-
 use std::collections::BTreeMap;
 
 use crate::common::*;

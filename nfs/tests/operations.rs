@@ -1,6 +1,5 @@
 //! The server through `nfs3_client`, one NFS behaviour per test.
 
-
 use std::collections::BTreeSet;
 
 use crate::common::*;

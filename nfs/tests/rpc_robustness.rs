@@ -1,7 +1,6 @@
 //! Hostile and malformed RPC traffic over a raw socket: every case gets the proper RPC or NFS
 //! error (or a closed connection where nothing else is possible), and the server keeps serving.
 
-
 use crate::common::*;
 use sv_nfs::fs::ExportOptions;
 use sv_nfs::rpc::{self, Record};

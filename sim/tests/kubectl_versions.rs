@@ -5,7 +5,6 @@
 //! fall back to the legacy documents; 1.27 and 1.28 apply with `--validate=false` (they read the
 //! OpenAPI v2 document as protobuf only, which is not served).
 
-
 use std::path::PathBuf;
 
 use crate::common::served::{Served, text};

@@ -4,7 +4,6 @@
 //! is built, so a sync needs the new revision's new bytes free beside the published one; the
 //! revision before the published one is removed when that makes the difference.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::{http_server, sync, syncer, view};

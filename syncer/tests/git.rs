@@ -3,7 +3,6 @@
 //! written incrementally, branch changes, basic auth, SSH keys with host key checks, and refused
 //! content (submodules, symlinks out of the tree).
 
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,6 @@
 //! (and hostile ones), errors that name the cause and leave the published tree intact, a stalled
 //! server cut off at `syncTimeout`, and HTTPS with the volume's own CA.
 
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;

@@ -2,19 +2,18 @@
 //! serves one SharedVolume (list and an open watch) and records status patches: the first sync,
 //! the status patch, probes and metrics, and a clean exit on SIGTERM.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::common::{http_server, serve};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
-use crate::common::{http_server, serve};
 use serde_json::{Value, json};
 use sv_operator::testing::Program;
 

@@ -6,10 +6,10 @@ use crate::common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::common::{S3_ACCESS, S3_SECRET, s3_server, serve, sync, syncer, tree, view};
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
-use crate::common::{S3_ACCESS, S3_SECRET, s3_server, serve, sync, syncer, tree, view};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};

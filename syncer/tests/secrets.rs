@@ -3,18 +3,17 @@
 //! output is searched for every secret value: logs of all crates at TRACE level, the status
 //! patches sent to the API, the metrics, and every file the syncer wrote into the volume.
 
-
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use bytes::Bytes;
 use crate::common::{
     Repo, S3_ACCESS, S3_SECRET, SSH_PASSWORD, SSH_USER, Sshd, git_server, http_server, s3_server, shared_tempdir,
     tls_config,
 };
+use base64::Engine;
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use object_store::ObjectStoreExt;
 use prometheus_client::registry::Registry;

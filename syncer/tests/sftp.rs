@@ -2,12 +2,11 @@
 //! syncs with deletes, host keys (pinned on first use, configured, changed, opted out), symlinks
 //! out of the tree, and wrong credentials.
 
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use base64::Engine;
 use crate::common::{SSH_PASSWORD, SSH_USER, Sshd, shared_tempdir, sync, syncer, tree, view, view_with};
+use base64::Engine;
 use sv_api::{SSH_INSECURE_ANNOTATION, SSH_KNOWN_HOSTS_ANNOTATION};
 use sv_syncer::publish::Volume;
 
