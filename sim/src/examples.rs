@@ -282,6 +282,7 @@ pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), Ru
     if !cleaned_up {
         errors.push("deletion did not finish within 300 simulated seconds".into());
     }
+    world.settle_cleanups().map_err(simulation)?;
     let trace = world.trace_lines();
     let report = Report {
         seed,

@@ -8,13 +8,18 @@
 //!   searched);
 //! - no pod is created that mounts a ClusterSharedVolume's claim in a namespace the volume's
 //!   `namespaceSelector` does not allow (checked with the simulation's own selector code, not the
-//!   webhook's).
+//!   webhook's);
+//! - once a volume is gone (its finalizer released) and [`CLEANUP_BOUND`] has passed with no
+//!   fault in place, nothing made for it remains: no object owned by it or carrying its reference
+//!   label, no disk provisioned for one of its claims, no attachment of such a disk; and nothing
+//!   of the kind is created afterwards (a controller acting on a stale view).
 //!
 //! The consumers' invariants over NFS are in [`crate::programs::consumer`]; both stop the run.
 //!
 //! [`World`]: crate::world::World
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -38,16 +43,39 @@ pub struct Invariants {
     counts: BTreeMap<&'static str, u64>,
     /// Events looked at (the Secret invariant's main ground).
     events_checked: u64,
+    /// Volumes gone whose leftovers are not checked yet, and those found clean.
+    deleted: Vec<DeletedVolume>,
+    cleaned: Vec<DeletedVolume>,
+    /// The reference label of every claim seen, by the claim's uid: a provisioned disk names its
+    /// claim only by uid once the claim is gone.
+    claim_references: BTreeMap<String, String>,
 }
+
+/// A volume that is gone, and what its objects are known by.
+#[derive(Clone, Debug)]
+struct DeletedVolume {
+    key: String,
+    uid: String,
+    /// None once another volume took the same reference (its objects carry the label rightly).
+    reference: Option<String>,
+    /// When the cleanup bound started: the step after the volume went, or the last fault healing.
+    since: Option<Duration>,
+}
+
+/// How long after a volume is gone, with no fault in place, everything made for it must be gone:
+/// the operator's cleanup, the garbage collector and the PV controller's reclaim each take a few
+/// seconds; a lost node's pods take as long as the node stays lost, which counts as a fault.
+pub const CLEANUP_BOUND: Duration = Duration::from_secs(120);
 
 pub const ADDRESS: &str = "a volume's NFS address never changes (volume writes)";
 pub const SECRETS: &str = "no Secret value in a volume status or an Event (volume and Event writes)";
 pub const NAMESPACES: &str = "no pod mounts a ClusterSharedVolume outside its namespaces (pod creations)";
+pub const CLEANUP: &str = "nothing a deleted volume had remains (volumes checked after the bound, and creations after)";
 
 impl Invariants {
     /// Each invariant with how many writes it looked at.
     pub fn counts(&self) -> Vec<(String, u64)> {
-        [ADDRESS, SECRETS, NAMESPACES]
+        [ADDRESS, SECRETS, NAMESPACES, CLEANUP]
             .iter()
             .map(|i| (i.to_string(), self.counts.get(i).copied().unwrap_or(0)))
             .collect()
@@ -85,6 +113,9 @@ impl Invariants {
             self.checked_up_to = change.rv;
             let (group, plural) = change.resource.storage();
             let object = &change.object;
+            if change.kind == ChangeKind::Added {
+                self.check_not_recreated(object)?;
+            }
             match (group, plural) {
                 ("", "secrets") if change.kind != ChangeKind::Deleted => self.learn_secret(object),
                 ("sv.sharedvolume.io", "sharedvolumes" | "clustersharedvolumes") => {
@@ -103,6 +134,13 @@ impl Invariants {
                     }
                 }
                 ("", "pods") if change.kind == ChangeKind::Added => self.check_pod(store, object)?,
+                ("", "persistentvolumeclaims") => {
+                    let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+                    if let Some(reference) = object["metadata"]["labels"][sv_operator::api::labels::REFERENCE].as_str()
+                    {
+                        self.claim_references.insert(uid.to_string(), reference.to_string());
+                    }
+                }
                 _ => {}
             }
         }
@@ -152,13 +190,118 @@ impl Invariants {
             }
             _ => {}
         }
+        let reference = volume["spec"]["referenceValue"].as_str().filter(|r| !r.is_empty());
         if kind == ChangeKind::Deleted {
             self.addresses.remove(&key);
+            self.deleted.push(DeletedVolume {
+                key: key.clone(),
+                uid: volume["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                reference: reference.map(str::to_string),
+                since: None,
+            });
+        } else if kind == ChangeKind::Added {
+            for gone in self.deleted.iter_mut().chain(self.cleaned.iter_mut()) {
+                if gone.reference.as_deref() == reference {
+                    gone.reference = None;
+                }
+            }
         }
         self.count(SECRETS);
         let status = volume["status"].to_string();
         if let Some(secret) = self.secrets.iter().find(|s| status.contains(s.as_str())) {
             return Err((SECRETS, format!("the status of {key} shows a Secret value ({} characters)", secret.len())));
+        }
+        Ok(())
+    }
+
+    /// Volumes gone for [`CLEANUP_BOUND`] with no fault in place (`faults` says whether one is):
+    /// whatever was made for them must be gone. Called after every step, at simulated time `now`.
+    pub fn check_cleanup(&mut self, store: &Store, now: Duration, faults: bool) -> Result<(), (&'static str, String)> {
+        for gone in &mut self.deleted {
+            // The bound counts from the volume's going or from the last fault healing.
+            if gone.since.is_none() || faults {
+                gone.since = Some(now);
+            }
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deleted)
+            .into_iter()
+            .partition(|gone| gone.since.is_some_and(|since| now.saturating_sub(since) >= CLEANUP_BOUND));
+        self.deleted = waiting;
+        for gone in due {
+            self.count(CLEANUP);
+            let left = self.leftovers(store, &gone);
+            if !left.is_empty() {
+                return Err((
+                    CLEANUP,
+                    format!(
+                        "{} was deleted {} s ago and these remain: {}",
+                        gone.key,
+                        CLEANUP_BOUND.as_secs(),
+                        left.join(", ")
+                    ),
+                ));
+            }
+            self.cleaned.push(gone);
+        }
+        Ok(())
+    }
+
+    /// Volumes deleted whose bound has not passed yet.
+    pub fn cleanups_pending(&self) -> usize {
+        self.deleted.len()
+    }
+
+    /// What remains of a deleted volume: objects it owns or labelled with its reference, disks
+    /// provisioned for its claims, and their attachments.
+    fn leftovers(&self, store: &Store, gone: &DeletedVolume) -> Vec<String> {
+        let claims_of_volume = |claim_uid: &str| {
+            gone.reference.is_some() && self.claim_references.get(claim_uid) == gone.reference.as_ref()
+        };
+        let mut disks = Vec::new();
+        let mut left = Vec::new();
+        for object in store.all() {
+            let meta = &object["metadata"];
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let disk_of_claim =
+                kind == "PersistentVolume" && object["spec"]["claimRef"]["uid"].as_str().is_some_and(claims_of_volume);
+            if disk_of_claim {
+                disks.push(meta["name"].as_str().unwrap_or_default().to_string());
+            }
+            if disk_of_claim || self.belongs_to(object, gone) {
+                left.push(describe(object));
+            }
+        }
+        for object in store.all().filter(|o| o["kind"] == "VolumeAttachment") {
+            let disk = object["spec"]["source"]["persistentVolumeName"].as_str().unwrap_or_default();
+            if disks.iter().any(|d| d == disk) && !left.contains(&describe(object)) {
+                left.push(describe(object));
+            }
+        }
+        left
+    }
+
+    /// Whether `object` was made for the volume `gone`: an owner reference to it, or its
+    /// reference label while no other volume holds that reference.
+    fn belongs_to(&self, object: &Value, gone: &DeletedVolume) -> bool {
+        let meta = &object["metadata"];
+        let owned = meta["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["uid"] == gone.uid.as_str()));
+        let labelled = gone
+            .reference
+            .as_deref()
+            .is_some_and(|reference| meta["labels"][sv_operator::api::labels::REFERENCE] == reference);
+        // The volume's own last state carries its reference too.
+        let volume = object["spec"]["referenceValue"].is_string() && meta["uid"] == gone.uid.as_str();
+        (owned || labelled) && !volume
+    }
+
+    /// A new object made for a volume that is gone and was found clean: something acted on a
+    /// stale view.
+    fn check_not_recreated(&self, object: &Value) -> Result<(), (&'static str, String)> {
+        if let Some(gone) = self.cleaned.iter().find(|gone| self.belongs_to(object, gone)) {
+            return Err((
+                CLEANUP,
+                format!("{} was created after {} was deleted and cleaned up", describe(object), gone.key),
+            ));
         }
         Ok(())
     }
@@ -208,6 +351,17 @@ impl Invariants {
         }
         Ok(())
     }
+}
+
+/// `Kind/namespace/name` (`-` for no namespace).
+fn describe(object: &Value) -> String {
+    let meta = &object["metadata"];
+    format!(
+        "{}/{}/{}",
+        object["kind"].as_str().unwrap_or_default(),
+        meta["namespace"].as_str().unwrap_or("-"),
+        meta["name"].as_str().unwrap_or_default()
+    )
 }
 
 fn volume_key(volume: &Value) -> String {
@@ -300,6 +454,60 @@ mod tests {
         store.put(&id, volume(Some("10.96.0.10")));
         store.put(&id, volume(None));
         assert!(invariants.check(&store).unwrap_err().1.contains("vanished"));
+    }
+
+    #[test]
+    fn what_a_deleted_volume_leaves_past_the_bound_or_gets_afterwards_is_caught() {
+        use sv_operator::api::labels::REFERENCE;
+        let volumes = ResourceId::new("sv.sharedvolume.io", "v1alpha1", "sharedvolumes");
+        let claims = ResourceId::new("", "v1", "persistentvolumeclaims");
+        let disks = ResourceId::new("", "v1", "persistentvolumes");
+        let volume = |uid: &str| {
+            json!({"kind": "SharedVolume", "metadata": {"name": "v", "namespace": "default", "uid": uid},
+                                        "spec": {"referenceValue": "sv-ref"}})
+        };
+        let claim = json!({"kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": "default", "uid": "claim-1", "labels": {REFERENCE: "sv-ref"}}});
+        let disk = json!({"kind": "PersistentVolume", "metadata": {"name": "pvc-1"}, "spec": {"claimRef": {"uid": "claim-1"}}});
+        let second = |n: u64| Duration::from_secs(n);
+
+        let mut store = Store::new(1000);
+        let mut invariants = Invariants::default();
+        store.put(&volumes, volume("v-1"));
+        store.put(&claims, claim.clone());
+        store.put(&disks, disk.clone());
+        store.remove(&volumes, "default", "v");
+        store.remove(&claims, "default", "data");
+        assert_eq!(invariants.check(&store), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(10), false), Ok(()));
+        // A fault in place holds the bound back, and it starts again once healed.
+        assert_eq!(invariants.check_cleanup(&store, second(200), true), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(300), false), Ok(()));
+        let (invariant, detail) = invariants.check_cleanup(&store, second(320), false).unwrap_err();
+        assert_eq!(invariant, CLEANUP);
+        assert!(detail.contains("PersistentVolume/-/pvc-1"), "{detail}");
+
+        // Found clean, then something creates an object for it again.
+        store.remove(&disks, "", "pvc-1");
+        let mut invariants = Invariants::default();
+        assert_eq!(invariants.check(&store), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(0), false), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(120), false), Ok(()));
+        assert_eq!(invariants.cleanups_pending(), 0);
+        store.put(&claims, claim.clone());
+        assert_eq!(invariants.check(&store).unwrap_err().0, CLEANUP);
+
+        // A new volume with the same reference owns what carries it.
+        let mut invariants = Invariants::default();
+        let mut store = Store::new(1000);
+        store.put(&volumes, volume("v-1"));
+        store.remove(&volumes, "default", "v");
+        assert_eq!(invariants.check(&store), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(0), false), Ok(()));
+        assert_eq!(invariants.check_cleanup(&store, second(120), false), Ok(()));
+        store.put(&volumes, volume("v-2"));
+        store.put(&claims, claim);
+        assert_eq!(invariants.check(&store), Ok(()));
     }
 
     #[test]

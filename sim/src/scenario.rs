@@ -254,6 +254,8 @@ impl Scenario {
             let what = step.describe();
             let started = run.world.elapsed();
             run.step(step).map_err(|message| ScenarioError::Step { step: number, what: what.clone(), message })?;
+            let faults_in_place = !run.active_faults.is_empty();
+            run.world.set_faults_in_place(faults_in_place);
             // The world checks after every simulated step; a step that only wrote objects is
             // checked here.
             run.world.check_now().map_err(|broken| ScenarioError::Step {
@@ -264,6 +266,7 @@ impl Scenario {
             timeline.push(TimelineEntry { started, took: run.world.elapsed() - started, step: what });
         }
         let liveness = run.check_liveness().map_err(|message| step_error(self.steps.len(), "end", message))?;
+        run.world.settle_cleanups().map_err(|e| step_error(self.steps.len(), "end", e))?;
         run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
         let trace = run.world.trace_lines();
         let report = ScenarioReport {

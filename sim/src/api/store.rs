@@ -113,6 +113,11 @@ impl Store {
             .filter(move |((ns, _), _)| namespace.is_none_or(|n| n == ns))
     }
 
+    /// Every stored object, of every collection.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Value>> {
+        self.objects.values().flat_map(BTreeMap::values)
+    }
+
     /// Stores `object` with a new resource version (returned).
     pub fn put(&mut self, id: &ResourceId, mut object: Value) -> Arc<Value> {
         self.rv += 1;
