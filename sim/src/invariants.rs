@@ -9,6 +9,7 @@
 //! - no pod is created that mounts a ClusterSharedVolume's claim in a namespace the volume's
 //!   `namespaceSelector` does not allow (checked with the simulation's own selector code, not the
 //!   webhook's);
+//! - no such Secret value appears in a log line of any program (see [`crate::logtap`]);
 //! - once a volume is gone (its finalizer released) and [`CLEANUP_BOUND`] has passed with no
 //!   fault in place, nothing made for it remains: no object owned by it or carrying its reference
 //!   label, no disk provisioned for one of its claims, no attachment of such a disk; and nothing
@@ -70,12 +71,13 @@ pub const CLEANUP_BOUND: Duration = Duration::from_secs(120);
 pub const ADDRESS: &str = "a volume's NFS address never changes (volume writes)";
 pub const SECRETS: &str = "no Secret value in a volume status or an Event (volume and Event writes)";
 pub const NAMESPACES: &str = "no pod mounts a ClusterSharedVolume outside its namespaces (pod creations)";
+pub const LOGS: &str = "no Secret value in a log line (log lines)";
 pub const CLEANUP: &str = "nothing a deleted volume had remains (volumes checked after the bound, and creations after)";
 
 impl Invariants {
     /// Each invariant with how many writes it looked at.
     pub fn counts(&self) -> Vec<(String, u64)> {
-        [ADDRESS, SECRETS, NAMESPACES, CLEANUP]
+        [ADDRESS, SECRETS, LOGS, NAMESPACES, CLEANUP]
             .iter()
             .map(|i| (i.to_string(), self.counts.get(i).copied().unwrap_or(0)))
             .collect()
@@ -142,6 +144,21 @@ impl Invariants {
                     }
                 }
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Log lines written since the last call: none may show a Secret value written so far.
+    /// (A line logged before its Secret was written is not caught: the programs log what they
+    /// read, after it was written.)
+    pub fn check_log_lines(&mut self, lines: &[String]) -> Result<(), (&'static str, String)> {
+        for line in lines {
+            self.count(LOGS);
+            if let Some(secret) = self.secrets.iter().find(|s| line.contains(s.as_str())) {
+                // The line without the value, so that the report does not leak it again.
+                let shown: String = line.replace(secret.as_str(), "<the Secret value>").chars().take(400).collect();
+                return Err((LOGS, format!("a log line shows a Secret value: {shown}")));
             }
         }
         Ok(())
@@ -508,6 +525,22 @@ mod tests {
         store.put(&volumes, volume("v-2"));
         store.put(&claims, claim);
         assert_eq!(invariants.check(&store), Ok(()));
+    }
+
+    #[test]
+    fn a_secret_value_in_a_log_line_is_caught_without_being_shown() {
+        let mut store = Store::new(1000);
+        let mut invariants = Invariants::default();
+        store.put(&ResourceId::new("", "v1", "secrets"), secret("hunter2-token"));
+        assert_eq!(invariants.check(&store), Ok(()));
+        assert_eq!(invariants.check_log_lines(&["INFO sv_syncer: message=synced".into()]), Ok(()));
+        let (invariant, detail) =
+            invariants.check_log_lines(&["DEBUG sv_syncer: url=https://u:hunter2-token@h/".into()]).unwrap_err();
+        assert_eq!(invariant, LOGS);
+        assert!(
+            !detail.contains("hunter2-token") && detail.contains("url=https://u:<the Secret value>@h/"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod determinism;
 pub mod examples;
 pub mod install;
 pub mod invariants;
+pub mod logtap;
 pub mod net;
 pub mod programs;
 pub mod scenario;

@@ -60,7 +60,11 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     sv_operator::install_crypto_provider();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    sv_sim::logtap::log_to_stderr();
     match Cli::parse().command {
         Command::Run { scenario: Some(file), seed, check_determinism: true } => {
             let mut scenario = sv_sim::scenario::Scenario::load(&file)?;

@@ -100,6 +100,10 @@ pub struct World {
     invariants: crate::invariants::Invariants,
     /// Whether a fault is in place (set by whoever injects them): the cleanup bound waits for it.
     faults_in_place: bool,
+    /// The programs' log lines since the last step, and the subscriber that records them for as
+    /// long as the world lives.
+    log_tap: crate::logtap::LogTap,
+    _log_subscriber: tracing::subscriber::DefaultGuard,
     /// The last host events and faults, for the report of a broken invariant.
     recent: std::collections::VecDeque<String>,
 }
@@ -155,6 +159,8 @@ impl World {
             builder.enable_tokio_io();
         }
         let sim = builder.build();
+        let log_tap = crate::logtap::LogTap::default();
+        let log_subscriber = log_tap.install();
         // Every host runs on this thread: the programs' random bytes (writer tokens, handle keys,
         // write verifiers) come from the seed (see `sv_common::entropy`).
         sv_common::entropy::seed_thread(config.seed);
@@ -200,6 +206,8 @@ impl World {
             seed: config.seed,
             invariants: Default::default(),
             faults_in_place: false,
+            log_tap,
+            _log_subscriber: log_subscriber,
             recent: std::collections::VecDeque::new(),
         };
 
@@ -353,6 +361,7 @@ impl World {
             self.invariants
                 .check(&state.store)
                 .and_then(|()| self.invariants.check_cleanup(&state.store, now, self.faults_in_place))
+                .and_then(|()| self.invariants.check_log_lines(&self.log_tap.take()))
                 .err()
         };
         if let Some((invariant, detail)) = broken {

@@ -414,3 +414,28 @@ fn the_operator_recovers_from_api_errors_a_partition_and_an_api_server_restart()
         .expect("run");
     assert!(clean, "left: {:?}", sv_sim::examples::managed_objects(&world.api));
 }
+
+/// Invariant 7 on log lines: a program that logs a Secret's value stops the run, and the report
+/// names the line without the value.
+#[test]
+fn a_program_logging_a_secret_value_breaks_the_run() {
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-credentials", "namespace": "default"},
+                        "stringData": {"password": "correct-horse-battery"}});
+    for result in world.create_all([secret]) {
+        result.expect("create");
+    }
+    world.run_for(Duration::from_secs(1)).expect("nothing logged it yet");
+    world.sim.client("leaky-program", async {
+        tracing::info!(url = "https://ci:correct-horse-battery@git.example.com/repo.git", "fetching");
+        Ok(())
+    });
+    let broken = world
+        .run_for(Duration::from_secs(1))
+        .expect_err("the line is caught")
+        .downcast::<sv_sim::world::InvariantBroken>()
+        .expect("an invariant, not another failure");
+    assert_eq!(broken.invariant, sv_sim::invariants::LOGS);
+    assert!(broken.detail.contains("url=https://ci:<the Secret value>@git.example.com"), "{}", broken.detail);
+    assert!(!broken.to_string().contains("correct-horse-battery"), "{broken}");
+}
