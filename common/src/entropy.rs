@@ -10,6 +10,11 @@ use std::cell::RefCell;
 
 thread_local! {
     static SEEDED: RefCell<Option<Seeded>> = const { RefCell::new(None) };
+    /// A second stream from the same seed, for what the simulation takes from the C library's
+    /// `getrandom` ([`fill_seeded_os`]): libraries draw from it a number of times the seed does
+    /// not decide (a process-wide seed is drawn only by the first run of a process), which must
+    /// not shift the programs' own bytes.
+    static SEEDED_OS: RefCell<Option<Seeded>> = const { RefCell::new(None) };
 }
 
 /// A counter-mode stream: the hash of the seed and a block number, block after block. Not for
@@ -18,6 +23,8 @@ struct Seeded {
     seed: u64,
     block: u64,
     buffered: Vec<u8>,
+    /// Bytes handed out through [`fill_seeded`].
+    drawn: u64,
 }
 
 impl Seeded {
@@ -58,27 +65,54 @@ fn hash_block(input: &[u8; 16]) -> [u8; 32] {
 /// Fills `out` with random bytes: the thread's seeded source if one is installed, else the
 /// operating system's.
 pub fn fill(out: &mut [u8]) -> Result<(), getrandom::Error> {
-    let seeded = SEEDED.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let source = slot.as_mut()?;
-        source.fill(out);
-        Some(())
-    });
-    match seeded {
-        Some(()) => Ok(()),
-        None => getrandom::fill(out),
+    match draw(&SEEDED, out) {
+        true => Ok(()),
+        false => getrandom::fill(out),
     }
+}
+
+/// Fills `out` from this thread's second seeded stream (the one for the C library's `getrandom`,
+/// which the simulation interposes) and says so, or leaves it and says there is none. Never
+/// panics: it may be called at any point of a thread's life (while the source is borrowed, or
+/// after it is gone).
+pub fn fill_seeded_os(out: &mut [u8]) -> bool {
+    draw(&SEEDED_OS, out)
+}
+
+fn draw(stream: &'static std::thread::LocalKey<RefCell<Option<Seeded>>>, out: &mut [u8]) -> bool {
+    stream
+        .try_with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else { return false };
+            let Some(source) = slot.as_mut() else { return false };
+            source.fill(out);
+            source.drawn += out.len() as u64;
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// Bytes drawn from this thread's second seeded stream since it was installed (0 without one).
+pub fn seeded_os_bytes_drawn() -> u64 {
+    SEEDED_OS
+        .try_with(|cell| cell.try_borrow().ok().and_then(|s| s.as_ref().map(|s| s.drawn)))
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// Installs a source seeded with `seed` on this thread (replacing any before it). For the
 /// simulation only.
 pub fn seed_thread(seed: u64) {
-    SEEDED.with(|cell| *cell.borrow_mut() = Some(Seeded { seed, block: 0, buffered: Vec::new() }));
+    let stream = |seed| Some(Seeded { seed, block: 0, buffered: Vec::new(), drawn: 0 });
+    SEEDED.with(|cell| *cell.borrow_mut() = stream(seed));
+    // Another seed for the other stream, so that the two never hand out the same bytes.
+    SEEDED_OS.with(|cell| *cell.borrow_mut() = stream(seed ^ 0x6f73_5f72_616e_646f));
 }
 
 /// Removes this thread's seeded source: the operating system's again.
 pub fn unseed_thread() {
     SEEDED.with(|cell| *cell.borrow_mut() = None);
+    SEEDED_OS.with(|cell| *cell.borrow_mut() = None);
 }
 
 #[cfg(test)]

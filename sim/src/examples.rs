@@ -202,13 +202,6 @@ pub fn run(seed: u64) -> Result<Report, RunError> {
     run_with(seed, false).map(|(report, _)| report)
 }
 
-/// Runs the main job twice with the same seed and compares the two runs' traces.
-pub fn check_determinism(seed: u64) -> Result<crate::determinism::Comparison, RunError> {
-    let (first, first_lines) = run_with(seed, true)?;
-    let (second, second_lines) = run_with(seed, true)?;
-    Ok(crate::determinism::compare((first.trace_hash, first_lines), (second.trace_hash, second_lines)))
-}
-
 /// [`run`], and the trace line by line when `keep_trace`.
 pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), RunError> {
     let wall = Instant::now();
@@ -463,19 +456,6 @@ fn use_the_volumes(
 fn server_host(world: &World, name: &str) -> Option<String> {
     let volume = volumes(&world.api).into_iter().find(|v| v["metadata"]["name"] == name)?;
     world.nfs_server(volume["spec"]["referenceValue"].as_str()?).map(|(_, host)| host)
-}
-
-impl Report {
-    /// What the run ended with, without what depends on the order of concurrent writes
-    /// (ClusterIPs, hashes, timings): one line per volume.
-    pub fn outcome(&self) -> Vec<String> {
-        self.volumes
-            .iter()
-            .map(|v| format!("{} {} {} {:?}", v.kind, v.name, v.phase, v.conditions))
-            .chain(self.left_after_delete.iter().map(|o| format!("left: {o}")))
-            .chain(self.errors.iter().map(|e| format!("error: {e}")))
-            .collect()
-    }
 }
 
 impl fmt::Display for Report {

@@ -19,6 +19,7 @@ pub mod install;
 pub mod invariants;
 pub mod logtap;
 pub mod net;
+pub mod os_random;
 pub mod programs;
 pub mod scenario;
 pub mod serve;

@@ -27,10 +27,15 @@ enum Command {
         /// Seed of the simulation [default: 1, or the scenario's own].
         #[arg(long)]
         seed: Option<u64>,
-        /// Run it twice with the same seed and report whether the two runs are the same, or the
-        /// first event where they diverge (exits non-zero then).
+        /// Run it twice with the same seed, each in a process of its own, and report whether
+        /// the two runs are the same, or the first event where they diverge (exits non-zero
+        /// then).
         #[arg(long)]
         check_determinism: bool,
+        /// Write the run's trace to this file: its hash on the first line, then one line per
+        /// event (what `--check-determinism` compares).
+        #[arg(long, value_name = "FILE")]
+        trace_out: Option<PathBuf>,
     },
     /// The whole system on this machine: the main job's simulated cluster, paced to the wall
     /// clock, its API server on a loopback port for kubectl (a kubeconfig is written for it), and
@@ -66,38 +71,37 @@ async fn main() -> anyhow::Result<()> {
         .init();
     sv_sim::logtap::log_to_stderr();
     match Cli::parse().command {
-        Command::Run { scenario: Some(file), seed, check_determinism: true } => {
-            let mut scenario = sv_sim::scenario::Scenario::load(&file)?;
-            scenario.seed = seed.unwrap_or(scenario.seed);
-            let comparison = tokio::task::spawn_blocking(move || scenario.check_determinism()).await??;
+        Command::Run { scenario, seed, check_determinism: true, trace_out: _ } => {
+            let runs = [child_trace(scenario.as_deref(), seed)?, child_trace(scenario.as_deref(), seed)?];
+            let [first, second] = runs;
+            let comparison = sv_sim::determinism::compare(first, second);
             print!("{comparison}");
-            anyhow::ensure!(comparison.same(), "{}: the two runs diverged", file.display());
+            anyhow::ensure!(comparison.same(), "the two runs diverged");
             Ok(())
         }
-        Command::Run { scenario: None, seed, check_determinism: true } => {
-            let seed = seed.unwrap_or(1);
-            let comparison = tokio::task::spawn_blocking(move || sv_sim::examples::check_determinism(seed)).await??;
-            print!("{comparison}");
-            anyhow::ensure!(comparison.same(), "the main job's two runs diverged");
-            Ok(())
-        }
-        Command::Run { scenario: Some(file), seed, check_determinism: false } => {
+        Command::Run { scenario: Some(file), seed, check_determinism: false, trace_out } => {
             let mut scenario = sv_sim::scenario::Scenario::load(&file)?;
             if let Some(seed) = seed {
                 scenario.seed = seed;
             }
-            let report = tokio::task::spawn_blocking(move || scenario.run()).await?;
-            match report {
-                Ok(report) => {
-                    print!("{report}");
-                    Ok(())
-                }
-                Err(e) => anyhow::bail!("{}: {e}", file.display()),
+            let keep_trace = trace_out.is_some();
+            let (report, lines) = tokio::task::spawn_blocking(move || scenario.run_with(keep_trace))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            if let Some(path) = trace_out {
+                write_trace(&path, &report.trace_hash, &lines)?;
             }
+            print!("{report}");
+            Ok(())
         }
-        Command::Run { scenario: None, seed, check_determinism: false } => {
+        Command::Run { scenario: None, seed, check_determinism: false, trace_out } => {
             let seed = seed.unwrap_or(1);
-            let report = tokio::task::spawn_blocking(move || sv_sim::examples::run(seed)).await??;
+            let keep_trace = trace_out.is_some();
+            let (report, lines) =
+                tokio::task::spawn_blocking(move || sv_sim::examples::run_with(seed, keep_trace)).await??;
+            if let Some(path) = trace_out {
+                write_trace(&path, &report.trace_hash, &lines)?;
+            }
             print!("{report}");
             if !report.errors.is_empty() || !report.left_after_delete.is_empty() {
                 anyhow::bail!("the run did not end clean");
@@ -124,6 +128,36 @@ async fn main() -> anyhow::Result<()> {
             result.context("sv-sim serve")
         }
     }
+}
+
+/// Runs this program again (`run [SCENARIO] --seed N --trace-out FILE`) and reads the trace it
+/// wrote: a process of its own, so that nothing a first run left in the process (lazily
+/// initialised statics, process-wide counters) tells the runs apart.
+fn child_trace(scenario: Option<&std::path::Path>, seed: Option<u64>) -> anyhow::Result<(String, Vec<String>)> {
+    let file = tempfile::NamedTempFile::new().context("a file for the trace")?;
+    let mut command = std::process::Command::new(std::env::current_exe().context("this program")?);
+    command.arg("run").args(scenario).arg("--trace-out").arg(file.path()).stdout(std::process::Stdio::null());
+    if let Some(seed) = seed {
+        command.arg("--seed").arg(seed.to_string());
+    }
+    let status = command.status().context("running the simulation again")?;
+    anyhow::ensure!(
+        status.success(),
+        "a run to compare failed ({status}); run it without --check-determinism to see why"
+    );
+    let text = std::fs::read_to_string(file.path()).context("the trace")?;
+    let mut lines = text.lines().map(str::to_string);
+    let hash = lines.next().and_then(|l| l.strip_prefix("hash ").map(str::to_string)).context("the trace's hash")?;
+    Ok((hash, lines.collect()))
+}
+
+fn write_trace(path: &std::path::Path, hash: &str, lines: &[String]) -> anyhow::Result<()> {
+    let mut text = format!("hash {hash}\n");
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("writing the trace to {}", path.display()))
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.

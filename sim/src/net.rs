@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -82,7 +82,13 @@ pub fn kube_client_with_token(
 ) -> Result<kube::Client, http::uri::InvalidUri> {
     let base: http::Uri = format!("http://{host}:{port}").parse()?;
     let authorization = token.and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok());
-    let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(SimConnector);
+    // The pool's timer is tokio's, whose clock the simulation drives: without one, hyper-util
+    // expires idle connections by the wall clock, so a slow machine opened new connections at
+    // other points of a run and one seed did not replay the same run.
+    let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(SimConnector);
     let service = tower::ServiceBuilder::new()
         .layer(kube::client::middleware::BaseUriLayer::new(base))
         .map_request(move |mut request: http::Request<kube::client::Body>| {

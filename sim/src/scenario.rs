@@ -232,8 +232,9 @@ impl Scenario {
 
     /// Replays the steps twice with the same seed and compares the two runs' traces.
     pub fn check_determinism(&self) -> Result<crate::determinism::Comparison, ScenarioError> {
-        let (first, first_lines) = self.run_with(true)?;
-        let (second, second_lines) = self.run_with(true)?;
+        // Each on a thread of its own: a thread's HashMap keys are drawn once.
+        let (first, first_lines) = crate::os_random::on_new_thread(|| self.run_with(true))?;
+        let (second, second_lines) = crate::os_random::on_new_thread(|| self.run_with(true))?;
         Ok(crate::determinism::compare((first.trace_hash, first_lines), (second.trace_hash, second_lines)))
     }
 

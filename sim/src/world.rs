@@ -100,6 +100,10 @@ pub struct World {
     invariants: crate::invariants::Invariants,
     /// Whether a fault is in place (set by whoever injects them): the cleanup bound waits for it.
     faults_in_place: bool,
+    /// Whether this thread's HashMap keys (std's and ahash's) come from the seed (not when the
+    /// thread made a HashMap before the world): without it, the order of kube-runtime's work is
+    /// not replayable.
+    std_hash_keys_seeded: bool,
     /// The programs' log lines since the last step, and the subscriber that records them for as
     /// long as the world lives.
     log_tap: crate::logtap::LogTap,
@@ -148,6 +152,13 @@ impl std::error::Error for InvariantBroken {}
 impl World {
     /// A new world. Fails only if its data directory cannot be made.
     pub fn new(config: WorldConfig) -> std::io::Result<Self> {
+        // Every host runs on this thread: the programs' random bytes (writer tokens, handle keys,
+        // write verifiers, and through the interposed `getrandom` the HashMap keys and ahash) come
+        // from the seed (see `sv_common::entropy` and `crate::os_random`). First of all, before
+        // anything here makes a HashMap.
+        sv_common::entropy::seed_thread(config.seed);
+        let std_hash_keys_seeded = crate::os_random::seed_std_hash_keys() & crate::os_random::seed_ahash_keys();
+        crate::os_random::seed_certificate_keys();
         let mut builder = turmoil::Builder::new();
         builder
             .rng_seed(config.seed)
@@ -161,9 +172,6 @@ impl World {
         let sim = builder.build();
         let log_tap = crate::logtap::LogTap::default();
         let log_subscriber = log_tap.install();
-        // Every host runs on this thread: the programs' random bytes (writer tokens, handle keys,
-        // write verifiers) come from the seed (see `sv_common::entropy`).
-        sv_common::entropy::seed_thread(config.seed);
         let clock = Arc::new(SimClock::new(config.start));
         let options = Options {
             seed: config.seed,
@@ -206,6 +214,7 @@ impl World {
             seed: config.seed,
             invariants: Default::default(),
             faults_in_place: false,
+            std_hash_keys_seeded,
             log_tap,
             _log_subscriber: log_subscriber,
             recent: std::collections::VecDeque::new(),
@@ -384,6 +393,13 @@ impl World {
             recent: lines(&mut operations.iter()),
             events: lines(&mut self.recent.iter()),
         })
+    }
+
+    /// Whether the HashMaps of this world's thread (std's and ahash's) iterate in an order the
+    /// seed decides (see
+    /// [`crate::os_random`]).
+    pub fn std_hash_keys_seeded(&self) -> bool {
+        self.std_hash_keys_seeded
     }
 
     /// Says whether a fault is in place (a partition, a crashed host, a lost node, API faults):

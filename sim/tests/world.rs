@@ -30,11 +30,37 @@ fn the_examples_settle_and_clean_up_with_the_same_outcome_every_run() {
         assert_eq!(volume.phase, expected, "{volume:?}");
     }
     assert!(first.left_after_delete.is_empty(), "{:?}", first.left_after_delete);
+}
 
-    // kube-runtime orders concurrent reconciles by process-random hashes, so runs with the
-    // operator agree on the outcome, not on the order of every write (see docs/sim.md).
-    let again = sv_sim::examples::run(7).expect("run");
-    assert_eq!(first.outcome(), again.outcome());
+/// `sv-sim` as a program, its output and whether it succeeded.
+fn sv_sim(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sv-sim")).args(args).output().expect("sv-sim runs");
+    let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// Issue 13's replay: with every program in the run, the main job run twice with one seed, each
+/// time in a process of its own, writes, answers and exports the same bytes in the same order.
+#[test]
+fn one_seed_replays_the_main_job_byte_for_byte_in_separate_processes() {
+    let (same, output) = sv_sim(&["run", "--seed", "7", "--check-determinism"]);
+    assert!(same, "{output}");
+    assert!(output.contains("Deterministic: both runs have trace hash"), "{output}");
+}
+
+/// And another seed is another run (a scenario with the operator, in separate processes).
+#[test]
+fn another_seed_gives_another_trace() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/nfs-server-node-loss.yaml");
+    let hash = |seed: &str| {
+        let (ok, output) = sv_sim(&["run", scenario, "--seed", seed]);
+        assert!(ok, "{output}");
+        let line = output.lines().find(|l| l.contains("trace hash")).expect("the closing line").to_string();
+        line.split("trace hash ").nth(1).and_then(|rest| rest.split(';').next()).expect("a hash").to_string()
+    };
+    let first = hash("11");
+    assert_eq!(first, hash("11"), "the same seed in another process");
+    assert_ne!(first, hash("12"), "another seed");
 }
 
 /// A busy cluster without the operator: workloads, claims, a lost node, deletions.

@@ -22,6 +22,50 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde::{Deserialize, Serialize};
 
+/// A certificate's key: what rcgen signs with, and the PEM stored in the Secret.
+pub trait CertKey: rcgen::SigningKey + Send + Sync {
+    fn pem(&self) -> String;
+}
+
+impl CertKey for KeyPair {
+    fn pem(&self) -> String {
+        self.serialize_pem()
+    }
+}
+
+/// Makes new keys and reads stored ones. Production uses ring's ([`RingKeys`]); the simulation
+/// installs one whose keys and signatures follow its seed ([`set_key_maker`]), because ring draws
+/// its randomness with a system call nothing can interpose.
+pub trait KeyMaker: Send + Sync + 'static {
+    fn generate(&self) -> Result<Box<dyn CertKey>, CertError>;
+    fn read_pem(&self, pem: &str) -> Result<Box<dyn CertKey>, CertError>;
+}
+
+/// ECDSA P-256 keys from ring, through rcgen.
+pub struct RingKeys;
+
+impl KeyMaker for RingKeys {
+    fn generate(&self) -> Result<Box<dyn CertKey>, CertError> {
+        Ok(Box::new(KeyPair::generate()?))
+    }
+
+    fn read_pem(&self, pem: &str) -> Result<Box<dyn CertKey>, CertError> {
+        Ok(Box::new(KeyPair::from_pem(pem)?))
+    }
+}
+
+static KEY_MAKER: std::sync::OnceLock<Box<dyn KeyMaker>> = std::sync::OnceLock::new();
+
+/// Replaces [`RingKeys`] for the rest of the process; only the first call counts (false after).
+/// For the simulation.
+pub fn set_key_maker(maker: Box<dyn KeyMaker>) -> bool {
+    KEY_MAKER.set(maker).is_ok()
+}
+
+fn key_maker() -> &'static dyn KeyMaker {
+    KEY_MAKER.get().map_or(&RingKeys, |maker| maker.as_ref())
+}
+
 /// Keys of the certificate Secret.
 pub mod keys {
     pub const CA_CERT: &str = "ca.crt";
@@ -58,6 +102,8 @@ pub enum CertError {
     Issue(#[from] rcgen::Error),
     #[error("the certificate Secret is incomplete or unreadable: {0}")]
     Stored(String),
+    #[error("making a key: {0}")]
+    Key(String),
 }
 
 /// What the Secret records besides the PEMs.
@@ -152,11 +198,11 @@ fn ca_params(name: &str, now: Timestamp, not_after: Timestamp) -> Result<Certifi
 
 /// A new CA: its PEM, key PEM, name and expiry.
 fn issue_ca(now: Timestamp, lifetimes: &Lifetimes) -> Result<(String, String, String, Timestamp), CertError> {
-    let key = KeyPair::generate()?;
+    let key = key_maker().generate()?;
     let name = format!("sharedvolume-webhook-ca-{}", now.as_second());
     let not_after = add(now, lifetimes.ca);
-    let cert = ca_params(&name, now, not_after)?.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem(), name, not_after))
+    let cert = ca_params(&name, now, not_after)?.self_signed(&key.as_ref())?;
+    Ok((cert.pem(), key.pem(), name, not_after))
 }
 
 /// A serving certificate for `dns_names` from the CA `ca_name` (rebuilt from its name and key,
@@ -169,9 +215,9 @@ fn issue_leaf(
     now: Timestamp,
     lifetimes: &Lifetimes,
 ) -> Result<(String, String, Timestamp), CertError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| CertError::Stored(format!("the CA key: {e}")))?;
-    let issuer = Issuer::new(ca_params(ca_name, now, ca_not_after)?, ca_key);
-    let key = KeyPair::generate()?;
+    let ca_key = key_maker().read_pem(ca_key_pem).map_err(|e| CertError::Stored(format!("the CA key: {e}")))?;
+    let issuer = Issuer::new(ca_params(ca_name, now, ca_not_after)?, ca_key.as_ref());
+    let key = key_maker().generate()?;
     let mut params = CertificateParams::new(dns_names.to_vec())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, dns_names.first().cloned().unwrap_or_default());
@@ -181,8 +227,8 @@ fn issue_leaf(
     let not_after = add(now, lifetimes.leaf).min(ca_not_after);
     params.not_before = offset(sub(now, BACKDATE));
     params.not_after = offset(not_after);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem(), not_after))
+    let cert = params.signed_by(&key.as_ref(), &issuer)?;
+    Ok((cert.pem(), key.pem(), not_after))
 }
 
 /// Whether less than a third of the span from `issued` to `not_after` is left at `now`.
