@@ -23,7 +23,7 @@ struct Seeded {
     seed: u64,
     block: u64,
     buffered: Vec<u8>,
-    /// Bytes handed out through [`fill_seeded`].
+    /// Bytes handed out (read for the second stream, see [`seeded_os_bytes_drawn`]).
     drawn: u64,
 }
 

@@ -57,6 +57,8 @@ pub struct Report {
     pub simulated: Duration,
     pub wall: Duration,
     pub trace_hash: String,
+    /// Whether the run's HashMaps iterated in the seed's order (see `World::std_hash_keys_seeded`).
+    pub replayable: bool,
     /// What each consumer pod saw.
     pub consumers: Vec<ConsumerLine>,
     /// Each invariant, and how many times it was checked (after every simulated step).
@@ -287,6 +289,7 @@ pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), Ru
         simulated: world.elapsed(),
         wall: wall.elapsed(),
         trace_hash: world.trace_hash(),
+        replayable: world.std_hash_keys_seeded(),
         invariants: world.invariant_counts(),
         consumers,
         failovers,
@@ -552,6 +555,6 @@ impl fmt::Display for Report {
         for error in &self.errors {
             writeln!(f, "error: {error}")?;
         }
-        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed)
+        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed, self.replayable)
     }
 }

@@ -282,6 +282,7 @@ impl Scenario {
             simulated: run.world.elapsed(),
             wall: wall.elapsed(),
             trace_hash: run.world.trace_hash(),
+            replayable: run.world.std_hash_keys_seeded(),
         };
         Ok((report, trace))
     }
@@ -370,6 +371,8 @@ pub struct ScenarioReport {
     pub simulated: Duration,
     pub wall: Duration,
     pub trace_hash: String,
+    /// Whether the run's HashMaps iterated in the seed's order (see `World::std_hash_keys_seeded`).
+    pub replayable: bool,
 }
 
 impl std::fmt::Display for ScenarioReport {
@@ -426,7 +429,7 @@ impl std::fmt::Display for ScenarioReport {
         writeln!(f, "invariants (times checked):")?;
         crate::summary::write_invariants(f, &self.invariants)?;
         writeln!(f)?;
-        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed)
+        crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed, self.replayable)
     }
 }
 

@@ -23,11 +23,18 @@ pub fn write_closing_line(
     wall: Duration,
     trace_hash: &str,
     seed: u64,
+    replayable: bool,
 ) -> fmt::Result {
     let rate = simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    // A thread that made a HashMap before its world keeps the kernel's keys: say so rather than
+    // promise a replay the hash may not keep.
+    let caveat = match replayable {
+        true => "",
+        false => " (HashMap order was not from the seed in this process: another run may differ)",
+    };
     writeln!(
         f,
-        "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {trace_hash}; replay with --seed {seed}.",
+        "Simulated {:.1} s in {:.2} s of wall time ({rate:.1}x); trace hash {trace_hash}{caveat}; replay with --seed {seed}.",
         simulated.as_secs_f64(),
         wall.as_secs_f64(),
     )

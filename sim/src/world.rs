@@ -396,8 +396,7 @@ impl World {
     }
 
     /// Whether the HashMaps of this world's thread (std's and ahash's) iterate in an order the
-    /// seed decides (see
-    /// [`crate::os_random`]).
+    /// seed decides (see [`crate::os_random`]).
     pub fn std_hash_keys_seeded(&self) -> bool {
         self.std_hash_keys_seeded
     }
