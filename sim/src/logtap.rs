@@ -24,8 +24,6 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Clone, Debug, Default)]
 pub struct LogTap {
     lines: Arc<Mutex<Vec<String>>>,
-    /// Every line ever taken (the invariant's count).
-    taken: Arc<Mutex<u64>>,
 }
 
 impl LogTap {
@@ -41,14 +39,7 @@ impl LogTap {
 
     /// The lines logged since the last call.
     pub fn take(&self) -> Vec<String> {
-        let lines = std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()));
-        *self.taken.lock().unwrap_or_else(|p| p.into_inner()) += lines.len() as u64;
-        lines
-    }
-
-    /// How many lines were taken so far.
-    pub fn taken(&self) -> u64 {
-        *self.taken.lock().unwrap_or_else(|p| p.into_inner())
+        std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -141,7 +132,6 @@ mod tests {
                 "span record: volume=team-a/other",
             ]
         );
-        assert_eq!(tap.taken(), 4);
         assert!(tap.take().is_empty());
     }
 }
