@@ -196,6 +196,11 @@ pub fn storage_pair(
         }),
         ..Default::default()
     };
+    if consumer_namespace.is_some() && sv_common::bugs::active(sv_common::bugs::Bug::ForgetConsumerClaim) {
+        // Known bug for the simulation's tests (with its other half in the operator's cleanup):
+        // a consumer claim the garbage collector cannot find by its owner either.
+        pvc_meta.owner_references = None;
+    }
     let pvc = PersistentVolumeClaim {
         metadata: pvc_meta,
         spec: Some(PersistentVolumeClaimSpec {

@@ -46,6 +46,16 @@ impl Seeded {
     }
 }
 
+/// The next number of a SplitMix64 sequence: a fast, well-mixed stream from one word of state,
+/// for choices that must follow from a seed (not for secrets).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// 32 bytes from 16: SplitMix64 over the input's two words, four times (the simulation only
 /// needs bytes that depend on the seed and do not repeat).
 fn hash_block(input: &[u8; 16]) -> [u8; 32] {
@@ -53,11 +63,7 @@ fn hash_block(input: &[u8; 16]) -> [u8; 32] {
     let mut state = word(0) ^ word(1).rotate_left(32);
     let mut out = [0u8; 32];
     for chunk in out.chunks_mut(8) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        chunk.copy_from_slice(&splitmix64(&mut state).to_le_bytes());
     }
     out
 }

@@ -3,6 +3,8 @@
 //! contract with `sv-nfs`. Kept free of
 //! kube so that `sv-nfs` (and its fuzz build) stays small.
 
+pub mod bugs;
+pub mod durability;
 pub mod entropy;
 pub mod telemetry;
 pub mod writer;

@@ -959,6 +959,11 @@ impl Export {
         }
         let end = offset.checked_add(data.len() as u64).ok_or(nfsstat3::NFS3ERR_FBIG)?;
         let fd = self.data_fd(&node, true)?;
+        // Known bug for the simulation's tests: a stable write acknowledged without its sync.
+        let skip_sync = known::ack_unsynced_write();
+        if stable == 0 || skip_sync {
+            known::before_unsynced_write(fd.as_fd());
+        }
         let size_lock = self.size_lock(&st);
         // The size this write grows the file from, read under the lock: another write or a
         // truncate of the same file may have changed it since `resolve`.
@@ -982,11 +987,15 @@ impl Export {
         drop(size_lock);
         result?;
         let synced = match stable {
+            1 | 2 if skip_sync => Ok(stable),
             2 => rustix::fs::fsync(&*fd).map(|_| 2),
             1 => rustix::fs::fdatasync(&*fd).map(|_| 1),
             _ => Ok(0),
         }
         .map_err(nfs_err)?;
+        if synced > 0 && !skip_sync {
+            known::synced(fd.as_fd());
+        }
         let after = if synced > 0 { rustix::fs::fstat(&*fd).map_err(nfs_err)? } else { after? };
         Ok((wcc(&st), self.attr(&after), synced))
     }
@@ -1026,6 +1035,7 @@ impl Export {
         }
         let fd = self.data_fd(&node, false)?;
         rustix::fs::fsync(&*fd).map_err(nfs_err)?;
+        known::synced(fd.as_fd());
         Ok(self.attr(&rustix::fs::fstat(&*fd).map_err(nfs_err)?))
     }
 
@@ -1078,6 +1088,7 @@ impl Export {
             result?;
             // SETATTR is stable before its reply, as a FILE_SYNC write is (RFC 1813 §3.3.2).
             rustix::fs::fsync(&*fd).map_err(nfs_err)?;
+            known::synced(fd.as_fd());
         }
         if kind == FileType::Symlink {
             // Symlinks have no mode on Linux, and their times cannot be set through a descriptor.
@@ -1753,5 +1764,32 @@ fn load_or_create_stored_key(root: &OwnedFd) -> io::Result<[u8; 32]> {
             Ok(key)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What the simulation watches (`sv_common::durability`, `sv_common::bugs`); nothing in a build
+/// without the programs' common crate (the fuzz targets).
+mod known {
+    #[cfg(not(feature = "program"))]
+    use std::os::fd::BorrowedFd;
+
+    #[cfg(feature = "program")]
+    pub(super) use sv_common::durability::{before_unsynced_write, synced};
+
+    #[cfg(not(feature = "program"))]
+    pub(super) fn before_unsynced_write(_: BorrowedFd<'_>) {}
+
+    #[cfg(not(feature = "program"))]
+    pub(super) fn synced(_: BorrowedFd<'_>) {}
+
+    pub(super) fn ack_unsynced_write() -> bool {
+        #[cfg(feature = "program")]
+        {
+            sv_common::bugs::active(sv_common::bugs::Bug::AckUnsyncedWrite)
+        }
+        #[cfg(not(feature = "program"))]
+        {
+            false
+        }
     }
 }

@@ -120,6 +120,7 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    sv_common::bugs::operator_started();
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = Health::new();

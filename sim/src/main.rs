@@ -37,6 +37,34 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         trace_out: Option<PathBuf>,
     },
+    /// Generate scenarios from seeds (volumes made, changed and deleted, consumer pods across
+    /// namespaces, source changes and outages, faults of the operator, the API server, the
+    /// webhook, the NFS servers, the nodes and the network), run each with every invariant checked
+    /// after every step and liveness once the faults heal, shrink each failure to a minimal
+    /// scenario and write it under --regressions. Exits non-zero when a seed fails.
+    Explore {
+        /// How many seeds to explore.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Wall time for the whole exploration, shrinking included (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        budget: std::time::Duration,
+        /// Actions per generated scenario.
+        #[arg(long, default_value_t = sv_sim::explore::DEFAULT_ACTIONS)]
+        actions: usize,
+        /// Where to write shrunk failures as scenario files.
+        #[arg(long, default_value = "scenarios/regressions")]
+        regressions: PathBuf,
+        /// Runs a shrink may take.
+        #[arg(long, default_value_t = 60)]
+        shrink_runs: usize,
+        /// Print the scenario of --first-seed and stop (nothing runs).
+        #[arg(long)]
+        print: bool,
+    },
     /// The whole system on this machine: the main job's simulated cluster, paced to the wall
     /// clock, its API server on a loopback port for kubectl (a kubeconfig is written for it), and
     /// each managed volume's NFS export on a loopback port of its own. Install SharedVolume into
@@ -108,6 +136,30 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Explore { seeds, first_seed, budget, actions, regressions, shrink_runs, print } => {
+            if print {
+                let scenario = sv_sim::explore::generate(first_seed, actions);
+                print!("{}", sv_sim::explore::to_yaml(&scenario.description, &scenario)?);
+                return Ok(());
+            }
+            let config = sv_sim::explore::ExploreConfig {
+                first_seed,
+                seeds,
+                budget,
+                actions,
+                regressions: Some(regressions),
+                shrink_runs,
+                stop_at_first: false,
+            };
+            let explored = tokio::task::spawn_blocking(move || {
+                sv_sim::explore::explore(&config, |entry| println!("{}", sv_sim::explore::describe(entry)))
+            })
+            .await?;
+            let summary = sv_sim::explore::Summary::of(&explored);
+            print!("{summary}");
+            anyhow::ensure!(summary.failed == 0, "{} seed(s) failed", summary.failed);
+            Ok(())
+        }
         Command::Serve { port, seed, nodes, kubeconfig, pace } => {
             let kubeconfig = kubeconfig.unwrap_or_else(|| std::env::temp_dir().join("sv-sim").join("kubeconfig"));
             let config = ServeConfig { seed, nodes, port, kubeconfig, pace };
@@ -158,6 +210,19 @@ fn write_trace(path: &std::path::Path, hash: &str, lines: &[String]) -> anyhow::
         text.push('\n');
     }
     std::fs::write(path, text).with_context(|| format!("writing the trace to {}", path.display()))
+}
+
+/// `90s`, `10m`, `1h`, or seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| format!("{text:?}: write a number and s, m or h (e.g. 10m)"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("{text:?}: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.

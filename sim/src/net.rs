@@ -130,6 +130,31 @@ impl sv_operator::clock::Clock for SimClock {
     }
 }
 
+/// How far each host's clock is off (by host name; a host not named reads the true time).
+pub type ClockSkews = Arc<std::sync::Mutex<std::collections::BTreeMap<String, SignedDuration>>>;
+
+/// The wall clock of one host: the simulation's, off by the host's skew (an NTP-less node, a VM
+/// resumed from a pause). Read at every `now()`, so a skew set mid-run takes effect at once.
+pub struct SkewedClock {
+    base: Arc<SimClock>,
+    host: String,
+    skews: ClockSkews,
+}
+
+impl SkewedClock {
+    pub fn new(base: Arc<SimClock>, host: &str, skews: ClockSkews) -> Self {
+        Self { base, host: host.to_string(), skews }
+    }
+}
+
+impl sv_operator::clock::Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        let now = sv_operator::clock::Clock::now(self.base.as_ref());
+        let skew = self.skews.lock().map(|s| s.get(&self.host).copied().unwrap_or_default()).unwrap_or_default();
+        now.checked_add(skew).unwrap_or(now)
+    }
+}
+
 /// A turmoil listener as the programs' servers take one: axum (probes, metrics, the simulated
 /// sources) and the NFS server.
 pub struct SimListener(pub turmoil::net::TcpListener);

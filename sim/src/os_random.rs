@@ -193,8 +193,18 @@ pub fn seed_certificate_keys() {
 }
 
 /// Runs `f` on a new thread, whose HashMap keys a world made there can still seed.
+/// A known bug a test switched on for this thread is on there too ([`sv_common::bugs`]).
 pub fn on_new_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| scope.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    let bugs = sv_common::bugs::Inherited::current();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                bugs.install();
+                f()
+            })
+            .join()
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! ```yaml
 //! description: what the scenario shows
 //! seed: 1                 # optional; the run is replayed from it
+//! skipMissingTargets: false  # optional; true skips a podOf fault whose pod does not exist yet
 //! steps:
 //!   - install: true       # the operator's namespace, a default StorageClass, the CRDs
 //!   - example: 13-http.yaml
@@ -41,7 +42,7 @@ use crate::examples::{example, install, managed_objects, volumes};
 use crate::programs::{SimFile, SourceState};
 use crate::world::{World, WorldConfig};
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scenario {
     pub description: String,
@@ -53,6 +54,10 @@ pub struct Scenario {
     /// NFS servers outside the cluster (see [`WorldConfig::external_nfs`]).
     #[serde(default)]
     pub external_nfs: Vec<String>,
+    /// A fault aimed at a volume's pod (`podOf`) that has none at that moment is skipped instead
+    /// of failing the run: generated scenarios cannot know whether it exists yet.
+    #[serde(default)]
+    pub skip_missing_targets: bool,
     pub steps: Vec<Step>,
 }
 
@@ -60,7 +65,7 @@ fn default_seed() -> u64 {
     1
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Step {
     Install(bool),
@@ -81,6 +86,23 @@ pub enum Step {
     Partition([HostRef; 2]),
     Repair([HostRef; 2]),
     Crash(HostRef),
+    /// Crashes a host (by name) right after it has made this many more writes to the API server
+    /// (not Leases or Events): `{host: operator, writes: 2}`. `bounce` brings it back (or
+    /// disarms it, if it has not crashed yet).
+    CrashAfterWrites {
+        host: String,
+        writes: u64,
+    },
+    /// A host's wall clock runs `by` ahead (or behind, with a `-`) of true time from now on:
+    /// `{host: operator, by: -90s}` (`by: 0s` sets it right). Timers and simulated time are not
+    /// affected, only what the host's programs read as the time of day.
+    ClockSkew {
+        host: HostRef,
+        by: String,
+    },
+    /// Every watch the API server serves ends at once: clients re-list and re-watch (a view
+    /// that may travel back to an older state meanwhile).
+    DropWatches(bool),
     Bounce(HostRef),
     /// The node a pod runs on (or a node by name) is lost with its pods' processes.
     LoseNode(HostRef),
@@ -89,9 +111,14 @@ pub enum Step {
     /// The administrator's answer to a node known to be shut down: the `out-of-service` taint (a
     /// name, or `lost`).
     OutOfService(String),
+    /// A share of API requests fails with `code` (a `failRate` of 0 ends it).
+    #[serde(rename_all = "camelCase")]
     ApiFaults {
         fail_rate: f64,
         code: u16,
+        /// A share of writes committed and answered with a 504 (the reply lost).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lost_reply_rate: f64,
     },
     Delete {
         kind: String,
@@ -136,7 +163,7 @@ pub enum Step {
     },
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsumerStep {
     pub name: String,
@@ -154,12 +181,16 @@ pub struct ConsumerStep {
     pub every: Option<String>,
 }
 
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
 fn default_namespace() -> String {
     "default".to_string()
 }
 
 /// A condition on a volume, waited for up to `within` (default: it must hold now).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Wait {
     /// `namespace/name` of a SharedVolume, or `name` of a ClusterSharedVolume.
@@ -180,7 +211,7 @@ pub struct Wait {
     pub within: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceStep {
     pub identity: String,
@@ -192,7 +223,7 @@ pub struct SourceStep {
 
 /// A host: a name (`api`, `operator`, `sources`, a node for `loseNode`), or the pod of a volume's
 /// component (`nfs-server`, `syncer`).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum HostRef {
     Name(String),
@@ -202,19 +233,39 @@ pub enum HostRef {
     },
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodOf {
     pub volume: String,
     pub component: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
+    /// A step could not be carried out, or what it expected did not come.
     #[error("step {step} ({what}): {message}")]
     Step { step: usize, what: String, message: String },
+    /// An invariant broke during (or at the end of) a step.
+    #[error("step {step} ({what}): {message}")]
+    Broken { step: usize, what: String, invariant: String, message: String },
+    /// With every fault healed, the system did not become whole again in time.
+    #[error("step {step} (end): {message}")]
+    Liveness { step: usize, message: String },
+}
+
+impl ScenarioError {
+    /// What kind of failure this is, for telling one failure from another when a failing run is
+    /// shrunk: the invariant's name, `liveness`, or `step` (a step could not be carried out).
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Parse { .. } => "parse".to_string(),
+            Self::Step { .. } => "step".to_string(),
+            Self::Broken { invariant, .. } => invariant.clone(),
+            Self::Liveness { .. } => "liveness".to_string(),
+        }
+    }
 }
 
 impl Scenario {
@@ -240,6 +291,19 @@ impl Scenario {
 
     /// [`Self::run`], and the trace line by line when `keep_trace`.
     pub fn run_with(&self, keep_trace: bool) -> Result<(ScenarioReport, Vec<String>), ScenarioError> {
+        self.run_and_inspect(keep_trace, |_| {})
+    }
+
+    /// [`Self::run`], showing `inspect` the world once the run is over (for tests).
+    pub fn run_inspecting(&self, inspect: impl FnOnce(&World)) -> Result<ScenarioReport, ScenarioError> {
+        self.run_and_inspect(false, inspect).map(|(report, _)| report)
+    }
+
+    fn run_and_inspect(
+        &self,
+        keep_trace: bool,
+        inspect: impl FnOnce(&World),
+    ) -> Result<(ScenarioReport, Vec<String>), ScenarioError> {
         let config = WorldConfig {
             keep_trace,
             seed: self.seed,
@@ -249,26 +313,30 @@ impl Scenario {
         };
         let wall = std::time::Instant::now();
         let mut run = Run::new(World::new(config).map_err(|e| step_error(0, "world", e))?);
+        run.skip_missing_targets = self.skip_missing_targets;
         let mut timeline = Vec::new();
+        let last = self.steps.len();
         for (index, step) in self.steps.iter().enumerate() {
             let number = index + 1;
             let what = step.describe();
             let started = run.world.elapsed();
-            run.step(step).map_err(|message| ScenarioError::Step { step: number, what: what.clone(), message })?;
+            let stepped = run.step(step);
+            run.forget_faults_of_gone_pods();
             let faults_in_place = !run.active_faults.is_empty();
             run.world.set_faults_in_place(faults_in_place);
             // The world checks after every simulated step; a step that only wrote objects is
             // checked here.
-            run.world.check_now().map_err(|broken| ScenarioError::Step {
-                step: number,
-                what: what.clone(),
-                message: broken.to_string(),
-            })?;
+            let checked = stepped.and_then(|()| run.world.check_now().map_err(|broken| broken.to_string()));
+            checked.map_err(|message| run.failure(number, &what, message))?;
             timeline.push(TimelineEntry { started, took: run.world.elapsed() - started, step: what });
         }
-        let liveness = run.check_liveness().map_err(|message| step_error(self.steps.len(), "end", message))?;
-        run.world.settle_cleanups().map_err(|e| step_error(self.steps.len(), "end", e))?;
-        run.check_coverage().map_err(|message| step_error(self.steps.len(), "end", message))?;
+        let liveness = run.check_liveness().map_err(|message| match run.world.broken_invariant() {
+            Some(_) => run.failure(last, "end", message),
+            None => ScenarioError::Liveness { step: last, message },
+        })?;
+        run.world.settle_cleanups().map_err(|e| run.failure(last, "end", e.to_string()))?;
+        run.check_coverage().map_err(|message| step_error(last, "end", message))?;
+        inspect(&run.world);
         let trace = run.world.trace_lines();
         let report = ScenarioReport {
             description: self.description.trim().to_string(),
@@ -313,6 +381,11 @@ struct Run {
     /// Faults still in place (partitions, crashed hosts, lost nodes, API faults): liveness is
     /// checked at the end only once there are none.
     active_faults: std::collections::BTreeSet<String>,
+    /// See [`Scenario::skip_missing_targets`].
+    skip_missing_targets: bool,
+    /// Pod hosts crashed by a step, with their pod (`namespace`, `name`): once the pod is gone,
+    /// so is the fault.
+    crashed_pods: BTreeMap<String, (String, String)>,
 }
 
 /// One step of a replayed scenario, with when it started and how long it took (simulated).
@@ -375,8 +448,22 @@ pub struct ScenarioReport {
     pub replayable: bool,
 }
 
-impl std::fmt::Display for ScenarioReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl ScenarioReport {
+    /// What the run did, without what depends on the machine or on every byte (wall time, the
+    /// trace hash): the timeline, the volumes and consumers at the end, the failovers, liveness
+    /// and the invariants' counts. The tests keep each named scenario's as a snapshot, so that a
+    /// change in behaviour shows in review.
+    pub fn outcome(&self) -> String {
+        struct Outcome<'a>(&'a ScenarioReport);
+        impl std::fmt::Display for Outcome<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.write_outcome(f)
+            }
+        }
+        Outcome(self).to_string()
+    }
+
+    fn write_outcome(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.description)?;
         writeln!(f)?;
         writeln!(f, "{:>9}  {:>8}  step", "at", "took")?;
@@ -427,7 +514,13 @@ impl std::fmt::Display for ScenarioReport {
         writeln!(f)?;
         writeln!(f, "liveness: {}", self.liveness)?;
         writeln!(f, "invariants (times checked):")?;
-        crate::summary::write_invariants(f, &self.invariants)?;
+        crate::summary::write_invariants(f, &self.invariants)
+    }
+}
+
+impl std::fmt::Display for ScenarioReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_outcome(f)?;
         writeln!(f)?;
         crate::summary::write_closing_line(f, self.simulated, self.wall, &self.trace_hash, self.seed, self.replayable)
     }
@@ -485,7 +578,7 @@ impl Wait {
 
 impl Step {
     /// The step as the timeline shows it: as it is written in the file, on one line.
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let text = match self {
             // The objects, not the first line of their YAML.
             Step::Apply(manifests) => {
@@ -543,6 +636,17 @@ impl Run {
             faults: Vec::new(),
             lost_node: None,
             active_faults: Default::default(),
+            skip_missing_targets: false,
+            crashed_pods: BTreeMap::new(),
+        }
+    }
+
+    /// A step's failure: a broken invariant if one stopped the run, else the step's own.
+    fn failure(&self, step: usize, what: &str, message: String) -> ScenarioError {
+        let what = what.to_string();
+        match self.world.broken_invariant() {
+            Some(invariant) => ScenarioError::Broken { step, what, invariant: invariant.to_string(), message },
+            None => ScenarioError::Step { step, what, message },
         }
     }
 
@@ -579,6 +683,12 @@ impl Run {
     }
 
     fn step(&mut self, step: &Step) -> Result<(), String> {
+        if self.skip_missing_targets
+            && let Some(missing) = self.missing_target(step)
+        {
+            tracing::info!(%missing, step = %step.describe(), "skipped: nothing to aim the fault at");
+            return Ok(());
+        }
         let world = &mut self.world;
         let run = |world: &mut World, d: Duration| world.run_for(d).map_err(|e| format!("the simulation failed: {e}"));
         match step {
@@ -641,9 +751,33 @@ impl Run {
             }
             Step::Crash(host_ref) => {
                 let host = self.host(host_ref)?;
+                if let HostRef::PodOf { pod_of } = host_ref {
+                    let pod = self.pod_of(pod_of)?;
+                    let (namespace, name) = (&pod["metadata"]["namespace"], &pod["metadata"]["name"]);
+                    let pod = (namespace.as_str().unwrap_or_default(), name.as_str().unwrap_or_default());
+                    self.crashed_pods.insert(host.clone(), (pod.0.to_string(), pod.1.to_string()));
+                }
                 self.note_fault("crash", host_ref);
                 self.active_faults.insert(format!("host {host} crashed"));
                 self.world.crash(&host);
+            }
+            Step::CrashAfterWrites { host, writes } => {
+                let host = self.host(&HostRef::Name(host.clone()))?;
+                self.active_faults.insert(format!("host {host} crashed"));
+                self.world.crash_after_writes(&host, *writes);
+            }
+            Step::DropWatches(_) => self.world.api.drop_watches(),
+            Step::ClockSkew { host, by } => {
+                let host = self.host(host)?;
+                let (sign, magnitude) = by.strip_prefix('-').map_or((1, by.as_str()), |rest| (-1, rest));
+                let skew = k8s_openapi::jiff::SignedDuration::try_from(duration(magnitude)?)
+                    .map_err(|e| format!("{by:?}: {e}"))?
+                    * sign;
+                match skew.is_zero() {
+                    true => self.active_faults.remove(&format!("clock of {host} skewed")),
+                    false => self.active_faults.insert(format!("clock of {host} skewed")),
+                };
+                self.world.set_clock_skew(&host, skew);
             }
             Step::Bounce(host_ref) => {
                 let host = self.host(host_ref)?;
@@ -684,14 +818,15 @@ impl Run {
                     self.faults.push(("out-of-service taint after the node loss".into(), volume, now));
                 }
             }
-            Step::ApiFaults { fail_rate, code } => {
-                match *fail_rate > 0.0 {
+            Step::ApiFaults { fail_rate, code, lost_reply_rate } => {
+                match *fail_rate > 0.0 || *lost_reply_rate > 0.0 {
                     true => self.active_faults.insert("API faults".to_string()),
                     false => self.active_faults.remove("API faults"),
                 };
                 self.world.set_api_faults(crate::api::Faults {
                     fail_rate: *fail_rate,
                     fail_code: *code,
+                    lost_reply_rate: *lost_reply_rate,
                     ..crate::api::Faults::default()
                 })
             }
@@ -891,6 +1026,44 @@ impl Run {
             .collect()
     }
 
+    /// Why a fault step has nothing to aim at now (a volume's pod that does not exist, `lost`
+    /// when no node was lost), if it has not.
+    fn missing_target(&self, step: &Step) -> Option<String> {
+        match step {
+            Step::Crash(HostRef::PodOf { pod_of })
+            | Step::Bounce(HostRef::PodOf { pod_of })
+            | Step::LoseNode(HostRef::PodOf { pod_of }) => self.pod_of(pod_of).err(),
+            Step::NodeBack(node) | Step::OutOfService(node) => self.node_name(node).err(),
+            _ => None,
+        }
+    }
+
+    /// A crashed pod's fault ends with its pod: forgets those whose pod is gone (or replaced).
+    fn forget_faults_of_gone_pods(&mut self) {
+        let gone: Vec<String> = self
+            .crashed_pods
+            .iter()
+            .filter(|(host, (namespace, name))| self.world.pod_host(namespace, name).as_ref() != Some(*host))
+            .map(|(host, _)| host.clone())
+            .collect();
+        for host in gone {
+            self.crashed_pods.remove(&host);
+            self.active_faults.remove(&format!("host {host} crashed"));
+        }
+    }
+
+    /// Of `pods` (`namespace/name`), those that exist.
+    fn existing_pods(&self, pods: Vec<String>) -> Vec<String> {
+        let state = self.world.api.state();
+        let kind = state.registry.find("", "v1", "pods").map(|rt| rt.id.clone());
+        pods.into_iter()
+            .filter(|p| {
+                let (namespace, name) = p.split_once('/').unwrap_or_default();
+                kind.as_ref().is_some_and(|id| state.store.get(id, namespace, name).is_some())
+            })
+            .collect()
+    }
+
     /// The newest live pod of a volume's component.
     fn pod_of(&self, pod_of: &PodOf) -> Result<Value, String> {
         let volume = find_volume(&self.world.api, &pod_of.volume).ok_or(format!("no volume {}", pod_of.volume))?;
@@ -949,6 +1122,7 @@ impl Run {
     /// Returns what was found; a run that still has faults in place is not held to it (and says
     /// so), and a volume whose source is failing or stalled is expected to wait (and listed).
     fn check_liveness(&mut self) -> Result<String, String> {
+        self.forget_faults_of_gone_pods();
         if !self.active_faults.is_empty() {
             return Ok(format!("not checked: faults still in place at the end: {:?}", self.active_faults));
         }
@@ -957,20 +1131,10 @@ impl Run {
             let source = serde_json::from_value::<sv_operator::api::SourceSpec>(volume["spec"]["source"].clone()).ok();
             source.as_ref().and_then(crate::programs::identity_of).is_some_and(|identity| {
                 matches!(sources.get(&identity), SourceState::Failing { .. } | SourceState::Hanging)
+                    || sources.refused_last_fetch(&identity)
             })
         };
-        let consumers: Vec<String> = {
-            let expected = self.consumer_pods();
-            let state = self.world.api.state();
-            let pods = state.registry.find("", "v1", "pods").map(|rt| rt.id.clone());
-            expected
-                .into_iter()
-                .filter(|p| {
-                    let (namespace, name) = p.split_once('/').unwrap_or_default();
-                    pods.as_ref().is_some_and(|id| state.store.get(id, namespace, name).is_some())
-                })
-                .collect()
-        };
+        let consumers = self.existing_pods(self.consumer_pods());
         let started = self.world.elapsed();
         let served = |world: &World| world.consumers().unserved_since(&consumers, started).is_empty();
         let not_ready = |api: &ApiServer| -> Vec<String> {
@@ -1006,7 +1170,9 @@ impl Run {
         };
         let mut found = format!("{what} {after:.1} s after the last step (bound {}s)", LIVENESS_BOUND.as_secs());
         if !waiting.is_empty() {
-            found.push_str(&format!("; waiting on their failing source, as expected: {waiting:?}"));
+            found.push_str(&format!(
+                "; waiting on their failing source (or one that refuses their credentials), as expected: {waiting:?}"
+            ));
         }
         Ok(found)
     }
@@ -1020,9 +1186,17 @@ impl Run {
         if self.consumers {
             // A consumer that started and never completed a round checked nothing; one refused
             // at admission never started (a scenario may mean that).
+            // One deleted before its first round checked nothing, and says so in the counts
+            // (a shrunk failure may need just that: a consumer that came and went).
             let records = self.world.consumers().pods();
-            let idle: Vec<&String> = records.iter().filter(|(_, r)| r.rounds == 0).map(|(p, _)| p).collect();
-            if !idle.is_empty() || records.is_empty() {
+            let idle: Vec<String> = match records.is_empty() {
+                // None started: fine only if every one was refused (no pod exists).
+                true => self.existing_pods(self.consumer_pods()),
+                false => {
+                    self.existing_pods(records.iter().filter(|(_, r)| r.rounds == 0).map(|(p, _)| p.clone()).collect())
+                }
+            };
+            if !idle.is_empty() {
                 return Err(format!("consumers that never completed a round checked nothing: {idle:?}"));
             }
         }

@@ -110,6 +110,14 @@ pub struct World {
     _log_subscriber: tracing::subscriber::DefaultGuard,
     /// The last host events and faults, for the report of a broken invariant.
     recent: std::collections::VecDeque<String>,
+    /// The invariant that stopped the run, once one has.
+    broken_invariant: Option<String>,
+    /// A host to crash once it has made this many writes in all (see [`World::crash_after_writes`]).
+    crash_after: Option<(String, u64)>,
+    /// How far each host's wall clock is off (see [`World::set_clock_skew`]).
+    skews: crate::net::ClockSkews,
+    /// What the NFS servers wrote without syncing, lost with their node.
+    page_cache: std::rc::Rc<crate::page_cache::PageCache>,
 }
 
 /// Host events and faults kept for the report of a broken invariant.
@@ -157,6 +165,10 @@ impl World {
         // from the seed (see `sv_common::entropy` and `crate::os_random`). First of all, before
         // anything here makes a HashMap.
         sv_common::entropy::seed_thread(config.seed);
+        // fastrand seeds each thread's generator from the wall clock; kube-runtime's watch
+        // back-off (backon) takes its jitter from it, so the order clients come back after an
+        // API server restart would change from run to run.
+        fastrand::seed(config.seed ^ 0x6661_7374_7261_6e64);
         let std_hash_keys_seeded = crate::os_random::seed_std_hash_keys() & crate::os_random::seed_ahash_keys();
         crate::os_random::seed_certificate_keys();
         let mut builder = turmoil::Builder::new();
@@ -173,6 +185,9 @@ impl World {
         let log_tap = crate::logtap::LogTap::default();
         let log_subscriber = log_tap.install();
         let clock = Arc::new(SimClock::new(config.start));
+        let skews = crate::net::ClockSkews::default();
+        let page_cache = std::rc::Rc::new(crate::page_cache::PageCache::default());
+        sv_common::durability::install(Some(page_cache.clone()));
         let options = Options {
             seed: config.seed,
             address: format!("api:{API_PORT}"),
@@ -189,7 +204,7 @@ impl World {
         }
         let data = tempfile::Builder::new().prefix("sv-sim-").tempdir()?;
         let programs = if config.programs {
-            let programs = Programs::new(data.path(), clock.clone());
+            let programs = Programs::new(data.path(), clock.clone(), skews.clone());
             let hosts = programs.clone();
             api.set_pod_hosts(Arc::new(move |uid| hosts.host_of(uid)));
             programs.set_service_proxy(api.service_proxy());
@@ -218,6 +233,10 @@ impl World {
             log_tap,
             _log_subscriber: log_subscriber,
             recent: std::collections::VecDeque::new(),
+            broken_invariant: None,
+            crash_after: None,
+            skews: skews.clone(),
+            page_cache,
         };
 
         let nodes = config.nodes.clone();
@@ -250,7 +269,8 @@ impl World {
             for replica in 0..config.operator_replicas.max(1) {
                 let (host, identity) = operator_replica(replica);
                 world.fixed_hosts.insert(host.clone());
-                let (clock, operator_args) = (clock.clone(), world.operator_args.clone());
+                let clock = Arc::new(crate::net::SkewedClock::new(clock.clone(), &host, skews.clone()));
+                let operator_args = world.operator_args.clone();
                 let api = world.api.clone();
                 world.sim.host(host, move || {
                     let (clock, operator_args, identity) = (clock.clone(), operator_args.clone(), identity.clone());
@@ -354,6 +374,7 @@ impl World {
         while self.sim.elapsed() < until {
             self.sim.step()?;
             self.apply_host_commands();
+            self.crash_after_write();
             // Unsized, not boxed again, so that callers can downcast it to `InvariantBroken`.
             self.check_invariants().map_err(|broken| broken as Box<dyn std::error::Error>)?;
         }
@@ -381,7 +402,14 @@ impl World {
 
     /// The report of a broken invariant seen by `who` now, with `who`'s last operations and the
     /// world's last host events and faults.
-    fn broken(&self, invariant: String, who: String, detail: String, operations: &[String]) -> Box<InvariantBroken> {
+    fn broken(
+        &mut self,
+        invariant: String,
+        who: String,
+        detail: String,
+        operations: &[String],
+    ) -> Box<InvariantBroken> {
+        self.broken_invariant = Some(invariant.clone());
         let lines =
             |items: &mut dyn Iterator<Item = &String>| items.map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
         Box::new(InvariantBroken {
@@ -393,6 +421,11 @@ impl World {
             recent: lines(&mut operations.iter()),
             events: lines(&mut self.recent.iter()),
         })
+    }
+
+    /// The invariant that stopped the run (by name), if one did.
+    pub fn broken_invariant(&self) -> Option<&str> {
+        self.broken_invariant.as_deref()
     }
 
     /// Whether the HashMaps of this world's thread (std's and ahash's) iterate in an order the
@@ -445,7 +478,7 @@ impl World {
         counts
     }
 
-    fn check_consumers(&self) -> Result<(), Box<InvariantBroken>> {
+    fn check_consumers(&mut self) -> Result<(), Box<InvariantBroken>> {
         let Some(programs) = &self.programs else { return Ok(()) };
         let consumers = programs.consumers();
         consumers.stamp(self.sim.elapsed());
@@ -555,6 +588,12 @@ impl World {
                 };
                 programs.node_back(node, &terminating);
             } else {
+                // What the node's NFS servers wrote and did not sync goes with its page cache.
+                for export in programs.exports_on(node) {
+                    for file in self.page_cache.lose_unsynced_under(&export) {
+                        tracing::info!(node, file = %file.display(), "unsynced writes lost with the node");
+                    }
+                }
                 programs.node_lost(node);
             }
         }
@@ -616,12 +655,58 @@ impl World {
         }
     }
 
+    /// Sets how far `host`'s wall clock is off (zero: right again). Only the programs' clocks
+    /// skew: simulated time, timers and the API server's own timestamps do not.
+    pub fn set_clock_skew(&mut self, host: &str, skew: k8s_openapi::jiff::SignedDuration) {
+        self.note(&format!("clock of {host} off by {skew:#}"));
+        if let Ok(mut skews) = self.skews.lock() {
+            match skew.is_zero() {
+                true => skews.remove(host),
+                false => skews.insert(host.to_string(), skew),
+            };
+        }
+    }
+
+    /// Crashes `host` right after its `writes`th write from now (create, update, patch or delete
+    /// of anything but Leases and Events, answered or not): the intermediate states a controller
+    /// leaves when it dies between two writes that belong together (Sieve's first perturbation).
+    pub fn crash_after_writes(&mut self, host: &str, writes: u64) {
+        let target = self.writes_by(host) + writes.max(1);
+        self.note(&format!("crash {host} armed: after {writes} more write(s)"));
+        self.crash_after = Some((host.to_string(), target));
+    }
+
+    /// Writes `host` made to the API server so far (not Leases or Events).
+    fn writes_by(&self, host: &str) -> u64 {
+        self.requests_from(host)
+            .into_iter()
+            .filter(|((verb, resource), _)| {
+                matches!(verb.as_str(), "create" | "update" | "patch" | "delete")
+                    && !resource.starts_with("leases")
+                    && !resource.starts_with("events")
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn crash_after_write(&mut self) {
+        let Some((host, target)) = &self.crash_after else { return };
+        if self.writes_by(host) >= *target {
+            let host = host.clone();
+            self.crash_after = None;
+            self.crash(&host);
+        }
+    }
+
     pub fn crash(&mut self, host: &str) {
         self.note(&format!("crash {host}"));
         self.sim.crash(host);
     }
 
     pub fn bounce(&mut self, host: &str) {
+        if self.crash_after.as_ref().is_some_and(|(armed, _)| armed == host) {
+            self.crash_after = None;
+        }
         self.note(&format!("restart {host}"));
         self.sim.bounce(host);
     }
@@ -635,7 +720,12 @@ pub fn operator_replica(n: usize) -> (String, String) {
 
 /// `sv-operator run --identity=<identity>` on the simulated network: the program's own flags,
 /// settings and wiring (`sv_operator::program`), with the simulation's client, clock and sockets.
-async fn run_operator(clock: Arc<SimClock>, identity: &str, extra: &[String], token: &str) -> turmoil::Result {
+async fn run_operator(
+    clock: Arc<crate::net::SkewedClock>,
+    identity: &str,
+    extra: &[String],
+    token: &str,
+) -> turmoil::Result {
     use clap::Parser as _;
     use sv_operator::program::{Cli, Command};
 

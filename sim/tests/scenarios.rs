@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use sv_sim::scenario::Scenario;
 
+/// The scenarios, and the regressions `sv-sim explore` wrote (`scenarios/regressions/`).
 fn scenario_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("the scenarios folder")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = [root.clone(), root.join("regressions")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
@@ -20,14 +22,38 @@ fn every_scenario_replays_and_keeps_the_invariants() {
     sv_sim::init_test_logging();
     let files = scenario_files();
     assert!(files.len() >= 3, "{files:?}");
+    let regressions = files.iter().filter(|f| f.parent().is_some_and(|d| d.ends_with("regressions"))).count();
+    eprintln!("{} scenario(s), of which {regressions} regression(s) from sv-sim explore", files.len());
+    // Each in a process of its own, as `sv-sim run` replays it: one seed replays byte for byte
+    // across processes, while worlds run one after another in a process can differ (see
+    // docs/sim.md, "Determinism").
     let mut failures = Vec::new();
+    let mut outcomes = Vec::new();
     for file in &files {
-        match Scenario::load(file).and_then(|s| s.run()) {
-            Ok(report) => eprintln!("{}:\n{report}", file.display()),
-            Err(e) => failures.push(format!("{}: {e}", file.display())),
+        let run =
+            std::process::Command::new(env!("CARGO_BIN_EXE_sv-sim")).arg("run").arg(file).output().expect("sv-sim run");
+        let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+        if !run.status.success() {
+            failures.push(format!("{}: {}", file.display(), String::from_utf8_lossy(&run.stderr)));
+            continue;
         }
+        eprintln!("{}:\n{stdout}", file.display());
+        // The report without its closing line (wall time, trace hash).
+        let (outcome, closing) = stdout.trim_end().rsplit_once("\n\n").expect("a closing line");
+        assert!(closing.starts_with("Simulated"), "{closing}");
+        assert!(!closing.contains("was not from the seed"), "{}: {closing}", file.display());
+        outcomes.push((file.clone(), format!("{outcome}\n")));
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    // What each named scenario did, reviewed and committed: a change in behaviour shows in the
+    // diff (`cargo insta review` after a deliberate one).
+    for (file, outcome) in outcomes {
+        let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        if file.parent().is_some_and(|d| d.ends_with("regressions")) {
+            continue;
+        }
+        insta::assert_snapshot!(name, outcome);
+    }
 }
 
 #[test]
@@ -51,28 +77,36 @@ steps:
 
 #[test]
 fn a_volume_that_never_gets_ready_after_the_faults_heal_fails_the_liveness_check() {
-    // The source wants a credential the volume does not give: nothing is failing or stalled, so
-    // the volume is held to being Ready, and is not.
+    // No operator runs: nothing is failing or stalled, so the volume is held to being Ready, and
+    // is not.
     let text = r#"
-description: a source that refuses the volume's (absent) credentials
+description: a volume nobody reconciles
+operator: false
 steps:
   - install: true
-  - source: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", revision: r1, files: {README.md: "x"}, credential: only-with-this}
   - example: 13-http.yaml
   - runFor: 1m
 "#;
     let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
-    let error = scenario.run().expect_err("fails").to_string();
-    assert!(error.contains("liveness") && error.contains("default/http-sv"), "{error}");
+    let error = scenario.run().expect_err("fails");
+    assert_eq!(error.kind(), "liveness", "{error}");
+    assert!(error.to_string().contains("default/http-sv"), "{error}");
 
-    // The same with the source down: the volume is expected to wait, and the run passes.
-    let failing = text.replace(
-        r#"  - source: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", revision: r1, files: {README.md: "x"}, credential: only-with-this}"#,
-        r#"  - sourceFailing: {identity: "http https://raw.githubusercontent.com/distribution/distribution/main/README.md", status: 503, message: down}"#,
-    );
-    let scenario: Scenario = serde_saphyr::from_str(&failing).expect("parses");
-    let report = scenario.run().expect("a failing source is waited on");
-    assert!(report.liveness.contains("waiting on their failing source"), "{}", report.liveness);
+    // With the operator and the source down, or refusing the volume's (absent) credentials, the
+    // volume is expected to wait, and the run passes.
+    let source = "http https://raw.githubusercontent.com/distribution/distribution/main/README.md";
+    for source_step in [
+        format!(r#"sourceFailing: {{identity: "{source}", status: 503, message: down}}"#),
+        format!(
+            r#"source: {{identity: "{source}", revision: r1, files: {{README.md: "x"}}, credential: only-with-this}}"#
+        ),
+    ] {
+        let text =
+            text.replace("operator: false\n", "").replace("  - example:", &format!("  - {source_step}\n  - example:"));
+        let scenario: Scenario = serde_saphyr::from_str(&text).expect("parses");
+        let report = scenario.run().unwrap_or_else(|e| panic!("{source_step}: the volume waits on its source: {e}"));
+        assert!(report.liveness.contains("waiting on their failing source"), "{}", report.liveness);
+    }
 }
 
 #[test]
@@ -108,4 +142,72 @@ steps:
     let comparison = scenario.check_determinism().expect("runs");
     assert!(comparison.same(), "{comparison}");
     assert!(comparison.events.0 > 30, "the trace holds the run: {comparison}");
+}
+
+#[test]
+fn crash_after_writes_stops_the_operator_right_after_its_nth_write_and_bounce_brings_it_back() {
+    let text = r#"
+description: the operator dies right after its second write once a volume arrives
+steps:
+  - install: true
+  - runFor: 10s
+  - crashAfterWrites: {host: operator, writes: 2}
+  - apply: |
+      {"apiVersion":"sv.sharedvolume.io/v1alpha1","kind":"SharedVolume","metadata":{"name":"v","namespace":"default"},"spec":{"mountPath":"/mnt/v","storageClassName":"standard","storage":{"capacity":"1Gi","accessMode":"ReadWrite"}}}
+  - runFor: 30s
+  - waitFor: {volume: default/v, phase: none}
+  - bounce: operator
+  - waitFor: {volume: default/v, phase: Ready, within: 3m}
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let (report, trace) = scenario.run_with(true).unwrap_or_else(|e| panic!("{e}"));
+    let armed = trace.iter().position(|l| l.contains("crash operator armed")).expect("armed");
+    let crashed = trace.iter().position(|l| l.contains("host crash operator at")).expect("the operator crashed");
+    assert!(armed < crashed, "crashed before it was armed");
+    // Between the two, exactly two writes that are not Leases or Events (only the operator
+    // writes here): its answers read `answer <client> <verb> <resource> <name> <code>`.
+    let writes: Vec<&String> = trace[armed..crashed]
+        .iter()
+        .filter(|l| {
+            let words: Vec<&str> = l.split(' ').collect();
+            words.first() == Some(&"answer")
+                && words.get(2).is_some_and(|v| ["create", "update", "patch", "delete"].contains(v))
+                && words.get(3).is_some_and(|r| !r.starts_with("leases") && !r.starts_with("events"))
+        })
+        .collect();
+    assert_eq!(writes.len(), 2, "{:#?}", &trace[armed..=crashed]);
+    assert!(report.liveness.contains("every volume Ready"), "{}", report.liveness);
+}
+
+#[test]
+fn a_skewed_clock_shows_in_what_its_host_writes_and_nowhere_else() {
+    let text = r#"
+description: the operator's clock runs an hour ahead
+steps:
+  - install: true
+  - clockSkew: {host: operator, by: 1h}
+  - apply: |
+      {"apiVersion":"sv.sharedvolume.io/v1alpha1","kind":"SharedVolume","metadata":{"name":"v","namespace":"default"},"spec":{"mountPath":"/mnt/v","storageClassName":"standard","storage":{"capacity":"1Gi","accessMode":"ReadWrite"}}}
+  - waitFor: {volume: default/v, phase: Ready, within: 3m}
+  - clockSkew: {host: operator, by: 0s}
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let mut timestamps = None;
+    let report = scenario
+        .run_inspecting(|world| {
+            let volume = sv_sim::examples::volumes(&world.api).into_iter().next().expect("the volume");
+            let time = |v: &serde_json::Value| {
+                v.as_str().expect("a timestamp").parse::<k8s_openapi::jiff::Timestamp>().expect("parses")
+            };
+            let created = time(&volume["metadata"]["creationTimestamp"]);
+            let condition = volume["status"]["conditions"].as_array().and_then(|c| c.first()).expect("a condition");
+            timestamps = Some((created, time(&condition["lastTransitionTime"])));
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (created, transition) = timestamps.expect("inspected");
+    let ahead = transition.duration_since(created);
+    // The API server stamped the creation; the operator, an hour ahead, the condition.
+    assert!(ahead >= k8s_openapi::jiff::SignedDuration::from_secs(3600), "{ahead:#}");
+    assert!(ahead < k8s_openapi::jiff::SignedDuration::from_secs(3600 + 180), "{ahead:#}");
+    assert!(report.liveness.contains("every volume Ready"), "{}", report.liveness);
 }

@@ -9,6 +9,7 @@ mod api_semantics;
 mod bad_input;
 mod bad_install;
 mod consumers;
+mod explore;
 mod install;
 mod kubectl;
 mod kubectl_versions;

@@ -406,7 +406,12 @@ fn the_operator_recovers_from_api_errors_a_partition_and_an_api_server_restart()
     // One request in twenty fails with a 500 for the first two simulated minutes of the setup (a
     // reconcile makes a dozen requests or more, so most attempts fail and back off, up to five
     // minutes apart); once the failures stop, every volume gets Ready within one more back-off.
-    world.set_api_faults(Faults { fail_rate: 0.05, fail_code: 500, delay: Duration::from_millis(5) });
+    world.set_api_faults(Faults {
+        fail_rate: 0.05,
+        fail_code: 500,
+        delay: Duration::from_millis(5),
+        ..Faults::default()
+    });
     world.run_for(Duration::from_secs(120)).expect("run");
     world.set_api_faults(Faults::default());
     let ready = world.run_until(Duration::from_secs(330), all_ready).expect("run");
@@ -464,4 +469,32 @@ fn a_program_logging_a_secret_value_breaks_the_run() {
     assert_eq!(broken.invariant, sv_sim::invariants::LOGS);
     assert!(broken.detail.contains("url=https://ci:<the Secret value>@git.example.com"), "{}", broken.detail);
     assert!(!broken.to_string().contains("correct-horse-battery"), "{broken}");
+}
+
+#[test]
+fn a_write_whose_reply_is_lost_is_committed_and_answered_with_a_timeout() {
+    let world =
+        World::new(WorldConfig { operator: false, programs: false, ..WorldConfig::default() }).expect("a world");
+    world.set_api_faults(sv_sim::api::Faults { lost_reply_rate: 1.0, ..sv_sim::api::Faults::default() });
+    let create = |name: &str| {
+        sv_sim::api::Request::new(http::Method::POST, "/api/v1/namespaces/default/configmaps").with_json(
+            "application/json",
+            &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}),
+        )
+    };
+    let answer = futures::executor::block_on(world.api.handle(create("lost")));
+    assert_eq!(answer.code(), 504, "{answer:?}");
+    let stored = |name: &str| {
+        let state = world.api.state();
+        let rt = state.registry.find("", "v1", "configmaps").expect("configmaps").id.clone();
+        state.store.get(&rt, "default", name).is_some()
+    };
+    assert!(stored("lost"), "the write happened although its reply was lost");
+    // Reads are answered as usual.
+    let read = futures::executor::block_on(
+        world.api.handle(sv_sim::api::Request::new(http::Method::GET, "/api/v1/namespaces/default/configmaps/lost")),
+    );
+    assert_eq!(read.code(), 200);
+    world.set_api_faults(sv_sim::api::Faults::default());
+    assert_eq!(futures::executor::block_on(world.api.handle(create("kept"))).code(), 201);
 }

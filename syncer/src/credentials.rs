@@ -102,6 +102,13 @@ impl Redactor {
     /// Removes the known values, and the userinfo of any URL (a source URL may carry credentials
     /// the syncer was never told are secret).
     pub fn redact(&self, text: &str) -> String {
+        // Known bug for the simulation's tests: the message says which credential was presented,
+        // unredacted.
+        if sv_common::bugs::active(sv_common::bugs::Bug::SecretInCondition)
+            && let Some(presented) = self.needles.last()
+        {
+            return format!("{text} (presented {presented:?})");
+        }
         let mut out = sv_api::redact::scrub_userinfo(text).into_owned();
         for needle in &self.needles {
             if out.contains(needle.as_str()) {

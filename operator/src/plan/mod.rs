@@ -426,9 +426,19 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
             }
         }
     }
+    // Known bug for the simulation's tests: the cleanup forgets the claims made in consumer
+    // namespaces.
+    let forgotten = |key: &ObjectKey| {
+        sv_common::bugs::active(sv_common::bugs::Bug::ForgetConsumerClaim)
+            && key.kind == "PersistentVolumeClaim"
+            && key.namespace.as_deref() != Some(ctx.resource_namespace.as_str())
+    };
     let delete: Vec<ObjectKey> = if observed.deleting {
         // Consumer pods block the cleanup: their mounts would hang on a vanished server.
-        if observed.consumer_pods.is_empty() { observed.owned.iter().cloned().collect() } else { Vec::new() }
+        match observed.consumer_pods.is_empty() {
+            true => observed.owned.iter().filter(|k| !forgotten(k)).cloned().collect(),
+            false => Vec::new(),
+        }
     } else if serving {
         let applied: BTreeSet<ObjectKey> = objects.iter().map(Desired::key).collect();
         observed.owned.iter().filter(|k| !applied.contains(*k) && !waiting.contains(*k)).cloned().collect()
@@ -455,7 +465,7 @@ pub fn plan(observed: &Observed, settings: &Settings) -> Plan {
             .filter(|(ns, _)| !consumer_namespaces.contains(*ns))
             .map(|(_, left)| *left)
             .fold(outcome.requeue_after, Duration::min),
-        finalize: observed.deleting && observed.consumer_pods.is_empty() && observed.owned.is_empty(),
+        finalize: observed.deleting && observed.consumer_pods.is_empty() && observed.owned.iter().all(forgotten),
     }
 }
 
@@ -556,6 +566,14 @@ impl PlanContext<'_> {
     /// never changes for the volume's life (status keeps it, and a recreated Service asks for it).
     fn server_address(&self) -> Option<String> {
         match &self.mode {
+            // Known bug for the simulation's tests: a restarted operator names the Service by its
+            // DNS name instead of the address the volume has kept.
+            ServerMode::Managed { .. }
+                if sv_common::bugs::active(sv_common::bugs::Bug::NfsAddressChangesAfterRestart)
+                    && sv_common::bugs::operator_starts() > 1 =>
+            {
+                Some(format!("{}.{}.svc", self.names.nfs_server(), self.resource_namespace))
+            }
             ServerMode::Managed { .. } => self.observed.nfs.service_ip.clone(),
             ServerMode::ExternalUrl { host, .. } => Some(host.clone()),
             ServerMode::ExternalService { .. } => self.observed.external_service.found().cloned().flatten(),

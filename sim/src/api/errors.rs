@@ -169,6 +169,17 @@ pub fn internal(message: impl Into<String>) -> ApiError {
     ApiError::status(500, "InternalError", message, None)
 }
 
+/// A write the server carried out and whose answer was lost: what a real server says when a
+/// request outlives its timeout (the write may still have happened).
+pub fn reply_lost() -> ApiError {
+    ApiError::status(
+        504,
+        "Timeout",
+        "Timeout: request did not complete within requested timeout - context deadline exceeded",
+        Some(json!({})),
+    )
+}
+
 /// A fault the simulation injected into this request.
 pub fn injected(code: u16) -> ApiError {
     let reason = match code {

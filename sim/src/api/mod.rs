@@ -81,6 +81,9 @@ pub struct Faults {
     pub fail_code: u16,
     /// Added before every answer.
     pub delay: Duration,
+    /// Fraction of writes that are committed and then answered with a 504 timeout, as a server
+    /// whose reply was lost or came too late: the client cannot tell whether its write happened.
+    pub lost_reply_rate: f64,
 }
 
 /// A small deterministic generator (SplitMix64) for names and uids.
@@ -93,11 +96,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        sv_common::entropy::splitmix64(&mut self.0)
     }
 
     /// A float in [0, 1).
@@ -748,11 +747,13 @@ impl ApiServer {
     }
 
     async fn answer(&self, request: Request) -> Response {
-        let (fail, delay) = {
+        let write = request.method != ::http::Method::GET;
+        let (fail, delay, lose_reply) = {
             let mut state = self.state();
             let faults = state.faults.clone();
             let fail = faults.fail_rate > 0.0 && state.fault_rng.next_f64() < faults.fail_rate;
-            (fail.then_some(faults.fail_code), faults.delay)
+            let lose = write && faults.lost_reply_rate > 0.0 && state.fault_rng.next_f64() < faults.lost_reply_rate;
+            (fail.then_some(faults.fail_code), faults.delay, lose)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -781,7 +782,13 @@ impl ApiServer {
             }
             Ok(Route::Doc(body)) => Response::ok(body),
             Ok(Route::Aggregated(body)) => Response::Discovery(body),
-            Ok(Route::Resource(target)) => self.dispatch(*target, request).await,
+            Ok(Route::Resource(target)) => {
+                let response = self.dispatch(*target, request).await;
+                match lose_reply {
+                    true => errors::reply_lost().into(),
+                    false => response,
+                }
+            }
             Err(e) => e.into(),
         }
     }

@@ -131,6 +131,9 @@ struct Inner {
     images: Vec<(String, Program)>,
     root: PathBuf,
     clock: SharedClock,
+    /// The same clock, for each program to read through its host's skew.
+    sim_clock: Arc<crate::net::SimClock>,
+    skews: crate::net::ClockSkews,
     external_nfs: BTreeMap<String, PathBuf>,
     pods: BTreeMap<String, RunningPod>,
     commands: Vec<HostCommand>,
@@ -151,8 +154,9 @@ pub struct Programs {
 }
 
 impl Programs {
-    /// Programs keeping their volumes under `root`; `clock` is the wall clock they read.
-    pub fn new(root: &Path, clock: SharedClock) -> Self {
+    /// Programs keeping their volumes under `root`; `clock` is the wall clock they read, off by
+    /// their host's entry in `skews`.
+    pub fn new(root: &Path, clock: Arc<crate::net::SimClock>, skews: crate::net::ClockSkews) -> Self {
         let settings = sv_operator::plan::Settings::default();
         let images = vec![
             (repository(&settings.nfs_image).to_string(), Program::NfsServer),
@@ -164,7 +168,9 @@ impl Programs {
         let inner = Inner {
             images,
             root: root.to_path_buf(),
-            clock,
+            clock: clock.clone(),
+            sim_clock: clock,
+            skews,
             external_nfs: BTreeMap::new(),
             pods: BTreeMap::new(),
             commands: Vec::new(),
@@ -246,6 +252,11 @@ impl Programs {
         self.lock().pods.get(pod_uid)?.host.clone()
     }
 
+    /// The directories the NFS servers on `node` export.
+    pub fn exports_on(&self, node: &str) -> Vec<PathBuf> {
+        self.lock().pods.values().filter(|p| p.node == node).filter_map(|p| p.export.clone()).collect()
+    }
+
     /// The node is lost with everything on it: its pods' processes stop.
     pub fn node_lost(&self, node: &str) {
         let mut inner = self.lock();
@@ -310,7 +321,8 @@ impl PodRuntime for Programs {
             return Ok(());
         };
         let host = format!("{}.{}.{}", context.name, context.namespace, uid.split('-').next().unwrap_or_default());
-        let clock = inner.clock.clone();
+        let clock: SharedClock =
+            Arc::new(crate::net::SkewedClock::new(inner.sim_clock.clone(), &host, inner.skews.clone()));
         let run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync> = match &program {
             Program::NfsServer => {
                 running.export = nfs::export_dir(&context).ok();

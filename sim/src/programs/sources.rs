@@ -70,6 +70,8 @@ pub struct SourceCatalog {
 struct CatalogInner {
     sources: BTreeMap<String, SourceState>,
     fetches: BTreeMap<String, u64>,
+    /// Sources whose last fetch presented credentials they refuse.
+    refused: std::collections::BTreeSet<String>,
 }
 
 impl SourceCatalog {
@@ -97,6 +99,20 @@ impl SourceCatalog {
 
     fn count_fetch(&self, identity: &str) {
         *self.lock().fetches.entry(identity.to_string()).or_default() += 1;
+    }
+
+    fn note_refusal(&self, identity: &str, refused: bool) {
+        let mut inner = self.lock();
+        match refused {
+            true => inner.refused.insert(identity.to_string()),
+            false => inner.refused.remove(identity),
+        };
+    }
+
+    /// Whether the last fetch of the source at `identity` presented credentials it refuses (a
+    /// volume given the wrong ones cannot sync until they change: not the system's fault).
+    pub fn refused_last_fetch(&self, identity: &str) -> bool {
+        self.lock().refused.contains(identity)
     }
 }
 
@@ -158,7 +174,11 @@ pub async fn serve(catalog: SourceCatalog) -> turmoil::Result {
 
 async fn fetch(State(catalog): State<SourceCatalog>, Json(request): Json<FetchRequest>) -> axum::response::Response {
     catalog.count_fetch(&request.identity);
-    match catalog.get(&request.identity) {
+    let state = catalog.get(&request.identity);
+    let refused =
+        matches!(&state, SourceState::Tree { credential: Some(wanted), .. } if !request.credentials.contains(wanted));
+    catalog.note_refusal(&request.identity, refused);
+    match state {
         SourceState::Hanging => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             (StatusCode::GATEWAY_TIMEOUT, "the source did not answer").into_response()

@@ -1,0 +1,43 @@
+//! What a program has made durable, for a simulation that models a node losing its page cache.
+//!
+//! On a real node, a write that was not synced (`fsync`, `fdatasync`) is lost when the node
+//! loses power; the process surviving is not enough. `sv-nfs` tells a journal, when one is
+//! installed on its thread, before it writes a file without syncing it and after it has synced
+//! one; the simulation installs a journal that keeps a copy of the file as it was before its
+//! first unsynced write and puts it back when the node is lost. Production installs none: each
+//! call is then one thread-local read.
+
+use std::cell::RefCell;
+use std::os::fd::BorrowedFd;
+use std::rc::Rc;
+
+/// Receives what a program writes without syncing, and what it syncs.
+pub trait Journal {
+    /// `file` is about to be written and not synced.
+    fn before_unsynced_write(&self, file: BorrowedFd<'_>);
+    /// Everything written to `file` so far is durable.
+    fn synced(&self, file: BorrowedFd<'_>);
+}
+
+thread_local! {
+    static JOURNAL: RefCell<Option<Rc<dyn Journal>>> = const { RefCell::new(None) };
+}
+
+/// Installs `journal` for this thread (`None` removes it).
+pub fn install(journal: Option<Rc<dyn Journal>>) {
+    JOURNAL.with(|j| *j.borrow_mut() = journal);
+}
+
+/// See [`Journal::before_unsynced_write`].
+pub fn before_unsynced_write(file: BorrowedFd<'_>) {
+    if let Some(journal) = JOURNAL.with(|j| j.borrow().clone()) {
+        journal.before_unsynced_write(file);
+    }
+}
+
+/// See [`Journal::synced`].
+pub fn synced(file: BorrowedFd<'_>) {
+    if let Some(journal) = JOURNAL.with(|j| j.borrow().clone()) {
+        journal.synced(file);
+    }
+}

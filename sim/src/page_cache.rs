@@ -1,0 +1,134 @@
+//! A node's page cache, as far as losing it matters: what `sv-nfs` wrote without syncing is gone
+//! when its node is lost (power cut, kernel panic), while a crashed process loses nothing it
+//! wrote. The world installs a [`PageCache`] as its thread's `sv_common::durability` journal: it
+//! copies a file before its first unsynced write since its last sync, forgets the copy when the
+//! file is synced, and when a node is lost puts back the copies of the files under that node's
+//! NFS exports. So an NFS server that acknowledged a FILE_SYNC write without syncing it, or a
+//! client that trusted an UNSTABLE write without COMMIT, loses data in the simulation as it would
+//! on a cluster.
+//!
+//! Only file contents are modelled: directory entries (creates, renames, removes) are taken as
+//! durable when made.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// A file written since its last sync, and its contents as of that sync.
+struct Dirty {
+    file: std::fs::File,
+    synced_contents: Vec<u8>,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct PageCache {
+    /// By device and inode.
+    dirty: RefCell<BTreeMap<(u64, u64), Dirty>>,
+}
+
+fn key(file: &std::fs::File) -> Option<(u64, u64)> {
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl sv_common::durability::Journal for PageCache {
+    fn before_unsynced_write(&self, fd: BorrowedFd<'_>) {
+        let Ok(file) = fd.try_clone_to_owned().map(std::fs::File::from) else { return };
+        let Some(key) = key(&file) else { return };
+        let mut dirty = self.dirty.borrow_mut();
+        if dirty.contains_key(&key) {
+            return;
+        }
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut synced_contents = vec![0; usize::try_from(size).unwrap_or(0)];
+        if file.read_exact_at(&mut synced_contents, 0).is_err() {
+            return;
+        }
+        dirty.insert(key, Dirty { file, synced_contents });
+    }
+
+    fn synced(&self, fd: BorrowedFd<'_>) {
+        let Ok(file) = fd.try_clone_to_owned().map(std::fs::File::from) else { return };
+        if let Some(key) = key(&file) {
+            self.dirty.borrow_mut().remove(&key);
+        }
+    }
+}
+
+impl PageCache {
+    /// Puts every file under `dir` written since its last sync back as it was then; returns
+    /// the paths put back.
+    pub fn lose_unsynced_under(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut lost = Vec::new();
+        self.dirty.borrow_mut().retain(|_, dirty| {
+            let link = PathBuf::from(format!("/proc/self/fd/{}", dirty.file.as_raw_fd()));
+            let Ok(path) = std::fs::read_link(&link) else { return true };
+            if !path.starts_with(dir) {
+                return true;
+            }
+            // A file removed since is gone either way.
+            if !path.to_string_lossy().ends_with(" (deleted)") {
+                let restored = dirty.file.set_len(dirty.synced_contents.len() as u64).and_then(|()| {
+                    dirty.file.write_all_at(&dirty.synced_contents, 0)?;
+                    dirty.file.sync_all()
+                });
+                if restored.is_ok() {
+                    lost.push(path);
+                }
+            }
+            false
+        });
+        lost
+    }
+
+    /// Files written and not synced since.
+    pub fn dirty_files(&self) -> usize {
+        self.dirty.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use sv_common::durability::Journal;
+
+    use super::*;
+
+    #[test]
+    fn a_lost_node_takes_what_was_written_since_the_last_sync_and_nothing_synced() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let cache = PageCache::default();
+        let write = |name: &str, contents: &[u8]| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.path().join(name))
+                .expect("open");
+            cache.before_unsynced_write(file.as_fd());
+            file.set_len(0).expect("truncate");
+            file.write_all_at(contents, 0).expect("write");
+            file
+        };
+        std::fs::write(dir.path().join("unsynced"), b"as synced").expect("seed");
+        write("unsynced", b"later, not synced");
+        let synced = write("synced", b"written, then synced");
+        cache.synced(synced.as_fd());
+        write("never-synced", b"x");
+        assert_eq!(cache.dirty_files(), 2);
+
+        let other = tempfile::tempdir().expect("another directory");
+        assert!(cache.lose_unsynced_under(other.path()).is_empty(), "only files under the directory");
+        let lost = cache.lose_unsynced_under(dir.path());
+        assert_eq!(lost.len(), 2, "{lost:?}");
+        let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read");
+        assert_eq!(read("unsynced"), b"as synced");
+        assert_eq!(read("synced"), b"written, then synced");
+        assert_eq!(read("never-synced"), b"", "a new file never synced is empty again");
+        assert_eq!(cache.dirty_files(), 0);
+    }
+}
