@@ -703,6 +703,8 @@ pub struct ExploreConfig {
     pub shrink_runs: usize,
     /// Stop at the first failure.
     pub stop_at_first: bool,
+    /// Seeds run at once.
+    pub jobs: usize,
 }
 
 impl Default for ExploreConfig {
@@ -715,6 +717,7 @@ impl Default for ExploreConfig {
             regressions: None,
             shrink_runs: 60,
             stop_at_first: false,
+            jobs: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -730,37 +733,66 @@ pub struct Explored {
     pub written: Option<PathBuf>,
 }
 
-/// Explores seeds `first_seed..first_seed + seeds` until the budget is spent; calls `progress`
-/// after each.
-pub fn explore(config: &ExploreConfig, mut progress: impl FnMut(&Explored)) -> Vec<Explored> {
+/// Explores seeds `first_seed..first_seed + seeds` until the budget is spent, `jobs` seeds at a
+/// time (each world on a thread of its own); calls `progress` after each, in the order they end.
+/// Returns them by seed.
+pub fn explore(config: &ExploreConfig, progress: impl FnMut(&Explored) + Send) -> Vec<Explored> {
     let deadline = Instant::now() + config.budget;
-    let mut explored = Vec::new();
-    for seed in config.first_seed..config.first_seed.saturating_add(config.seeds) {
-        if Instant::now() >= deadline {
-            break;
+    let seeds = config.first_seed..config.first_seed.saturating_add(config.seeds);
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let explored = std::sync::Mutex::new(Vec::new());
+    let progress = std::sync::Mutex::new(progress);
+    // A known bug a test switched on is on in every worker too.
+    let bugs = sv_common::bugs::Inherited::current();
+    std::thread::scope(|scope| {
+        for _ in 0..config.jobs.max(1) {
+            scope.spawn(|| {
+                bugs.install();
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seed >= seeds.end
+                        || Instant::now() >= deadline
+                        || stop.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        break;
+                    }
+                    let entry = explore_one(config, seed, deadline);
+                    let failed = matches!(entry.outcome, Outcome::Failed(_));
+                    if let Ok(mut progress) = progress.lock() {
+                        progress(&entry);
+                    }
+                    if let Ok(mut explored) = explored.lock() {
+                        explored.push(entry);
+                    }
+                    if failed && config.stop_at_first {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
         }
-        let scenario = generate(seed, config.actions);
-        let started = Instant::now();
-        let outcome = run(&scenario);
-        let wall = started.elapsed();
-        let mut entry = Explored { seed, steps: scenario.steps.len(), wall, outcome, shrunk: None, written: None };
-        let failed = matches!(entry.outcome, Outcome::Failed(_));
-        if let Outcome::Failed(error) = &entry.outcome {
-            let error = error.clone();
-            let shrunk = shrink(&scenario, error, config.shrink_runs, deadline);
-            if let Some(dir) = &config.regressions {
-                let name = regression_name(&shrunk.error, seed);
-                entry.written = write_regression(dir, &name, &shrunk, seed).ok();
-            }
-            entry.shrunk = Some(shrunk);
-        }
-        progress(&entry);
-        explored.push(entry);
-        if failed && config.stop_at_first {
-            break;
-        }
-    }
+    });
+    let mut explored = explored.into_inner().unwrap_or_else(|e| e.into_inner());
+    explored.sort_by_key(|e| e.seed);
     explored
+}
+
+/// Generates and runs one seed; a failure is shrunk and written.
+fn explore_one(config: &ExploreConfig, seed: u64, deadline: Instant) -> Explored {
+    let scenario = generate(seed, config.actions);
+    let started = Instant::now();
+    let outcome = run(&scenario);
+    let wall = started.elapsed();
+    let mut entry = Explored { seed, steps: scenario.steps.len(), wall, outcome, shrunk: None, written: None };
+    if let Outcome::Failed(error) = &entry.outcome {
+        let shrunk = shrink(&scenario, error.clone(), config.shrink_runs, deadline);
+        if let Some(dir) = &config.regressions {
+            let name = regression_name(&shrunk.error, seed);
+            entry.written = write_regression(dir, &name, &shrunk, seed).ok();
+        }
+        entry.shrunk = Some(shrunk);
+    }
+    entry
 }
 
 /// One line about an explored seed (and, for a failure, what it shrank to and where it was
@@ -810,15 +842,17 @@ pub struct Summary {
     pub passed: usize,
     pub failed: usize,
     pub not_applicable: usize,
+    /// Wall time of the whole exploration (`elapsed`), and of the runs one by one.
     pub wall: Duration,
+    pub run_wall: Duration,
     pub simulated: Duration,
 }
 
 impl Summary {
-    pub fn of(explored: &[Explored]) -> Self {
-        let mut summary = Summary { runs: explored.len(), ..Summary::default() };
+    pub fn of(explored: &[Explored], elapsed: Duration) -> Self {
+        let mut summary = Summary { runs: explored.len(), wall: elapsed, ..Summary::default() };
         for entry in explored {
-            summary.wall += entry.wall;
+            summary.run_wall += entry.wall;
             match &entry.outcome {
                 Outcome::Passed(report) => {
                     summary.passed += 1;
@@ -841,13 +875,13 @@ impl std::fmt::Display for Summary {
         writeln!(
             f,
             "explored {} seed(s): {} passed, {} failed, {} whose plan could not be carried out; {:.1} runs per \
-             minute of wall time (shrinking not counted), {:.0}x real time over the passing runs",
+             minute of wall time (shrinking included), each run {:.0}x real time",
             self.runs,
             self.passed,
             self.failed,
             self.not_applicable,
             per_minute,
-            self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(0.001)
+            self.simulated.as_secs_f64() / self.run_wall.as_secs_f64().max(0.001)
         )
     }
 }

@@ -61,6 +61,9 @@ enum Command {
         /// Runs a shrink may take.
         #[arg(long, default_value_t = 60)]
         shrink_runs: usize,
+        /// Seeds run at once [default: the machine's cores].
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Print the scenario of --first-seed and stop (nothing runs).
         #[arg(long)]
         print: bool,
@@ -136,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Explore { seeds, first_seed, budget, actions, regressions, shrink_runs, print } => {
+        Command::Explore { seeds, first_seed, budget, actions, regressions, shrink_runs, jobs, print } => {
             if print {
                 let scenario = sv_sim::explore::generate(first_seed, actions);
                 print!("{}", sv_sim::explore::to_yaml(&scenario.description, &scenario)?);
@@ -150,12 +153,14 @@ async fn main() -> anyhow::Result<()> {
                 regressions: Some(regressions),
                 shrink_runs,
                 stop_at_first: false,
+                jobs: jobs.unwrap_or(sv_sim::explore::ExploreConfig::default().jobs),
             };
+            let started = std::time::Instant::now();
             let explored = tokio::task::spawn_blocking(move || {
                 sv_sim::explore::explore(&config, |entry| println!("{}", sv_sim::explore::describe(entry)))
             })
             .await?;
-            let summary = sv_sim::explore::Summary::of(&explored);
+            let summary = sv_sim::explore::Summary::of(&explored, started.elapsed());
             print!("{summary}");
             anyhow::ensure!(summary.failed == 0, "{} seed(s) failed", summary.failed);
             Ok(())

@@ -24,8 +24,13 @@ fn oracle(bug: Bug) -> Vec<String> {
 fn found_and_shrunk(bug: Bug) {
     sv_sim::init_test_logging();
     let dir = tempfile::tempdir().expect("a directory for regressions");
-    let config =
-        ExploreConfig { regressions: Some(dir.path().to_path_buf()), stop_at_first: true, ..Default::default() };
+    // One seed at a time: the test harness already runs the tests side by side.
+    let config = ExploreConfig {
+        regressions: Some(dir.path().to_path_buf()),
+        stop_at_first: true,
+        jobs: 1,
+        ..Default::default()
+    };
     bugs::inject(Some(bug));
     let explored = explore::explore(&config, |entry| eprintln!("{}", explore::describe(entry)));
     bugs::inject(None);
@@ -104,10 +109,12 @@ fn explored_seeds_keep_every_invariant() {
     let config = ExploreConfig {
         first_seed: number("SV_EXPLORE_FIRST_SEED", 1),
         seeds: number("SV_EXPLORE_SEEDS", 3),
+        jobs: 1,
         ..Default::default()
     };
+    let started = std::time::Instant::now();
     let explored = explore::explore(&config, |entry| eprintln!("{}", explore::describe(entry)));
-    let summary = explore::Summary::of(&explored);
+    let summary = explore::Summary::of(&explored, started.elapsed());
     eprint!("{summary}");
     let failed: Vec<String> =
         explored.iter().filter(|e| matches!(e.outcome, Outcome::Failed(_))).map(explore::describe).collect();
