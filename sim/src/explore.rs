@@ -3,13 +3,14 @@
 //! scenario and written under `scenarios/regressions/` for `cargo test` to replay.
 //!
 //! A generated scenario is an ordinary [`Scenario`]: the same steps a person writes, so a shrunk
-//! failure reads as one. Every run gets a thread of its own ([`crate::os_random::on_new_thread`]),
-//! so a seed replays the same way here, in `sv-sim run`, and in `cargo test`.
+//! failure reads as one. Every run gets a thread of its own ([`crate::os_random::on_new_thread`])
+//! so that its seed decides its HashMap keys; a written failure replays exactly in a process of
+//! its own (`sv-sim run`; see docs/sim.md on replay within one process).
 //!
 //! What counts as a failure is a broken invariant or liveness (everything that can converge did
-//! not, once every fault healed). A step the plan could not carry out (the NFS server pod it
-//! aims at is being replaced at that moment) is not a failure of the system: such runs are counted
-//! and listed apart.
+//! not, once every fault healed). A fault aimed at a pod that is not there is skipped
+//! (`skipMissingTargets`); a step the plan still could not carry out is not a failure of the
+//! system: such runs are counted and listed apart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
