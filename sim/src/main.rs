@@ -217,17 +217,9 @@ fn write_trace(path: &std::path::Path, hash: &str, lines: &[String]) -> anyhow::
     std::fs::write(path, text).with_context(|| format!("writing the trace to {}", path.display()))
 }
 
-/// `90s`, `10m`, `1h`, or seconds.
+/// A duration as the volumes' fields take one (`90s`, `10m`, `1h30m`).
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let number: u64 = number.parse().map_err(|_| format!("{text:?}: write a number and s, m or h (e.g. 10m)"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        _ => return Err(format!("{text:?}: the unit is s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs(seconds))
+    sv_operator::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Ctrl-C or SIGTERM, whichever comes first.

@@ -681,9 +681,7 @@ impl World {
         self.requests_from(host)
             .into_iter()
             .filter(|((verb, resource), _)| {
-                matches!(verb.as_str(), "create" | "update" | "patch" | "delete")
-                    && !resource.starts_with("leases")
-                    && !resource.starts_with("events")
+                crate::api::is_write_verb(verb) && !resource.starts_with("leases") && !resource.starts_with("events")
             })
             .map(|(_, n)| n)
             .sum()

@@ -194,10 +194,15 @@ pub struct AuditEntry {
     pub attributes: auth::Attributes,
 }
 
+/// Whether a request with this (audit) verb changes, or tries to change, stored state.
+pub fn is_write_verb(verb: &str) -> bool {
+    matches!(verb, "create" | "update" | "patch" | "delete")
+}
+
 impl AuditEntry {
     /// Whether the request changed (or tried to change) stored state.
     pub fn is_write(&self) -> bool {
-        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete")
+        is_write_verb(&self.verb)
     }
 
     pub fn succeeded(&self) -> bool {

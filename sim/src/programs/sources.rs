@@ -186,7 +186,7 @@ async fn fetch(State(catalog): State<SourceCatalog>, Json(request): Json<FetchRe
         SourceState::Failing { status, message } => {
             (StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), message).into_response()
         }
-        SourceState::Tree { credential: Some(wanted), .. } if !request.credentials.contains(&wanted) => {
+        SourceState::Tree { .. } if refused => {
             (StatusCode::UNAUTHORIZED, "the credentials were refused").into_response()
         }
         SourceState::Tree { revision, .. } if request.have.as_deref() == Some(revision.as_str()) => {
