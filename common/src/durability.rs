@@ -28,6 +28,19 @@ pub fn install(journal: Option<Rc<dyn Journal>>) {
     JOURNAL.with(|j| *j.borrow_mut() = journal);
 }
 
+/// Runs `work` with the journal `make` gives installed on this thread, unless this thread has
+/// one already: for a thread that makes calls into a program of another thread (the simulation's
+/// syncer calling its NFS server in-process from a blocking thread).
+pub fn with_journal<T>(make: impl FnOnce() -> Rc<dyn Journal>, work: impl FnOnce() -> T) -> T {
+    if JOURNAL.with(|j| j.borrow().is_some()) {
+        return work();
+    }
+    install(Some(make()));
+    let result = work();
+    install(None);
+    result
+}
+
 /// See [`Journal::before_unsynced_write`].
 pub fn before_unsynced_write(file: BorrowedFd<'_>) {
     if let Some(journal) = JOURNAL.with(|j| j.borrow().clone()) {

@@ -57,6 +57,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             probe: TcpConnector(probe_addr),
             write_verifier,
             execution: Execution::BlockingPool,
+            serving: None,
             shutdown,
         };
         program::serve(args, host).await?;

@@ -166,8 +166,13 @@ pub struct Host<N, H, C> {
     /// ([`random_write_verifier`](crate::server::random_write_verifier)); the simulation derives it from the pod's incarnation.
     pub write_verifier: [u8; 8],
     pub execution: Execution,
+    /// Told the server once it serves (the simulation lets its syncer call it in-process).
+    pub serving: Option<OnServing>,
     pub shutdown: CancellationToken,
 }
+
+/// Called once with the server when it starts serving.
+pub type OnServing = Box<dyn FnOnce(&Arc<NfsServer>) + Send>;
 
 /// `sv-nfs serve`: opens the export (counting what it holds), then serves NFSv3 and MOUNT on
 /// `host.nfs` and `/healthz`, `/readyz`, `/metrics` on `host.http` until `host.shutdown`. The HTTP
@@ -234,6 +239,9 @@ where
         execution: host.execution,
     };
     let server = Arc::new(NfsServer::new(export, metrics, config));
+    if let Some(serving) = host.serving {
+        serving(&server);
+    }
     tracing::info!(port = args.port, http_port = args.http_port, "serving NFSv3");
     tokio::spawn(run_probes(host.probe, root, health, shutdown.clone()));
     let served = server.serve(host.nfs, shutdown.clone()).await;

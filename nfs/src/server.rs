@@ -419,6 +419,55 @@ fn quickness(record: &[u8]) -> Quickness {
     }
 }
 
+/// A server on loopback with a runtime and thread of its own, as its program runs it: for tests
+/// and benchmarks whose client blocks (a FUSE mount, the syncer's blocking client), which could
+/// not share a runtime with it. Dropping it (or [`ServerThread::stop`]) shuts the server down.
+pub struct ServerThread {
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Serves `export` on `127.0.0.1:port` (0: any free port) from a two-worker runtime.
+    pub fn start(export: Export, port: u16) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let mut config = ServerConfig::new(addr.port())?;
+        config.shutdown_grace = Duration::from_millis(100);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let export = Arc::new(export);
+        let thread = std::thread::Builder::new().name("sv-nfs-server".into()).spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let metrics = NfsMetrics::register(&mut prometheus_client::registry::Registry::default());
+                let server = Arc::new(NfsServer::new(export, metrics, config));
+                if let Err(error) = server.serve(listener, stop).await {
+                    tracing::error!(%error, "the NFS server stopped");
+                }
+            });
+        })?;
+        Ok(Self { addr, shutdown, thread: Some(thread) })
+    }
+
+    /// Shuts the server down and waits until its thread has ended.
+    pub fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

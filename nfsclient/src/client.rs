@@ -44,7 +44,7 @@ pub struct ClientConfig {
     /// Connect from a port below 1024 (servers that insist on it, as ganesha can).
     pub privileged_port: bool,
     /// How often a call is tried again on a new connection after its connection failed, and how
-    /// long to wait between tries.
+    /// long to wait between tries (zero: at once, without a timer, so no async runtime is needed).
     pub retries: u32,
     pub retry_delay: Duration,
     /// The machine name the `AUTH_UNIX` credential carries.
@@ -211,7 +211,9 @@ where
         let _permit = self.permits.acquire().await.map_err(|e| NfsError::Rpc(e.to_string()))?;
         let mut last = String::new();
         for try_number in 0..=self.config.retries {
-            if try_number > 0 {
+            // No delay asked for, no timer: callers without an async runtime (the blocking
+            // connections) retry at once.
+            if try_number > 0 && !self.config.retry_delay.is_zero() {
                 tokio::time::sleep(self.config.retry_delay).await;
             }
             let pooled = self.idle.lock().map_or(None, |mut idle| idle.pop());

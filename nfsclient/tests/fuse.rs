@@ -9,53 +9,16 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use sv_nfs::fs::{Export, ExportOptions, Identity};
-use sv_nfs::metrics::NfsMetrics;
-use sv_nfs::server::{NfsServer, ServerConfig};
-use tokio_util::sync::CancellationToken;
+use sv_nfs::server::ServerThread;
 
 const WRITER: &str = "/.sv-writer-0123456789abcdef0123456789abcdef";
 
 /// `sv-nfs` on its own runtime, as its program runs it.
-struct Server {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(dir: &Path, options: ExportOptions, port: u16) -> Server {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let export = Arc::new(Export::open(dir, options).expect("export opens"));
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-            let Ok(runtime) = runtime else { return };
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                let mut config = ServerConfig::new(addr.port()).expect("config");
-                config.shutdown_grace = Duration::from_millis(100);
-                let metrics = NfsMetrics::register(&mut Registry::default());
-                let server = Arc::new(NfsServer::new(export, metrics, config));
-                let _ = server.serve(listener, stop).await;
-            });
-        });
-        Server { addr, shutdown, thread: Some(thread) }
-    }
-
-    fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn start_server(dir: &Path, options: ExportOptions, port: u16) -> ServerThread {
+    ServerThread::start(Export::open(dir, options).expect("export opens"), port).expect("server starts")
 }
 
 fn writer_options(capacity: Option<u64>) -> ExportOptions {
@@ -176,7 +139,7 @@ fn fixture() -> Fixture {
 #[test]
 fn files_links_renames_and_long_listings_work_through_the_mount() {
     let f = fixture();
-    let server = Server::start(&f.export, writer_options(Some(64 << 20)), 0);
+    let server = start_server(&f.export, writer_options(Some(64 << 20)), 0);
     let Some(mounted) = try_mount(server.addr, &f.mnt) else { return server.stop() };
     let m = &f.mnt;
 
@@ -237,7 +200,7 @@ fn files_links_renames_and_long_listings_work_through_the_mount() {
 #[test]
 fn a_full_volume_fails_the_write_or_the_close_and_nothing_passes_the_capacity() {
     let f = fixture();
-    let server = Server::start(&f.export, writer_options(Some(1 << 20)), 0);
+    let server = start_server(&f.export, writer_options(Some(1 << 20)), 0);
     let Some(mounted) = try_mount(server.addr, &f.mnt) else { return server.stop() };
     let result = (|| -> std::io::Result<()> {
         let mut file = std::fs::File::create(f.mnt.join("too-big"))?;
@@ -255,14 +218,14 @@ fn a_full_volume_fails_the_write_or_the_close_and_nothing_passes_the_capacity() 
 #[test]
 fn writes_a_server_restart_may_have_lost_fail_the_close() {
     let f = fixture();
-    let server = Server::start(&f.export, writer_options(None), 0);
+    let server = start_server(&f.export, writer_options(None), 0);
     let addr = server.addr;
     let Some(mounted) = try_mount(addr, &f.mnt) else { return server.stop() };
     let mut file = std::fs::File::create(f.mnt.join("unsynced")).expect("create");
     file.write_all(b"acknowledged but not committed").expect("write (UNSTABLE)");
     // The server restarts (a new write verifier) before the file is closed.
     server.stop();
-    let server = Server::start(&f.export, writer_options(None), addr.port());
+    let server = start_server(&f.export, writer_options(None), addr.port());
     let closed = file.sync_all();
     let error = closed.expect_err("the COMMIT's verifier is not the write's: the data may be lost");
     assert_eq!(error.raw_os_error(), Some(5), "EIO: {error}");

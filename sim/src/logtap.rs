@@ -4,8 +4,8 @@
 //! A [`World`](crate::world::World) installs a subscriber as the default of its thread for as long
 //! as it lives (every simulated host runs on that thread). It has two layers: the tap, which
 //! records INFO and above from every crate and DEBUG from ours (`sv_*`), whatever `RUST_LOG`
-//! says; and the usual output, filtered by `RUST_LOG`, to the test writer (or to stderr, see
-//! [`log_to_stderr`]).
+//! says; and the usual output, filtered by `RUST_LOG` and stamped with the simulated time, to the
+//! test writer (or to stderr, see [`log_to_stderr`]).
 //! A line is an event's target, message and fields, or a new span's name and fields (a span's
 //! fields show in every line under it).
 
@@ -31,15 +31,33 @@ impl LogTap {
     /// guard is dropped.
     pub fn install(&self) -> DefaultGuard {
         let tapped = Targets::new().with_default(Level::INFO).with_target("sv_", Level::DEBUG);
-        let subscriber = tracing_subscriber::registry()
-            .with(Recorder { lines: self.lines.clone() }.with_filter(tapped))
-            .with(tracing_subscriber::fmt::layer().with_writer(output()).with_filter(EnvFilter::from_default_env()));
+        let subscriber =
+            tracing_subscriber::registry().with(Recorder { lines: self.lines.clone() }.with_filter(tapped)).with(
+                tracing_subscriber::fmt::layer()
+                    .with_timer(SimulatedTime)
+                    .with_writer(output())
+                    .with_filter(EnvFilter::from_default_env()),
+            );
         tracing::subscriber::set_default(subscriber)
     }
 
     /// The lines logged since the last call.
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Stamps the usual output with the simulated time while a host runs (`sim   42.310s`, the clock
+/// of a scenario's timeline), and with the wall clock otherwise (the harness between steps): wall
+/// time says nothing about when something happened in a run that simulates minutes in a second.
+struct SimulatedTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(elapsed) => write!(w, "sim {:>8.3}s", elapsed.as_secs_f64()),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
     }
 }
 

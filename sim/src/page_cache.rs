@@ -5,16 +5,17 @@
 //! file is synced, and when a node is lost puts back the copies of the files under that node's
 //! NFS exports. So an NFS server that acknowledged a FILE_SYNC write without syncing it, or a
 //! client that trusted an UNSTABLE write without COMMIT, loses data in the simulation as it would
-//! on a cluster.
+//! on a cluster. The journal is shared: threads that call an NFS server in-process (the syncer's
+//! blocking threads) install it too ([`SharedPageCache`]).
 //!
 //! Only file contents are modelled: directory entries (creates, renames, removes) are taken as
 //! durable when made.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A file written since its last sync, and its contents as of that sync.
 struct Dirty {
@@ -26,7 +27,21 @@ struct Dirty {
 #[derive(Default)]
 pub struct PageCache {
     /// By device and inode.
-    dirty: RefCell<BTreeMap<(u64, u64), Dirty>>,
+    dirty: Mutex<BTreeMap<(u64, u64), Dirty>>,
+}
+
+/// A [`PageCache`] to install on any thread (the journal of a thread is an `Rc`).
+#[derive(Clone, Default)]
+pub struct SharedPageCache(pub Arc<PageCache>);
+
+impl sv_common::durability::Journal for SharedPageCache {
+    fn before_unsynced_write(&self, fd: BorrowedFd<'_>) {
+        self.0.before_unsynced_write(fd);
+    }
+
+    fn synced(&self, fd: BorrowedFd<'_>) {
+        self.0.synced(fd);
+    }
 }
 
 fn key(file: &std::fs::File) -> Option<(u64, u64)> {
@@ -37,7 +52,7 @@ impl sv_common::durability::Journal for PageCache {
     fn before_unsynced_write(&self, fd: BorrowedFd<'_>) {
         let Ok(file) = fd.try_clone_to_owned().map(std::fs::File::from) else { return };
         let Some(key) = key(&file) else { return };
-        let mut dirty = self.dirty.borrow_mut();
+        let mut dirty = self.dirty();
         if dirty.contains_key(&key) {
             return;
         }
@@ -52,17 +67,21 @@ impl sv_common::durability::Journal for PageCache {
     fn synced(&self, fd: BorrowedFd<'_>) {
         let Ok(file) = fd.try_clone_to_owned().map(std::fs::File::from) else { return };
         if let Some(key) = key(&file) {
-            self.dirty.borrow_mut().remove(&key);
+            self.dirty().remove(&key);
         }
     }
 }
 
 impl PageCache {
+    fn dirty(&self) -> MutexGuard<'_, BTreeMap<(u64, u64), Dirty>> {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Puts every file under `dir` written since its last sync back as it was then; returns
     /// the paths put back.
     pub fn lose_unsynced_under(&self, dir: &Path) -> Vec<PathBuf> {
         let mut lost = Vec::new();
-        self.dirty.borrow_mut().retain(|_, dirty| {
+        self.dirty().retain(|_, dirty| {
             let link = PathBuf::from(format!("/proc/self/fd/{}", dirty.file.as_raw_fd()));
             let Ok(path) = std::fs::read_link(&link) else { return true };
             if !path.starts_with(dir) {
@@ -85,7 +104,7 @@ impl PageCache {
 
     /// Files written and not synced since.
     pub fn dirty_files(&self) -> usize {
-        self.dirty.borrow().len()
+        self.dirty().len()
     }
 }
 

@@ -117,7 +117,7 @@ pub struct World {
     /// How far each host's wall clock is off (see [`World::set_clock_skew`]).
     skews: crate::net::ClockSkews,
     /// What the NFS servers wrote without syncing, lost with their node.
-    page_cache: std::rc::Rc<crate::page_cache::PageCache>,
+    page_cache: crate::page_cache::SharedPageCache,
 }
 
 /// Host events and faults kept for the report of a broken invariant.
@@ -186,8 +186,8 @@ impl World {
         let log_subscriber = log_tap.install();
         let clock = Arc::new(SimClock::new(config.start));
         let skews = crate::net::ClockSkews::default();
-        let page_cache = std::rc::Rc::new(crate::page_cache::PageCache::default());
-        sv_common::durability::install(Some(page_cache.clone()));
+        let page_cache = crate::page_cache::SharedPageCache::default();
+        sv_common::durability::install(Some(std::rc::Rc::new(page_cache.clone())));
         let options = Options {
             seed: config.seed,
             address: format!("api:{API_PORT}"),
@@ -204,7 +204,7 @@ impl World {
         }
         let data = tempfile::Builder::new().prefix("sv-sim-").tempdir()?;
         let programs = if config.programs {
-            let programs = Programs::new(data.path(), clock.clone(), skews.clone());
+            let programs = Programs::new(data.path(), clock.clone(), skews.clone(), page_cache.clone());
             let hosts = programs.clone();
             api.set_pod_hosts(Arc::new(move |uid| hosts.host_of(uid)));
             programs.set_service_proxy(api.service_proxy());
@@ -590,7 +590,7 @@ impl World {
             } else {
                 // What the node's NFS servers wrote and did not sync goes with its page cache.
                 for export in programs.exports_on(node) {
-                    for file in self.page_cache.lose_unsynced_under(&export) {
+                    for file in self.page_cache.0.lose_unsynced_under(&export) {
                         tracing::info!(node, file = %file.display(), "unsynced writes lost with the node");
                     }
                 }

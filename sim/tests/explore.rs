@@ -16,7 +16,9 @@ fn oracle(bug: Bug) -> Vec<String> {
         Bug::PublishIncompleteTree => return vec![Invariant::MixedRevision.to_string()],
         Bug::MountOutsideNamespaces => &[invariants::NAMESPACES],
         Bug::SecretInCondition => &[invariants::SECRETS, invariants::LOGS],
-        Bug::AckUnsyncedWrite => return vec![Invariant::LostWrite.to_string()],
+        // A writer's acknowledged record lost with the node, or the syncer's manifest (written
+        // FILE_SYNC through the same server) lost under a published revision.
+        Bug::AckUnsyncedWrite => return vec![Invariant::LostWrite.to_string(), Invariant::MixedRevision.to_string()],
     };
     names.iter().map(|n| n.to_string()).collect()
 }

@@ -123,6 +123,50 @@ fn a_volume_fills_from_its_source_through_the_real_syncer_and_follows_new_revisi
 }
 
 #[test]
+fn the_syncer_writes_through_the_nfs_server_whose_capacity_stops_it() {
+    let mut world = world();
+    let source = json!({"http": {"url": "https://files.example.com/data.bin"}});
+    let identity = "http https://files.example.com/data.bin";
+    let tree = |revision: &str, byte: &str| SourceState::Tree {
+        revision: revision.to_string(),
+        files: vec![SimFile::new("data.bin", &byte.repeat(400 << 10))],
+        credential: None,
+    };
+    world.sources().set(identity, tree("r1", "a"));
+    let mut small = shared_volume("small", source);
+    small["spec"]["storage"]["capacity"] = json!("1Mi");
+    world.create_all([small]).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    assert!(
+        world.run_until(Duration::from_secs(300), |api| ready(api, "small")).expect("run"),
+        "{:#}",
+        volume(&world.api, "small")
+    );
+
+    // Something else fills the export behind the server's back; the server counts it when it
+    // starts again. Only the server knows: the disk under it has plenty of room.
+    let reference = volume(&world.api, "small")["spec"]["referenceValue"].as_str().unwrap_or_default().to_string();
+    let (export, host) = world.nfs_server(&reference).expect("the NFS server");
+    std::fs::write(export.join("filler"), vec![0u8; 500 << 10]).expect("filler");
+    world.bounce(&host);
+
+    // A new revision of the same size does not fit beside the published one: the syncer learns
+    // the free space from the server (FSSTAT) and says so, and the published tree stays.
+    world.sources().set(identity, tree("r2", "b"));
+    let full = world
+        .run_until(Duration::from_secs(300), |api| {
+            volume(api, "small")["status"]["sync"]["lastError"].as_str().is_some_and(|e| e.contains("volume is full"))
+        })
+        .expect("run");
+    let status = volume(&world.api, "small")["status"].clone();
+    assert!(full, "{status:#}");
+    assert_eq!(status["sync"]["revision"], "r1", "{status:#}");
+    let published = std::fs::read(export.join("data.bin")).expect("the published file");
+    assert!(published.len() == 400 << 10 && published.iter().all(|b| *b == b'a'));
+}
+
+#[test]
 fn refused_credentials_fail_the_sync_without_leaking_them_and_a_fixed_secret_recovers() {
     let mut world = world();
     let identity = "ssh deploy@files.example.com:22/srv/site";

@@ -6,7 +6,8 @@
 //! into `sv-nfs` through the writer's mount, and `rclone sync` into nfs-ganesha (VFS FSAL). A
 //! third side runs the syncer into `sv-nfs` with `--scratch-prefix ""`, which syncs the
 //! directory of every namespace change at once as NFSv3 asks (the behaviour before scratch
-//! trees): the difference is what linking unchanged files forward costs.
+//! trees): the difference is what linking unchanged files forward costs. A fourth side runs
+//! `sv-syncer once --nfs`: the syncer speaks NFSv3 itself (its file-system seam), without a mount.
 //!
 //! Each run starts every server on a fresh export, makes a full sync, changes 10 files in the
 //! bucket and makes an incremental sync; the side that goes first rotates from run to run. Every
@@ -44,16 +45,18 @@ enum Side {
     Rclone,
     Ours,
     OursPerChangeSync,
+    OursOwnClient,
 }
 
 impl Side {
-    const ALL: [Side; 3] = [Side::Rclone, Side::Ours, Side::OursPerChangeSync];
+    const ALL: [Side; 4] = [Side::Rclone, Side::Ours, Side::OursPerChangeSync, Side::OursOwnClient];
 
     fn name(self) -> &'static str {
         match self {
             Side::Rclone => "rclone sync → nfs-ganesha",
             Side::Ours => "sv-syncer → sv-nfs",
             Side::OursPerChangeSync => "sv-syncer → sv-nfs, a directory sync per change",
+            Side::OursOwnClient => "sv-syncer speaking NFS itself (`--nfs`) → sv-nfs",
         }
     }
 }
@@ -108,6 +111,8 @@ struct Running {
     mountpoint: PathBuf,
     mounted: Option<Mounted>,
     server: Server,
+    /// The server's NFS address (for a syncer that speaks NFS itself).
+    addr: std::net::SocketAddr,
 }
 
 enum Server {
@@ -179,7 +184,8 @@ fn start_ganesha(dir: &Path) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("ganesha starts");
-    let mut running = Running { mountpoint: dir.join("mnt"), mounted: None, server: Server::Ganesha(child) };
+    let addr = ([127, 0, 0, 1], GANESHA_NFS_PORT).into();
+    let mut running = Running { mountpoint: dir.join("mnt"), mounted: None, server: Server::Ganesha(child), addr };
     let mut client = ClientConfig::new(([127, 0, 0, 1], GANESHA_NFS_PORT).into(), export.display().to_string());
     client.mount_port = Some(GANESHA_MOUNT_PORT);
     running.mounted = Some(mount_when_up(client, &running.mountpoint));
@@ -218,6 +224,7 @@ fn start_sv_nfs(dir: &Path, scratch_prefix: &str) -> Running {
                 probe: sv_nfs::health::TcpConnector(([127, 0, 0, 1], port).into()),
                 write_verifier: sv_nfs::server::random_write_verifier().expect("verifier"),
                 execution: sv_nfs::server::Execution::BlockingPool,
+                serving: None,
                 shutdown: stop,
             };
             if let Err(e) = sv_nfs::program::serve(args, host).await {
@@ -229,6 +236,7 @@ fn start_sv_nfs(dir: &Path, scratch_prefix: &str) -> Running {
         mountpoint: dir.join("mnt"),
         mounted: None,
         server: Server::SvNfs { shutdown, thread: Some(thread) },
+        addr: ([127, 0, 0, 1], port).into(),
     };
     let client = ClientConfig::new(([127, 0, 0, 1], port).into(), format!("/.sv-writer-{TOKEN}"));
     running.mounted = Some(mount_when_up(client, &running.mountpoint));
@@ -238,7 +246,7 @@ fn start_sv_nfs(dir: &Path, scratch_prefix: &str) -> Running {
 fn start(side: Side, dir: &Path) -> Running {
     match side {
         Side::Rclone => start_ganesha(dir),
-        Side::Ours => start_sv_nfs(dir, "staging-"),
+        Side::Ours | Side::OursOwnClient => start_sv_nfs(dir, "staging-"),
         Side::OursPerChangeSync => start_sv_nfs(dir, ""),
     }
 }
@@ -293,7 +301,8 @@ fn inside() {
         ),
     )
     .expect("spec");
-    let sync = |side: Side, mountpoint: &Path| -> Measured {
+    let sync = |side: Side, running: &Running| -> Measured {
+        let mountpoint = running.mountpoint.as_path();
         match side {
             Side::Rclone => measure(
                 Command::new("rclone")
@@ -319,6 +328,19 @@ fn inside() {
                     .arg(&creds)
                     .env("RUST_LOG", "warn"),
             ),
+            Side::OursOwnClient => measure(
+                Command::new(env!("CARGO_BIN_EXE_sv-syncer"))
+                    .args(["once", "--spec"])
+                    .arg(&spec)
+                    .args(["--data-dir", "/volume", "--nfs"])
+                    .arg(running.addr.to_string())
+                    .arg(format!("--nfs-export=/.sv-writer-{TOKEN}"))
+                    .arg("--nfs-local-dir")
+                    .arg(work.path().join("syncer-local"))
+                    .arg("--credentials-dir")
+                    .arg(&creds)
+                    .env("RUST_LOG", "warn"),
+            ),
         }
     };
 
@@ -335,13 +357,13 @@ fn inside() {
         let running: Vec<(Side, Running)> =
             order.iter().map(|&side| (side, start(side, &run_dir.join(format!("{side:?}"))))).collect();
         for (side, r) in &running {
-            samples[Side::ALL.iter().position(|s| s == side).unwrap_or(0)].full.push(sync(*side, &r.mountpoint));
+            samples[Side::ALL.iter().position(|s| s == side).unwrap_or(0)].full.push(sync(*side, r));
         }
         let change = changed(files, run);
         write_tree(&bucket.join("bench"), &change);
         dataset::apply(&mut current, &change);
         for (side, r) in &running {
-            samples[Side::ALL.iter().position(|s| s == side).unwrap_or(0)].incremental.push(sync(*side, &r.mountpoint));
+            samples[Side::ALL.iter().position(|s| s == side).unwrap_or(0)].incremental.push(sync(*side, r));
         }
         for (side, r) in &running {
             check(&r.mountpoint, &current, *side);

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SyncError;
 use crate::paths::RelPath;
 use crate::tree::{Entry, Stage};
+use crate::volume_fs::ReadFile;
 
 /// Archive formats recognised by file name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +142,11 @@ fn copy_into(
 }
 
 /// Copies the first `len` bytes of `file` into `staged`.
-fn copy_prefix(mut file: File, len: u64, staged: &mut crate::tree::StagedFile<'_>) -> Result<(), SyncError> {
+fn copy_prefix(
+    mut file: Box<dyn ReadFile>,
+    len: u64,
+    staged: &mut crate::tree::StagedFile<'_>,
+) -> Result<(), SyncError> {
     file.rewind()?;
     staged.write_from(file.take(len))
 }
@@ -176,7 +181,7 @@ fn unpack_tar(reader: impl Read, stage: &mut Stage, cancel: &CancellationToken) 
             match stage.entry(&target).cloned() {
                 Some(Entry::File { executable, .. }) => {
                     let mut source = stage.open_staged(&target)?;
-                    let size = source.metadata().ok().map(|m| m.len());
+                    let size = source.size().ok();
                     copy_into(&mut source, stage, &path, executable, size, cancel)?;
                 }
                 // A hard link to a symlink is that symlink under a second name, resolved from

@@ -13,6 +13,7 @@ use sv_syncer::program::{self, Cli, Command, Host, OnceArgs, RunArgs};
 use sv_syncer::publish::Volume;
 use sv_syncer::run::{Syncer, SyncerConfig, VolumeView};
 use sv_syncer::source::NetworkSources;
+use sv_syncer::volume_fs::LocalFs;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -51,7 +52,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop.cancel();
     });
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let host = Host { client, clock: Arc::new(SystemClock), sources: Arc::new(NetworkSources), http, shutdown };
+    let host = Host {
+        client,
+        clock: Arc::new(SystemClock),
+        sources: Arc::new(NetworkSources),
+        http,
+        volume_fs: LocalFs::shared(),
+        shutdown,
+    };
     program::run(&args, host).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -71,11 +79,16 @@ async fn once(args: OnceArgs) -> anyhow::Result<ExitCode> {
         name: "once".to_string(),
         namespace: None,
         data_dir: args.data_dir.clone(),
-        credentials_dir: args.credentials_dir,
+        credentials_dir: args.credentials_dir.clone(),
         extra_ca_pem: program::read_ca_bundle(args.ca_bundle.as_ref())?,
     };
-    let syncer = Syncer::standalone(config);
-    let volume = Volume::open(&args.data_dir)?;
+    let fs = args.volume_fs().with_context(|| match args.nfs {
+        // Not the export's path: sv-nfs's writer path holds its token.
+        Some(server) => format!("mounting the volume from {server} over NFS"),
+        None => format!("opening {}", args.data_dir.display()),
+    })?;
+    let syncer = Syncer::standalone(config).with_volume_fs(fs.clone());
+    let volume = Volume::open_on(fs, &args.data_dir)?;
     match syncer.sync_once(&view, &volume).await {
         Ok(outcome) => {
             println!(

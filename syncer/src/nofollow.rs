@@ -64,7 +64,7 @@ fn open_by_components(mut dir: OwnedFd, path: &RelPath) -> io::Result<OwnedFd> {
     })
 }
 
-fn refused(path: &RelPath, why: &str) -> io::Error {
+pub(crate) fn refused(path: &RelPath, why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{path} was not opened: {why}"))
 }
 

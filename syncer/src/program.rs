@@ -17,6 +17,7 @@ use crate::error::SyncError;
 use crate::report::{StatusWriter, SyncMetrics};
 use crate::run::{LeaseIdentity, Syncer, SyncerConfig, elect, watch_volume};
 use crate::source::SourceFactory;
+use crate::volume_fs::{LocalFs, NfsFs, NfsFsConfig, VolumeFs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,13 +79,48 @@ pub struct OnceArgs {
     /// A manifest holding one SharedVolume or ClusterSharedVolume.
     #[arg(long)]
     pub spec: PathBuf,
-    /// The directory to sync into.
+    /// The directory to sync into (with `--nfs`: the path the volume is shown at, any absolute
+    /// path).
     #[arg(long)]
     pub data_dir: PathBuf,
     #[arg(long)]
     pub credentials_dir: Option<PathBuf>,
     #[arg(long)]
     pub ca_bundle: Option<PathBuf>,
+    /// Write through the syncer's own NFSv3 client to this server (`host:port`) instead of
+    /// system calls on a mounted `--data-dir`.
+    #[arg(long)]
+    pub nfs: Option<std::net::SocketAddr>,
+    /// With `--nfs`: the exported path to mount (sv-nfs's writer mounts `/.sv-writer-<token>`).
+    #[arg(long, default_value = "/", requires = "nfs")]
+    pub nfs_export: String,
+    /// With `--nfs`: directories staged at once (each on a thread, so that calls overlap).
+    #[arg(long, default_value_t = 16, requires = "nfs")]
+    pub nfs_parallel_dirs: usize,
+    /// With `--nfs`: a local directory for what must be on a local file system (archives being
+    /// unpacked, the git cache, pinned host keys).
+    #[arg(long, default_value = "/tmp/sv-syncer", requires = "nfs")]
+    pub nfs_local_dir: PathBuf,
+}
+
+impl OnceArgs {
+    /// How `once` reaches the volume: `--nfs`, or system calls on `--data-dir`.
+    pub fn volume_fs(&self) -> std::io::Result<Arc<dyn VolumeFs>> {
+        let Some(server) = self.nfs else {
+            return Ok(LocalFs::shared());
+        };
+        let mut client = sv_nfs_client::ClientConfig::new(server, self.nfs_export.clone());
+        client.connections = self.nfs_parallel_dirs.max(1);
+        client.retry_delay = std::time::Duration::ZERO;
+        client.retries = 3;
+        let config = NfsFsConfig {
+            client,
+            mount_point: self.data_dir.clone(),
+            local_dir: self.nfs_local_dir.clone(),
+            parallel_dirs: self.nfs_parallel_dirs,
+        };
+        Ok(Arc::new(NfsFs::mount(sv_nfs_client::blocking::BlockingTcpConnector, config)?))
+    }
 }
 
 fn parse_kind(s: &str) -> Result<VolumeKind, String> {
@@ -113,6 +149,9 @@ pub struct Host<H> {
     pub sources: Arc<dyn SourceFactory>,
     /// The HTTP port's listener (`--http-port`), already bound.
     pub http: H,
+    /// How the volume at `--data-dir` is reached: system calls on the kernel's mount in a real
+    /// pod ([`LocalFs`](crate::volume_fs::LocalFs)), the syncer's own NFS client in the simulation.
+    pub volume_fs: Arc<dyn VolumeFs>,
     pub shutdown: CancellationToken,
 }
 
@@ -165,7 +204,8 @@ where
     let (views, watch_task) = watch_volume(host.client.clone(), args.kind, &args.name, namespace.as_deref());
     let watching = tokio::spawn(watch_task);
     let status = StatusWriter::new(host.client.clone(), args.kind, &args.name, namespace.as_deref());
-    let mut syncer = Syncer::new(config, host.sources, host.clock.clone(), metrics, health, Some(status));
+    let mut syncer = Syncer::new(config, host.sources, host.clock.clone(), metrics, health, Some(status))
+        .with_volume_fs(host.volume_fs);
     if let Some(identity) = args.lease() {
         tracing::info!(lease = %identity.lease_name, "publishing only while holding the volume's Lease");
         syncer = syncer.with_fence(elect(host.client, &identity, host.clock, shutdown.clone()));

@@ -24,9 +24,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::paths::STATE_DIR;
 use crate::tree::{Manifest, Previous, Stage, StagedTree};
+use crate::volume_fs::{Kind, LocalFs, VolumeFs};
 
 const REVISIONS: &str = "revisions";
 const CURRENT: &str = "current";
@@ -34,6 +36,7 @@ const DISPLACED: &str = "displaced";
 
 /// The synced volume, mounted at `root`.
 pub struct Volume {
+    fs: Arc<dyn VolumeFs>,
     root: PathBuf,
     state: PathBuf,
 }
@@ -53,21 +56,25 @@ impl Volume {
     /// when the next one starts ([`Volume::stage`]), not here: a syncer that opens the volume may
     /// not hold its Lease yet, and the holder's sync in progress is not a leftover.
     pub fn open(root: &Path) -> io::Result<Self> {
+        Self::open_on(LocalFs::shared(), root)
+    }
+
+    /// [`Volume::open`] on the volume behind `fs`, which shows it at `root`.
+    pub fn open_on(fs: Arc<dyn VolumeFs>, root: &Path) -> io::Result<Self> {
         let state = root.join(STATE_DIR);
-        std::fs::create_dir_all(state.join(REVISIONS))?;
-        Ok(Self { root: root.to_path_buf(), state })
+        fs.create_dir_all(&state.join(REVISIONS))?;
+        Ok(Self { fs, root: root.to_path_buf(), state })
     }
 
     /// Removes staging directories, downloads and switch links of syncs that did not finish
     /// (only the Lease holder syncs, one sync at a time, so any found here are abandoned).
     fn remove_leftovers(&self) -> io::Result<()> {
-        for entry in std::fs::read_dir(&self.state)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("staging-") && entry.file_type()?.is_dir() {
-                remove_all(&entry.path())?;
-            } else if name.starts_with("staging-") || name.starts_with("current.tmp") {
-                match std::fs::remove_file(entry.path()) {
+        for entry in self.fs.read_dir(&self.state)? {
+            let path = self.state.join(&entry.name);
+            if entry.name.starts_with("staging-") && entry.kind == Kind::Dir {
+                self.remove_all(&path)?;
+            } else if entry.name.starts_with("staging-") || entry.name.starts_with("current.tmp") {
+                match self.fs.remove_file(&path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
@@ -80,14 +87,20 @@ impl Volume {
         &self.root
     }
 
-    /// Where the syncer keeps other state (git cache, known hosts).
+    /// The syncer's state directory on the volume.
     pub fn state_dir(&self) -> &Path {
         &self.state
     }
 
+    /// Where sources keep what must be on a local file system (the git cache, pinned host keys):
+    /// the state directory when the volume is mounted.
+    pub fn local_state_dir(&self) -> PathBuf {
+        self.fs.local_path(&self.state)
+    }
+
     /// The published revision: its directory name and manifest.
     pub fn current(&self) -> io::Result<Option<(String, Manifest)>> {
-        let link = match std::fs::read_link(self.state.join(CURRENT)) {
+        let link = match self.fs.read_link(&self.state.join(CURRENT)) {
             Ok(link) => link,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -95,7 +108,7 @@ impl Volume {
         let Some(id) = link.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             return Ok(None);
         };
-        let manifest = std::fs::read(self.state.join(REVISIONS).join(format!("{id}.json")))?;
+        let manifest = self.fs.read(&self.state.join(REVISIONS).join(format!("{id}.json")))?;
         let manifest: Manifest = serde_json::from_slice(&manifest).map_err(io::Error::other)?;
         Ok(Some((id, manifest)))
     }
@@ -111,8 +124,8 @@ impl Volume {
     fn next_seq(&self) -> io::Result<u64> {
         let mut max = 0u64;
         for dir in [self.state.join(REVISIONS), self.state.clone()] {
-            for entry in std::fs::read_dir(dir)? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
+            for entry in self.fs.read_dir(&dir)? {
+                let name = entry.name;
                 let digits = name.strip_prefix("staging-").unwrap_or(&name);
                 if let Some(n) = digits.split(['-', '.']).next().and_then(|d| d.parse::<u64>().ok()) {
                     max = max.max(n);
@@ -127,15 +140,14 @@ impl Volume {
         self.remove_leftovers()?;
         let free = self.free_bytes()?;
         let dir = self.state.join(format!("staging-{}", self.next_seq()?));
-        std::fs::create_dir(&dir)?;
-        Ok(Stage::new(dir, previous, capacity).with_free_space(free))
+        self.fs.create_dir(&dir)?;
+        Ok(Stage::on(self.fs.clone(), dir, previous, capacity).with_free_space(free))
     }
 
     /// Bytes the volume still accepts. On the managed NFS server this is its capacity less what
     /// it counts (FSSTAT), so the syncer's budget is the server's own.
     pub fn free_bytes(&self) -> io::Result<u64> {
-        let vfs = rustix::fs::statvfs(&self.root)?;
-        Ok(vfs.f_bavail.saturating_mul(vfs.f_frsize))
+        self.fs.free_bytes(&self.root)
     }
 
     /// Removes published revisions other than the current one (kept only so that reads in
@@ -146,12 +158,11 @@ impl Volume {
         };
         let revisions = self.state.join(REVISIONS);
         let mut freed = false;
-        for entry in std::fs::read_dir(&revisions)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() && name != current {
-                remove_all(&entry.path())?;
-                let _ = std::fs::remove_file(revisions.join(format!("{name}.json")));
+        for entry in self.fs.read_dir(&revisions)? {
+            let name = entry.name;
+            if entry.kind == Kind::Dir && name != current {
+                self.remove_all(&revisions.join(&name))?;
+                let _ = self.fs.remove_file(&revisions.join(format!("{name}.json")));
                 freed = true;
             }
         }
@@ -161,8 +172,8 @@ impl Volume {
     /// Throws a stage away; the published tree is untouched. (A blocking thread of an abandoned
     /// sync may still be writing into it; what it leaves is removed before the next sync.)
     pub fn discard(&self, stage_dir: &Path) -> io::Result<()> {
-        let _ = std::fs::remove_file(stage_dir.with_extension("download"));
-        remove_all(stage_dir)
+        let _ = std::fs::remove_file(self.fs.local_path(&stage_dir.with_extension("download")));
+        self.remove_all(stage_dir)
     }
 
     /// Publishes a finished tree atomically and removes revisions older than the one it replaces.
@@ -177,33 +188,33 @@ impl Volume {
         let id = format!("{seq}-{}", short(&staged.manifest.revision));
         let revisions = self.state.join(REVISIONS);
         let manifest_bytes = serde_json::to_vec(&staged.manifest).map_err(io::Error::other)?;
-        write_durably(&revisions.join(format!("{id}.json")), &manifest_bytes)?;
+        self.fs.write_durably(&revisions.join(format!("{id}.json")), &manifest_bytes)?;
         if sv_common::bugs::active(sv_common::bugs::Bug::PublishIncompleteTree)
             && let Some(last) = staged.manifest.entries.keys().next_back()
         {
             // Known bug for the simulation's tests: the revision goes out before its last file
             // is in place.
-            let _ = std::fs::remove_file(last.under(&staged.dir));
+            let _ = self.fs.remove_file(&last.under(&staged.dir));
         }
-        std::fs::rename(&staged.dir, revisions.join(&id))?;
-        sync_dir(&revisions)?;
+        self.fs.rename(&staged.dir, &revisions.join(&id))?;
+        self.fs.sync_dir(&revisions)?;
 
         let new_names: std::collections::BTreeSet<String> =
             staged.manifest.entries.keys().filter(|p| p.parent().is_none()).map(|p| p.top().to_string()).collect();
         for name in &new_names {
             self.link_top_level(name, &seq)?;
         }
-        sync_dir(&self.root)?;
+        self.fs.sync_dir(&self.root)?;
         // The switch: one rename. The link's name is this sync's own, so a second syncer that
         // overlapped (a replacement pod during a partition) never renames a link of another's.
         let tmp = self.state.join(format!("current.tmp-{seq}"));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new(REVISIONS).join(&id), &tmp)?;
-        std::fs::rename(&tmp, self.state.join(CURRENT))?;
-        sync_dir(&self.state)?;
+        let _ = self.fs.remove_file(&tmp);
+        self.fs.symlink(&Path::new(REVISIONS).join(&id), &tmp)?;
+        self.fs.rename(&tmp, &self.state.join(CURRENT))?;
+        self.fs.sync_dir(&self.state)?;
         for name in self.our_top_level_links()? {
             if !new_names.contains(&name) {
-                std::fs::remove_file(self.root.join(&name))?;
+                self.fs.remove_file(&self.root.join(&name))?;
             }
         }
         self.collect_garbage(&id)?;
@@ -223,30 +234,29 @@ impl Volume {
     fn link_top_level(&self, name: &str, seq: &str) -> io::Result<()> {
         let path = self.root.join(name);
         let target = Self::link_target(name);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() && std::fs::read_link(&path)? == target => return Ok(()),
+        match self.fs.metadata(&path) {
+            Ok(meta) if meta.kind == Kind::Symlink && self.fs.read_link(&path)? == target => return Ok(()),
             Ok(_) => {
                 let aside = self.state.join(DISPLACED).join(seq);
-                std::fs::create_dir_all(&aside)?;
-                std::fs::rename(&path, aside.join(name))?;
+                self.fs.create_dir_all(&aside)?;
+                self.fs.rename(&path, &aside.join(name))?;
                 tracing::warn!(name, displaced_to = %aside.display(), "the source now has an entry that a user created; moved the user's entry aside");
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        std::os::unix::fs::symlink(&target, &path)
+        self.fs.symlink(&target, &path)
     }
 
     /// Top-level names that are links of ours.
     fn our_top_level_links(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.root)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == STATE_DIR || !entry.file_type()?.is_symlink() {
+        for entry in self.fs.read_dir(&self.root)? {
+            let name = entry.name;
+            if name == STATE_DIR || entry.kind != Kind::Symlink {
                 continue;
             }
-            if std::fs::read_link(entry.path())? == Self::link_target(&name) {
+            if self.fs.read_link(&self.root.join(&name))? == Self::link_target(&name) {
                 out.push(name);
             }
         }
@@ -257,12 +267,11 @@ impl Volume {
     fn collect_garbage(&self, current: &str) -> io::Result<()> {
         let revisions = self.state.join(REVISIONS);
         let mut ids: Vec<(u64, String)> = Vec::new();
-        for entry in std::fs::read_dir(&revisions)? {
-            let entry = entry?;
-            if !entry.file_type()?.is_dir() {
+        for entry in self.fs.read_dir(&revisions)? {
+            if entry.kind != Kind::Dir {
                 continue;
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = entry.name;
             let seq = name.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
             ids.push((seq, name));
         }
@@ -270,37 +279,23 @@ impl Volume {
         let keep_from = ids.iter().position(|(_, n)| n == current).map_or(0, |i| i.saturating_sub(1));
         for (i, (_, name)) in ids.iter().enumerate() {
             if i < keep_from {
-                remove_all(&revisions.join(name))?;
-                let _ = std::fs::remove_file(revisions.join(format!("{name}.json")));
+                self.remove_all(&revisions.join(name))?;
+                let _ = self.fs.remove_file(&revisions.join(format!("{name}.json")));
             }
         }
         Ok(())
     }
-}
 
-/// Writes a file and makes it durable, reporting the errors of the write, the sync and the close.
-fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    crate::tree::close_checked(file)
-}
-
-/// Makes a directory's entries durable (on an NFS mount the server has already: it is cheap).
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    fn remove_all(&self, path: &Path) -> io::Result<()> {
+        match self.fs.remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
 }
 
 /// A revision shortened for a directory name: alphanumerics only, at most 12.
 fn short(revision: &str) -> String {
     let s: String = revision.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
     if s.is_empty() { "rev".to_string() } else { s }
-}
-
-fn remove_all(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }

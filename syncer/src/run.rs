@@ -28,6 +28,7 @@ use crate::publish::Volume;
 use crate::report::{ResultLabels, StatusWriter, SyncMetrics, next_status};
 use crate::schedule::{Due, Scheduler, Wanted};
 use crate::source::{Fetched, SourceFactory, SourceOptions, digest, url_secrets};
+use crate::volume_fs::{LocalFs, VolumeFs};
 
 /// What the syncer is told by its pod.
 #[derive(Clone, Debug)]
@@ -151,6 +152,8 @@ pub struct Syncer {
     health: Health,
     status: Option<StatusWriter>,
     fence: Option<PublishFence>,
+    /// How the volume at `config.data_dir` is reached.
+    volume_fs: Arc<dyn VolumeFs>,
 }
 
 impl Syncer {
@@ -162,7 +165,13 @@ impl Syncer {
         health: Health,
         status: Option<StatusWriter>,
     ) -> Self {
-        Self { config, factory, clock, metrics, health, status, fence: None }
+        Self { config, factory, clock, metrics, health, status, fence: None, volume_fs: LocalFs::shared() }
+    }
+
+    /// Reaches the volume through `fs` instead of system calls on `data_dir`.
+    pub fn with_volume_fs(mut self, fs: Arc<dyn VolumeFs>) -> Self {
+        self.volume_fs = fs;
+        self
     }
 
     /// Syncs and publishes only while `fence` holds (several syncer pods of one volume).
@@ -237,7 +246,7 @@ impl Syncer {
             known_hosts: view.annotations.get(SSH_KNOWN_HOSTS_ANNOTATION).cloned(),
             insecure_host_keys: view.annotation_true(SSH_INSECURE_ANNOTATION),
             unpack_archives: view.annotation_true(HTTP_UNPACK_ANNOTATION),
-            state_dir: volume.state_dir().to_path_buf(),
+            state_dir: volume.local_state_dir(),
         };
         let source = self.factory.build(&view.spec, &credentials, &options)?;
         let capacity = view.spec.storage.as_ref().and_then(|s| parse_quantity_bytes(&s.capacity).ok());
@@ -305,7 +314,7 @@ impl Syncer {
         mut views: watch::Receiver<Option<VolumeView>>,
         shutdown: CancellationToken,
     ) -> Result<(), SyncError> {
-        let volume = Volume::open(&self.config.data_dir)?;
+        let volume = Volume::open_on(self.volume_fs.clone(), &self.config.data_dir)?;
         self.health.set_live(true);
         // Wait for the first view of the volume.
         let first = loop {

@@ -3,16 +3,14 @@
 //! incremental sync writes only what changed and two revisions cost little more space than one.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
-use crate::nofollow::open_regular;
 use crate::paths::{Node, RelPath, check_link_target, resolve_link};
+use crate::volume_fs::{Kind, LocalFs, ReadFile, VolumeFs, WriteFile};
 
 /// One object of a tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +61,9 @@ pub struct Previous {
 
 /// A revision being built. (`Default` is an empty placeholder, left behind while the stage is lent
 /// to a blocking thread.)
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stage {
+    fs: Arc<dyn VolumeFs>,
     dir: PathBuf,
     previous: Option<Previous>,
     entries: BTreeMap<RelPath, Entry>,
@@ -86,9 +85,31 @@ pub struct StagedTree {
     pub transferred: u64,
 }
 
+impl Default for Stage {
+    fn default() -> Self {
+        Self::new(PathBuf::new(), None, None)
+    }
+}
+
 impl Stage {
+    /// A stage in the directory `dir` of a mounted volume.
     pub fn new(dir: PathBuf, previous: Option<Previous>, capacity: Option<u64>) -> Self {
-        Self { dir, previous, entries: BTreeMap::new(), bytes: 0, capacity, transferred: 0, free: None, new_bytes: 0 }
+        Self::on(LocalFs::shared(), dir, previous, capacity)
+    }
+
+    /// A stage in the directory `dir` of the volume behind `fs`.
+    pub fn on(fs: Arc<dyn VolumeFs>, dir: PathBuf, previous: Option<Previous>, capacity: Option<u64>) -> Self {
+        Self {
+            fs,
+            dir,
+            previous,
+            entries: BTreeMap::new(),
+            bytes: 0,
+            capacity,
+            transferred: 0,
+            free: None,
+            new_bytes: 0,
+        }
     }
 
     /// Limits what the stage may write to `free` bytes.
@@ -117,6 +138,12 @@ impl Stage {
         &self.dir
     }
 
+    /// Where a download for this stage is kept while it is read back (an archive to unpack): on
+    /// the volume when it is mounted, so that it counts against its space.
+    pub fn spool_path(&self) -> PathBuf {
+        self.fs.local_path(&self.dir.with_extension("download"))
+    }
+
     pub fn previous(&self) -> Option<&Previous> {
         self.previous.as_ref()
     }
@@ -129,13 +156,13 @@ impl Stage {
     /// The previous revision's file at `path`, opened without following links: the file, its
     /// recorded size and mode. `None` when the previous revision has no such file, or what is on
     /// disk there is not a regular file of the recorded size any more.
-    pub fn previous_file(&self, path: &RelPath) -> Option<(File, u64, bool)> {
+    pub fn previous_file(&self, path: &RelPath) -> Option<(Box<dyn ReadFile>, u64, bool)> {
         let previous = self.previous.as_ref()?;
         let Entry::File { size, executable, .. } = previous.manifest.entries.get(path)? else {
             return None;
         };
-        let file = open_regular(&previous.dir, path).ok()?;
-        (file.metadata().ok()?.len() == *size).then_some((file, *size, *executable))
+        let file = self.fs.open_regular(&previous.dir, path).ok()?;
+        (file.size().ok()? == *size).then_some((file, *size, *executable))
     }
 
     /// What this stage already holds at `path`.
@@ -144,9 +171,9 @@ impl Stage {
     }
 
     /// A file this stage already holds, opened without following links.
-    pub fn open_staged(&self, path: &RelPath) -> Result<File, SyncError> {
+    pub fn open_staged(&self, path: &RelPath) -> Result<Box<dyn ReadFile>, SyncError> {
         match self.entries.get(path) {
-            Some(Entry::File { .. }) => Ok(open_regular(&self.dir, path)?),
+            Some(Entry::File { .. }) => Ok(self.fs.open_regular(&self.dir, path)?),
             _ => Err(SyncError::content(format!("{path} is not a file of this tree"))),
         }
     }
@@ -183,7 +210,8 @@ impl Stage {
             None => {}
         }
         self.ensure_parents(&parent)?;
-        std::fs::create_dir(parent.under(&self.dir))
+        self.fs
+            .create_dir(&parent.under(&self.dir))
             .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
         self.entries.insert(parent, Entry::Dir);
         Ok(())
@@ -202,7 +230,7 @@ impl Stage {
             return Ok(());
         }
         self.claim(path)?;
-        std::fs::create_dir(path.under(&self.dir))?;
+        self.fs.create_dir(&path.under(&self.dir))?;
         self.entries.insert(path.clone(), Entry::Dir);
         Ok(())
     }
@@ -241,7 +269,7 @@ impl Stage {
             }
         }
         let plan: Vec<(&RelPath, u64)> = links.iter().map(|l| (&l.path, l.size)).collect();
-        let linked = link_forward(&previous_dir, &self.dir, &plan);
+        let linked = link_forward(self.fs.as_ref(), &previous_dir, &self.dir, &plan);
         for (link, linked) in links.into_iter().zip(linked) {
             let Reused { path, size, executable, version, extra } = link;
             if linked? {
@@ -265,14 +293,14 @@ impl Stage {
         executable: bool,
         version: &str,
     ) -> Result<bool, SyncError> {
-        let Ok(from) = open_regular(previous_dir, path) else {
+        let Ok(from) = self.fs.open_regular(previous_dir, path) else {
             return Ok(false);
         };
         let mut to = self.create_file_claimed(path, executable)?;
         to.write_from(from)?;
         if to.written != size {
             drop(to);
-            std::fs::remove_file(path.under(&self.dir))?;
+            self.fs.remove_file(&path.under(&self.dir))?;
             return Ok(false);
         }
         to.commit_reused(version)?;
@@ -287,8 +315,7 @@ impl Stage {
 
     /// Starts writing a file whose path this stage has already claimed.
     fn create_file_claimed(&mut self, path: &RelPath, executable: bool) -> Result<StagedFile<'_>, SyncError> {
-        let mode = if executable { 0o755 } else { 0o644 };
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path.under(&self.dir))?;
+        let file = self.fs.create_new(&path.under(&self.dir), file_mode(executable))?;
         Ok(StagedFile { stage: self, path: path.clone(), file, written: 0, executable })
     }
 
@@ -316,9 +343,10 @@ impl Stage {
             self.claim(&file.path)?;
         }
         let paths: Vec<&RelPath> = files.iter().map(|f| &f.path).collect();
-        let written = by_directory(&paths, |i| {
+        let fs = self.fs.as_ref();
+        let written = by_directory(&paths, fs.parallel_dirs(), |i| {
             let file = &files[i];
-            write_whole(&file.path.under(&self.dir), &file.data, file.executable)
+            write_whole(fs, &file.path.under(&self.dir), &file.data, file.executable)
                 .map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", file.path))))
         });
         for (file, written) in files.into_iter().zip(written) {
@@ -336,7 +364,7 @@ impl Stage {
     pub fn symlink(&mut self, path: &RelPath, target: &str) -> Result<(), SyncError> {
         check_link_target(path, target)?;
         self.claim(path)?;
-        std::os::unix::fs::symlink(target, path.under(&self.dir))?;
+        self.fs.symlink(Path::new(target), &path.under(&self.dir))?;
         self.entries.insert(path.clone(), Entry::Symlink { target: target.to_string() });
         Ok(())
     }
@@ -346,13 +374,9 @@ impl Stage {
     /// (on NFS, often only at COMMIT) fails the sync instead of publishing a short file.
     pub fn finish(self, revision: &str, source: &str, meta: BTreeMap<String, String>) -> Result<StagedTree, SyncError> {
         check_links(&self.entries)?;
-        let dir = File::open(&self.dir)?;
-        // One syncfs for the whole revision instead of an fsync per file: it writes back and
-        // commits every dirty page of the file system and reports any write error seen on it
-        // since `dir` was opened, or earlier that nobody has reported yet (Linux 5.8+).
-        rustix::fs::syncfs(&dir).map_err(|e| {
+        self.fs.sync_all(&self.dir).map_err(|e| {
             SyncError::Io(std::io::Error::new(
-                std::io::Error::from(e).kind(),
+                e.kind(),
                 format!("writing the new revision to the volume failed ({e}); nothing was published"),
             ))
         })?;
@@ -411,28 +435,30 @@ struct Reused<T> {
     extra: T,
 }
 
-/// Directories worked on at once by [`by_directory`].
-const PARALLEL_DIRS: usize = 16;
+/// The mode of a staged file.
+fn file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
+}
 
 /// Runs `work(i)` for every index of `paths`, the paths of one directory in order and up to
-/// [`PARALLEL_DIRS`] directories at a time; returns the results in the order of `paths`. On an
-/// NFS mount every call is a round trip to the server, and the kernel makes the changes of one
-/// directory one at a time (it holds the directory's lock): changes in different directories are
-/// what can overlap.
-fn by_directory<R: Send>(paths: &[&RelPath], work: impl Fn(usize) -> R + Sync) -> Vec<R> {
+/// `parallel` directories at a time ([`VolumeFs::parallel_dirs`]); returns the results in the
+/// order of `paths`. On NFS every call is a round trip to the server, and a kernel mount makes
+/// the changes of one directory one at a time (it holds the directory's lock): changes in
+/// different directories are what can overlap.
+fn by_directory<R: Send>(paths: &[&RelPath], parallel: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let mut by_dir: BTreeMap<Option<RelPath>, Vec<usize>> = BTreeMap::new();
     for (i, path) in paths.iter().enumerate() {
         by_dir.entry(path.parent()).or_default().push(i);
     }
     let groups: Vec<Vec<usize>> = by_dir.into_values().collect();
     let mut results: Vec<(usize, R)> = Vec::with_capacity(paths.len());
-    if groups.len() <= 1 {
+    if groups.len() <= 1 || parallel <= 1 {
         results.extend(groups.iter().flatten().map(|&i| (i, work(i))));
     } else {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::Mutex::new(Vec::with_capacity(paths.len()));
         std::thread::scope(|scope| {
-            for _ in 0..groups.len().min(PARALLEL_DIRS) {
+            for _ in 0..groups.len().min(parallel) {
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
@@ -455,33 +481,41 @@ fn by_directory<R: Send>(paths: &[&RelPath], work: impl Fn(usize) -> R + Sync) -
 /// at the source, so what is linked is whatever inode is there; checking the new name afterwards
 /// cannot race, because that inode cannot change its type or leave. A link that is not what the
 /// manifest says is removed again.
-fn link_forward(previous: &Path, stage: &Path, links: &[(&RelPath, u64)]) -> Vec<std::io::Result<bool>> {
+fn link_forward(
+    fs: &dyn VolumeFs,
+    previous: &Path,
+    stage: &Path,
+    links: &[(&RelPath, u64)],
+) -> Vec<std::io::Result<bool>> {
     let paths: Vec<&RelPath> = links.iter().map(|(p, _)| *p).collect();
-    by_directory(&paths, |i| {
+    by_directory(&paths, fs.parallel_dirs(), |i| {
         let (path, size) = links[i];
         let target = path.under(stage);
-        if std::fs::hard_link(path.under(previous), &target).is_err() {
-            return Ok(false);
-        }
-        match std::fs::symlink_metadata(&target) {
-            Ok(meta) if meta.file_type().is_file() && meta.len() == size => Ok(true),
-            _ => std::fs::remove_file(&target).map(|()| false),
+        match fs.hard_link(&path.under(previous), &target) {
+            Err(_) => {
+                // Whatever the link left (one made whose check then failed) goes: the name is
+                // this stage's own, claimed for this file.
+                let _ = fs.remove_file(&target);
+                Ok(false)
+            }
+            Ok(meta) if meta.kind == Kind::File && meta.len == size => Ok(true),
+            Ok(_) => fs.remove_file(&target).map(|()| false),
         }
     })
 }
 
 /// Writes a whole new file and checks every step: the write, the size on disk, the close.
-fn write_whole(target: &Path, data: &[u8], executable: bool) -> std::io::Result<()> {
-    let mode = if executable { 0o755 } else { 0o644 };
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(target)?;
+fn write_whole(fs: &dyn VolumeFs, target: &Path, data: &[u8], executable: bool) -> std::io::Result<()> {
+    let mode = file_mode(executable);
+    let mut file = fs.create_new(target, mode)?;
     file.write_all(data)?;
     // The mode asked for, whatever the umask made of it.
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    let on_disk = file.metadata()?.len();
+    file.set_mode(mode)?;
+    let on_disk = file.size()?;
     if on_disk != data.len() as u64 {
         return Err(std::io::Error::other(format!("wrote {} bytes but the volume holds {on_disk}", data.len())));
     }
-    close_checked(file)
+    file.close()
 }
 
 /// Resolves every symlink of a finished tree through the tree's own links.
@@ -500,21 +534,11 @@ fn check_links(entries: &BTreeMap<RelPath, Entry>) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Closes a file and reports the error a plain drop would swallow: on NFS a write that failed
-/// on the server often surfaces only here.
-pub(crate) fn close_checked(file: File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = file.into_raw_fd();
-    // SAFETY: `fd` was just taken out of the `File` that owned it, so it is open and nothing else
-    // will close it.
-    if unsafe { libc::close(fd) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-}
-
 /// A file being written into the stage; counts against the capacity as it grows.
 pub struct StagedFile<'a> {
     stage: &'a mut Stage,
     path: RelPath,
-    file: File,
+    file: Box<dyn WriteFile>,
     written: u64,
     executable: bool,
 }
@@ -550,19 +574,19 @@ impl StagedFile<'_> {
         self.commit_counted(version, false)
     }
 
-    fn commit_counted(self, version: &str, transferred: bool) -> Result<(), SyncError> {
-        let mode = if self.executable { 0o755 } else { 0o644 };
-        self.file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    fn commit_counted(mut self, version: &str, transferred: bool) -> Result<(), SyncError> {
+        self.file.set_mode(file_mode(self.executable))?;
         // The manifest records the size, and later syncs link this file forward on its word: it
         // must be the file on disk.
-        let on_disk = self.file.metadata()?.len();
+        let on_disk = self.file.size()?;
         if on_disk != self.written {
             return Err(SyncError::Io(std::io::Error::other(format!(
                 "{}: wrote {} bytes but the volume holds {on_disk}",
                 self.path, self.written
             ))));
         }
-        close_checked(self.file)
+        self.file
+            .close()
             .map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{}: closing failed: {e}", self.path))))?;
         self.stage.bytes += self.written;
         self.stage.new_bytes += self.written;

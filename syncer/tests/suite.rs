@@ -12,3 +12,4 @@ mod run_loop;
 mod s3;
 mod secrets;
 mod sftp;
+mod through_nfs;

@@ -352,13 +352,17 @@ impl Cluster {
                 }
             }
             changes.borrow_and_update();
+            // One deadline for the whole wait: a timer started again after every change would
+            // never fire while Leases are renewed more often than `resync`, and then readiness
+            // and timers would wait for an unrelated write.
+            let resync_at = tokio::time::Instant::now() + self.resync;
             loop {
                 tokio::select! {
                     _ = changes.changed() => {
                         // Controllers see a burst of writes together, as informers batch them.
                         tokio::time::sleep(self.batch).await;
                     }
-                    _ = tokio::time::sleep(self.resync) => break,
+                    _ = tokio::time::sleep_until(resync_at) => break,
                     _ = stop.cancelled() => return,
                 }
                 if self.relevant_changes_since(seen) {

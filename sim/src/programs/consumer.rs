@@ -24,7 +24,7 @@
 //! after every simulated step.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -301,34 +301,12 @@ pub fn stateful_set(namespace: &str, name: &str, volume: Mounts<'_>, args: &[Str
 /// What the kubelet would pass to `mount -t nfs`, read as the client must: NFSv3 only (sv-nfs
 /// serves no other), with the NFS and MOUNT ports of the options.
 fn client_config(mount: &NfsMount, pod: &PodContext) -> Result<ClientConfig, String> {
-    let mut port = 2049u16;
-    let mut mount_port = None;
-    for option in &mount.options {
-        let (key, value) = option.split_once('=').unwrap_or((option.as_str(), ""));
-        let number = || value.parse::<u16>().map_err(|_| format!("mount option {option:?}: not a port"));
-        match key {
-            "nfsvers" | "vers" if value != "3" => {
-                return Err(format!(
-                    "mount.nfs: Protocol not supported (mount option {option}: the server speaks NFSv3)"
-                ));
-            }
-            "port" => port = number()?,
-            "mountport" => mount_port = Some(number()?),
-            _ => {}
-        }
-    }
-    let ip = mount.server.parse::<IpAddr>().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let mut config = ClientConfig::new(SocketAddr::new(ip, port), mount.path.clone());
-    config.mount_port = mount_port;
+    let mut config = mount.client_config(pod)?;
     config.connections = 1;
     // `hard`: keep trying while the server is away (a failover takes minutes after a node loss);
     // each round is bounded by ROUND_TIMEOUT instead.
     config.retries = u32::MAX;
     config.retry_delay = Duration::from_secs(1);
-    config.machine_name = pod.name.clone();
-    // The container's user, as its processes run (the server squashes it by policy).
-    config.uid = pod.run_as_user.unwrap_or(0);
-    config.gid = pod.run_as_group.unwrap_or(config.uid);
     Ok(config)
 }
 
@@ -801,6 +779,7 @@ mod tests {
             path: "/".into(),
             options: options.iter().map(|o| o.to_string()).collect(),
             read_only: true,
+            external: false,
         };
         let config = client_config(&mount(&["nfsvers=3", "port=2049", "mountport=2050", "nolock"]), &pod).unwrap();
         assert_eq!(config.addr, "10.96.0.20:2049".parse().unwrap());

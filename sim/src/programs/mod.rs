@@ -9,9 +9,9 @@
 //! directory its server exports: the managed server's export (found through the Service's
 //! Endpoints, so it mounts only once the server is Ready) or a directory standing in for a server
 //! outside the cluster ([`crate::world::WorldConfig::external_nfs`]). There is no kernel NFS
-//! client here: our programs (the syncer) get the server's directory behind the mount path, while
-//! the consumer pods of the test image ([`consumer`]) speak NFSv3 to the server through the PV's
-//! address and mount options.
+//! client here, so the programs that use a managed volume speak NFSv3 to its server themselves:
+//! the syncer through its own client in-process ([`syncer`]), the consumer pods of the test image
+//! ([`consumer`]) over simulated sockets, both through the PV's address and mount options.
 //!
 //! The cluster's controllers run on host `api`, so they cannot add hosts to the simulation:
 //! [`Programs`] queues [`HostCommand`]s that the [`crate::world::World`] carries out between steps.
@@ -141,6 +141,9 @@ struct Inner {
     consumers: Consumers,
     /// The cluster's Services, for the consumers' connections.
     proxy: Option<ServiceProxy>,
+    /// The NFS servers serving now, for the syncers' calls.
+    nfs_servers: nfs::NfsServers,
+    page_cache: crate::page_cache::SharedPageCache,
 }
 
 /// How long after a program's exit the kubelet deletes its terminating pod (a status sync).
@@ -156,7 +159,14 @@ pub struct Programs {
 impl Programs {
     /// Programs keeping their volumes under `root`; `clock` is the wall clock they read, off by
     /// their host's entry in `skews`.
-    pub fn new(root: &Path, clock: Arc<crate::net::SimClock>, skews: crate::net::ClockSkews) -> Self {
+    /// `page_cache` is the journal of what the NFS servers did not sync, which the syncers' calls
+    /// into their servers (from their blocking threads) report to as well.
+    pub fn new(
+        root: &Path,
+        clock: Arc<crate::net::SimClock>,
+        skews: crate::net::ClockSkews,
+        page_cache: crate::page_cache::SharedPageCache,
+    ) -> Self {
         let settings = sv_operator::plan::Settings::default();
         let images = vec![
             (repository(&settings.nfs_image).to_string(), Program::NfsServer),
@@ -176,6 +186,8 @@ impl Programs {
             commands: Vec::new(),
             consumers: Consumers::default(),
             proxy: None,
+            nfs_servers: nfs::NfsServers::default(),
+            page_cache,
         };
         Self { inner: Arc::new(Mutex::new(inner)) }
     }
@@ -326,12 +338,19 @@ impl PodRuntime for Programs {
         let run: Arc<dyn Fn(CancellationToken, u32) -> ProgramFuture + Send + Sync> = match &program {
             Program::NfsServer => {
                 running.export = nfs::export_dir(&context).ok();
-                let context = context.clone();
-                Arc::new(move |stop, incarnation| Box::pin(nfs::run(context.clone(), incarnation, stop)))
+                let (context, host, servers) = (context.clone(), host.clone(), inner.nfs_servers.clone());
+                Arc::new(move |stop, incarnation| {
+                    Box::pin(nfs::run(context.clone(), host.clone(), servers.clone(), incarnation, stop))
+                })
             }
             Program::Syncer => {
+                let network = syncer::Network {
+                    proxy: inner.proxy.clone(),
+                    servers: inner.nfs_servers.clone(),
+                    page_cache: inner.page_cache.clone(),
+                };
                 let context = context.clone();
-                Arc::new(move |stop, _| Box::pin(syncer::run(context.clone(), clock.clone(), stop)))
+                Arc::new(move |stop, _| Box::pin(syncer::run(context.clone(), clock.clone(), network.clone(), stop)))
             }
             Program::Webhook => {
                 let context = context.clone();
@@ -515,6 +534,7 @@ impl Inner {
     ) -> Result<PodContext, StartError> {
         let mut context = PodContext::new(pod, container, cluster)?;
         let pod_dir = self.root.join("pods").join(sanitize(pod["metadata"]["uid"].as_str().unwrap_or_default()));
+        context.scratch = pod_dir.join("container-fs");
         let (mut volumes, mut nfs) = (BTreeMap::new(), BTreeMap::new());
         for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             let name = volume["name"].as_str().unwrap_or_default();
@@ -552,7 +572,7 @@ impl Inner {
                 .ok_or_else(|| mount_failed(format!("persistentvolumeclaim {claim:?} is not bound")))?;
             if let Some(server) = pv["spec"]["nfs"]["server"].as_str() {
                 let path = pv["spec"]["nfs"]["path"].as_str().unwrap_or("/");
-                let dir = self.nfs_dir(server, path, cluster).map_err(mount_failed)?;
+                let (dir, external) = self.nfs_dir(server, path, cluster).map_err(mount_failed)?;
                 let options = pv["spec"]["mountOptions"].as_array().into_iter().flatten();
                 let mount = NfsMount {
                     server: server.to_string(),
@@ -560,6 +580,7 @@ impl Inner {
                     options: options.filter_map(|o| o.as_str().map(str::to_string)).collect(),
                     read_only: volume["persistentVolumeClaim"]["readOnly"] == true
                         || pv["spec"]["nfs"]["readOnly"] == true,
+                    external,
                 };
                 return Ok((dir, Some(mount)));
             }
@@ -592,8 +613,9 @@ impl Inner {
         Ok((own_dir, None))
     }
 
-    /// The directory behind an NFS mount of `server:path`.
-    fn nfs_dir(&self, server: &str, path: &str, cluster: &dyn ClusterView) -> Result<PathBuf, String> {
+    /// The directory behind an NFS mount of `server:path`, and whether the server is outside the
+    /// cluster (a directory standing in for it).
+    fn nfs_dir(&self, server: &str, path: &str, cluster: &dyn ClusterView) -> Result<(PathBuf, bool), String> {
         let relative = path.trim_start_matches('/');
         if relative.split('/').any(|c| c == "..") {
             return Err(format!("mount.nfs: {server}:{path}: access denied by server"));
@@ -610,12 +632,12 @@ impl Inner {
                 .flat_map(|e| e["subsets"].as_array().cloned().unwrap_or_default())
                 .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
                 .find_map(|a| self.pods.get(a["targetRef"]["uid"].as_str()?)?.export.clone());
-            // The writer's secret path is the export itself. Mounts here are directories, not NFS,
-            // so neither the token nor the consumers' identity policy is checked (tests in `nfs/`
-            // check them on the real server).
+            // The writer's secret path is the export itself. Programs that speak NFS (the syncer,
+            // the consumers) go through the server, which checks the token and the identity
+            // policy; the directory is what the pod's other mounts of the volume see.
             let relative = if relative.starts_with(".sv-writer-") { "" } else { relative };
             return match export {
-                Some(export) => Ok(export.join(relative)),
+                Some(export) => Ok((export.join(relative), false)),
                 None => Err(format!(
                     "mount.nfs: Connection timed out: no ready NFS server behind Service {namespace}/{name} ({server})"
                 )),
@@ -625,7 +647,7 @@ impl Inner {
             Some(root) => {
                 let dir = root.join(relative);
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                Ok(dir)
+                Ok((dir, true))
             }
             None => Err(format!("mount.nfs: Connection timed out: no NFS server answers at {server}")),
         }

@@ -1,12 +1,14 @@
 //! `sv-nfs serve` on a simulated host: the program's own entry point ([`program::serve`]) on
 //! turmoil sockets, with the pod's paths mapped onto the host.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 
 use clap::Parser as _;
 use sv_nfs::health::Connector;
 use sv_nfs::program::{self, Cli, Command, Host, ServeArgs};
-use sv_nfs::server::Execution;
+use sv_nfs::server::{Execution, NfsServer};
 use tokio_util::sync::CancellationToken;
 
 use super::pod::PodContext;
@@ -51,9 +53,33 @@ fn write_verifier(pod_uid: &str, incarnation: u32) -> [u8; 8] {
     verifier
 }
 
+/// The NFS servers that serve now, by host: the syncer calls its volume's server in-process
+/// ([`super::syncer`]). An entry outlives its server only as a dead reference (a crash drops the
+/// server with its host's tasks).
+#[derive(Clone, Default)]
+pub struct NfsServers(Arc<Mutex<BTreeMap<String, Weak<NfsServer>>>>);
+
+impl NfsServers {
+    fn serving(&self, host: &str, server: &Arc<NfsServer>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(host.to_string(), Arc::downgrade(server));
+    }
+
+    /// The server on `host`, while one serves there.
+    pub fn on(&self, host: &str) -> Option<Weak<NfsServer>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
+    }
+}
+
 /// Runs the program until `stop`; `incarnation` tells restarts apart (the write verifier must
-/// change with every restart, and in a simulation it must not come from the OS).
-pub(super) async fn run(context: PodContext, incarnation: u32, stop: CancellationToken) -> Result<(), String> {
+/// change with every restart, and in a simulation it must not come from the OS). The server is
+/// entered in `servers` under `host` once it serves.
+pub(super) async fn run(
+    context: PodContext,
+    host: String,
+    servers: NfsServers,
+    incarnation: u32,
+    stop: CancellationToken,
+) -> Result<(), String> {
     let mut args = parse(&context.args)?;
     args.export = context.host_path(args.export)?;
     if let Some(file) = &args.writer_token_file {
@@ -62,6 +88,7 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
     let write_verifier = write_verifier(&context.uid, incarnation);
     let nfs = SimListener::bind(args.port).await.map_err(|e| format!("binding port {}: {e}", args.port))?;
     let http = SimListener::bind(args.http_port).await.map_err(|e| format!("binding port {}: {e}", args.http_port))?;
+    let serving = Box::new(move |server: &Arc<NfsServer>| servers.serving(&host, server));
     let host = Host {
         nfs,
         http,
@@ -69,6 +96,7 @@ pub(super) async fn run(context: PodContext, incarnation: u32, stop: Cancellatio
         write_verifier,
         // Calls are answered in order on each connection's task: the simulation stays deterministic.
         execution: Execution::Inline,
+        serving: Some(serving),
         shutdown: stop,
     };
     program::serve(args, host).await.map_err(|e| e.to_string())

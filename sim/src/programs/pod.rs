@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde_json::Value;
+use sv_nfs_client::ClientConfig;
 
 use crate::cluster::{ClusterView, StartError};
 
@@ -27,6 +29,9 @@ pub struct PodContext {
     /// The container's `securityContext.runAsUser` / `runAsGroup` (or the pod's).
     pub run_as_user: Option<u32>,
     pub run_as_group: Option<u32>,
+    /// A directory standing in for the container's own writable layer (what it writes outside
+    /// its volumes, lost with the pod).
+    pub scratch: PathBuf,
 }
 
 /// An NFS mount as the kubelet makes one from a PersistentVolume (`mount -t nfs -o <options>
@@ -41,6 +46,39 @@ pub struct NfsMount {
     pub options: Vec<String>,
     /// The pod's claim or the container's mount is read-only (`mount -o ro`).
     pub read_only: bool,
+    /// The server is outside the cluster: a directory stands in for it, nobody speaks NFS to it.
+    pub external: bool,
+}
+
+impl NfsMount {
+    /// The NFS client's settings for this mount as the kernel would take them from the mount
+    /// options (`nfsvers`, `port`, `mountport`), with the container's identity (`runAsUser`,
+    /// `runAsGroup`; 0 by default, which the server squashes by policy).
+    pub fn client_config(&self, pod: &PodContext) -> Result<ClientConfig, String> {
+        let mut port = 2049u16;
+        let mut mount_port = None;
+        for option in &self.options {
+            let (key, value) = option.split_once('=').unwrap_or((option.as_str(), ""));
+            let number = || value.parse::<u16>().map_err(|_| format!("mount option {option:?}: not a port"));
+            match key {
+                "nfsvers" | "vers" if value != "3" => {
+                    return Err(format!(
+                        "mount.nfs: Protocol not supported (mount option {option}: the server speaks NFSv3)"
+                    ));
+                }
+                "port" => port = number()?,
+                "mountport" => mount_port = Some(number()?),
+                _ => {}
+            }
+        }
+        let ip = self.server.parse::<IpAddr>().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mut config = ClientConfig::new(SocketAddr::new(ip, port), self.path.clone());
+        config.mount_port = mount_port;
+        config.machine_name = pod.name.clone();
+        config.uid = pod.run_as_user.unwrap_or(0);
+        config.gid = pod.run_as_group.unwrap_or(config.uid);
+        Ok(config)
+    }
 }
 
 fn config_error(message: String) -> StartError {
@@ -118,7 +156,18 @@ impl PodContext {
                 .and_then(|id| u32::try_from(id).ok())
         };
         let (run_as_user, run_as_group) = (security("runAsUser"), security("runAsGroup"));
-        Ok(Self { name, namespace, uid, args, env, mounts: Vec::new(), nfs: Vec::new(), run_as_user, run_as_group })
+        Ok(Self {
+            name,
+            namespace,
+            uid,
+            args,
+            env,
+            mounts: Vec::new(),
+            nfs: Vec::new(),
+            run_as_user,
+            run_as_group,
+            scratch: PathBuf::new(),
+        })
     }
 
     /// A pod with nothing mounted and no arguments, for unit tests.
@@ -134,6 +183,7 @@ impl PodContext {
             nfs: Vec::new(),
             run_as_user: None,
             run_as_group: None,
+            scratch: PathBuf::new(),
         }
     }
 

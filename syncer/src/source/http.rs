@@ -158,7 +158,7 @@ impl HttpSource {
             Some(_) => {
                 // A zip is read from a spooled copy (its index is at the end); the copy counts
                 // against the capacity like the unpacked tree does.
-                let mut spool = Spool::create(stage.dir().with_extension("download"))?;
+                let mut spool = Spool::create(stage.spool_path())?;
                 let mut written = 0u64;
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|e| request_error(&e))?;
