@@ -166,6 +166,61 @@ fn the_syncer_writes_through_the_nfs_server_whose_capacity_stops_it() {
     assert!(published.len() == 400 << 10 && published.iter().all(|b| *b == b'a'));
 }
 
+/// A volume is Ready the moment its NFS server is: the reconcile that the server's readiness
+/// triggers reads the cache that holds it. (Triggered by watches of their own, reconciles could
+/// run before the cache had the change and then wait for their 10 s requeue.)
+#[test]
+fn a_volume_is_ready_as_soon_as_its_nfs_server_is() {
+    let mut world = world();
+    let names: Vec<String> = (0..6).map(|i| format!("scratch-{i}")).collect();
+    let volumes = names.iter().map(|name| {
+        json!({
+            "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"mountPath": "/data", "storageClassName": "standard",
+                     "storage": {"capacity": "1Gi", "accessMode": "ReadWrite"}},
+        })
+    });
+    world.create_all(volumes).into_iter().for_each(|r| {
+        r.expect("create");
+    });
+    // When each volume's NFS server StatefulSet first reports a ready replica, and when the
+    // volume is first Ready, in simulated time.
+    let mut server_ready: std::collections::BTreeMap<String, Duration> = Default::default();
+    let mut volume_ready: std::collections::BTreeMap<String, Duration> = Default::default();
+    let deadline = world.elapsed() + Duration::from_secs(300);
+    while volume_ready.len() < names.len() && world.elapsed() < deadline {
+        let now = world.elapsed();
+        let statefulsets = {
+            let state = world.api.state();
+            let rt = state.registry.find("apps", "v1", "statefulsets").expect("statefulsets").id.clone();
+            state.store.list(&rt, Some("default")).map(|(_, o)| (**o).clone()).collect::<Vec<_>>()
+        };
+        for sts in statefulsets {
+            let owner = sts["metadata"]["annotations"]["sv.sharedvolume.io/owner"].as_str().unwrap_or_default();
+            let Some(name) = owner.strip_prefix("SharedVolume/default/") else { continue };
+            if sts["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0 {
+                server_ready.entry(name.to_string()).or_insert(now);
+            }
+        }
+        for name in &names {
+            if ready(&world.api, name) {
+                volume_ready.entry(name.clone()).or_insert(now);
+            }
+        }
+        world.run_for(Duration::from_millis(100)).expect("run");
+    }
+    assert_eq!(volume_ready.len(), names.len(), "every volume Ready: {volume_ready:?}");
+    for name in &names {
+        let server = server_ready.get(name).copied().unwrap_or_else(|| panic!("{name}: its server was never ready"));
+        let lag = volume_ready[name].saturating_sub(server);
+        assert!(
+            lag < Duration::from_secs(3),
+            "{name}: Ready {lag:?} after its NFS server (server ready at {server:?})"
+        );
+    }
+}
+
 #[test]
 fn refused_credentials_fail_the_sync_without_leaking_them_and_a_fixed_secret_recovers() {
     let mut world = world();

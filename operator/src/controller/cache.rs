@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 
 use super::Error;
 use super::kube_io::{FIELD_MANAGER, OWNED_KINDS, api_resource};
+use super::triggers::{TRIGGERING_CHILDREN, Triggers, touched};
 use crate::api::VolumeKind;
 use crate::api::labels;
 use crate::plan::ObjectKey;
@@ -49,13 +50,17 @@ pub fn lean<K: ResourceExt>(object: &mut K) {
 }
 
 /// Of a pod, what the operator reads: name, namespace, deletion, the reference and component
-/// labels (its own pods: syncers and NFS servers), the annotations that ask for volumes (consumer
-/// pods), its node and phase, and, for its own pods, the containers that wait and why (an image
+/// labels and the owner annotation (its own pods: syncers and NFS servers), the annotations that
+/// ask for volumes (consumer pods), its node and phase, and, for its own pods, the containers that wait and why (an image
 /// that cannot be pulled, a crash loop), for the volume's conditions. Consumer and syncer pods
 /// are the most numerous objects the operator watches, and their specs the largest.
 pub fn lean_pod(pod: &mut Pod) {
     let metadata = std::mem::take(&mut pod.metadata);
-    let requests = [VolumeKind::SharedVolume.pod_annotation(), VolumeKind::ClusterSharedVolume.pod_annotation()];
+    let kept_annotations = [
+        VolumeKind::SharedVolume.pod_annotation(),
+        VolumeKind::ClusterSharedVolume.pod_annotation(),
+        crate::api::annotations::OWNER,
+    ];
     pod.metadata = ObjectMeta {
         name: metadata.name,
         namespace: metadata.namespace,
@@ -65,7 +70,7 @@ pub fn lean_pod(pod: &mut Pod) {
             .map(|l| l.into_iter().filter(|(k, _)| k == labels::REFERENCE || k == labels::COMPONENT).collect()),
         annotations: metadata
             .annotations
-            .map(|a| a.into_iter().filter(|(k, _)| requests.contains(&k.as_str())).collect()),
+            .map(|a| a.into_iter().filter(|(k, _)| kept_annotations.contains(&k.as_str())).collect()),
         ..ObjectMeta::default()
     };
     let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -93,8 +98,8 @@ pub fn lean_node(node: &mut Node) {
 /// What the cache keeps of an object the operator created.
 #[derive(Clone, Debug)]
 pub struct Child {
-    /// Name, namespace, the labels a reconcile selects by (reference and component), and the
-    /// creation and deletion times.
+    /// Name, namespace, the labels a reconcile selects by (reference and component), the owner
+    /// annotation, and the creation and deletion times.
     pub metadata: ObjectMeta,
     /// The fields a reconcile reads: `status.readyReplicas` of a StatefulSet or ReplicaSet,
     /// `status.phase` of a claim, `spec.clusterIP` of a Service, `data` of a Secret.
@@ -120,10 +125,16 @@ impl Child {
         let labels = metadata.labels.map(|labels| {
             labels.into_iter().filter(|(k, _)| k == labels::REFERENCE || k == labels::COMPONENT).collect()
         });
+        // The owner annotation names the volume the child's changes trigger.
+        let annotations = metadata
+            .annotations
+            .map(|a| a.into_iter().filter(|(k, _)| k == crate::api::annotations::OWNER).collect::<BTreeMap<_, _>>())
+            .filter(|a| !a.is_empty());
         let metadata = ObjectMeta {
             name: metadata.name,
             namespace: metadata.namespace,
             labels,
+            annotations,
             creation_timestamp: metadata.creation_timestamp,
             deletion_timestamp: metadata.deletion_timestamp,
             ..ObjectMeta::default()
@@ -345,7 +356,8 @@ impl ReferenceIndex {
 
 impl ClusterCache {
     /// The caches, and the future that keeps them current (run it as long as they are used).
-    pub fn new(client: &Client) -> (Self, BoxFuture<'static, ()>) {
+    /// A change of a child of a [`TRIGGERING_CHILDREN`] kind triggers its volume, once stored.
+    pub fn new(client: &Client, triggers: Triggers) -> (Self, BoxFuture<'static, ()>) {
         let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
         let mut tasks: Vec<BoxFuture<'static, ()>> = Vec::new();
         let (namespaces, writer) = reflector::store::<Namespace>();
@@ -378,6 +390,7 @@ impl ClusterCache {
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
             let index = by_reference.clone();
             let verified = verified.clone();
+            let triggers = TRIGGERING_CHILDREN.contains(&kind).then(|| triggers.clone());
             let children = watcher(api, watcher::Config::default().labels(&managed)).map_ok(move |event| match event {
                 watcher::Event::Apply(o) => watcher::Event::Apply(Child::of(kind, o)),
                 watcher::Event::InitApply(o) => watcher::Event::InitApply(Child::of(kind, o)),
@@ -399,6 +412,9 @@ impl ClusterCache {
                                 verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
                             }
                             index.write().unwrap_or_else(|e| e.into_inner()).apply(kind, &event);
+                            if let (Some(triggers), Some(child)) = (&triggers, touched(&event)) {
+                                triggers.owned(&child.metadata);
+                            }
                         }
                         ready(())
                     })
@@ -620,6 +636,21 @@ mod tests {
         assert!(child.metadata.managed_fields.is_none() && child.metadata.annotations.is_none());
         assert!(child.labels().is_empty(), "only the labels a reconcile selects by are kept");
         assert!(child.fingerprint.is_some());
+        let mut owned = statefulset(1, "nfs:1", 1, None);
+        owned
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(crate::api::annotations::OWNER.to_string(), "SharedVolume/team-a/docs".to_string());
+        let owned = Child::of("StatefulSet", owned);
+        assert_eq!(
+            owned.metadata.annotations,
+            Some(BTreeMap::from([(
+                crate::api::annotations::OWNER.to_string(),
+                "SharedVolume/team-a/docs".to_string()
+            )])),
+            "the owner annotation is kept: it names the volume a change triggers"
+        );
         let service = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "s"}, "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 2049}]}}))
         .expect("a Service");

@@ -8,6 +8,7 @@ pub mod kube_io;
 pub use crate::lease as leader;
 pub mod metrics;
 pub mod observe;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -16,10 +17,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -29,10 +29,9 @@ use tracing::Instrument;
 use self::events::Recorder;
 use self::leader::{LeaderConfig, LeaderElector};
 use self::metrics::Metrics;
-use self::observe::{Caches, node_addresses, requested_by_pod};
-use crate::api::{
-    API_VERSION, CONSUMER_POD_LABEL, ClusterSharedVolume, Phase, SharedVolume, Volume, VolumeKind, condition, labels,
-};
+use self::observe::{Caches, node_addresses};
+use self::triggers::{TriggerStreams, Triggers, touched};
+use crate::api::{CONSUMER_POD_LABEL, ClusterSharedVolume, Phase, SharedVolume, Volume, condition, labels};
 use crate::clock::SharedClock;
 use crate::plan::{PlannedEvent, Settings, plan, set_condition};
 use crate::telemetry::Health;
@@ -274,23 +273,6 @@ async fn publish_events<V: Volume>(volume: &V, ctx: &Context, events: &[PlannedE
     }
 }
 
-/// Labels that select the children of one volume kind, for the controllers' watches.
-fn children_selector(kind: VolumeKind) -> String {
-    format!("{}={},{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE, labels::VOLUME_KIND, kind.as_str())
-}
-
-/// The volume an owned child belongs to, from its ownerReference. kube-runtime's `owns` would give
-/// a cluster-scoped owner the child's namespace, so the mapping is done here for both kinds.
-fn owner_of<V: Volume>(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectRef<V>> {
-    let owner =
-        meta.owner_references.iter().flatten().find(|o| o.kind == V::KIND.as_str() && o.api_version == API_VERSION)?;
-    let reference = ObjectRef::new(&owner.name);
-    Some(match (V::KIND, &meta.namespace) {
-        (VolumeKind::SharedVolume, Some(ns)) => reference.within(ns),
-        _ => reference,
-    })
-}
-
 /// What `run` needs besides the client.
 pub struct RunOptions {
     pub settings: Settings,
@@ -368,14 +350,21 @@ async fn run_controllers(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let (triggers, trigger_streams) = Triggers::new();
     let consumer_pods = watcher::Config::default().labels(&format!("{CONSUMER_POD_LABEL}=true"));
     let (pods, pod_writer) = reflector::store::<Pod>();
+    let consumer_triggers = triggers.clone();
     let pod_cache = reflector::reflector(
         pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), consumer_pods.clone()).modify(cache::lean_pod),
+        watcher(Api::<Pod>::all(client.clone()), consumer_pods).modify(cache::lean_pod),
     )
     .backoff(WatchBackoff::default())
-    .for_each(|_| ready(()));
+    .for_each(move |event| {
+        if let Some(pod) = event.as_ref().ok().and_then(touched) {
+            consumer_triggers.consumer_pod(pod);
+        }
+        ready(())
+    });
     let (nodes, node_writer) = reflector::store::<Node>();
     let (mut sv_nodes_tx, sv_nodes_rx) = mpsc::channel::<()>(1);
     let (mut csv_nodes_tx, csv_nodes_rx) = mpsc::channel::<()>(1);
@@ -408,13 +397,6 @@ async fn run_controllers(
             }
         }
     };
-    let syncer_pods_config = watcher::Config::default().labels(&format!(
-        "{}={},{}={}",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE,
-        labels::COMPONENT,
-        crate::api::components::SYNCER
-    ));
     // The cache holds the NFS servers' pods too: why one waits (an image that cannot be pulled)
     // goes on its volume's NfsServerReady condition.
     let own_pods_config = watcher::Config::default().labels(&format!(
@@ -431,20 +413,28 @@ async fn run_controllers(
         watcher(Api::<Pod>::all(client.clone()), own_pods_config).modify(cache::lean_pod),
     )
     .backoff(WatchBackoff::default())
-    .for_each(|_| ready(()));
-    let (cluster, cluster_cache) = cache::ClusterCache::new(&client);
+    .for_each({
+        let triggers = triggers.clone();
+        move |event| {
+            if let Some(pod) = event.as_ref().ok().and_then(touched) {
+                triggers.owned(&pod.metadata);
+            }
+            ready(())
+        }
+    });
+    let (cluster, cluster_cache) = cache::ClusterCache::new(&client, triggers);
     let caches =
         Caches { pods: pods.clone(), nodes: nodes.clone(), own_pods: own_pods.clone(), cluster: cluster.clone() };
     let ctx = Arc::new(Context::new(client.clone(), options.settings, clock, metrics, caches, &options.instance));
 
-    let pod_watches = PodWatches { consumers: consumer_pods, syncers: syncer_pods_config };
-    let sv = volume_controller::<SharedVolume>(&client, pod_watches.clone(), sv_nodes_rx, shutdown.clone())
+    let TriggerStreams { shared_volumes, cluster_shared_volumes } = trigger_streams;
+    let sv = volume_controller::<SharedVolume>(&client, shared_volumes, sv_nodes_rx, shutdown.clone())
         .run(reconcile::<SharedVolume>, error_policy::<SharedVolume>, ctx.clone())
         .for_each(|result| {
             log_watch_error("SharedVolume", result.err());
             ready(())
         });
-    let csv = volume_controller::<ClusterSharedVolume>(&client, pod_watches, csv_nodes_rx, shutdown.clone())
+    let csv = volume_controller::<ClusterSharedVolume>(&client, cluster_shared_volumes, csv_nodes_rx, shutdown.clone())
         .run(reconcile::<ClusterSharedVolume>, error_policy::<ClusterSharedVolume>, ctx)
         .for_each(|result| {
             log_watch_error("ClusterSharedVolume", result.err());
@@ -526,22 +516,14 @@ async fn wait_for_crds(client: &Client, health: &Health, shutdown: &Cancellation
     }
 }
 
-/// The pods the volume controllers watch: consumers (the webhook's label) and syncers.
-#[derive(Clone)]
-struct PodWatches {
-    consumers: watcher::Config,
-    syncers: watcher::Config,
-}
-
+/// A controller for one volume kind: its volumes' own changes, and the triggers the caches send
+/// (children, consumer pods, syncer and NFS server pods; see [`triggers`]).
 fn volume_controller<V: Volume>(
     client: &Client,
-    pod_watches: PodWatches,
+    triggers: futures::channel::mpsc::UnboundedReceiver<(Option<String>, String)>,
     node_changes: mpsc::Receiver<()>,
     shutdown: CancellationToken,
 ) -> Controller<V> {
-    let PodWatches { consumers: consumer_pods, syncers: syncer_pods } = pod_watches;
-    let children = watcher::Config::default().labels(&children_selector(V::KIND));
-    let kind = V::KIND;
     // The controller's own cache of volumes, without what a reconcile never reads.
     let (volumes, writer) = reflector::store::<V>();
     let volume_events = reflector::reflector(
@@ -552,29 +534,7 @@ fn volume_controller<V: Volume>(
     Controller::for_stream(volume_events, volumes)
         .with_config(ControllerConfig::default().concurrency(4))
         .trigger_backoff(WatchBackoff::default())
-        .watches(Api::<StatefulSet>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
-        .watches(Api::<ReplicaSet>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
-        .watches(Api::<Service>::all(client.clone()), children.clone(), |o| owner_of::<V>(&o.metadata))
-        .watches(Api::<PersistentVolumeClaim>::all(client.clone()), children, |o| owner_of::<V>(&o.metadata))
-        .watches(Api::<Pod>::all(client.clone()), consumer_pods, move |pod| {
-            requested_by_pod(&pod, kind)
-                .into_iter()
-                .map(|(ns, name)| match ns {
-                    Some(ns) => ObjectRef::new(&name).within(&ns),
-                    None => ObjectRef::new(&name),
-                })
-                .collect::<Vec<_>>()
-        })
-        // A syncer pod scheduled to a node: the NFS server's NetworkPolicy admits that node.
-        .watches(Api::<Pod>::all(client.clone()), syncer_pods, move |pod| {
-            pod.annotations()
-                .get(crate::api::annotations::OWNER)
-                .and_then(|owner| sv_api::consumer::Owner::parse_owner_annotation(owner, kind))
-                .map(|(ns, name)| match ns {
-                    Some(ns) => ObjectRef::new(&name).within(&ns),
-                    None => ObjectRef::new(&name),
-                })
-        })
+        .reconcile_on(triggers::references::<V>(triggers))
         .reconcile_all_on(node_changes)
         .graceful_shutdown_on(shutdown.cancelled_owned())
 }
