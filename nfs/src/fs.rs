@@ -365,6 +365,18 @@ pub fn status(e: &io::Error) -> nfsstat3 {
     }
 }
 
+/// The status of a handle the kernel would not open. As knfsd does (`nfsd_set_fh_dentry`), a
+/// handle that cannot be decoded names nothing that still exists, whatever the file system gives
+/// as the reason: ext4 has answered `EIO` for the freed inode of a deleted file while other files
+/// were created around it, where a client must see `STALE` (and look the name up again). A lack
+/// of resources or of the right to open by handle is not the handle's fault.
+fn undecodable(e: &io::Error) -> nfsstat3 {
+    match e.raw_os_error() {
+        Some(libc::ENOMEM | libc::EMFILE | libc::ENFILE | libc::ETIMEDOUT | libc::EPERM | libc::EACCES) => status(e),
+        _ => nfsstat3::NFS3ERR_STALE,
+    }
+}
+
 fn nfs_err(e: rustix::io::Errno) -> nfsstat3 {
     status(&io::Error::from(e))
 }
@@ -540,7 +552,7 @@ impl Export {
             return Ok((node, st));
         }
         let path_fd =
-            open_by_handle(self.root.fd(), &kernel, libc::O_PATH | libc::O_CLOEXEC).map_err(|e| status(&e))?;
+            open_by_handle(self.root.fd(), &kernel, libc::O_PATH | libc::O_CLOEXEC).map_err(|e| undecodable(&e))?;
         let st = rustix::fs::fstat(&path_fd).map_err(nfs_err)?;
         if st.st_nlink == 0 {
             return Err(nfsstat3::NFS3ERR_STALE);
@@ -1791,5 +1803,22 @@ mod known {
         {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_the_kernel_cannot_decode_is_stale_unless_resources_or_rights_are_lacking() {
+        let of = |errno: i32| undecodable(&io::Error::from_raw_os_error(errno));
+        for errno in [libc::ESTALE, libc::ENOENT, libc::EIO, libc::EUCLEAN, libc::EBADMSG, libc::EINVAL] {
+            assert_eq!(of(errno), nfsstat3::NFS3ERR_STALE, "errno {errno}");
+        }
+        assert_eq!(of(libc::EPERM), nfsstat3::NFS3ERR_PERM, "no CAP_DAC_READ_SEARCH: every handle would fail");
+        assert_eq!(of(libc::EACCES), nfsstat3::NFS3ERR_ACCES);
+        assert_eq!(of(libc::ENOMEM), nfsstat3::NFS3ERR_IO);
+        assert_eq!(of(libc::EMFILE), nfsstat3::NFS3ERR_IO);
     }
 }

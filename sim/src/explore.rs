@@ -348,20 +348,26 @@ impl Generator {
             return false;
         }
         let identity = self.volumes[*self.choices.pick(&sourced)].source.clone().unwrap_or_default();
+        let mut heal = Vec::new();
         let failing = match self.choices.chance(70) {
             true => Step::SourceFailing { identity: identity.clone(), status: 503, message: "unavailable".into() },
-            false => Step::SourceHanging { identity: identity.clone() },
+            false if self.choices.chance(50) => Step::SourceHanging { identity: identity.clone() },
+            // Slow, within the volumes' 20 s syncTimeout or past it (then as good as hanging).
+            false => {
+                heal.push(Step::SourceSlow { identity: identity.clone(), delay: "0s".into() });
+                Step::SourceSlow { identity: identity.clone(), delay: self.choices.seconds(2, 30) }
+            }
         };
         self.steps.push(failing);
         let revision = self.revisions.entry(identity.clone()).or_default();
         *revision += 1;
-        let heal = Step::Source(SourceStep {
+        heal.push(Step::Source(SourceStep {
             revision: format!("r{revision}"),
             files: BTreeMap::from([("README.md".to_string(), format!("back at revision {revision}\n"))]),
             credential: self.credentials.get(&identity).cloned(),
             identity,
-        });
-        self.open_faults.insert("source outage".to_string(), vec![heal]);
+        }));
+        self.open_faults.insert("source outage".to_string(), heal);
         true
     }
 

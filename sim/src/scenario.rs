@@ -24,6 +24,7 @@
 //!   - loseNode: {podOf: {volume: default/http-sv, component: nfs-server}}
 //!   - source: {identity: "http https://...", revision: r2, files: {README.md: "new"}}
 //!   - sourceFailing: {identity: "...", status: 503, message: down}   # or sourceHanging: {identity}
+//!   - sourceSlow: {identity: "...", delay: 15s}   # every fetch answered 15 s late; 0s ends it
 //!   - partition: [operator, api]
 //!   - runFor: 30s
 //!   - delete: {kind: SharedVolume, namespace: default, name: http-sv}
@@ -82,6 +83,12 @@ pub enum Step {
     /// The source accepts fetches and never answers them (the syncer's `syncTimeout` ends each).
     SourceHanging {
         identity: String,
+    },
+    /// Every fetch of the source is answered `delay` later (`0s` ends it); past a volume's
+    /// `syncTimeout` each sync times out, as with a hanging source.
+    SourceSlow {
+        identity: String,
+        delay: String,
     },
     Partition([HostRef; 2]),
     Repair([HostRef; 2]),
@@ -739,6 +746,7 @@ impl Run {
                 world.sources().set(identity, SourceState::Failing { status: *status, message: message.clone() });
             }
             Step::SourceHanging { identity } => world.sources().set(identity, SourceState::Hanging),
+            Step::SourceSlow { identity, delay } => world.sources().set_latency(identity, duration(delay)?),
             Step::Partition([a, b]) => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
                 self.active_faults.insert(partition_name(&a, &b));
@@ -1128,10 +1136,14 @@ impl Run {
         }
         let sources = self.world.sources().clone();
         let waits_on_source = |volume: &Value| {
-            let source = serde_json::from_value::<sv_operator::api::SourceSpec>(volume["spec"]["source"].clone()).ok();
-            source.as_ref().and_then(crate::programs::identity_of).is_some_and(|identity| {
+            let spec = serde_json::from_value::<sv_operator::api::VolumeSpec>(volume["spec"].clone()).ok();
+            let Some(spec) = spec else { return false };
+            // A source slower than the volume's syncTimeout never completes a sync.
+            let timeout = sv_operator::api::validation::effective_sync(&spec).map(|s| s.timeout);
+            spec.source.as_ref().and_then(crate::programs::identity_of).is_some_and(|identity| {
                 matches!(sources.get(&identity), SourceState::Failing { .. } | SourceState::Hanging)
                     || sources.refused_last_fetch(&identity)
+                    || timeout.is_some_and(|t| sources.latency(&identity) >= t)
             })
         };
         let consumers = self.existing_pods(self.consumer_pods());
@@ -1171,7 +1183,7 @@ impl Run {
         let mut found = format!("{what} {after:.1} s after the last step (bound {}s)", LIVENESS_BOUND.as_secs());
         if !waiting.is_empty() {
             found.push_str(&format!(
-                "; waiting on their failing source (or one that refuses their credentials), as expected: {waiting:?}"
+                "; waiting on their failing source (or one that refuses their credentials or answers past their syncTimeout), as expected: {waiting:?}"
             ));
         }
         Ok(found)

@@ -211,3 +211,38 @@ steps:
     assert!(ahead < k8s_openapi::jiff::SignedDuration::from_secs(3600 + 180), "{ahead:#}");
     assert!(report.liveness.contains("every volume Ready"), "{}", report.liveness);
 }
+
+#[test]
+fn a_slow_source_syncs_within_its_timeout_and_past_it_keeps_the_published_revision() {
+    let text = r#"
+description: a source answers 5 s late, then 40 s late (past the 20 s syncTimeout), then on time
+steps:
+  - install: true
+  - apply: |
+      {"apiVersion":"sv.sharedvolume.io/v1alpha1","kind":"SharedVolume","metadata":{"name":"v","namespace":"default"},"spec":{"mountPath":"/mnt/v","storageClassName":"standard","storage":{"capacity":"1Gi"},"syncInterval":"30s","syncTimeout":"20s","source":{"http":{"url":"https://files.example.com/v.tar.gz"}}}}
+  - sourceSlow: {identity: "http https://files.example.com/v.tar.gz", delay: 5s}
+  - source: {identity: "http https://files.example.com/v.tar.gz", revision: r1, files: {README.md: one}}
+  - waitFor: {volume: default/v, phase: Ready, revision: r1, within: 3m}
+  - sourceSlow: {identity: "http https://files.example.com/v.tar.gz", delay: 40s}
+  - source: {identity: "http https://files.example.com/v.tar.gz", revision: r2, files: {README.md: two}}
+  - waitFor: {volume: default/v, condition: Synced=False, within: 2m}
+  - waitFor: {volume: default/v, phase: Ready, revision: r1}
+"#;
+    let scenario: Scenario = serde_saphyr::from_str(text).expect("parses");
+    let report = scenario.run().unwrap_or_else(|e| panic!("{e}"));
+    // Still 40 s late at the end: the volume waits on its source, and liveness says so.
+    assert!(report.liveness.contains("as expected: [\"default/v\"]"), "{}", report.liveness);
+
+    let mut healed = scenario.clone();
+    healed.steps.extend(
+        serde_saphyr::from_str::<Vec<sv_sim::scenario::Step>>(
+            r#"
+- sourceSlow: {identity: "http https://files.example.com/v.tar.gz", delay: 0s}
+- waitFor: {volume: default/v, phase: Ready, revision: r2, within: 2m}
+"#,
+        )
+        .expect("parses"),
+    );
+    let report = healed.run().unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.liveness.contains("every volume Ready"), "{}", report.liveness);
+}

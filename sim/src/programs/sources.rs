@@ -72,6 +72,8 @@ struct CatalogInner {
     fetches: BTreeMap<String, u64>,
     /// Sources whose last fetch presented credentials they refuse.
     refused: std::collections::BTreeSet<String>,
+    /// How long each slow source takes to answer a fetch.
+    latency: BTreeMap<String, Duration>,
 }
 
 impl SourceCatalog {
@@ -90,6 +92,21 @@ impl SourceCatalog {
             files: vec![SimFile::new("README.md", &format!("Simulated content of {identity}.\n"))],
             credential: None,
         })
+    }
+
+    /// Every fetch of the source at `identity` is answered `delay` later from now on (a busy
+    /// or distant host; zero ends it). Past a volume's `syncTimeout`, every sync of it times out.
+    pub fn set_latency(&self, identity: &str, delay: Duration) {
+        let mut inner = self.lock();
+        match delay.is_zero() {
+            true => inner.latency.remove(identity),
+            false => inner.latency.insert(identity.to_string(), delay),
+        };
+    }
+
+    /// How long a fetch of the source at `identity` takes to be answered.
+    pub fn latency(&self, identity: &str) -> Duration {
+        self.lock().latency.get(identity).copied().unwrap_or_default()
     }
 
     /// How many fetches reached the source at `identity`.
@@ -178,6 +195,10 @@ async fn fetch(State(catalog): State<SourceCatalog>, Json(request): Json<FetchRe
     let refused =
         matches!(&state, SourceState::Tree { credential: Some(wanted), .. } if !request.credentials.contains(wanted));
     catalog.note_refusal(&request.identity, refused);
+    let latency = catalog.latency(&request.identity);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match state {
         SourceState::Hanging => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
