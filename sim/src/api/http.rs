@@ -113,7 +113,7 @@ where
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     tokio::select! {
         result = connection => if let Err(e) = result {
-            tracing::debug!(error = %e, "api connection ended");
+            tracing::debug!(error = %e, ?peer, "api connection ended");
         },
         _ = stop.cancelled() => {}
     }
