@@ -5,8 +5,8 @@
 //!
 //! - [`BlockingTcpConnector`]: real TCP through blocking sockets.
 //! - [`InProcessConnector`]: a server in the same process, called directly with each record (the
-//!   simulation's syncer reaches its simulated `sv-nfs` this way: simulated sockets can only be
-//!   driven from the simulation's own thread, and the syncer writes from blocking threads).
+//!   simulation's syncer reaches its simulated `sv-nfs` this way: its seam is synchronous, and a
+//!   synchronous call cannot wait for the simulation's sockets).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -16,9 +16,15 @@ use std::sync::Arc;
 use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::net::Connector;
 
-/// Real TCP with blocking sockets and `TCP_NODELAY`.
+/// Real TCP with blocking sockets and `TCP_NODELAY`. A read or write that waits longer than
+/// [`SOCKET_TIMEOUT`] fails with `TimedOut` (the client then tries a new connection, and gives
+/// up after its retries): a thread blocked on a server that stopped answering could not be
+/// cancelled otherwise.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BlockingTcpConnector;
+
+/// How long a blocking read or write may wait: the kernel client's default `timeo=600` (60 s).
+pub const SOCKET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A TCP stream whose reads and writes block the calling thread.
 pub struct BlockingStream(TcpStream);
@@ -27,8 +33,10 @@ impl Connector for BlockingTcpConnector {
     type Connection = BlockingStream;
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Connection> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = TcpStream::connect_timeout(&addr, SOCKET_TIMEOUT)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(SOCKET_TIMEOUT))?;
+        stream.set_write_timeout(Some(SOCKET_TIMEOUT))?;
         Ok(BlockingStream(stream))
     }
 

@@ -5,9 +5,10 @@
 //! ([`NfsFs`]) mounts the PersistentVolume's export (the writer's path, with its token) from the
 //! server that kube-proxy routes the PV's address to, so the server's capacity, `NOSPC`, COMMIT
 //! and write verifier, caches and identity policy meet the syncer. The calls go to that server
-//! in-process ([`InProcessConnector`]) rather than over simulated sockets: the syncer stages on
-//! blocking threads, which cannot drive the simulation's sockets, and while they run the
-//! simulated time stands still, so the calls take no simulated time. Not modelled on this path:
+//! in-process ([`InProcessConnector`]) rather than over simulated sockets: the seam is
+//! synchronous, as system calls are (in a cluster the syncer stages on blocking threads), and a
+//! synchronous call cannot wait for the simulation's sockets; while it runs the simulated time
+//! stands still, so the calls take no simulated time. Not modelled on this path:
 //! partitions between the syncer and its server (a crashed or replaced server is: the calls fail
 //! as on a reset connection, and the sync is tried again).
 
@@ -36,7 +37,8 @@ use crate::page_cache::SharedPageCache;
 pub(super) struct Network {
     pub proxy: Option<ServiceProxy>,
     pub servers: NfsServers,
-    /// What the servers did not sync (calls from the syncer's blocking threads report it too).
+    /// What the servers did not sync: a call the syncer makes in-process reports it to the
+    /// journal of the server's node, as one over the network would.
     pub page_cache: SharedPageCache,
 }
 
