@@ -252,7 +252,7 @@ const MAX_CACHED_ENTRIES: usize = 200_000;
 struct CachedEntry {
     fh: Fh,
     attr: fattr3,
-    at: tokio::time::Instant,
+    at: known::Instant,
 }
 
 struct RawEntry {
@@ -1538,7 +1538,7 @@ impl Export {
         if entries.len() >= MAX_CACHED_ENTRIES {
             entries.clear();
         }
-        let entry = CachedEntry { fh: fh.clone(), attr: attr.clone(), at: tokio::time::Instant::now() };
+        let entry = CachedEntry { fh: fh.clone(), attr: attr.clone(), at: known::Instant::now() };
         entries.insert((dir.clone(), name.to_vec()), entry);
     }
 
@@ -1779,11 +1779,18 @@ fn load_or_create_stored_key(root: &OwnedFd) -> io::Result<[u8; 32]> {
     }
 }
 
-/// What the simulation watches (`sv_common::durability`, `sv_common::bugs`); nothing in a build
-/// without the programs' common crate (the fuzz targets).
+/// What the simulation watches (`sv_common::durability`, `sv_common::bugs`) or drives (the clock
+/// of the entry cache, `sv_common::monotonic`: the simulation's syncer calls the server from
+/// another host's runtime); nothing in a build without the programs' common crate (the fuzz
+/// targets).
 mod known {
     #[cfg(not(feature = "program"))]
     use std::os::fd::BorrowedFd;
+
+    #[cfg(not(feature = "program"))]
+    pub(super) use std::time::Instant;
+    #[cfg(feature = "program")]
+    pub(super) use sv_common::monotonic::MonotonicInstant as Instant;
 
     #[cfg(feature = "program")]
     pub(super) use sv_common::durability::{before_unsynced_write, synced};

@@ -26,6 +26,7 @@ pub mod programs;
 pub mod scenario;
 pub mod serve;
 pub mod summary;
+pub mod teardown;
 pub mod world;
 
 /// Logs of a simulation test, filtered by `RUST_LOG` and shown only for failing tests; a second

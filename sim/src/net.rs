@@ -14,8 +14,37 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A turmoil TCP stream that hyper's client can pool.
-pub struct SimStream(turmoil::net::TcpStream);
+/// A turmoil TCP stream as the simulation opens and accepts them: numbered in the order it was
+/// opened, so that a crashed host's streams close in that order (see [`crate::teardown`]). Also
+/// what hyper's client pools.
+pub struct SimStream {
+    stream: Option<turmoil::net::TcpStream>,
+    number: u64,
+}
+
+impl SimStream {
+    /// Connects to `addr` on the simulated network.
+    pub async fn connect(addr: impl turmoil::ToSocketAddrs) -> io::Result<Self> {
+        Ok(Self::opened(turmoil::net::TcpStream::connect(addr).await?))
+    }
+
+    /// A stream a listener accepted or the caller connected.
+    pub fn opened(stream: turmoil::net::TcpStream) -> Self {
+        Self { stream: Some(stream), number: crate::teardown::next_stream_number() }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut turmoil::net::TcpStream> {
+        self.stream.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            drop(crate::teardown::keep_if_tearing_down(self.number, stream));
+        }
+    }
+}
 
 impl Connection for SimStream {
     fn connected(&self) -> Connected {
@@ -25,19 +54,19 @@ impl Connection for SimStream {
 
 impl AsyncRead for SimStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(self.stream()?).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for SimStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(self.stream()?).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(self.stream()?).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(self.stream()?).poll_shutdown(cx)
     }
 }
 
@@ -59,8 +88,7 @@ impl tower::Service<http::Uri> for SimConnector {
             let host =
                 uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?.to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-            Ok(TokioIo::new(SimStream(stream)))
+            Ok(TokioIo::new(SimStream::connect((host.as_str(), port)).await?))
         })
     }
 }
@@ -121,11 +149,17 @@ impl SimClock {
     }
 }
 
+impl SimClock {
+    /// The simulation's elapsed time: one timeline for every host, across their restarts.
+    pub fn elapsed(&self) -> std::time::Duration {
+        turmoil::sim_elapsed()
+            .unwrap_or_else(|| std::time::Duration::from_nanos(self.harness_elapsed.load(Ordering::Relaxed)))
+    }
+}
+
 impl sv_operator::clock::Clock for SimClock {
     fn now(&self) -> Timestamp {
-        let elapsed = turmoil::sim_elapsed()
-            .unwrap_or_else(|| std::time::Duration::from_nanos(self.harness_elapsed.load(Ordering::Relaxed)));
-        let elapsed = SignedDuration::try_from(elapsed).unwrap_or(SignedDuration::MAX);
+        let elapsed = SignedDuration::try_from(self.elapsed()).unwrap_or(SignedDuration::MAX);
         self.start.checked_add(elapsed).unwrap_or(Timestamp::MAX)
     }
 }
@@ -166,13 +200,13 @@ impl SimListener {
 }
 
 impl axum::serve::Listener for SimListener {
-    type Io = turmoil::net::TcpStream;
+    type Io = SimStream;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok(accepted) => return accepted,
+                Ok((stream, peer)) => return (SimStream::opened(stream), peer),
                 // As axum's own TCP listener does: an accept error is the listener's, not the
                 // server's; wait a little and go on.
                 Err(error) => {
@@ -189,11 +223,11 @@ impl axum::serve::Listener for SimListener {
 }
 
 impl sv_nfs::server::Listener for SimListener {
-    type Io = turmoil::net::TcpStream;
+    type Io = SimStream;
 
     async fn accept(&mut self) -> io::Result<(Self::Io, String)> {
         let (stream, peer) = self.0.accept().await?;
-        Ok((stream, peer.to_string()))
+        Ok((SimStream::opened(stream), peer.to_string()))
     }
 }
 
@@ -206,7 +240,7 @@ pub async fn http_request(
     timeout: std::time::Duration,
 ) -> Result<(http::StatusCode, bytes::Bytes), String> {
     let exchange = async {
-        let stream = turmoil::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        let stream = SimStream::connect((host, port)).await.map_err(|e| e.to_string())?;
         http_exchange(stream, request).await
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out after {timeout:?}"))?

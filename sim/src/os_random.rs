@@ -14,8 +14,8 @@
 //!
 //! ahash (kube-runtime's object caches) makes each map's keys from process-wide keys, drawn once
 //! through `getrandom`, and a per-map number from its source, which by default adds up addresses
-//! (different in every process): [`seed_ahash_keys`] gives it a source that draws from the seed
-//! on a world's thread. foldhash (hashbrown's default, kube-runtime's scheduler) mixes addresses
+//! (different in every process): [`seed_ahash_keys`] gives it a source that draws from a stream
+//! of the world's seed on a world's thread ([`seed_ahash_stream`]). foldhash (hashbrown's default, kube-runtime's scheduler) mixes addresses
 //! and the time into its keys with no way in; the scheduler only looks entries up, never iterates.
 //!
 //! std draws a thread's `HashMap` keys once, when the thread makes its first one: a world seeds
@@ -83,7 +83,22 @@ pub fn seed_std_hash_keys() -> bool {
     sv_common::entropy::seeded_os_bytes_drawn() > before
 }
 
-/// ahash's source of per-map keys: the seeded stream on a world's thread; elsewhere a counter
+thread_local! {
+    /// The state of this thread's stream of ahash per-map keys, once a world seeded it.
+    static AHASH_KEYS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Starts this thread's stream of ahash per-map keys from `seed` (a world's, at its start).
+///
+/// A stream of its own: drawn from the stream the interposed `getrandom` serves, the keys moved
+/// with whatever libraries had drawn there, and a library that draws once per process (at its
+/// first use) drew only in the first world of a process, so later worlds in the same process
+/// listed their caches in another order.
+pub fn seed_ahash_stream(seed: u64) {
+    AHASH_KEYS.with(|keys| keys.set(Some(seed ^ 0x6168_6173_685f_6b73)));
+}
+
+/// ahash's source of per-map keys: the world's stream on a world's thread; elsewhere a counter
 /// moved by an address, as ahash's own source does.
 struct SeededAhashKeys {
     elsewhere: std::sync::atomic::AtomicUsize,
@@ -91,11 +106,15 @@ struct SeededAhashKeys {
 
 impl ahash::random_state::RandomSource for SeededAhashKeys {
     fn gen_hasher_seed(&self) -> usize {
-        let mut bytes = [0u8; std::mem::size_of::<usize>()];
-        if sv_common::entropy::fill_seeded_os(&mut bytes) {
-            return usize::from_le_bytes(bytes);
-        }
-        self.elsewhere.fetch_add(std::ptr::from_ref(self) as usize, std::sync::atomic::Ordering::Relaxed)
+        let seeded = AHASH_KEYS.with(|keys| {
+            let mut state = keys.get()?;
+            let key = sv_common::entropy::splitmix64(&mut state);
+            keys.set(Some(state));
+            Some(key as usize)
+        });
+        seeded.unwrap_or_else(|| {
+            self.elsewhere.fetch_add(std::ptr::from_ref(self) as usize, std::sync::atomic::Ordering::Relaxed)
+        })
     }
 }
 
@@ -254,8 +273,8 @@ mod tests {
     fn a_seeded_thread_iterates_ahash_maps_in_the_seeds_order() {
         let order = |seed: u64| {
             std::thread::spawn(move || {
-                sv_common::entropy::seed_thread(seed);
                 assert!(seed_ahash_keys());
+                seed_ahash_stream(seed);
                 let map: ahash::AHashMap<u32, ()> = (0..64).map(|i| (i, ())).collect();
                 map.into_keys().collect::<Vec<_>>()
             })

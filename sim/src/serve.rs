@@ -382,7 +382,7 @@ impl Bridge {
             let Some((host, target_port)) = self.target(port) else { return };
             let tls = tls.clone();
             tokio::spawn(async move {
-                let mut inside = match turmoil::net::TcpStream::connect((host.as_str(), target_port)).await {
+                let mut inside = match crate::net::SimStream::connect((host.as_str(), target_port)).await {
                     Ok(inside) => inside,
                     Err(error) => return tracing::debug!(%host, target_port, %error, "connecting a bridged port"),
                 };

@@ -91,6 +91,8 @@ pub struct World {
     pod_hosts: BTreeSet<String>,
     /// Hosts made with the world (API server, sources, operator replicas).
     fixed_hosts: BTreeSet<String>,
+    /// Hosts crashed and not restarted yet (see [`crate::teardown`]).
+    down_hosts: crate::teardown::DownHosts,
     /// Where the pods' volumes live; removed with the world.
     data: tempfile::TempDir,
     /// Flags the operator gets beyond `run --identity=operator-0`, read at each of its starts.
@@ -165,11 +167,13 @@ impl World {
         // from the seed (see `sv_common::entropy` and `crate::os_random`). First of all, before
         // anything here makes a HashMap.
         sv_common::entropy::seed_thread(config.seed);
+        crate::teardown::reset();
         // fastrand seeds each thread's generator from the wall clock; kube-runtime's watch
         // back-off (backon) takes its jitter from it, so the order clients come back after an
         // API server restart would change from run to run.
         fastrand::seed(config.seed ^ 0x6661_7374_7261_6e64);
         let std_hash_keys_seeded = crate::os_random::seed_std_hash_keys() & crate::os_random::seed_ahash_keys();
+        crate::os_random::seed_ahash_stream(config.seed);
         crate::os_random::seed_certificate_keys();
         let mut builder = turmoil::Builder::new();
         builder
@@ -185,6 +189,11 @@ impl World {
         let log_tap = crate::logtap::LogTap::default();
         let log_subscriber = log_tap.install();
         let clock = Arc::new(SimClock::new(config.start));
+        // What the programs remember and compare later (the NFS server's entry cache) reads the
+        // simulation's time: each host's tokio clock starts from the wall time its runtime was
+        // made, so comparing across hosts or restarts would measure the machine's load.
+        let monotonic = clock.clone();
+        sv_common::monotonic::install_thread_source(move || Some(monotonic.elapsed()));
         let skews = crate::net::ClockSkews::default();
         let page_cache = crate::page_cache::SharedPageCache::default();
         sv_common::durability::install(Some(std::rc::Rc::new(page_cache.clone())));
@@ -224,6 +233,7 @@ impl World {
             sources: sources.clone(),
             pod_hosts: BTreeSet::new(),
             fixed_hosts: BTreeSet::new(),
+            down_hosts: Default::default(),
             data,
             operator_args: Arc::default(),
             seed: config.seed,
@@ -241,29 +251,36 @@ impl World {
 
         let nodes = config.nodes.clone();
         world.fixed_hosts.insert(API_HOST.to_string());
-        world.sim.host(API_HOST, move || {
-            let (api, nodes, programs) = (api.clone(), nodes.clone(), programs.clone());
-            async move {
-                // A restarted API server keeps its storage; its clients lost their connections and
-                // watches and must recover.
-                api.drop_watches();
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", API_PORT)).await?;
-                let runtime: Box<dyn PodRuntime> = match programs {
-                    Some(programs) => Box::new(programs),
-                    None => Box::new(AlwaysReady),
-                };
-                let mut cluster = Cluster::new(api.clone(), runtime);
-                for node in &nodes {
-                    cluster.add_node(node);
+        world.sim.host(
+            API_HOST,
+            crate::teardown::host_software(API_HOST, world.down_hosts.clone(), move || {
+                let (api, nodes, programs) = (api.clone(), nodes.clone(), programs.clone());
+                async move {
+                    // A restarted API server keeps its storage; its clients lost their connections and
+                    // watches and must recover.
+                    api.drop_watches();
+                    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", API_PORT)).await?;
+                    let runtime: Box<dyn PodRuntime> = match programs {
+                        Some(programs) => Box::new(programs),
+                        None => Box::new(AlwaysReady),
+                    };
+                    let mut cluster = Cluster::new(api.clone(), runtime);
+                    for node in &nodes {
+                        cluster.add_node(node);
+                    }
+                    tokio::spawn(cluster.run(CancellationToken::new()));
+                    http::serve_turmoil(api, listener).await;
+                    Ok(())
                 }
-                tokio::spawn(cluster.run(CancellationToken::new()));
-                http::serve_turmoil(api, listener).await;
-                Ok(())
-            }
-        });
+            }),
+        );
         if config.programs {
             world.fixed_hosts.insert(SOURCES_HOST.to_string());
-            world.sim.host(SOURCES_HOST, move || sources::serve(sources.clone()));
+            let down = world.down_hosts.clone();
+            world.sim.host(
+                SOURCES_HOST,
+                crate::teardown::host_software(SOURCES_HOST, down, move || sources::serve(sources.clone())),
+            );
         }
         if config.operator {
             for replica in 0..config.operator_replicas.max(1) {
@@ -272,24 +289,28 @@ impl World {
                 let clock = Arc::new(crate::net::SkewedClock::new(clock.clone(), &host, skews.clone()));
                 let operator_args = world.operator_args.clone();
                 let api = world.api.clone();
-                world.sim.host(host, move || {
-                    let (clock, operator_args, identity) = (clock.clone(), operator_args.clone(), identity.clone());
-                    let token = crate::install::operator_token(&api);
-                    async move {
-                        // The kubelet restarts the container whenever the program exits (lost
-                        // lease, fatal error), with the usual doubling back-off.
-                        let mut backoff = Duration::from_secs(10);
-                        loop {
-                            let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
-                            match run_operator(clock.clone(), &identity, &extra, &token).await {
-                                Ok(()) => tracing::info!(%identity, "operator exited"),
-                                Err(e) => tracing::warn!(%identity, error = %e, "operator exited with an error"),
+                let down = world.down_hosts.clone();
+                world.sim.host(
+                    host.clone(),
+                    crate::teardown::host_software(&host, down, move || {
+                        let (clock, operator_args, identity) = (clock.clone(), operator_args.clone(), identity.clone());
+                        let token = crate::install::operator_token(&api);
+                        async move {
+                            // The kubelet restarts the container whenever the program exits (lost
+                            // lease, fatal error), with the usual doubling back-off.
+                            let mut backoff = Duration::from_secs(10);
+                            loop {
+                                let extra = operator_args.lock().map(|a| a.clone()).unwrap_or_default();
+                                match run_operator(clock.clone(), &identity, &extra, &token).await {
+                                    Ok(()) => tracing::info!(%identity, "operator exited"),
+                                    Err(e) => tracing::warn!(%identity, error = %e, "operator exited with an error"),
+                                }
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(300));
                             }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(300));
                         }
-                    }
-                });
+                    }),
+                );
             }
         }
         Ok(world)
@@ -303,7 +324,7 @@ impl World {
         Fut: std::future::Future<Output = turmoil::Result> + 'static,
     {
         self.fixed_hosts.insert(name.to_string());
-        self.sim.host(name, software);
+        self.sim.host(name, crate::teardown::host_software(name, self.down_hosts.clone(), software));
     }
 
     /// The contents of every source the syncers fetch from.
@@ -347,17 +368,12 @@ impl World {
             match command {
                 HostCommand::Start { host, software } => {
                     self.note(&format!("start {host}"));
-                    self.sim.host(host.as_str(), move || software());
+                    let down = self.down_hosts.clone();
+                    self.sim.host(host.as_str(), crate::teardown::host_software(&host, down, move || software()));
                     self.pod_hosts.insert(host);
                 }
-                HostCommand::Crash { host } if self.pod_hosts.contains(&host) => {
-                    self.note(&format!("crash {host}"));
-                    self.sim.crash(host.as_str());
-                }
-                HostCommand::Restart { host } if self.pod_hosts.contains(&host) => {
-                    self.note(&format!("restart {host}"));
-                    self.sim.bounce(host.as_str());
-                }
+                HostCommand::Crash { host } if self.pod_hosts.contains(&host) => self.crash(&host),
+                HostCommand::Restart { host } if self.pod_hosts.contains(&host) => self.restart(&host),
                 HostCommand::Crash { .. } | HostCommand::Restart { .. } => {}
             }
         }
@@ -696,17 +712,28 @@ impl World {
         }
     }
 
+    /// Crashes `host`: its program stops, its connections close (in the order they were opened,
+    /// see [`crate::teardown`]), and it runs nothing until [`World::bounce`].
     pub fn crash(&mut self, host: &str) {
         self.note(&format!("crash {host}"));
-        self.sim.crash(host);
+        self.down_hosts.borrow_mut().insert(host.to_string());
+        // A restart into software that does nothing: turmoil's crash would leave the host no
+        // software to close the connections from, in order.
+        crate::teardown::tearing_down(|| self.sim.bounce(host));
     }
 
+    /// Restarts `host`'s program, after a crash or while it runs (its connections close first).
     pub fn bounce(&mut self, host: &str) {
         if self.crash_after.as_ref().is_some_and(|(armed, _)| armed == host) {
             self.crash_after = None;
         }
+        self.restart(host);
+    }
+
+    fn restart(&mut self, host: &str) {
         self.note(&format!("restart {host}"));
-        self.sim.bounce(host);
+        self.down_hosts.borrow_mut().remove(host);
+        crate::teardown::tearing_down(|| self.sim.bounce(host));
     }
 }
 

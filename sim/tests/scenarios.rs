@@ -52,20 +52,9 @@ fn every_scenario_replays_and_keeps_the_invariants() {
         if file.parent().is_some_and(|d| d.ends_with("regressions")) {
             continue;
         }
-        if LOAD_SENSITIVE.contains(&name.as_str()) {
-            eprintln!("{name}: passed; its snapshot is not compared (it still depends on the machine's load)");
-            continue;
-        }
         insta::assert_snapshot!(name, outcome);
     }
 }
-
-/// Scenarios whose run still changes with the machine's load, so their snapshot would fail at
-/// random: they run above with every invariant and liveness, but what they did is not compared.
-/// `control-plane-faults` gave three different trace hashes in separate processes, quiet and beside
-/// four busy loops (2026-12-07): the operator's connections from before its partition end at other
-/// simulated times around 105 s; something still reads the wall clock (docs/sim.md, "Snapshots").
-const LOAD_SENSITIVE: &[&str] = &["control-plane-faults"];
 
 #[test]
 fn a_scenario_that_expects_the_impossible_fails_at_its_step() {

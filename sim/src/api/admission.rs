@@ -922,7 +922,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// A connection on the simulated network inside a simulation, on the real one outside.
 async fn connect(host: &str, port: u16) -> std::io::Result<Box<dyn Stream>> {
     if turmoil::sim_elapsed().is_some() {
-        Ok(Box::new(turmoil::net::TcpStream::connect((host, port)).await?))
+        Ok(Box::new(crate::net::SimStream::connect((host, port)).await?))
     } else {
         Ok(Box::new(tokio::net::TcpStream::connect((host, port)).await?))
     }

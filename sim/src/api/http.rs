@@ -143,6 +143,7 @@ pub async fn serve_turmoil(server: ApiServer, listener: turmoil::net::TcpListene
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let stream = crate::net::SimStream::opened(stream);
                 tokio::spawn(serve_connection(server.clone(), stream, stop.child_token(), Some(peer.ip())));
             }
             Err(e) => tracing::warn!(error = %e, "accepting an API connection"),

@@ -250,14 +250,14 @@ struct ProxyConnector {
 }
 
 impl Connector for ProxyConnector {
-    type Connection = Stream<turmoil::net::TcpStream>;
+    type Connection = Stream<crate::net::SimStream>;
 
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<Self::Connection> {
         let backend = self
             .proxy
             .route(&self.server, addr.port())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()))?;
-        Ok(Stream(turmoil::net::TcpStream::connect((backend.host.as_str(), backend.port)).await?))
+        Ok(Stream(crate::net::SimStream::connect((backend.host.as_str(), backend.port)).await?))
     }
 
     async fn connect_with_port(&self, addr: SocketAddr, _local_port: u16) -> std::io::Result<Self::Connection> {

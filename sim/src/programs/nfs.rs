@@ -32,9 +32,9 @@ pub(super) fn export_dir(context: &PodContext) -> Result<PathBuf, String> {
 struct Loopback(u16);
 
 impl Connector for Loopback {
-    type Io = turmoil::net::TcpStream;
+    type Io = crate::net::SimStream;
     async fn connect(&self) -> std::io::Result<Self::Io> {
-        turmoil::net::TcpStream::connect(("127.0.0.1", self.0)).await
+        crate::net::SimStream::connect(("127.0.0.1", self.0)).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use tokio::time::Instant;
+use sv_common::monotonic::MonotonicInstant as Instant;
 
 use crate::net::http_request;
 
@@ -51,7 +51,10 @@ impl HttpProbe {
 }
 
 /// Probe results so far. The probe itself runs as a task on the kubelet's host; its answer is
-/// picked up on the kubelet's next pass.
+/// picked up on the kubelet's next pass. Times are the simulation's ([`Instant`]): this state
+/// outlives the kubelet host's runtime when the API server restarts, and a tokio instant from the
+/// old runtime compared under the new one measures wall time (probes then paused for a span the
+/// machine's load decided).
 #[derive(Debug, Default)]
 pub(super) struct ProbeState {
     ready: bool,
@@ -68,13 +71,13 @@ impl ProbeState {
         if let Some((started, slot)) = &self.in_flight {
             let answer = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             // A probe whose task died with the kubelet's host never answers: a failure.
-            let answer = answer.or_else(|| (now - *started > probe.timeout * 2).then_some(false));
+            let answer = answer.or_else(|| (started.elapsed() > probe.timeout * 2).then_some(false));
             if let Some(success) = answer {
                 self.in_flight = None;
                 self.record(success, probe);
             }
         }
-        let due = self.last_started.is_none_or(|last| now - last >= probe.period);
+        let due = self.last_started.is_none_or(|last| last.elapsed() >= probe.period);
         if self.in_flight.is_none() && due && tokio::runtime::Handle::try_current().is_ok() {
             let slot = Arc::new(Mutex::new(None));
             let (host, answer, probe) = (host.to_string(), slot.clone(), probe.clone());
@@ -133,6 +136,41 @@ mod tests {
         assert_eq!(probe.timeout, Duration::from_secs(1));
         assert_eq!(probe.failure_threshold, 3);
         assert_eq!(HttpProbe::readiness(&serde_json::json!({"readinessProbe": {"exec": {}}})), None);
+    }
+
+    /// The state outlives the kubelet's runtime (an API server restart makes a new one): the next
+    /// probe is due a period after the last on the simulation's clock, whatever the runtimes.
+    #[test]
+    fn the_next_probe_is_due_by_the_simulations_clock_across_runtimes() {
+        std::thread::spawn(|| {
+            let now = std::rc::Rc::new(std::cell::Cell::new(Duration::from_secs(60)));
+            let source = now.clone();
+            sv_common::monotonic::install_thread_source(move || Some(source.get()));
+            let probe = HttpProbe {
+                path: "/".into(),
+                port: 1,
+                period: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                failure_threshold: 3,
+            };
+            let mut state = ProbeState::default();
+            let runtime = || tokio::runtime::Builder::new_current_thread().start_paused(true).build().expect("runtime");
+            let first = runtime();
+            first.block_on(async { tokio::time::advance(Duration::from_secs(3600)).await });
+            first.block_on(async { state.poll("host", &probe) });
+            let started = state.last_started.expect("a probe started");
+            drop(first);
+            now.set(Duration::from_secs(65));
+            let second = runtime();
+            second.block_on(async { state.poll("host", &probe) });
+            assert_eq!(state.last_started, Some(started), "not due within the period");
+            now.set(Duration::from_secs(71));
+            second.block_on(async { state.poll("host", &probe) });
+            assert!(state.last_started.is_some_and(|at| at > started), "due a period later");
+            sv_common::monotonic::uninstall_thread_source();
+        })
+        .join()
+        .expect("the thread");
     }
 
     #[test]
