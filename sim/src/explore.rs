@@ -4,8 +4,8 @@
 //!
 //! A generated scenario is an ordinary [`Scenario`]: the same steps a person writes, so a shrunk
 //! failure reads as one. Every run gets a thread of its own ([`crate::os_random::on_new_thread`])
-//! so that its seed decides its HashMap keys; a written failure replays exactly in a process of
-//! its own (`sv-sim run`; see docs/sim.md on replay within one process).
+//! so that its seed decides its HashMap keys; a written failure replays exactly, here and in
+//! `sv-sim run` (docs/sim.md, "Determinism").
 //!
 //! What counts as a failure is a broken invariant or liveness (everything that can converge did
 //! not, once every fault healed). A fault aimed at a pod that is not there is skipped

@@ -24,9 +24,8 @@ fn every_scenario_replays_and_keeps_the_invariants() {
     assert!(files.len() >= 3, "{files:?}");
     let regressions = files.iter().filter(|f| f.parent().is_some_and(|d| d.ends_with("regressions"))).count();
     eprintln!("{} scenario(s), of which {regressions} regression(s) from sv-sim explore", files.len());
-    // Each in a process of its own, as `sv-sim run` replays it: one seed replays byte for byte
-    // across processes, while worlds run one after another in a process can differ (see
-    // docs/sim.md, "Determinism").
+    // Each in a process of its own, as a user replays it with `sv-sim run` (one seed replays byte
+    // for byte there and in this process alike; docs/sim.md, "Determinism").
     let mut failures = Vec::new();
     let mut outcomes = Vec::new();
     for file in &files {
