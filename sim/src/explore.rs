@@ -169,6 +169,7 @@ impl Generator {
             50..=63 => self.nfs_server_fault(&live),
             64..=87 => self.control_plane_fault(),
             88..=93 => self.heal_one(),
+            94..=97 => self.invalid_volume(),
             _ => false,
         };
         if !done {
@@ -279,6 +280,33 @@ impl Generator {
         if self.choices.chance(75) {
             self.consumer(&[self.volumes.len() - 1]);
         }
+    }
+
+    /// A volume the operator's validation refuses (one wrong field): the webhook refuses it, or,
+    /// while the webhook is down, the operator marks it Failed naming the field.
+    fn invalid_volume(&mut self) -> bool {
+        self.made += 1;
+        let n = self.made;
+        let cluster = self.choices.chance(35);
+        let mut spec = json!({
+            "mountPath": format!("/mnt/vol-{n}"),
+            "storageClassName": "standard",
+            "storage": {"capacity": "1Gi", "accessMode": "ReadOnly"},
+            "source": {"http": {"url": format!("https://files.example.com/vol-{n}/data.tar.gz")}},
+        });
+        let field = invalid_spec(self.choices.below(INVALID_SPECS), &mut spec);
+        let mut metadata = json!({"name": format!("bad-{n}")});
+        let kind = match cluster {
+            true => "ClusterSharedVolume",
+            false => {
+                metadata["namespace"] = json!(self.choices.pick(&["default", "team-a"]));
+                "SharedVolume"
+            }
+        };
+        let document =
+            json!({"apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec});
+        self.steps.push(Step::ApplyInvalid { field: field.to_string(), manifest: format!("{document}\n") });
+        true
     }
 
     fn consumer(&mut self, live: &[usize]) -> bool {
@@ -529,6 +557,37 @@ impl Generator {
             }
         }
         self.steps.push(Step::RunFor("30s".into()));
+    }
+}
+
+/// How many kinds of invalid spec [`invalid_spec`] makes.
+const INVALID_SPECS: usize = 5;
+
+/// Makes one field of a valid `spec` wrong (kind `which` of [`INVALID_SPECS`]) and names it.
+fn invalid_spec(which: usize, spec: &mut Value) -> &'static str {
+    match which {
+        0 => {
+            spec["mountPath"] = json!("relative/dir");
+            "spec.mountPath"
+        }
+        1 => {
+            spec["storage"]["capacity"] = json!("lots");
+            "spec.storage.capacity"
+        }
+        2 => {
+            spec["syncInterval"] = json!("soon");
+            "spec.syncInterval"
+        }
+        3 => {
+            // Credentials in the URL's userinfo: refused, and never echoed back.
+            spec["source"] =
+                json!({"git": {"url": "ftp://explorer:hunter2@git.example.com/repo.git", "branch": "main"}});
+            "spec.source.git.url"
+        }
+        _ => {
+            spec["source"]["git"] = json!({"url": "https://git.example.com/org/repo.git", "branch": "main"});
+            "spec.source"
+        }
     }
 }
 
@@ -890,5 +949,32 @@ impl std::fmt::Display for Summary {
             per_minute,
             self.simulated.as_secs_f64() / self.run_wall.as_secs_f64().max(0.001)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each invalid spec the generator makes is wrong in the field it names, and in no other:
+    /// liveness holds the operator to a Failed volume naming that field.
+    #[test]
+    fn every_invalid_spec_is_invalid_in_the_field_it_names() {
+        for which in 0..INVALID_SPECS {
+            for kind in ["SharedVolume", "ClusterSharedVolume"] {
+                let mut spec = json!({
+                    "mountPath": "/mnt/v",
+                    "storageClassName": "standard",
+                    "storage": {"capacity": "1Gi", "accessMode": "ReadOnly"},
+                    "source": {"http": {"url": "https://files.example.com/v/data.tar.gz"}},
+                });
+                let mut volume = json!({"apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": kind,
+                    "metadata": {"name": "v", "namespace": "default"}, "spec": spec.clone()});
+                assert_eq!(crate::scenario::invalid_field(&volume), None, "the base spec is valid");
+                let field = invalid_spec(which, &mut spec);
+                volume["spec"] = spec;
+                assert_eq!(crate::scenario::invalid_field(&volume).as_deref(), Some(field), "{kind} {which}");
+            }
+        }
     }
 }

@@ -72,6 +72,14 @@ pub enum Step {
     Install(bool),
     Example(String),
     Apply(String),
+    /// A volume whose spec is invalid (one object), stored past the admission webhooks as the
+    /// scenario's writes are (as when the webhook is down: its failure policy is Ignore). Liveness
+    /// holds the operator to marking it Failed with a message naming `field`, not to Ready. A
+    /// refusal (the API server's own checks) must name `field` too.
+    ApplyInvalid {
+        field: String,
+        manifest: String,
+    },
     RunFor(String),
     WaitFor(Wait),
     Source(SourceStep),
@@ -537,6 +545,25 @@ fn duration(text: &str) -> Result<Duration, String> {
     sv_operator::units::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// The first field the operator's own validation finds wrong in a stored volume, if any (a spec
+/// that does not even read as one is wrong as a whole: `spec`).
+pub(crate) fn invalid_field(volume: &Value) -> Option<String> {
+    use sv_operator::api::validation::{VolumeInput, validate_volume};
+    use sv_operator::api::{ClusterSharedVolume, SharedVolume};
+    let validation = match volume["kind"].as_str() {
+        Some("SharedVolume") => match serde_json::from_value::<SharedVolume>(volume.clone()) {
+            Ok(v) => validate_volume(VolumeInput::of(&v), None),
+            Err(_) => return Some("spec".to_string()),
+        },
+        Some("ClusterSharedVolume") => match serde_json::from_value::<ClusterSharedVolume>(volume.clone()) {
+            Ok(v) => validate_volume(VolumeInput::of(&v), None),
+            Err(_) => return Some("spec".to_string()),
+        },
+        _ => return None,
+    };
+    validation.errors.first().map(|e| e.field.clone())
+}
+
 fn volume_key(volume: &Value) -> String {
     let name = volume["metadata"]["name"].as_str().unwrap_or_default();
     match volume["metadata"]["namespace"].as_str() {
@@ -602,6 +629,15 @@ impl Step {
                     })
                     .collect();
                 format!("apply: {}", objects.join(", "))
+            }
+            Step::ApplyInvalid { field, manifest } => {
+                let document: Value = serde_saphyr::from_str(manifest).unwrap_or_default();
+                let (kind, meta) = (document["kind"].as_str().unwrap_or("?"), &document["metadata"]);
+                let name = match meta["namespace"].as_str() {
+                    Some(ns) => format!("{ns}/{}", meta["name"].as_str().unwrap_or("?")),
+                    None => meta["name"].as_str().unwrap_or("?").to_string(),
+                };
+                format!("applyInvalid: {kind} {name} ({field})")
             }
             _ => serde_json::to_value(self).map(|v| flow(&v, true)).unwrap_or_else(|_| format!("{self:?}")),
         };
@@ -712,6 +748,16 @@ impl Run {
             Step::Apply(text) => {
                 let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
                 self.create(documents.into_iter().filter(|d| !d.is_null()).collect())?;
+            }
+            Step::ApplyInvalid { field, manifest } => {
+                let document: Value = serde_saphyr::from_str(manifest).map_err(|e| e.to_string())?;
+                match self.world.api.create_object(document, "kubectl") {
+                    Err(crate::api::ApiError::Status { body, .. })
+                        if body["message"].as_str().is_some_and(|m| m.contains(field.as_str())) => {}
+                    Err(e) => return Err(format!("refused, but the answer does not name {field}: {e:?}")),
+                    // Stored past admission: the operator must mark it Failed (liveness).
+                    Ok(_) => {}
+                }
             }
             Step::RunFor(text) => run(world, duration(text)?)?,
             Step::WaitFor(wait) => {
@@ -1152,13 +1198,46 @@ impl Run {
         let not_ready = |api: &ApiServer| -> Vec<String> {
             volumes(api)
                 .iter()
-                .filter(|v| v["status"]["phase"] != "Ready" && !waits_on_source(v))
+                .filter(|v| v["status"]["phase"] != "Ready" && !waits_on_source(v) && invalid_field(v).is_none())
                 .map(volume_key)
+                .collect()
+        };
+        // An invalid volume cannot converge to Ready: it must say so, naming the field.
+        let not_failed = |api: &ApiServer| -> Vec<String> {
+            volumes(api)
+                .iter()
+                .filter(|v| {
+                    invalid_field(v).is_some_and(|field| {
+                        v["status"]["phase"] != "Failed"
+                            || !v["status"]["message"].as_str().is_some_and(|m| m.contains(field.as_str()))
+                    })
+                })
+                .map(volume_key)
+                .collect()
+        };
+        // A volume whose source answers publishes the source's newest revision, not only some.
+        let behind = |api: &ApiServer| -> Vec<String> {
+            volumes(api)
+                .iter()
+                .filter(|v| !waits_on_source(v) && invalid_field(v).is_none())
+                .filter(|v| {
+                    let spec = serde_json::from_value::<sv_operator::api::VolumeSpec>(v["spec"].clone()).ok();
+                    let identity = spec.and_then(|s| s.source.as_ref().and_then(crate::programs::identity_of));
+                    identity.is_some_and(|identity| match sources.get(&identity) {
+                        SourceState::Tree { revision, .. } => v["status"]["sync"]["revision"] != revision.as_str(),
+                        _ => false,
+                    })
+                })
+                .map(|v| format!("{} at {}", volume_key(v), v["status"]["sync"]["revision"].as_str().unwrap_or("none")))
                 .collect()
         };
         let mut live = false;
         while self.world.elapsed() < started + LIVENESS_BOUND {
-            if not_ready(&self.world.api).is_empty() && served(&self.world) {
+            if not_ready(&self.world.api).is_empty()
+                && not_failed(&self.world.api).is_empty()
+                && behind(&self.world.api).is_empty()
+                && served(&self.world)
+            {
                 live = true;
                 break;
             }
@@ -1169,18 +1248,33 @@ impl Run {
         if !live {
             let unserved = self.world.consumers().unserved_since(&consumers, started);
             return Err(format!(
-                "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {:?}, consumers not served {unserved:?}",
-                not_ready(&self.world.api)
+                "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {:?}, invalid volumes not Failed with a message naming the field {:?}, volumes behind their source's newest revision {:?}, consumers not served {unserved:?}",
+                not_ready(&self.world.api),
+                not_failed(&self.world.api),
+                behind(&self.world.api)
             ));
         }
+        let invalid: Vec<String> =
+            volumes(&self.world.api).iter().filter(|v| invalid_field(v).is_some()).map(volume_key).collect();
         let after = (self.world.elapsed() - started).as_secs_f64();
+        let every = if invalid.is_empty() { "every volume" } else { "every valid volume" };
         let what = match (volumes(&self.world.api).is_empty(), consumers.len()) {
             (true, 0) => "no volume or consumer left to hold to it".to_string(),
             (true, n) => format!("no volume left, {n} consumer pod(s) served"),
-            (false, 0) => "every volume Ready (no consumers)".to_string(),
-            (false, n) => format!("every volume Ready and {n} consumer pod(s) served"),
+            (false, 0) => format!("{every} Ready (no consumers)"),
+            (false, n) => format!("{every} Ready and {n} consumer pod(s) served"),
         };
         let mut found = format!("{what} {after:.1} s after the last step (bound {}s)", LIVENESS_BOUND.as_secs());
+        let synced = volumes(&self.world.api)
+            .iter()
+            .filter(|v| !waits_on_source(v) && invalid_field(v).is_none() && !v["spec"]["source"].is_null())
+            .count();
+        if synced > 0 {
+            found.push_str(&format!("; {synced} with a source at its newest revision"));
+        }
+        if !invalid.is_empty() {
+            found.push_str(&format!("; invalid, and Failed naming the field, as expected: {invalid:?}"));
+        }
         if !waiting.is_empty() {
             found.push_str(&format!(
                 "; waiting on their failing source (or one that refuses their credentials or answers past their syncTimeout), as expected: {waiting:?}"

@@ -169,10 +169,16 @@ async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action
         ctx.metrics.set_phase(V::KIND, &key, None);
         return Ok(Action::await_change());
     }
+    // An invalid volume gets no finalizer and no reference value until it is fixed: it creates
+    // nothing that would need them, and the validating webhook refuses every update of an invalid
+    // object, so asking would keep a volume stored past admission (the webhook was down; its
+    // failure policy is Ignore) from ever being marked Failed. Its status is the subresource,
+    // which the webhook does not see.
+    let valid = crate::validation::validate_volume(crate::validation::VolumeInput::of(volume), None).is_valid();
     // Later guarded writes (the reference value) must carry the resourceVersion the finalizer
     // patch produced, not the one read before it, or they always conflict once.
     let stored;
-    let volume = if !deleting && !has_finalizer {
+    let volume = if !deleting && !has_finalizer && valid {
         stored = kube_io::add_finalizer(client, volume).await?;
         match &stored {
             Some(stored) => stored,
@@ -186,6 +192,7 @@ async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action
     let plan = plan(&observed, &ctx.settings);
     if let Some(reference) = &plan.set_reference_value
         && !deleting
+        && valid
     {
         kube_io::set_reference_value(client, volume, reference).await?;
     }
