@@ -41,6 +41,13 @@ fn read<V: DeserializeOwned>(object: &DynamicObject) -> Result<V, String> {
     serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
+/// What validation reads of `volume`, in the namespace the review names (where it is stored).
+fn input_of<'a, V: Volume>(volume: &'a V, namespace: Option<&'a str>) -> VolumeInput<'a> {
+    let mut input = VolumeInput::of(volume);
+    input.namespace = namespace.or(input.namespace);
+    input
+}
+
 fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
     let (object, old) = match request.operation {
         Operation::Create => (request.object.as_ref(), None),
@@ -61,11 +68,28 @@ fn decide<V: Volume>(request: &AdmissionRequest<DynamicObject>) -> Decision {
         Ok(old) => old,
         Err(e) => return Decision::deny("Malformed", format!("the stored {} cannot be read: {e}", V::KIND)),
     };
-    let mut input = VolumeInput::of(&new);
     // The review's namespace is the one the object is stored in.
-    input.namespace = request.namespace.as_deref().filter(|n| !n.is_empty()).or(input.namespace);
-    let outcome: Validation = validate_volume(input, old.as_ref().map(|o| o.volume_spec()));
-    let warnings = outcome.warnings.clone();
+    let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
+    let mut outcome: Validation = validate_volume(input_of(&new, namespace), old.as_ref().map(|o| o.volume_spec()));
+    // Ratcheting, as the API server validates custom resources: an update is refused only for
+    // what it makes wrong. An error the stored object already had (stored while this webhook was
+    // down; its failure policy is Ignore) does not refuse an update that leaves it as it was, or
+    // the operator could never add or remove its finalizer and such a volume could be neither
+    // marked Failed nor deleted.
+    let mut kept = Vec::new();
+    if let Some(old) = &old {
+        let before = validate_volume(input_of(old, namespace), None).errors;
+        (kept, outcome.errors) = outcome.errors.into_iter().partition(|e| before.contains(e));
+    }
+    let mut warnings = outcome.warnings.clone();
+    if !kept.is_empty() {
+        warnings.push(format!(
+            "{} {:?} was stored invalid and still is (this update leaves that as it was): {}",
+            V::KIND,
+            kube::ResourceExt::name_any(&new),
+            sv_api::validation::summarize(&kept)
+        ));
+    }
     if outcome.is_valid() {
         return Decision { warnings, ..Decision::default() };
     }

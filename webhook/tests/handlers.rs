@@ -436,6 +436,31 @@ async fn volumes_are_validated_with_the_operators_rules() {
     assert!(review("validate", &delete).await.allowed());
 }
 
+/// A volume stored invalid (the webhook was down) can still get its finalizer added and removed:
+/// an update is refused only for what it makes wrong, as the API server ratchets validation.
+#[tokio::test]
+async fn an_update_that_leaves_a_stored_error_as_it_was_is_allowed() {
+    let mut update = recorded("012-sharedvolume-update-data.json");
+    for side in ["object", "oldObject"] {
+        update["request"][side]["spec"]["mountPath"] = json!("relative/path");
+    }
+    update["request"]["object"]["metadata"]["finalizers"] = json!(["sv.sharedvolume.io/finalizer"]);
+    let outcome = review("validate", &update).await;
+    assert!(outcome.allowed(), "{:#}", outcome.response);
+    let warnings = outcome.response["warnings"].to_string();
+    assert!(warnings.contains("was stored invalid and still is") && warnings.contains("spec.mountPath"), "{warnings}");
+    // Another wrong value in the same field is this update's error.
+    let mut other = update.clone();
+    other["request"]["object"]["spec"]["mountPath"] = json!("other/relative");
+    review("validate", &other).await.denied_with(&["spec.mountPath", "other/relative"]);
+    // So is a new error elsewhere; the old one is not repeated in the refusal.
+    let mut new_error = update;
+    new_error["request"]["object"]["spec"]["syncInterval"] = json!("soon");
+    let outcome = review("validate", &new_error).await;
+    outcome.denied_with(&["spec.syncInterval"]);
+    assert!(!outcome.response["status"]["message"].to_string().contains("relative/path"), "{:#}", outcome.response);
+}
+
 #[tokio::test]
 async fn the_answer_is_the_same_with_the_claim_already_there() {
     let mut snapshot = cluster();
