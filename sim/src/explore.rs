@@ -487,8 +487,16 @@ impl Generator {
                 self.steps.push(Step::CrashAfterWrites { host: "operator".into(), writes });
                 self.open_faults.insert("operator crashed".to_string(), vec![Step::Bounce(name("operator"))]);
             }
-            // A stale view: every watch ends; the clients re-list.
-            7 => self.steps.push(Step::DropWatches(true)),
+            // A stale view: every watch ends; the clients re-list. Or every watch lags behind
+            // the store for a while (Sieve's stale views), while reads stay current.
+            7 if self.choices.chance(50) || self.open_faults.contains_key("watches lag") => {
+                self.steps.push(Step::DropWatches(true))
+            }
+            7 => {
+                let lag = self.choices.pick(&["2s", "8s", "30s"]).to_string();
+                self.steps.push(Step::WatchLag(lag));
+                self.open_faults.insert("watches lag".to_string(), vec![Step::WatchLag("0s".into())]);
+            }
             8 if !self.open_faults.contains_key("operator clock skewed") => {
                 let by = self.choices.pick(&["-5m", "-90s", "-10s", "10s", "90s", "5m"]).to_string();
                 self.steps.push(Step::ClockSkew { host: name("operator"), by });

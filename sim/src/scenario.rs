@@ -118,6 +118,10 @@ pub enum Step {
     /// Every watch the API server serves ends at once: clients re-list and re-watch (a view
     /// that may travel back to an older state meanwhile).
     DropWatches(bool),
+    /// Watches deliver every event this much after its commit (`0s` ends it), bookmarks no
+    /// further than what they delivered; reads stay current: a lagging watch cache, a stale view
+    /// of the cluster for every client (`watchLag: 8s`).
+    WatchLag(String),
     Bounce(HostRef),
     /// The node a pod runs on (or a node by name) is lost with its pods' processes.
     LoseNode(HostRef),
@@ -821,6 +825,14 @@ impl Run {
                 self.world.crash_after_writes(&host, *writes);
             }
             Step::DropWatches(_) => self.world.api.drop_watches(),
+            Step::WatchLag(text) => {
+                let lag = duration(text)?;
+                match lag.is_zero() {
+                    true => self.active_faults.remove("watch lag"),
+                    false => self.active_faults.insert("watch lag".to_string()),
+                };
+                self.world.api.set_watch_lag(lag);
+            }
             Step::ClockSkew { host, by } => {
                 let host = self.host(host)?;
                 let (sign, magnitude) = by.strip_prefix('-').map_or((1, by.as_str()), |rest| (-1, rest));

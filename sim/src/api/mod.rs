@@ -173,6 +173,8 @@ struct Inner {
     request_fault: std::sync::RwLock<Option<RequestFault>>,
     /// The tokens the server accepts: the static admin token and the ServiceAccount tokens issued.
     tokens: Mutex<auth::Tokens>,
+    /// How far behind the store watches deliver events (see [`ApiServer::set_watch_lag`]).
+    watch_lag: Mutex<Duration>,
 }
 
 /// One request as the server saw it: like a line of a real server's audit log.
@@ -397,6 +399,7 @@ impl ApiServer {
                 audit: Mutex::new(None),
                 request_fault: std::sync::RwLock::new(None),
                 tokens: Mutex::new(auth::Tokens::default()),
+                watch_lag: Mutex::new(Duration::ZERO),
             }),
         };
         server.create_system_namespaces();
@@ -464,6 +467,19 @@ impl ApiServer {
     /// watch drops.
     pub fn drop_watches(&self) {
         self.inner.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Watches deliver each event `lag` after it was committed, from now on (zero ends it), with
+    /// bookmarks no further than the last event delivered: a watch cache that lags behind its
+    /// store, as one of several API servers behind a load balancer can. Reads stay current (they
+    /// are consistent reads), so a client's cache is stale while its reads and writes are not;
+    /// its writes from the stale cache meet `409 Conflict`.
+    pub fn set_watch_lag(&self, lag: Duration) {
+        *self.inner.watch_lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+
+    pub(crate) fn watch_lag(&self) -> Duration {
+        *self.inner.watch_lag.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver that changes whenever a write is committed.

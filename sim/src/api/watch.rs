@@ -175,6 +175,8 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
         // Like the watch cache: a bookmark shortly before the timeout, and one every interval.
         next_bookmark: bookmarks.then(|| now + interval.min(timeout.saturating_sub(Duration::from_secs(1)))),
         interval,
+        lagging: VecDeque::new(),
+        delivered_rv: cursor,
         done: false,
     };
     Ok(WatchStream(Box::pin(futures::stream::unfold(run, Running::next))))
@@ -190,6 +192,11 @@ struct Running {
     deadline: tokio::time::Instant,
     next_bookmark: Option<tokio::time::Instant>,
     interval: Duration,
+    /// Events held back by a watch lag ([`ApiServer::set_watch_lag`]): when each is due, its
+    /// resource version, and the line.
+    lagging: VecDeque<(tokio::time::Instant, u64, Bytes)>,
+    /// The resource version of the last event that left the lag: bookmarks say no more.
+    delivered_rv: u64,
     done: bool,
 }
 
@@ -203,16 +210,23 @@ impl Running {
                 return None;
             }
             self.collect();
+            self.release_due();
             if !self.pending.is_empty() {
                 continue;
             }
             let bookmark_at = self.next_bookmark.unwrap_or(self.deadline);
+            let lag_ends = self.lagging.front().map(|(due, _, _)| *due);
             tokio::select! {
                 changed = self.changes.changed() => if changed.is_err() { self.done = true },
                 _ = self.epoch.changed() => self.done = true,
                 _ = tokio::time::sleep_until(self.deadline) => self.done = true,
+                _ = tokio::time::sleep_until(lag_ends.unwrap_or(self.deadline)), if lag_ends.is_some() => {}
                 _ = tokio::time::sleep_until(bookmark_at), if self.next_bookmark.is_some() => {
-                    let rv = self.server.state().store.resource_version();
+                    // A lagging watch cache bookmarks what it has delivered, not the store.
+                    let rv = match self.lagging.is_empty() {
+                        true => self.server.state().store.resource_version(),
+                        false => self.delivered_rv,
+                    };
                     self.pending.push_back(bookmark(&self.filter.rt, rv, false));
                     self.next_bookmark = Some(bookmark_at + self.interval);
                 }
@@ -220,22 +234,42 @@ impl Running {
         }
     }
 
-    /// Moves the events after the cursor into `pending`.
+    /// Moves the events after the cursor into `pending`, through the lag while there is one.
     fn collect(&mut self) {
+        let lag = self.server.watch_lag();
+        let now = tokio::time::Instant::now();
+        // Never before an event already held back: the order of events stays the store's.
+        let due = self.lagging.back().map_or(now + lag, |(held, _, _)| (*held).max(now + lag));
         let state = self.server.state();
+        let mut collected = Vec::new();
         match state.store.changes_since(self.cursor) {
             Ok(changes) => {
                 for change in changes {
                     self.cursor = change.rv;
                     if let Some((kind, object)) = self.filter.event(change) {
-                        self.pending.push_back(line(kind, &object));
+                        collected.push((change.rv, line(kind, &object)));
                     }
                 }
             }
             Err(oldest) => {
-                // The watcher fell behind the log: tell it to re-list.
+                // The watcher fell behind the log: tell it to re-list (at once: the list is current).
                 self.pending.push_back(expired(self.cursor, oldest));
                 self.done = true;
+            }
+        }
+        drop(state);
+        for (rv, line) in collected {
+            self.lagging.push_back((due, rv, line));
+        }
+    }
+
+    /// Moves the events whose lag is over into `pending`.
+    fn release_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.lagging.front().is_some_and(|(due, _, _)| *due <= now) {
+            if let Some((_, rv, line)) = self.lagging.pop_front() {
+                self.delivered_rv = rv;
+                self.pending.push_back(line);
             }
         }
     }
@@ -281,5 +315,45 @@ mod tests {
         assert_eq!(second["object"]["kind"], "Table");
         assert_eq!(second["object"]["columnDefinitions"], json!([]), "headers come once");
         assert_eq!(second["object"]["rows"][0]["cells"][0], "second");
+    }
+
+    /// A lagging watch delivers each event `lag` after its commit, in order, while reads are
+    /// current; with the lag ended, events come at once again.
+    #[test]
+    fn a_lagging_watch_delivers_events_late_and_in_order() {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("rt");
+        runtime.block_on(async {
+            let server = ApiServer::new(Options::default(), Arc::new(sv_operator::clock::SystemClock));
+            let rv = server.state().store.resource_version();
+            let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}");
+            let Response::Watch(mut stream) = server.handle(Request::new(::http::Method::GET, &path)).await else {
+                panic!("not a watch")
+            };
+            server.set_watch_lag(std::time::Duration::from_secs(5));
+            let started = tokio::time::Instant::now();
+            // Read as a server's connection does: all the time.
+            let reader = tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < 3 {
+                    let line = stream.next().await.expect("an event");
+                    let event: Value = serde_json::from_slice(&line).expect("JSON");
+                    let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    seen.push((name, started.elapsed().as_secs()));
+                }
+                seen
+            });
+            tokio::task::yield_now().await;
+            server.create_object(config_map("first"), "test").expect("create");
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            server.create_object(config_map("second"), "test").expect("create");
+            assert!(server.state().store.resource_version() > rv + 1, "reads are current");
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            server.set_watch_lag(std::time::Duration::ZERO);
+            server.create_object(config_map("third"), "test").expect("create");
+            let seen = reader.await.expect("the reader");
+            let expected = [("first", 5), ("second", 7), ("third", 12)].map(|(n, t)| (n.to_string(), t));
+            assert_eq!(seen, expected);
+        });
     }
 }
