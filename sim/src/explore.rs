@@ -282,8 +282,8 @@ impl Generator {
         }
     }
 
-    /// A volume the operator's validation refuses (one wrong field): the webhook refuses it, or,
-    /// while the webhook is down, the operator marks it Failed naming the field.
+    /// A volume the operator's validation refuses (one wrong field), stored past admission as
+    /// while the webhook is down: the operator must mark it Failed naming the field (liveness).
     fn invalid_volume(&mut self) -> bool {
         self.made += 1;
         let n = self.made;

@@ -568,6 +568,30 @@ pub(crate) fn invalid_field(volume: &Value) -> Option<String> {
     validation.errors.first().map(|e| e.field.clone())
 }
 
+/// What liveness holds a volume to once every fault healed.
+enum Held {
+    /// It is invalid: Failed, with a message naming this field.
+    Failed(String),
+    /// Its source is down, refuses its credentials or answers past its syncTimeout: it waits.
+    Waiting,
+    /// Ready, and at this revision when it has a source that answers.
+    Ready(Option<String>),
+}
+
+/// The volumes that do not hold to what liveness asks of them yet.
+#[derive(Default)]
+struct Unmet {
+    not_ready: Vec<String>,
+    not_failed: Vec<String>,
+    behind: Vec<String>,
+}
+
+impl Unmet {
+    fn is_empty(&self) -> bool {
+        self.not_ready.is_empty() && self.not_failed.is_empty() && self.behind.is_empty()
+    }
+}
+
 fn volume_key(volume: &Value) -> String {
     let name = volume["metadata"]["name"].as_str().unwrap_or_default();
     match volume["metadata"]["namespace"].as_str() {
@@ -1193,94 +1217,91 @@ impl Run {
             return Ok(format!("not checked: faults still in place at the end: {:?}", self.active_faults));
         }
         let sources = self.world.sources().clone();
-        let waits_on_source = |volume: &Value| {
+        // What each volume is held to, decided once per look at it.
+        let held = |volume: &Value| -> Held {
+            if let Some(field) = invalid_field(volume) {
+                return Held::Failed(field);
+            }
             let spec = serde_json::from_value::<sv_operator::api::VolumeSpec>(volume["spec"].clone()).ok();
-            let Some(spec) = spec else { return false };
+            let Some(spec) = spec else { return Held::Ready(None) };
             // A source slower than the volume's syncTimeout never completes a sync.
             let timeout = sv_operator::api::validation::effective_sync(&spec).map(|s| s.timeout);
-            spec.source.as_ref().and_then(crate::programs::identity_of).is_some_and(|identity| {
-                matches!(sources.get(&identity), SourceState::Failing { .. } | SourceState::Hanging)
-                    || sources.refused_last_fetch(&identity)
-                    || timeout.is_some_and(|t| sources.latency(&identity) >= t)
-            })
+            let Some(identity) = spec.source.as_ref().and_then(crate::programs::identity_of) else {
+                return Held::Ready(None);
+            };
+            match sources.get(&identity) {
+                SourceState::Failing { .. } | SourceState::Hanging => Held::Waiting,
+                _ if sources.refused_last_fetch(&identity) => Held::Waiting,
+                _ if timeout.is_some_and(|t| sources.latency(&identity) >= t) => Held::Waiting,
+                SourceState::Tree { revision, .. } => Held::Ready(Some(revision)),
+            }
         };
         let consumers = self.existing_pods(self.consumer_pods());
         let started = self.world.elapsed();
         let served = |world: &World| world.consumers().unserved_since(&consumers, started).is_empty();
-        let not_ready = |api: &ApiServer| -> Vec<String> {
-            volumes(api)
-                .iter()
-                .filter(|v| v["status"]["phase"] != "Ready" && !waits_on_source(v) && invalid_field(v).is_none())
-                .map(volume_key)
-                .collect()
-        };
-        // An invalid volume cannot converge to Ready: it must say so, naming the field.
-        let not_failed = |api: &ApiServer| -> Vec<String> {
-            volumes(api)
-                .iter()
-                .filter(|v| {
-                    invalid_field(v).is_some_and(|field| {
-                        v["status"]["phase"] != "Failed"
-                            || !v["status"]["message"].as_str().is_some_and(|m| m.contains(field.as_str()))
-                    })
-                })
-                .map(volume_key)
-                .collect()
-        };
-        // A volume whose source answers publishes the source's newest revision, not only some.
-        let behind = |api: &ApiServer| -> Vec<String> {
-            volumes(api)
-                .iter()
-                .filter(|v| !waits_on_source(v) && invalid_field(v).is_none())
-                .filter(|v| {
-                    let spec = serde_json::from_value::<sv_operator::api::VolumeSpec>(v["spec"].clone()).ok();
-                    let identity = spec.and_then(|s| s.source.as_ref().and_then(crate::programs::identity_of));
-                    identity.is_some_and(|identity| match sources.get(&identity) {
-                        SourceState::Tree { revision, .. } => v["status"]["sync"]["revision"] != revision.as_str(),
-                        _ => false,
-                    })
-                })
-                .map(|v| format!("{} at {}", volume_key(v), v["status"]["sync"]["revision"].as_str().unwrap_or("none")))
-                .collect()
+        // The volumes that do not hold to it yet, and why.
+        let unmet = |api: &ApiServer| -> Unmet {
+            let mut unmet = Unmet::default();
+            for volume in volumes(api) {
+                let status = &volume["status"];
+                match held(&volume) {
+                    // An invalid volume cannot converge to Ready: it must say so, naming the field.
+                    Held::Failed(field) => {
+                        if status["phase"] != "Failed"
+                            || !status["message"].as_str().is_some_and(|m| m.contains(field.as_str()))
+                        {
+                            unmet.not_failed.push(volume_key(&volume));
+                        }
+                    }
+                    Held::Waiting => {}
+                    Held::Ready(revision) => {
+                        if status["phase"] != "Ready" {
+                            unmet.not_ready.push(volume_key(&volume));
+                        }
+                        // A volume whose source answers publishes its newest revision, not only some.
+                        if revision.is_some_and(|r| status["sync"]["revision"] != r.as_str()) {
+                            let at = status["sync"]["revision"].as_str().unwrap_or("none");
+                            unmet.behind.push(format!("{} at {at}", volume_key(&volume)));
+                        }
+                    }
+                }
+            }
+            unmet
         };
         let mut live = false;
         while self.world.elapsed() < started + LIVENESS_BOUND {
-            if not_ready(&self.world.api).is_empty()
-                && not_failed(&self.world.api).is_empty()
-                && behind(&self.world.api).is_empty()
-                && served(&self.world)
-            {
+            if unmet(&self.world.api).is_empty() && served(&self.world) {
                 live = true;
                 break;
             }
             self.world.run_for(Duration::from_millis(500)).map_err(|e| format!("the simulation failed: {e}"))?;
         }
-        let waiting: Vec<String> =
-            volumes(&self.world.api).iter().filter(|v| waits_on_source(v)).map(volume_key).collect();
         if !live {
             let unserved = self.world.consumers().unserved_since(&consumers, started);
+            let Unmet { not_ready, not_failed, behind } = unmet(&self.world.api);
             return Err(format!(
-                "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {:?}, invalid volumes not Failed with a message naming the field {:?}, volumes behind their source's newest revision {:?}, consumers not served {unserved:?}",
-                not_ready(&self.world.api),
-                not_failed(&self.world.api),
-                behind(&self.world.api)
+                "liveness: with every fault healed, after {LIVENESS_BOUND:?}: volumes not Ready {not_ready:?}, invalid volumes not Failed with a message naming the field {not_failed:?}, volumes behind their source's newest revision {behind:?}, consumers not served {unserved:?}"
             ));
         }
-        let invalid: Vec<String> =
-            volumes(&self.world.api).iter().filter(|v| invalid_field(v).is_some()).map(volume_key).collect();
+        let (mut invalid, mut waiting, mut synced) = (Vec::new(), Vec::new(), 0);
+        let left = volumes(&self.world.api);
+        for volume in &left {
+            match held(volume) {
+                Held::Failed(_) => invalid.push(volume_key(volume)),
+                Held::Waiting => waiting.push(volume_key(volume)),
+                Held::Ready(Some(_)) => synced += 1,
+                Held::Ready(None) => {}
+            }
+        }
         let after = (self.world.elapsed() - started).as_secs_f64();
         let every = if invalid.is_empty() { "every volume" } else { "every valid volume" };
-        let what = match (volumes(&self.world.api).is_empty(), consumers.len()) {
+        let what = match (left.is_empty(), consumers.len()) {
             (true, 0) => "no volume or consumer left to hold to it".to_string(),
             (true, n) => format!("no volume left, {n} consumer pod(s) served"),
             (false, 0) => format!("{every} Ready (no consumers)"),
             (false, n) => format!("{every} Ready and {n} consumer pod(s) served"),
         };
         let mut found = format!("{what} {after:.1} s after the last step (bound {}s)", LIVENESS_BOUND.as_secs());
-        let synced = volumes(&self.world.api)
-            .iter()
-            .filter(|v| !waits_on_source(v) && invalid_field(v).is_none() && !v["spec"]["source"].is_null())
-            .count();
         if synced > 0 {
             found.push_str(&format!("; {synced} with a source at its newest revision"));
         }

@@ -170,10 +170,10 @@ async fn reconcile_volume<V: Volume>(volume: &V, ctx: &Context) -> Result<Action
         return Ok(Action::await_change());
     }
     // An invalid volume gets no finalizer and no reference value until it is fixed: it creates
-    // nothing that would need them, and the validating webhook refuses every update of an invalid
-    // object, so asking would keep a volume stored past admission (the webhook was down; its
-    // failure policy is Ignore) from ever being marked Failed. Its status is the subresource,
-    // which the webhook does not see.
+    // nothing that would need them, and a validating webhook that does not ratchet (sv-webhook
+    // before it did, during an upgrade) refuses every update of an invalid object, so asking would
+    // keep a volume stored past admission (the webhook was down; its failure policy is Ignore)
+    // from ever being marked Failed. Its status is the subresource, which the webhook does not see.
     let valid = crate::validation::validate_volume(crate::validation::VolumeInput::of(volume), None).is_valid();
     // Later guarded writes (the reference value) must carry the resourceVersion the finalizer
     // patch produced, not the one read before it, or they always conflict once.

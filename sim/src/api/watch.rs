@@ -241,13 +241,12 @@ impl Running {
         // Never before an event already held back: the order of events stays the store's.
         let due = self.lagging.back().map_or(now + lag, |(held, _, _)| (*held).max(now + lag));
         let state = self.server.state();
-        let mut collected = Vec::new();
         match state.store.changes_since(self.cursor) {
             Ok(changes) => {
                 for change in changes {
                     self.cursor = change.rv;
                     if let Some((kind, object)) = self.filter.event(change) {
-                        collected.push((change.rv, line(kind, &object)));
+                        self.lagging.push_back((due, change.rv, line(kind, &object)));
                     }
                 }
             }
@@ -256,10 +255,6 @@ impl Running {
                 self.pending.push_back(expired(self.cursor, oldest));
                 self.done = true;
             }
-        }
-        drop(state);
-        for (rv, line) in collected {
-            self.lagging.push_back((due, rv, line));
         }
     }
 
