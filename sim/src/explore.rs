@@ -487,16 +487,7 @@ impl Generator {
                 self.steps.push(Step::CrashAfterWrites { host: "operator".into(), writes });
                 self.open_faults.insert("operator crashed".to_string(), vec![Step::Bounce(name("operator"))]);
             }
-            // A stale view: every watch ends; the clients re-list. Or every watch lags behind
-            // the store for a while (Sieve's stale views), while reads stay current.
-            7 if self.choices.chance(50) || self.open_faults.contains_key("watches lag") => {
-                self.steps.push(Step::DropWatches(true))
-            }
-            7 => {
-                let lag = self.choices.pick(&["2s", "8s", "30s"]).to_string();
-                self.steps.push(Step::WatchLag(lag));
-                self.open_faults.insert("watches lag".to_string(), vec![Step::WatchLag("0s".into())]);
-            }
+            7 => self.watch_fault(),
             8 if !self.open_faults.contains_key("operator clock skewed") => {
                 let by = self.choices.pick(&["-5m", "-90s", "-10s", "10s", "90s", "5m"]).to_string();
                 self.steps.push(Step::ClockSkew { host: name("operator"), by });
@@ -525,6 +516,37 @@ impl Generator {
             _ => self.steps.push(Step::Bounce(name("operator"))),
         }
         true
+    }
+
+    /// What the clients' watches see: every watch ends and the clients resume; every watch lags
+    /// behind the store while reads stay current (Sieve's stale views); every watch stalls and
+    /// resumes past compacted history, so the clients re-list and miss the states in between
+    /// (Sieve's unobserved states); or the operator's replica stops, and the operator restarts on
+    /// it before it catches up, seeing the cluster as it was (Sieve's time travel).
+    fn watch_fault(&mut self) {
+        let operator = || HostRef::Name("operator".to_string());
+        match self.choices.below(4) {
+            1 if !self.open_faults.contains_key("watches lag") => {
+                let lag = self.choices.pick(&["2s", "8s", "30s"]).to_string();
+                self.steps.push(Step::WatchLag(lag));
+                self.open_faults.insert("watches lag".to_string(), vec![Step::WatchLag("0s".into())]);
+            }
+            2 if !self.open_faults.contains_key("watches stalled") => {
+                self.steps.push(Step::StallWatches(true));
+                self.open_faults.insert("watches stalled".to_string(), vec![Step::StallWatches(false)]);
+            }
+            3 if !self.open_faults.contains_key("operator's replica stale") => {
+                self.steps.push(Step::StaleReplica { host: operator(), stale: true });
+                let stale_for = self.choices.seconds(5, 40);
+                let heal = vec![
+                    Step::Bounce(operator()),
+                    Step::RunFor(stale_for),
+                    Step::StaleReplica { host: operator(), stale: false },
+                ];
+                self.open_faults.insert("operator's replica stale".to_string(), heal);
+            }
+            _ => self.steps.push(Step::DropWatches(true)),
+        }
     }
 
     fn heal_one(&mut self) -> bool {

@@ -122,6 +122,19 @@ pub enum Step {
     /// further than what they delivered; reads stay current: a lagging watch cache, a stale view
     /// of the cluster for every client (`watchLag: 8s`).
     WatchLag(String),
+    /// `true`: every watch stalls (no events, no bookmarks). `false`: the stall ends with the
+    /// history it covered compacted, so every watch that missed an event ends with `410 Gone` and
+    /// its client re-lists, never seeing the states in between (Sieve's unobserved states).
+    StallWatches(bool),
+    /// `{host: operator, stale: true}`: an API server replica's watch cache stops at the
+    /// cluster as it is now, and serves the host from its next restart: its informers' lists
+    /// (`resourceVersion=0`) and watches see that state until `stale: false`, while its
+    /// consistent reads and writes are current. The host travels back in time (Sieve's time
+    /// travel).
+    StaleReplica {
+        host: HostRef,
+        stale: bool,
+    },
     Bounce(HostRef),
     /// The node a pod runs on (or a node by name) is lost with its pods' processes.
     LoseNode(HostRef),
@@ -856,6 +869,21 @@ impl Run {
                     false => self.active_faults.insert("watch lag".to_string()),
                 };
                 self.world.api.set_watch_lag(lag);
+            }
+            Step::StallWatches(stalled) => {
+                match stalled {
+                    true => self.active_faults.insert("watches stalled".to_string()),
+                    false => self.active_faults.remove("watches stalled"),
+                };
+                self.world.stall_watches(*stalled);
+            }
+            Step::StaleReplica { host: host_ref, stale } => {
+                let host = self.host(host_ref)?;
+                match stale {
+                    true => self.active_faults.insert(format!("replica of {host} stale")),
+                    false => self.active_faults.remove(&format!("replica of {host} stale")),
+                };
+                self.world.set_stale_replica(&host, *stale);
             }
             Step::ClockSkew { host, by } => {
                 let host = self.host(host)?;

@@ -652,6 +652,22 @@ impl World {
         self.sim.repair(a, b);
     }
 
+    /// Stalls every watch, or ends the stall with the history it covered compacted (see
+    /// [`crate::api::ApiServer::stall_watches`]).
+    pub fn stall_watches(&mut self, stalled: bool) {
+        self.note(&format!("watches {}", if stalled { "stalled" } else { "resumed past compacted history" }));
+        self.api.stall_watches(stalled);
+    }
+
+    /// Stops an API server replica at the cluster as it is now, which serves `host` from its
+    /// next start, or lets that replica catch up (see
+    /// [`crate::api::ApiServer::set_stale_replica`]).
+    pub fn set_stale_replica(&mut self, host: &str, stale: bool) {
+        self.note(&format!("replica for {host} {}", if stale { "stopped" } else { "caught up" }));
+        let ip = self.sim.lookup(host);
+        self.api.set_stale_replica(ip, stale);
+    }
+
     /// Requests host `host` made to the API server so far, by verb and resource.
     pub fn requests_from(&self, host: &str) -> std::collections::BTreeMap<(String, String), u64> {
         let ip = self.sim.lookup(host);
@@ -734,6 +750,7 @@ impl World {
         self.note(&format!("restart {host}"));
         self.down_hosts.borrow_mut().remove(host);
         crate::teardown::tearing_down(|| self.sim.bounce(host));
+        self.api.serve_from_stale_replica(self.sim.lookup(host));
     }
 }
 

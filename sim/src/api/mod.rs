@@ -173,8 +173,31 @@ struct Inner {
     request_fault: std::sync::RwLock<Option<RequestFault>>,
     /// The tokens the server accepts: the static admin token and the ServiceAccount tokens issued.
     tokens: Mutex<auth::Tokens>,
-    /// How far behind the store watches deliver events (see [`ApiServer::set_watch_lag`]).
-    watch_lag: Mutex<Duration>,
+    /// How late, and from what, watches deliver events (see [`ApiServer::set_watch_lag`],
+    /// [`ApiServer::stall_watches`], [`ApiServer::set_stale_replica`]).
+    watch_view: Mutex<WatchView>,
+}
+
+/// What the watch cache serves, when it is not the store as it is now.
+#[derive(Default)]
+struct WatchView {
+    lag: Duration,
+    stalled: bool,
+    /// Watches cannot resume from a version below this (history compacted after a stall).
+    window_start: u64,
+    /// Replicas whose cache stopped at a copy of the store, by the client they are for, and
+    /// whether they serve it yet (from its next start).
+    stale_replicas: BTreeMap<std::net::IpAddr, (Arc<store::Store>, bool)>,
+}
+
+/// How one watch is served at this moment (see [`ApiServer::watch_view`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WatchViewNow {
+    pub lag: Duration,
+    pub stalled: bool,
+    pub window_start: u64,
+    /// The version the client's replica stopped at, while it lags.
+    pub frozen_at: Option<u64>,
 }
 
 /// One request as the server saw it: like a line of a real server's audit log.
@@ -399,7 +422,7 @@ impl ApiServer {
                 audit: Mutex::new(None),
                 request_fault: std::sync::RwLock::new(None),
                 tokens: Mutex::new(auth::Tokens::default()),
-                watch_lag: Mutex::new(Duration::ZERO),
+                watch_view: Mutex::new(WatchView::default()),
             }),
         };
         server.create_system_namespaces();
@@ -475,11 +498,77 @@ impl ApiServer {
     /// are consistent reads), so a client's cache is stale while its reads and writes are not;
     /// its writes from the stale cache meet `409 Conflict`.
     pub fn set_watch_lag(&self, lag: Duration) {
-        *self.inner.watch_lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+        self.watch_view_mut().lag = lag;
     }
 
-    pub(crate) fn watch_lag(&self) -> Duration {
-        *self.inner.watch_lag.lock().unwrap_or_else(|e| e.into_inner())
+    /// `true`: every watch stops delivering (events and bookmarks), as when the connections
+    /// between clients and their API server stall. `false`: the stall ends after the history it
+    /// covered was compacted, as etcd compacts while a client is away: every watch that missed an
+    /// event ends with `410 Gone` and no watch can resume from before now, so clients re-list and
+    /// never see the states in between (Sieve's unobserved states).
+    pub fn stall_watches(&self, stalled: bool) {
+        let rv = self.state().store.resource_version();
+        {
+            let mut view = self.watch_view_mut();
+            if view.stalled && !stalled {
+                view.window_start = rv;
+            }
+            view.stalled = stalled;
+        }
+        // Wake every watch to look again.
+        self.notify(rv);
+    }
+
+    /// `true`: an API server replica's watch cache stops at the store as it is now, and the
+    /// client at `peer` is served by it from its next start ([`Self::serve_from_stale_replica`]);
+    /// `false`: the replica catches up. A stale replica answers lists at `resourceVersion=0`
+    /// (what informers ask for) with that copy, its watches deliver nothing newer, and a watch
+    /// from a version it has not reached fails after 3 s with `Too large resource version`, as
+    /// the watch cache answers; consistent reads and writes are current. A client that saw the
+    /// cluster move on and restarts onto it sees the cluster travel back in time (Sieve's time
+    /// travel).
+    pub fn set_stale_replica(&self, peer: std::net::IpAddr, stale: bool) {
+        let copy = stale.then(|| Arc::new(self.state().store.frozen_copy()));
+        {
+            let mut view = self.watch_view_mut();
+            match copy {
+                Some(copy) => view.stale_replicas.insert(peer, (copy, false)),
+                None => view.stale_replicas.remove(&peer),
+            };
+        }
+        let rv = self.state().store.resource_version();
+        self.notify(rv);
+    }
+
+    /// The client at `peer` (re)starts: a stale replica waiting for it serves it from now on.
+    pub fn serve_from_stale_replica(&self, peer: std::net::IpAddr) {
+        if let Some((_, serving)) = self.watch_view_mut().stale_replicas.get_mut(&peer) {
+            *serving = true;
+        }
+    }
+
+    /// The replica that serves `peer`'s cached reads, while it is a stale one.
+    pub(crate) fn stale_replica(&self, peer: Option<std::net::IpAddr>) -> Option<Arc<store::Store>> {
+        let view = self.watch_view_mut();
+        view.stale_replicas.get(&peer?).filter(|(_, serving)| *serving).map(|(copy, _)| copy.clone())
+    }
+
+    /// How a watch of `peer` is served at this moment.
+    pub(crate) fn watch_view(&self, peer: Option<std::net::IpAddr>) -> WatchViewNow {
+        let view = self.watch_view_mut();
+        WatchViewNow {
+            lag: view.lag,
+            stalled: view.stalled,
+            window_start: view.window_start,
+            frozen_at: peer
+                .and_then(|p| view.stale_replicas.get(&p))
+                .filter(|(_, serving)| *serving)
+                .map(|(copy, _)| copy.resource_version()),
+        }
+    }
+
+    fn watch_view_mut(&self) -> MutexGuard<'_, WatchView> {
+        self.inner.watch_view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver that changes whenever a write is committed.
@@ -851,7 +940,7 @@ impl ApiServer {
     async fn dispatch(&self, target: Target, request: Request) -> Response {
         use ::http::Method;
         let result = match (&request.method, target.name.is_some(), target.sub.as_deref()) {
-            (&Method::GET, false, None) if request.flag("watch") => return self.watch(&target, &request),
+            (&Method::GET, false, None) if request.flag("watch") => return self.watch(&target, &request).await,
             (&Method::GET, false, None) => self.list(&target, &request).await,
             (&Method::GET, true, Some("scale")) => self.get_scale(&target),
             (&Method::POST, true, Some("token")) => self.token_request(&target, &request),
@@ -916,10 +1005,7 @@ impl ApiServer {
             if wanted > current {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 let current = self.state().store.resource_version();
-                return Err(errors::server_timeout(
-                    format!("Timeout: Too large resource version: {wanted}, current: {current}"),
-                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
-                ));
+                return Err(too_large_resource_version(wanted, current));
             }
         }
         let limit = request.param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
@@ -927,9 +1013,11 @@ impl ApiServer {
             Some(token) => Some(decode_continue(token).ok_or_else(|| errors::bad_request("invalid continue token"))?),
             None => None,
         };
+        // `resourceVersion=0` may be served from the watch cache, a stale replica's included.
+        let replica = self.stale_replica(request.peer).filter(|_| request.param("resourceVersion") == Some("0"));
         let state = self.state();
-        let matching: Vec<(&store::ObjectKey, Value)> = state
-            .store
+        let store = replica.as_deref().unwrap_or(&state.store);
+        let matching: Vec<(&store::ObjectKey, Value)> = store
             .list(&target.rt.id, target.namespace.as_deref())
             .filter(|(key, _)| after.as_ref().is_none_or(|a| *key > a))
             .map(|(key, o)| (key, present(&target.rt, o)))
@@ -951,7 +1039,7 @@ impl ApiServer {
             })
             .collect();
         let remaining = matching.len() - page;
-        let mut metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
+        let mut metadata = json!({"resourceVersion": store.resource_version().to_string()});
         if remaining > 0 && page > 0 {
             metadata["continue"] = json!(encode_continue(matching[page - 1].0));
             metadata["remainingItemCount"] = json!(remaining);
@@ -966,7 +1054,18 @@ impl ApiServer {
         })))
     }
 
-    fn watch(&self, target: &Target, request: &Request) -> Response {
+    async fn watch(&self, target: &Target, request: &Request) -> Response {
+        let requested = request.param("resourceVersion").and_then(|rv| rv.parse::<u64>().ok());
+        if let (Some(wanted), Some(replica)) = (requested, self.stale_replica(request.peer))
+            && wanted > replica.resource_version()
+        {
+            // The watch cache waits a while for its store to reach the version, then gives up.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let current = self.stale_replica(request.peer).map(|r| r.resource_version());
+            if current.is_some_and(|current| wanted > current) {
+                return too_large_resource_version(wanted, current.unwrap_or_default()).into();
+            }
+        }
         match watch::start(self, target, request) {
             Ok(stream) if request.accept.contains("as=Table") => {
                 Response::Watch(watch::as_tables(stream, target.rt.clone(), self.inner.clock.clone()))
@@ -975,6 +1074,14 @@ impl ApiServer {
             Err(e) => e.into(),
         }
     }
+}
+
+/// What the watch cache answers when it has not reached a version in time.
+fn too_large_resource_version(wanted: u64, current: u64) -> ApiError {
+    errors::server_timeout(
+        format!("Timeout: Too large resource version: {wanted}, current: {current}"),
+        json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+    )
 }
 
 enum Route {

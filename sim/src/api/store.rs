@@ -88,6 +88,20 @@ impl Store {
         self.rv
     }
 
+    /// The objects as they are now, to read while this store moves on (what a lagging replica's
+    /// cache holds): no change log, no trace.
+    pub fn frozen_copy(&self) -> Store {
+        Store {
+            rv: self.rv,
+            objects: self.objects.clone(),
+            log: VecDeque::new(),
+            capacity: 1,
+            compacted: self.rv,
+            trace: blake3::Hasher::new(),
+            trace_lines: None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.objects.values().map(BTreeMap::len).sum()
     }

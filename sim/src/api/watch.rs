@@ -135,21 +135,30 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
     let changes = server.subscribe();
     let epoch = server.inner.epoch.subscribe();
     let mut pending = VecDeque::new();
+    let window_start = server.watch_view(request.peer).window_start;
+    // A stale replica lists its copy; the changes after it come from the store's log, held back.
+    let replica = server.stale_replica(request.peer);
     let cursor = {
         let state = server.state();
-        let current = state.store.resource_version();
+        let listed = replica.as_deref().unwrap_or(&state.store);
+        let current = listed.resource_version();
         match (initial_events, requested) {
             (false, Some(rv)) => {
                 let rv =
                     rv.parse::<u64>().map_err(|_| errors::bad_request(format!("invalid resource version: {rv:?}")))?;
-                if let Err(oldest) = state.store.changes_since(rv) {
+                let available = match state.store.changes_since(rv) {
+                    Err(oldest) => Err(oldest),
+                    Ok(_) if rv < window_start => Err(window_start),
+                    Ok(_) => Ok(()),
+                };
+                if let Err(oldest) = available {
                     pending.push_back(expired(rv, oldest));
                     return Ok(WatchStream(Box::pin(futures::stream::iter(pending))));
                 }
                 rv
             }
             _ => {
-                for (_, object) in state.store.list(&filter.rt.id, filter.namespace.as_deref()) {
+                for (_, object) in listed.list(&filter.rt.id, filter.namespace.as_deref()) {
                     let object = present(&filter.rt, object);
                     if filter.selects(&object) {
                         pending.push_back(line("ADDED", &object));
@@ -166,6 +175,7 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
     let now = tokio::time::Instant::now();
     let run = Running {
         server: server.clone(),
+        peer: request.peer,
         filter: Arc::new(filter),
         cursor,
         pending,
@@ -184,6 +194,8 @@ pub(super) fn start(server: &ApiServer, target: &Target, request: &Request) -> R
 
 struct Running {
     server: ApiServer,
+    /// The client, whose replica may be a stale one.
+    peer: Option<std::net::IpAddr>,
     filter: Arc<Filter>,
     cursor: u64,
     pending: VecDeque<Bytes>,
@@ -192,12 +204,20 @@ struct Running {
     deadline: tokio::time::Instant,
     next_bookmark: Option<tokio::time::Instant>,
     interval: Duration,
-    /// Events held back by a watch lag ([`ApiServer::set_watch_lag`]): when each is due, its
-    /// resource version, and the line.
-    lagging: VecDeque<(tokio::time::Instant, u64, Bytes)>,
+    /// Events held back by a watch lag ([`ApiServer::set_watch_lag`]), a stall or a stale
+    /// replica, in order.
+    lagging: VecDeque<Held>,
     /// The resource version of the last event that left the lag: bookmarks say no more.
     delivered_rv: u64,
     done: bool,
+}
+
+/// An event a watch holds back.
+struct Held {
+    /// When the lag lets it go; `None` while a stall or a stale replica holds it.
+    due: Option<tokio::time::Instant>,
+    rv: u64,
+    line: Bytes,
 }
 
 impl Running {
@@ -209,45 +229,63 @@ impl Running {
             if self.done {
                 return None;
             }
-            self.collect();
-            self.release_due();
+            let view = self.server.watch_view(self.peer);
+            self.collect(&view);
+            self.release_due(&view);
             if !self.pending.is_empty() {
                 continue;
             }
             let bookmark_at = self.next_bookmark.unwrap_or(self.deadline);
-            let lag_ends = self.lagging.front().map(|(due, _, _)| *due);
+            let lag_ends = self.lagging.front().and_then(|held| held.due);
             tokio::select! {
                 changed = self.changes.changed() => if changed.is_err() { self.done = true },
                 _ = self.epoch.changed() => self.done = true,
                 _ = tokio::time::sleep_until(self.deadline) => self.done = true,
                 _ = tokio::time::sleep_until(lag_ends.unwrap_or(self.deadline)), if lag_ends.is_some() => {}
                 _ = tokio::time::sleep_until(bookmark_at), if self.next_bookmark.is_some() => {
-                    // A lagging watch cache bookmarks what it has delivered, not the store.
-                    let rv = match self.lagging.is_empty() {
-                        true => self.server.state().store.resource_version(),
-                        false => self.delivered_rv,
+                    // A lagging watch cache bookmarks what it has delivered, not the store; a
+                    // stalled connection carries nothing.
+                    let rv = match (self.lagging.is_empty(), view.frozen_at) {
+                        _ if view.stalled => None,
+                        (false, _) => Some(self.delivered_rv),
+                        (true, Some(frozen_at)) => Some(frozen_at.max(self.delivered_rv)),
+                        (true, None) => Some(self.server.state().store.resource_version()),
                     };
-                    self.pending.push_back(bookmark(&self.filter.rt, rv, false));
+                    if let Some(rv) = rv {
+                        self.pending.push_back(bookmark(&self.filter.rt, rv, false));
+                    }
                     self.next_bookmark = Some(bookmark_at + self.interval);
                 }
             }
         }
     }
 
-    /// Moves the events after the cursor into `pending`, through the lag while there is one.
-    fn collect(&mut self) {
-        let lag = self.server.watch_lag();
+    /// Moves the events after the cursor into `lagging`; ends the watch with `410 Gone` if it
+    /// holds an event from before the history it could resume from (compacted during a stall).
+    fn collect(&mut self, view: &super::WatchViewNow) {
+        if let Some(held) = self.lagging.front()
+            && held.rv <= view.window_start
+        {
+            self.lagging.clear();
+            self.pending.push_back(expired(self.delivered_rv, view.window_start));
+            self.done = true;
+            return;
+        }
         let now = tokio::time::Instant::now();
-        // Never before an event already held back: the order of events stays the store's.
-        let due = self.lagging.back().map_or(now + lag, |(held, _, _)| (*held).max(now + lag));
         let state = self.server.state();
         match state.store.changes_since(self.cursor) {
             Ok(changes) => {
                 for change in changes {
                     self.cursor = change.rv;
-                    if let Some((kind, object)) = self.filter.event(change) {
-                        self.lagging.push_back((due, change.rv, line(kind, &object)));
-                    }
+                    let Some((kind, object)) = self.filter.event(change) else { continue };
+                    // Never before an event already held back: the order of events stays the store's.
+                    let due = match self.lagging.back().map(|held| held.due) {
+                        _ if view.stalled || view.frozen_at.is_some_and(|at| change.rv > at) => None,
+                        Some(None) => None,
+                        Some(Some(held)) => Some(held.max(now + view.lag)),
+                        None => Some(now + view.lag),
+                    };
+                    self.lagging.push_back(Held { due, rv: change.rv, line: line(kind, &object) });
                 }
             }
             Err(oldest) => {
@@ -258,13 +296,21 @@ impl Running {
         }
     }
 
-    /// Moves the events whose lag is over into `pending`.
-    fn release_due(&mut self) {
+    /// Moves the events that may go now into `pending`: their lag is over, or the stall or the
+    /// stale replica that held them has ended.
+    fn release_due(&mut self, view: &super::WatchViewNow) {
         let now = tokio::time::Instant::now();
-        while self.lagging.front().is_some_and(|(due, _, _)| *due <= now) {
-            if let Some((_, rv, line)) = self.lagging.pop_front() {
-                self.delivered_rv = rv;
-                self.pending.push_back(line);
+        while let Some(held) = self.lagging.front() {
+            let free = match held.due {
+                Some(due) => due <= now,
+                None => !view.stalled && view.frozen_at.is_none_or(|at| held.rv <= at),
+            };
+            if !free {
+                break;
+            }
+            if let Some(held) = self.lagging.pop_front() {
+                self.delivered_rv = held.rv;
+                self.pending.push_back(held.line);
             }
         }
     }
@@ -349,6 +395,125 @@ mod tests {
             let seen = reader.await.expect("the reader");
             let expected = [("first", 5), ("second", 7), ("third", 12)].map(|(n, t)| (n.to_string(), t));
             assert_eq!(seen, expected);
+        });
+    }
+
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("rt")
+    }
+
+    async fn watch_from(server: &ApiServer, rv: Option<u64>, peer: Option<std::net::IpAddr>) -> Response {
+        let mut path = "/api/v1/namespaces/default/configmaps?watch=true&allowWatchBookmarks=true".to_string();
+        if let Some(rv) = rv {
+            path.push_str(&format!("&resourceVersion={rv}"));
+        }
+        let mut request = Request::new(::http::Method::GET, &path);
+        request.peer = peer;
+        server.handle(request).await
+    }
+
+    async fn next_event(stream: &mut super::WatchStream) -> (String, String) {
+        let line = stream.next().await.expect("an event");
+        let event: Value = serde_json::from_slice(&line).expect("JSON");
+        let what = match event["type"].as_str() {
+            Some("ERROR") => event["object"]["code"].to_string(),
+            Some("BOOKMARK") => event["object"]["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string(),
+            _ => event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        };
+        (event["type"].as_str().unwrap_or_default().to_string(), what)
+    }
+
+    async fn delete_config_map(server: &ApiServer, name: &str) {
+        let path = format!("/api/v1/namespaces/default/configmaps/{name}");
+        let response = server.handle(Request::new(::http::Method::DELETE, &path)).await;
+        assert_eq!(response.code(), 200, "delete {name}");
+    }
+
+    /// While watches stall they deliver nothing; when the stall ends the history it covered is
+    /// gone: a watch that missed events ends with 410 and no watch resumes from before, so a
+    /// client re-lists and never sees the states in between.
+    #[test]
+    fn a_stalled_watch_ends_with_gone_and_its_history_is_compacted() {
+        paused_runtime().block_on(async {
+            let server = ApiServer::new(Options::default(), Arc::new(sv_operator::clock::SystemClock));
+            let before = server.state().store.resource_version();
+            let Response::Watch(mut stream) = watch_from(&server, Some(before), None).await else {
+                panic!("not a watch")
+            };
+            server.create_object(config_map("seen"), "test").expect("create");
+            assert_eq!(next_event(&mut stream).await, ("ADDED".into(), "seen".into()));
+            let seen_at = server.state().store.resource_version();
+
+            server.stall_watches(true);
+            server.create_object(config_map("unseen"), "test").expect("create");
+            delete_config_map(&server, "unseen").await;
+            let nothing = tokio::time::timeout(std::time::Duration::from_secs(120), next_event(&mut stream)).await;
+            assert!(nothing.is_err(), "a stalled watch delivers nothing, not even bookmarks: {nothing:?}");
+
+            server.stall_watches(false);
+            assert_eq!(next_event(&mut stream).await, ("ERROR".into(), "410".into()));
+            let Response::Watch(mut resumed) = watch_from(&server, Some(seen_at), None).await else {
+                panic!("not a watch")
+            };
+            assert_eq!(next_event(&mut resumed).await, ("ERROR".into(), "410".into()), "resuming from before");
+            // Watching from now on works as before.
+            let now = server.state().store.resource_version();
+            let Response::Watch(mut fresh) = watch_from(&server, Some(now), None).await else { panic!("not a watch") };
+            server.create_object(config_map("after"), "test").expect("create");
+            assert_eq!(next_event(&mut fresh).await, ("ADDED".into(), "after".into()));
+        });
+    }
+
+    /// A client on a stale replica lists (at `resourceVersion=0`) and watches the cluster as it
+    /// was when the replica stopped, fails to watch from a newer version after 3 s, and gets
+    /// the changes in order once the replica catches up; other clients and consistent reads see
+    /// the store as it is.
+    #[test]
+    fn a_stale_replica_serves_the_past_until_it_catches_up() {
+        paused_runtime().block_on(async {
+            let server = ApiServer::new(Options::default(), Arc::new(sv_operator::clock::SystemClock));
+            let peer: std::net::IpAddr = [192, 168, 0, 7].into();
+            server.create_object(config_map("old"), "test").expect("create");
+            server.set_stale_replica(peer, true);
+            assert!(server.stale_replica(Some(peer)).is_none(), "the client is served as before until it restarts");
+            server.serve_from_stale_replica(peer);
+            let frozen_at = server.state().store.resource_version();
+            server.create_object(config_map("new"), "test").expect("create");
+            delete_config_map(&server, "old").await;
+            let current = server.state().store.resource_version();
+
+            let list = async |rv: Option<&str>, peer: Option<std::net::IpAddr>| -> (Vec<String>, String) {
+                let mut path = "/api/v1/namespaces/default/configmaps".to_string();
+                if let Some(rv) = rv {
+                    path.push_str(&format!("?resourceVersion={rv}"));
+                }
+                let mut request = Request::new(::http::Method::GET, &path);
+                request.peer = peer;
+                let Response::Json { body, .. } = server.handle(request).await else { panic!("not a list") };
+                let names = body["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                    .collect();
+                (names, body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string())
+            };
+            assert_eq!(list(Some("0"), Some(peer)).await, (vec!["old".to_string()], frozen_at.to_string()));
+            assert_eq!(list(None, Some(peer)).await, (vec!["new".to_string()], current.to_string()), "consistent");
+            assert_eq!(list(Some("0"), None).await, (vec!["new".to_string()], current.to_string()), "other clients");
+
+            let asked = tokio::time::Instant::now();
+            let too_new = watch_from(&server, Some(current), Some(peer)).await;
+            assert_eq!((too_new.code(), asked.elapsed().as_secs()), (504, 3));
+
+            let Response::Watch(mut stream) = watch_from(&server, Some(frozen_at), Some(peer)).await else {
+                panic!("not a watch")
+            };
+            // Bookmarks say no more than the replica has.
+            assert_eq!(next_event(&mut stream).await, ("BOOKMARK".into(), frozen_at.to_string()));
+            server.set_stale_replica(peer, false);
+            assert_eq!(next_event(&mut stream).await, ("ADDED".into(), "new".into()));
+            assert_eq!(next_event(&mut stream).await, ("DELETED".into(), "old".into()));
         });
     }
 }
