@@ -4,8 +4,9 @@
 //! loses power; the process surviving is not enough. `sv-nfs` tells a journal, when one is
 //! installed on its thread, before it writes a file without syncing it and after it has synced
 //! one; the simulation installs a journal that keeps a copy of the file as it was before its
-//! first unsynced write and puts it back when the node is lost. Production installs none: each
-//! call is then one thread-local read.
+//! first unsynced write and puts it back when the node is lost. The same journal says whether the
+//! disk under a file has room for it to grow, so that the simulation can fill a disk (a write
+//! then fails with `ENOSPC`). Production installs none: each call is then one thread-local read.
 
 use std::cell::RefCell;
 use std::os::fd::BorrowedFd;
@@ -17,6 +18,11 @@ pub trait Journal {
     fn before_unsynced_write(&self, file: BorrowedFd<'_>);
     /// Everything written to `file` so far is durable.
     fn synced(&self, file: BorrowedFd<'_>);
+    /// Whether the disk under `file` has room for it to grow by `bytes`; `false` makes the write
+    /// fail with `ENOSPC`, as a full disk's does (the simulation's full disks).
+    fn has_room(&self, _file: BorrowedFd<'_>, _bytes: u64) -> bool {
+        true
+    }
 }
 
 thread_local! {
@@ -53,4 +59,9 @@ pub fn synced(file: BorrowedFd<'_>) {
     if let Some(journal) = JOURNAL.with(|j| j.borrow().clone()) {
         journal.synced(file);
     }
+}
+
+/// See [`Journal::has_room`]; with no journal installed, the disk decides (the write itself).
+pub fn has_room(file: BorrowedFd<'_>, bytes: u64) -> bool {
+    JOURNAL.with(|j| j.borrow().clone()).is_none_or(|journal| journal.has_room(file, bytes))
 }

@@ -982,7 +982,12 @@ impl Export {
         let size = rustix::fs::fstat(&*fd).map_err(nfs_err)?.st_size as u64;
         let reserved = self.reserve(end.saturating_sub(size))?;
         let mut written = 0usize;
+        // A full disk refuses the growth (only a simulated one answers here before `pwrite`).
+        let disk_full = reserved > 0 && !known::has_room(fd.as_fd(), reserved);
         let result = loop {
+            if disk_full {
+                break Err(nfs_err(rustix::io::Errno::NOSPC));
+            }
             if written == data.len() {
                 break Ok(());
             }
@@ -1793,7 +1798,12 @@ mod known {
     pub(super) use sv_common::monotonic::MonotonicInstant as Instant;
 
     #[cfg(feature = "program")]
-    pub(super) use sv_common::durability::{before_unsynced_write, synced};
+    pub(super) use sv_common::durability::{before_unsynced_write, has_room, synced};
+
+    #[cfg(not(feature = "program"))]
+    pub(super) fn has_room(_: BorrowedFd<'_>, _: u64) -> bool {
+        true
+    }
 
     #[cfg(not(feature = "program"))]
     pub(super) fn before_unsynced_write(_: BorrowedFd<'_>) {}

@@ -456,7 +456,12 @@ impl Generator {
         let index = *self.choices.pick(&candidates);
         let volume = self.volumes[index].key();
         let server = || HostRef::PodOf { pod_of: PodOf { volume: volume.clone(), component: "nfs-server".into() } };
-        match self.choices.below(4) {
+        match self.choices.below(5) {
+            // The disk under the export fills up: writers and the syncer meet NOSPC.
+            4 if !self.open_faults.contains_key("disk full") => {
+                self.steps.push(Step::DiskFull { volume: volume.clone(), full: true });
+                self.open_faults.insert("disk full".to_string(), vec![Step::DiskFull { volume, full: false }]);
+            }
             0 if !self.open_faults.contains_key("nfs server crashed") => {
                 self.steps.push(Step::Crash(server()));
                 self.open_faults.insert("nfs server crashed".to_string(), vec![Step::Bounce(server())]);

@@ -10,6 +10,10 @@
 //!
 //! Only file contents are modelled: directory entries (creates, renames, removes) are taken as
 //! durable when made.
+//!
+//! The same journal models full disks ([`PageCache::set_full`]): a file under a full directory
+//! cannot grow (`sv-nfs`'s write fails with `ENOSPC` before `pwrite`, as on a full filesystem);
+//! creating, renaming and removing files, and writing over what a file already holds, still work.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -28,6 +32,8 @@ struct Dirty {
 pub struct PageCache {
     /// By device and inode.
     dirty: Mutex<BTreeMap<(u64, u64), Dirty>>,
+    /// Directories whose disk is full.
+    full: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 /// A [`PageCache`] to install on any thread (the journal of a thread is an `Rc`).
@@ -41,6 +47,10 @@ impl sv_common::durability::Journal for SharedPageCache {
 
     fn synced(&self, fd: BorrowedFd<'_>) {
         self.0.synced(fd);
+    }
+
+    fn has_room(&self, fd: BorrowedFd<'_>, bytes: u64) -> bool {
+        self.0.has_room(fd, bytes)
     }
 }
 
@@ -69,6 +79,15 @@ impl sv_common::durability::Journal for PageCache {
         if let Some(key) = key(&file) {
             self.dirty().remove(&key);
         }
+    }
+
+    fn has_room(&self, fd: BorrowedFd<'_>, _bytes: u64) -> bool {
+        let full = self.full.lock().unwrap_or_else(|e| e.into_inner());
+        if full.is_empty() {
+            return true;
+        }
+        let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) else { return true };
+        !full.iter().any(|dir| path.starts_with(dir))
     }
 }
 
@@ -100,6 +119,16 @@ impl PageCache {
             false
         });
         lost
+    }
+
+    /// Makes the disk under `dir` full (`true`) or gives it room again.
+    pub fn set_full(&self, dir: &Path, full: bool) {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut disks = self.full.lock().unwrap_or_else(|e| e.into_inner());
+        match full {
+            true => disks.insert(dir),
+            false => disks.remove(&dir),
+        };
     }
 
     /// Files written and not synced since.
@@ -149,5 +178,19 @@ mod tests {
         assert_eq!(read("synced"), b"written, then synced");
         assert_eq!(read("never-synced"), b"", "a new file never synced is empty again");
         assert_eq!(cache.dirty_files(), 0);
+    }
+
+    #[test]
+    fn a_full_disk_has_no_room_for_its_files_to_grow_until_it_is_freed() {
+        let (full, other) = (tempfile::tempdir().expect("a directory"), tempfile::tempdir().expect("another"));
+        let cache = PageCache::default();
+        let open = |dir: &Path| std::fs::File::create(dir.join("file")).expect("create");
+        let (in_full, in_other) = (open(full.path()), open(other.path()));
+        assert!(cache.has_room(in_full.as_fd(), 1), "no disk is full yet");
+        cache.set_full(full.path(), true);
+        assert!(!cache.has_room(in_full.as_fd(), 1));
+        assert!(cache.has_room(in_other.as_fd(), 1), "only the full disk's files");
+        cache.set_full(full.path(), false);
+        assert!(cache.has_room(in_full.as_fd(), 1));
     }
 }

@@ -136,6 +136,13 @@ pub enum Step {
         stale: bool,
     },
     Bounce(HostRef),
+    /// `{volume: default/data, full: true}`: the disk under the volume's NFS export is full (its
+    /// files cannot grow: writes that would fail with `NOSPC`, as on a full filesystem, while
+    /// overwrites, creates and removes work); `full: false` frees it.
+    DiskFull {
+        volume: String,
+        full: bool,
+    },
     /// The node a pod runs on (or a node by name) is lost with its pods' processes.
     LoseNode(HostRef),
     /// A node comes back (a name, or `lost`: the node the last `loseNode` lost).
@@ -418,6 +425,8 @@ struct Run {
     /// Pod hosts crashed by a step, with their pod (`namespace`, `name`): once the pod is gone,
     /// so is the fault.
     crashed_pods: BTreeMap<String, (String, String)>,
+    /// The export directories made full, by the volume named in the step.
+    full_disks: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// One step of a replayed scenario, with when it started and how long it took (simulated).
@@ -722,6 +731,7 @@ impl Run {
             active_faults: Default::default(),
             skip_missing_targets: false,
             crashed_pods: BTreeMap::new(),
+            full_disks: BTreeMap::new(),
         }
     }
 
@@ -869,6 +879,18 @@ impl Run {
                     false => self.active_faults.insert("watch lag".to_string()),
                 };
                 self.world.api.set_watch_lag(lag);
+            }
+            Step::DiskFull { volume, full: true } => {
+                let export = self.export_of(volume)?;
+                self.world.set_disk_full(&export, true);
+                self.full_disks.insert(volume.clone(), export);
+                self.active_faults.insert(format!("disk of {volume} full"));
+            }
+            Step::DiskFull { volume, full: false } => {
+                if let Some(export) = self.full_disks.remove(volume) {
+                    self.world.set_disk_full(&export, false);
+                }
+                self.active_faults.remove(&format!("disk of {volume} full"));
             }
             Step::StallWatches(stalled) => {
                 match stalled {
@@ -1152,8 +1174,18 @@ impl Run {
             | Step::Bounce(HostRef::PodOf { pod_of })
             | Step::LoseNode(HostRef::PodOf { pod_of }) => self.pod_of(pod_of).err(),
             Step::NodeBack(node) | Step::OutOfService(node) => self.node_name(node).err(),
+            Step::DiskFull { volume, full: true } => self.export_of(volume).err(),
             _ => None,
         }
+    }
+
+    /// The directory the NFS server of a volume (`namespace/name`, or a ClusterSharedVolume's
+    /// name) exports.
+    fn export_of(&self, volume: &str) -> Result<std::path::PathBuf, String> {
+        let object = find_volume(&self.world.api, volume).ok_or(format!("no volume {volume}"))?;
+        let reference =
+            object["spec"]["referenceValue"].as_str().ok_or(format!("volume {volume} has no reference yet"))?;
+        self.world.nfs_server(reference).map(|(export, _)| export).ok_or(format!("no NFS server serves {volume}"))
     }
 
     /// A crashed pod's fault ends with its pod: forgets those whose pod is gone (or replaced).

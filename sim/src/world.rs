@@ -668,6 +668,13 @@ impl World {
         self.api.set_stale_replica(ip, stale);
     }
 
+    /// Makes the disk under an NFS export full, or frees it (see [`crate::page_cache`]).
+    pub fn set_disk_full(&mut self, export: &std::path::Path, full: bool) {
+        let name = export.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.note(&format!("disk of {name} {}", if full { "full" } else { "freed" }));
+        self.page_cache.0.set_full(export, full);
+    }
+
     /// Requests host `host` made to the API server so far, by verb and resource.
     pub fn requests_from(&self, host: &str) -> std::collections::BTreeMap<(String, String), u64> {
         let ip = self.sim.lookup(host);
