@@ -87,6 +87,33 @@ fn start_with_webhook(world: &mut World, mut objects: Vec<Value>) {
     world.run_for(Duration::from_secs(5)).expect("the webhook pod starts");
 }
 
+/// Creates a ConfigMap with `metadata` in each namespace, one after another, with the real kube
+/// client over the simulated network: what each create got, in order.
+fn create_config_maps(
+    world: &mut World,
+    namespaces: &[&'static str],
+    metadata: Value,
+) -> Vec<(String, Result<Value, String>)> {
+    let results: Outcomes = Arc::default();
+    let record = results.clone();
+    let namespaces = namespaces.to_vec();
+    let count = namespaces.len();
+    world.sim.client("tester", async move {
+        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
+        for namespace in namespaces {
+            let map: ConfigMap = serde_json::from_value(json!({"metadata": metadata})).expect("cm");
+            let created =
+                Api::<ConfigMap>::namespaced(client.clone(), namespace).create(&PostParams::default(), &map).await;
+            let created = created.map(|c| serde_json::to_value(c).unwrap_or_default()).map_err(|e| e.to_string());
+            record.lock().expect("lock").push((namespace.to_string(), created));
+        }
+        Ok(())
+    });
+    let done = results.clone();
+    assert!(world.run_until(Duration::from_secs(60), |_| done.lock().expect("lock").len() == count).expect("run"));
+    results.lock().expect("lock").clone()
+}
+
 fn configuration(kind: &str, name: &str, path: &str, resources: &[&str], ca: &str, extra: Value) -> Value {
     let mut hook = json!({
         "name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
@@ -377,22 +404,7 @@ fn a_webhook_that_asks_is_called_again_when_a_later_one_changed_the_object() {
     ];
     start_with_webhook(&mut world, objects);
 
-    let results: Outcomes = Arc::default();
-    let record = results.clone();
-    world.sim.client("tester", async move {
-        let client = sv_sim::net::kube_client("api", sv_sim::world::API_PORT)?;
-        for namespace in ["again", "once"] {
-            let map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m"}})).expect("cm");
-            let created =
-                Api::<ConfigMap>::namespaced(client.clone(), namespace).create(&PostParams::default(), &map).await;
-            let created = created.map(|c| serde_json::to_value(c).unwrap_or_default()).map_err(|e| e.to_string());
-            record.lock().expect("lock").push((namespace.to_string(), created));
-        }
-        Ok(())
-    });
-    let done = results.clone();
-    assert!(world.run_until(Duration::from_secs(60), |_| done.lock().expect("lock").len() == 2).expect("run"));
-    let results = results.lock().expect("lock").clone();
+    let results = create_config_maps(&mut world, &["again", "once"], json!({"name": "m"}));
     let labels = |i: usize| results[i].1.clone().expect("created")["metadata"]["labels"].clone();
     assert_eq!(labels(0)["first-saw"], "was-here", "called again, it saw the later change: {:#}", labels(0));
     assert_eq!(labels(1)["first-saw"], "nothing", "never called again: {:#}", labels(1));
@@ -401,4 +413,88 @@ fn a_webhook_that_asks_is_called_again_when_a_later_one_changed_the_object() {
         ["first saw nothing", "second", "first saw was-here", "first saw nothing", "second"],
         "once more for IfNeeded, and only the webhook that asked"
     );
+}
+
+/// A validating webhook is shown the name (from `generateName`), uid and creation time the
+/// object is stored with, whether or not a mutating webhook changed it first: the real server
+/// draws them before validating admission (`BeforeCreate`).
+#[test]
+fn a_validating_webhook_sees_the_identity_that_is_stored() {
+    sv_sim::init_test_logging();
+    let mut world = World::new(WorldConfig { operator: false, ..WorldConfig::default() }).expect("a world");
+    let (tls, ca) = tls();
+    let shown = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let (record, recorded) = (shown.clone(), shown.clone());
+    let router = axum::Router::new()
+        .route(
+            "/mutate",
+            post(|Json(review): Json<Value>| async move {
+                let patch = json!([{"op": "add", "path": "/data", "value": {"mutated": "yes"}}]);
+                answer(&review, true, None, Some(patch))
+            }),
+        )
+        .route(
+            "/validate",
+            post(move |Json(review): Json<Value>| {
+                record.lock().expect("lock").push(review["request"]["object"].clone());
+                async move { answer(&review, true, None, None) }
+            }),
+        );
+    world.programs().expect("programs").register_image(IMAGE, common::webhook::serving(tls, router));
+    let in_namespace =
+        |namespace: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}});
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mutated"}}),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "record.example.com",
+            "/validate",
+            &["configmaps", "pods"],
+            &ca,
+            json!({}),
+        ),
+        configuration(
+            "MutatingWebhookConfiguration",
+            "mutate.example.com",
+            "/mutate",
+            &["configmaps"],
+            &ca,
+            in_namespace("mutated"),
+        ),
+    ];
+    start_with_webhook(&mut world, objects);
+
+    let results = create_config_maps(&mut world, &["plain", "mutated"], json!({"generateName": "named-"}));
+    let shown: Vec<Value> = shown.lock().expect("lock").iter().map(|o| o["metadata"].clone()).collect();
+    assert_eq!(shown.len(), 2, "one validating review per create: {shown:#?}");
+    for ((namespace, created), shown) in results.iter().zip(&shown) {
+        let stored = &created.clone().expect("created")["metadata"];
+        for key in ["name", "uid", "creationTimestamp"] {
+            assert_eq!(shown[key], stored[key], "{namespace}: {key} shown to the validating webhook");
+        }
+        assert!(stored["name"].as_str().is_some_and(|n| n.starts_with("named-")), "{stored:#}");
+    }
+    assert_eq!(results[1].1.clone().expect("created")["data"]["mutated"], "yes", "the mutating webhook ran");
+
+    // A controller's pod, named by generateName, is shown as it is stored too.
+    let replicas = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "plain"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    for result in world.create_all(vec![replicas]) {
+        result.expect("create");
+    }
+    world.run_for(Duration::from_secs(5)).expect("run");
+    let recorded = recorded.lock().expect("lock").clone();
+    let shown = recorded.iter().find(|o| o["kind"] == "Pod").expect("the pod's validating review");
+    let name = shown["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let stored = {
+        let state = world.api.state();
+        let pods = state.registry.find("", "v1", "pods").expect("pods").id.clone();
+        state.store.get(&pods, "plain", &name).map(|p| (**p).clone())
+    };
+    let stored = stored.unwrap_or_else(|| panic!("no pod {name:?} stored"));
+    for key in ["uid", "creationTimestamp"] {
+        assert_eq!(shown["metadata"][key], stored["metadata"][key], "the controller's pod {name}: {key}");
+    }
 }

@@ -21,17 +21,16 @@ use sv_sim::world::{World, WorldConfig};
 const IMAGE: &str = "example.com/recorder";
 
 /// Why managedFields differ (one entry per case; the paths below it are collapsed).
-const MANAGED_FIELDS: &str = "managedFields are computed with lists atomic (no `k:{...}` keys, no `.` markers), and \
-     after admission plugins and status defaults, so the token volume, tolerations, priority and status count as the \
-     client's; the real server computes them from the decoded and defaulted object (docs/sim.md, Fidelity)";
+const MANAGED_FIELDS: &str = "a pod's managedFields are computed after the admission plugins and status defaults, so \
+     the token volume, tolerations, priority and status count as the client's, and container ports are owned whole \
+     (their key includes the defaulted protocol); the real server computes them from the decoded and defaulted object \
+     (docs/sim.md, Fidelity)";
 
 /// Differences from the real server that are not fixed yet: (case, path, reason).
 const KNOWN: &[(&str, &str, &str)] = &[
     ("001-pod-create-plain", "differs /object/metadata/managedFields", MANAGED_FIELDS),
     ("004-pod-create-multi-container", "differs /object/metadata/managedFields", MANAGED_FIELDS),
     ("005-pod-create-mounts-secctx", "differs /object/metadata/managedFields", MANAGED_FIELDS),
-    ("011-sharedvolume-create-data", "differs /object/metadata/managedFields", MANAGED_FIELDS),
-    ("014-clustersharedvolume-create-shared", "differs /object/metadata/managedFields", MANAGED_FIELDS),
 ];
 
 fn repo(path: &str) -> std::path::PathBuf {

@@ -174,10 +174,16 @@ impl ApiServer {
             let options = review_options(operation, request, delete_options.as_ref(), old.as_ref(), dry_run);
             let asker = Asker { user: &user, options: &options, name_generated: name_generated(request) };
             let (object, mut warnings) = self.admit(target, operation, planned.clone(), old.as_ref(), &asker).await?;
+            // The validating webhooks were shown the dry run's name, uid and creation time: the
+            // create stores those.
+            let mut request = request.clone();
+            if operation == Operation::Create {
+                request.planned = super::objects::Identity::of(&planned);
+            }
             let result = if object == planned {
-                self.unchanged_since(target, old.as_ref()).then(|| self.write(target, request))
+                self.unchanged_since(target, old.as_ref()).then(|| self.write(target, &request))
             } else {
-                self.write_mutated(target, request, object, old.as_ref())
+                self.write_mutated(target, &request, object, old.as_ref())
             };
             match result {
                 Some(Ok(Response::Json { code, body, warnings: own })) => {
@@ -352,10 +358,12 @@ impl ApiServer {
                     let user = user_named(&user);
                     let generated = pod["metadata"]["name"].as_str().is_none_or(str::is_empty);
                     let asker = Asker { user: &user, options: &options, name_generated: generated };
+                    let identity = super::objects::Identity::of(&planned);
                     match self.admit(&target, Operation::Create, planned, None, &asker).await {
                         Ok((admitted, _)) => {
                             let mut state = self.state();
-                            self.create_in(&mut state, &rt, admitted, &WriteOptions::controller(&manager)).map(|_| ())
+                            let opts = WriteOptions { identity, ..WriteOptions::controller(&manager) };
+                            self.create_in(&mut state, &rt, admitted, &opts).map(|_| ())
                         }
                         Err(e) => Err(e),
                     }
@@ -430,7 +438,7 @@ impl ApiServer {
         let mut state = self.state();
         match old {
             None => {
-                // The dry run made these up; the real create makes them again.
+                // The create takes the dry run's name, uid and creation time from the request.
                 if let Some(meta) = object["metadata"].as_object_mut() {
                     for generated in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"] {
                         meta.remove(generated);

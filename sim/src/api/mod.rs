@@ -266,6 +266,8 @@ pub struct Request {
     pub bearer: Option<String>,
     /// Who sent it, once authenticated.
     pub user: Option<auth::UserInfo>,
+    /// For a create that passed admission: the name, uid and creation time its dry run drew.
+    pub planned: Option<objects::Identity>,
 }
 
 impl Request {
@@ -282,6 +284,7 @@ impl Request {
             peer: None,
             bearer: None,
             user: None,
+            planned: None,
         }
     }
 

@@ -29,12 +29,39 @@ pub struct WriteOptions {
     pub validation: FieldValidation,
     /// `Some("status")` for writes to the status subresource.
     pub subresource: Option<String>,
+    /// For a create after admission: what the dry run drew for the object.
+    pub identity: Option<Identity>,
+}
+
+/// What the server draws for a new object before validating admission (`BeforeCreate`): its name
+/// when `generateName` names it, its uid and creation time. A create through admission keeps the
+/// dry run's, so that validating webhooks are shown what is stored, as on a real server.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: String,
+    pub uid: String,
+    pub created: String,
+}
+
+impl Identity {
+    /// The identity a dry-run create answered with.
+    pub fn of(object: &Value) -> Option<Self> {
+        let meta = &object["metadata"];
+        let text = |key: &str| meta[key].as_str().map(str::to_string);
+        Some(Self { name: text("name")?, uid: text("uid")?, created: text("creationTimestamp")? })
+    }
 }
 
 impl WriteOptions {
     /// A write by one of the simulation's own controllers.
     pub fn controller(manager: &str) -> Self {
-        Self { manager: manager.into(), dry_run: false, validation: FieldValidation::Ignore, subresource: None }
+        Self {
+            manager: manager.into(),
+            dry_run: false,
+            validation: FieldValidation::Ignore,
+            subresource: None,
+            identity: None,
+        }
     }
 
     pub(super) fn from_request(request: &Request, target: &Target) -> Result<Self, ApiError> {
@@ -58,6 +85,7 @@ impl WriteOptions {
             dry_run: request.param("dryRun") == Some("All"),
             validation,
             subresource: target.sub.clone(),
+            identity: request.planned.clone(),
         })
     }
 }
@@ -284,7 +312,10 @@ impl ApiServer {
             match meta["generateName"].as_str() {
                 Some(prefix) if !prefix.is_empty() => {
                     shown_name = prefix.to_string();
-                    let name = format!("{prefix}{}", state.rng.name_suffix());
+                    let name = match &opts.identity {
+                        Some(identity) => identity.name.clone(),
+                        None => format!("{prefix}{}", state.rng.name_suffix()),
+                    };
                     meta["name"] = json!(name);
                 }
                 _ => {
@@ -316,8 +347,12 @@ impl ApiServer {
                 m.remove(server_field);
             }
         }
-        meta["uid"] = json!(state.rng.uid());
-        meta["creationTimestamp"] = json!(self.now());
+        let (uid, created) = match &opts.identity {
+            Some(identity) => (identity.uid.clone(), identity.created.clone()),
+            None => (state.rng.uid(), self.now()),
+        };
+        meta["uid"] = json!(uid);
+        meta["creationTimestamp"] = json!(created);
         if rt.generation {
             meta["generation"] = json!(1);
         }
@@ -376,7 +411,8 @@ impl ApiServer {
         builtin::validate(rt, None, &object)?;
         state.ips = ips;
         let mut ownership = Ownership::default();
-        ownership.record_update(self.owner(opts, false), None, &object, &rt.id.api_version(), &self.now());
+        let keys = fields::ListKeys::of_type(rt);
+        ownership.record_update(self.owner(opts, false), None, &object, keys, &rt.id.api_version(), &self.now());
         ownership.write(&mut object);
         drop_empty_metadata(&mut object);
         if opts.dry_run {
@@ -547,7 +583,14 @@ impl ApiServer {
         let ownership = match op {
             FieldOp::Update(owner) => {
                 let mut ownership = Ownership::read(old);
-                ownership.record_update(owner, Some(old), &object, &rt.id.api_version(), &now);
+                ownership.record_update(
+                    owner,
+                    Some(old),
+                    &object,
+                    fields::ListKeys::of_type(rt),
+                    &rt.id.api_version(),
+                    &now,
+                );
                 ownership
             }
             FieldOp::Applied(ownership) => ownership,
@@ -756,6 +799,7 @@ impl ApiServer {
         let live = state.store.get(&target.rt.id, target.namespace.as_deref().unwrap_or_default(), &name).cloned();
         let api_version = target.rt.id.api_version();
         let now = self.now();
+        let keys = fields::ListKeys::of_type(&target.rt);
         let Some(live) = live else {
             // A subresource (status) cannot create its object: the real server answers NotFound.
             if opts.subresource.is_some() {
@@ -764,8 +808,9 @@ impl ApiServer {
             // An apply that creates is a create too: the caller needs that verb as well.
             self.authorize_create_by_patch(&state, request, target, &name)?;
             let mut ownership = Ownership::default();
-            let object =
-                ownership.apply(owner, None, &config, force, &api_version, &now).map_err(|c| apply_conflict(&c))?;
+            let object = ownership
+                .apply(owner, None, &config, force, keys, &api_version, &now)
+                .map_err(|c| apply_conflict(&c))?;
             let (mut created, warnings) =
                 self.create_in(&mut state, &target.rt, object, &WriteOptions { dry_run: true, ..opts.clone() })?;
             ownership.write(&mut created);
@@ -789,7 +834,7 @@ impl ApiServer {
             _ => config.clone(),
         };
         let merged = ownership
-            .apply(owner, Some(&scoped_live), &scoped_config, force, &api_version, &now)
+            .apply(owner, Some(&scoped_live), &scoped_config, force, keys, &api_version, &now)
             .map_err(|c| apply_conflict(&c))?;
         let object = match opts.subresource.as_deref() {
             Some("status") => {

@@ -20,6 +20,24 @@ impl Schema {
         Self(std::sync::Arc::new(schema.clone()))
     }
 
+    /// The keys of the list at `path` if the schema makes it a map (`x-kubernetes-list-type:
+    /// map` with `x-kubernetes-list-map-keys`). Item segments of the path (`k:{...}`) step into
+    /// the list's items.
+    pub fn list_map_keys(&self, path: &[String]) -> Option<Vec<String>> {
+        let mut node = &*self.0;
+        for segment in path {
+            node = match segment.starts_with("k:") {
+                true => node.get("items")?,
+                false => property(node, segment)?,
+            };
+        }
+        if node.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+            return None;
+        }
+        let keys = node.get("x-kubernetes-list-map-keys")?.as_array()?;
+        Some(keys.iter().filter_map(Value::as_str).map(str::to_string).collect())
+    }
+
     /// Drops fields the schema does not declare, returning their paths (for `fieldValidation`).
     /// `metadata`, `apiVersion` and `kind` at the root are the server's, never pruned here.
     pub fn prune(&self, object: &mut Value) -> Vec<String> {
