@@ -526,8 +526,8 @@ impl Generator {
     /// What the clients' watches see: every watch ends and the clients resume; every watch lags
     /// behind the store while reads stay current (Sieve's stale views); every watch stalls and
     /// resumes past compacted history, so the clients re-list and miss the states in between
-    /// (Sieve's unobserved states); or the operator's replica stops, and the operator restarts on
-    /// it before it catches up, seeing the cluster as it was (Sieve's time travel).
+    /// (Sieve's unobserved states); or the operator's replica stops, and the operator restarts or
+    /// reconnects after a partition onto it before it catches up (Sieve's time travel).
     fn watch_fault(&mut self) {
         let operator = || HostRef::Name("operator".to_string());
         match self.choices.below(4) {
@@ -543,11 +543,16 @@ impl Generator {
             3 if !self.open_faults.contains_key("operator's replica stale") => {
                 self.steps.push(Step::StaleReplica { host: operator(), stale: true });
                 let stale_for = self.choices.seconds(5, 40);
-                let heal = vec![
-                    Step::Bounce(operator()),
-                    Step::RunFor(stale_for),
-                    Step::StaleReplica { host: operator(), stale: false },
-                ];
+                // The operator reaches the stale replica by restarting, or after a partition.
+                let mut heal = match self.choices.chance(50) {
+                    true => vec![Step::Bounce(operator())],
+                    false => {
+                        let link = [operator(), HostRef::Name("api".to_string())];
+                        let cut_for = self.choices.seconds(5, 30);
+                        vec![Step::Partition(link.clone()), Step::RunFor(cut_for), Step::Repair(link)]
+                    }
+                };
+                heal.extend([Step::RunFor(stale_for), Step::StaleReplica { host: operator(), stale: false }]);
                 self.open_faults.insert("operator's replica stale".to_string(), heal);
             }
             _ => self.steps.push(Step::DropWatches(true)),

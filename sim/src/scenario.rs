@@ -127,7 +127,8 @@ pub enum Step {
     /// its client re-lists, never seeing the states in between (Sieve's unobserved states).
     StallWatches(bool),
     /// `{host: operator, stale: true}`: an API server replica's watch cache stops at the
-    /// cluster as it is now, and serves the host from its next restart: its informers' lists
+    /// cluster as it is now, and serves the host from its next restart or the end of its next
+    /// partition: its informers' lists
     /// (`resourceVersion=0`) and watches see that state until `stale: false`, while its
     /// consistent reads and writes are current. The host travels back in time (Sieve's time
     /// travel).

@@ -647,9 +647,14 @@ impl World {
         self.sim.partition(a, b);
     }
 
+    /// Ends a partition. A host with a stale API server replica waiting for it reconnects to
+    /// that replica (see [`World::set_stale_replica`]).
     pub fn repair(&mut self, a: &str, b: &str) {
         self.note(&format!("repair {a} {b}"));
         self.sim.repair(a, b);
+        for host in [a, b] {
+            self.api.serve_from_stale_replica(self.sim.lookup(host));
+        }
     }
 
     /// Stalls every watch, or ends the stall with the history it covered compacted (see
@@ -660,7 +665,7 @@ impl World {
     }
 
     /// Stops an API server replica at the cluster as it is now, which serves `host` from its
-    /// next start, or lets that replica catch up (see
+    /// next start or the end of its next partition, or lets that replica catch up (see
     /// [`crate::api::ApiServer::set_stale_replica`]).
     pub fn set_stale_replica(&mut self, host: &str, stale: bool) {
         self.note(&format!("replica for {host} {}", if stale { "stopped" } else { "caught up" }));

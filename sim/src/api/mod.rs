@@ -523,7 +523,8 @@ impl ApiServer {
     }
 
     /// `true`: an API server replica's watch cache stops at the store as it is now, and the
-    /// client at `peer` is served by it from its next start ([`Self::serve_from_stale_replica`]);
+    /// client at `peer` is served by it from its next start or reconnection
+    /// ([`Self::serve_from_stale_replica`]);
     /// `false`: the replica catches up. A stale replica answers lists at `resourceVersion=0`
     /// (what informers ask for) with that copy, its watches deliver nothing newer, and a watch
     /// from a version it has not reached fails after 3 s with `Too large resource version`, as
@@ -543,7 +544,8 @@ impl ApiServer {
         self.notify(rv);
     }
 
-    /// The client at `peer` (re)starts: a stale replica waiting for it serves it from now on.
+    /// The client at `peer` (re)starts or reconnects: a stale replica waiting for it serves it
+    /// from now on.
     pub fn serve_from_stale_replica(&self, peer: std::net::IpAddr) {
         if let Some((_, serving)) = self.watch_view_mut().stale_replicas.get_mut(&peer) {
             *serving = true;
