@@ -575,20 +575,17 @@ fn duration(text: &str) -> Result<Duration, String> {
 /// The first field the operator's own validation finds wrong in a stored volume, if any (a spec
 /// that does not even read as one is wrong as a whole: `spec`).
 pub(crate) fn invalid_field(volume: &Value) -> Option<String> {
-    use sv_operator::api::validation::{VolumeInput, validate_volume};
     use sv_operator::api::{ClusterSharedVolume, SharedVolume};
-    let validation = match volume["kind"].as_str() {
-        Some("SharedVolume") => match serde_json::from_value::<SharedVolume>(volume.clone()) {
-            Ok(v) => validate_volume(VolumeInput::of(&v), None),
-            Err(_) => return Some("spec".to_string()),
-        },
-        Some("ClusterSharedVolume") => match serde_json::from_value::<ClusterSharedVolume>(volume.clone()) {
-            Ok(v) => validate_volume(VolumeInput::of(&v), None),
-            Err(_) => return Some("spec".to_string()),
-        },
-        _ => return None,
-    };
-    validation.errors.first().map(|e| e.field.clone())
+    fn first_error<V: sv_operator::api::Volume>(volume: &Value) -> Option<String> {
+        use sv_operator::api::validation::{VolumeInput, validate_volume};
+        let Ok(volume) = serde_json::from_value::<V>(volume.clone()) else { return Some("spec".to_string()) };
+        validate_volume(VolumeInput::of(&volume), None).errors.first().map(|e| e.field.clone())
+    }
+    match volume["kind"].as_str() {
+        Some("SharedVolume") => first_error::<SharedVolume>(volume),
+        Some("ClusterSharedVolume") => first_error::<ClusterSharedVolume>(volume),
+        _ => None,
+    }
 }
 
 /// What liveness holds a volume to once every fault healed.
@@ -875,37 +872,28 @@ impl Run {
             Step::DropWatches(_) => self.world.api.drop_watches(),
             Step::WatchLag(text) => {
                 let lag = duration(text)?;
-                match lag.is_zero() {
-                    true => self.active_faults.remove("watch lag"),
-                    false => self.active_faults.insert("watch lag".to_string()),
-                };
+                self.fault_in_place("watch lag".to_string(), !lag.is_zero());
                 self.world.api.set_watch_lag(lag);
             }
             Step::DiskFull { volume, full: true } => {
                 let export = self.export_of(volume)?;
                 self.world.set_disk_full(&export, true);
                 self.full_disks.insert(volume.clone(), export);
-                self.active_faults.insert(format!("disk of {volume} full"));
+                self.fault_in_place(format!("disk of {volume} full"), true);
             }
             Step::DiskFull { volume, full: false } => {
                 if let Some(export) = self.full_disks.remove(volume) {
                     self.world.set_disk_full(&export, false);
                 }
-                self.active_faults.remove(&format!("disk of {volume} full"));
+                self.fault_in_place(format!("disk of {volume} full"), false);
             }
             Step::StallWatches(stalled) => {
-                match stalled {
-                    true => self.active_faults.insert("watches stalled".to_string()),
-                    false => self.active_faults.remove("watches stalled"),
-                };
+                self.fault_in_place("watches stalled".to_string(), *stalled);
                 self.world.stall_watches(*stalled);
             }
             Step::StaleReplica { host: host_ref, stale } => {
                 let host = self.host(host_ref)?;
-                match stale {
-                    true => self.active_faults.insert(format!("replica of {host} stale")),
-                    false => self.active_faults.remove(&format!("replica of {host} stale")),
-                };
+                self.fault_in_place(format!("replica of {host} stale"), *stale);
                 self.world.set_stale_replica(&host, *stale);
             }
             Step::ClockSkew { host, by } => {
@@ -914,10 +902,7 @@ impl Run {
                 let skew = k8s_openapi::jiff::SignedDuration::try_from(duration(magnitude)?)
                     .map_err(|e| format!("{by:?}: {e}"))?
                     * sign;
-                match skew.is_zero() {
-                    true => self.active_faults.remove(&format!("clock of {host} skewed")),
-                    false => self.active_faults.insert(format!("clock of {host} skewed")),
-                };
+                self.fault_in_place(format!("clock of {host} skewed"), !skew.is_zero());
                 self.world.set_clock_skew(&host, skew);
             }
             Step::Bounce(host_ref) => {
@@ -960,10 +945,7 @@ impl Run {
                 }
             }
             Step::ApiFaults { fail_rate, code, lost_reply_rate } => {
-                match *fail_rate > 0.0 || *lost_reply_rate > 0.0 {
-                    true => self.active_faults.insert("API faults".to_string()),
-                    false => self.active_faults.remove("API faults"),
-                };
+                self.fault_in_place("API faults".to_string(), *fail_rate > 0.0 || *lost_reply_rate > 0.0);
                 self.world.set_api_faults(crate::api::Faults {
                     fail_rate: *fail_rate,
                     fail_code: *code,
@@ -1178,6 +1160,14 @@ impl Run {
             Step::DiskFull { volume, full: true } => self.export_of(volume).err(),
             _ => None,
         }
+    }
+
+    /// Records a fault as in place or healed (liveness waits until none is in place).
+    fn fault_in_place(&mut self, fault: String, in_place: bool) {
+        match in_place {
+            true => self.active_faults.insert(fault),
+            false => self.active_faults.remove(&fault),
+        };
     }
 
     /// The directory the NFS server of a volume (`namespace/name`, or a ClusterSharedVolume's

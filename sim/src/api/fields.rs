@@ -227,10 +227,9 @@ fn merge_into(target: &mut Value, config: &Value, path: &mut FieldPath, keys: Li
             for (key, value) in c {
                 path.push(key.clone());
                 match t.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_into(existing, value, path, keys)
-                    }
-                    Some(existing) if existing.is_array() && value.is_array() && keys.of(path).is_some() => {
+                    Some(existing)
+                        if (existing.is_object() && value.is_object()) || (existing.is_array() && value.is_array()) =>
+                    {
                         merge_into(existing, value, path, keys)
                     }
                     _ => {
@@ -240,13 +239,10 @@ fn merge_into(target: &mut Value, config: &Value, path: &mut FieldPath, keys: Li
                 path.pop();
             }
         }
-        (Value::Array(live), Value::Array(applied)) if keys.of(path).is_some() => {
-            let key_fields = keys.of(path).unwrap_or_default();
-            match merge_list(live, applied, &key_fields, path, keys) {
-                Some(merged) => *live = merged,
-                // An item without its key: the applied list replaces the live one.
-                None => *live = applied.clone(),
-            }
+        (Value::Array(live), Value::Array(applied)) => {
+            // A list that is no map, or an item without its key: the applied list replaces it.
+            let merged = keys.of(path).and_then(|key_fields| merge_list(live, applied, &key_fields, path, keys));
+            *live = merged.unwrap_or_else(|| applied.clone());
         }
         (target, config) => *target = config.clone(),
     }

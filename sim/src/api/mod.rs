@@ -190,6 +190,13 @@ struct WatchView {
     stale_replicas: BTreeMap<std::net::IpAddr, (Arc<store::Store>, bool)>,
 }
 
+impl WatchView {
+    /// The stale replica that serves `peer` now, if one does.
+    fn serving(&self, peer: Option<std::net::IpAddr>) -> Option<&Arc<store::Store>> {
+        self.stale_replicas.get(&peer?).filter(|(_, serving)| *serving).map(|(copy, _)| copy)
+    }
+}
+
 /// How one watch is served at this moment (see [`ApiServer::watch_view`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WatchViewNow {
@@ -554,8 +561,7 @@ impl ApiServer {
 
     /// The replica that serves `peer`'s cached reads, while it is a stale one.
     pub(crate) fn stale_replica(&self, peer: Option<std::net::IpAddr>) -> Option<Arc<store::Store>> {
-        let view = self.watch_view_mut();
-        view.stale_replicas.get(&peer?).filter(|(_, serving)| *serving).map(|(copy, _)| copy.clone())
+        self.watch_view_mut().serving(peer).cloned()
     }
 
     /// How a watch of `peer` is served at this moment.
@@ -565,10 +571,7 @@ impl ApiServer {
             lag: view.lag,
             stalled: view.stalled,
             window_start: view.window_start,
-            frozen_at: peer
-                .and_then(|p| view.stale_replicas.get(&p))
-                .filter(|(_, serving)| *serving)
-                .map(|(copy, _)| copy.resource_version()),
+            frozen_at: view.serving(peer).map(|copy| copy.resource_version()),
         }
     }
 
