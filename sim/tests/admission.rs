@@ -475,7 +475,13 @@ fn a_validating_webhook_sees_the_identity_that_is_stored() {
         }
         assert!(stored["name"].as_str().is_some_and(|n| n.starts_with("named-")), "{stored:#}");
     }
-    assert_eq!(results[1].1.clone().expect("created")["data"]["mutated"], "yes", "the mutating webhook ran");
+    let mutated = results[1].1.clone().expect("created");
+    assert_eq!(mutated["data"]["mutated"], "yes", "the mutating webhook ran");
+    // The real server records managed fields before mutating admission: what a webhook adds is
+    // owned by nobody.
+    let owned = mutated["metadata"]["managedFields"].to_string();
+    assert!(owned.contains("f:generateName"), "the client owns what it sent: {owned}");
+    assert!(!owned.contains("f:data"), "the webhook's data is owned by nobody: {owned}");
 
     // A controller's pod, named by generateName, is shown as it is stored too.
     let replicas = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "plain"},

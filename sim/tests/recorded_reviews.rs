@@ -20,18 +20,9 @@ use sv_sim::world::{World, WorldConfig};
 
 const IMAGE: &str = "example.com/recorder";
 
-/// Why managedFields differ (one entry per case; the paths below it are collapsed).
-const MANAGED_FIELDS: &str = "a pod's managedFields are computed after the admission plugins and status defaults, so \
-     the token volume, tolerations, priority and status count as the client's, and container ports are owned whole \
-     (their key includes the defaulted protocol); the real server computes them from the decoded and defaulted object \
-     (docs/sim.md, Fidelity)";
-
-/// Differences from the real server that are not fixed yet: (case, path, reason).
-const KNOWN: &[(&str, &str, &str)] = &[
-    ("001-pod-create-plain", "differs /object/metadata/managedFields", MANAGED_FIELDS),
-    ("004-pod-create-multi-container", "differs /object/metadata/managedFields", MANAGED_FIELDS),
-    ("005-pod-create-mounts-secctx", "differs /object/metadata/managedFields", MANAGED_FIELDS),
-];
+/// Differences from the real server that are not fixed yet: (case, path, reason). None are left;
+/// a difference found again must be fixed or listed here with its reason.
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn repo(path: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -299,11 +290,7 @@ fn reviews_are_the_ones_a_real_server_sends() {
         assert!(user["groups"].as_array().is_some_and(|g| g.contains(&json!("system:masters"))), "{case}: {user}");
         let mut diff = BTreeSet::new();
         differences("", &normalize(&theirs), &normalize(ours), &mut diff);
-        let collapse = |d: String| match d.contains("/object/metadata/managedFields") {
-            true => "differs /object/metadata/managedFields".to_string(),
-            false => d,
-        };
-        found.extend(diff.into_iter().map(collapse).map(|d| format!("{case} {d}")));
+        found.extend(diff.into_iter().map(|d| format!("{case} {d}")));
     }
     let known: BTreeSet<String> = KNOWN.iter().map(|(case, path, _)| format!("{case} {path}")).collect();
     let new: Vec<&String> = found.difference(&known).collect();

@@ -175,10 +175,14 @@ impl ApiServer {
             let asker = Asker { user: &user, options: &options, name_generated: name_generated(request) };
             let (object, mut warnings) = self.admit(target, operation, planned.clone(), old.as_ref(), &asker).await?;
             // The validating webhooks were shown the dry run's name, uid and creation time: the
-            // create stores those.
+            // create stores those. What the mutating webhooks changed is owned by nobody: the
+            // write keeps the managed fields the dry run recorded before them.
             let mut request = request.clone();
             if operation == Operation::Create {
                 request.planned = super::objects::Identity::of(&planned);
+            }
+            if operation != Operation::Delete {
+                request.planned_fields = Some(super::fields::Ownership::read(&planned));
             }
             let result = if object == planned {
                 self.unchanged_since(target, old.as_ref()).then(|| self.write(target, &request))
@@ -345,9 +349,11 @@ impl ApiServer {
             let options = json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
             // The webhooks see the pod as the real server has it by then: decoded with its
             // defaults, and the ServiceAccount plugin's token volume added (the dry run's pod).
-            let dry_run =
-                Request::new(::http::Method::POST, &format!("/api/v1/namespaces/{namespace}/pods?dryRun=All"))
-                    .with_json("application/json", &pod);
+            let dry_run = Request::new(
+                ::http::Method::POST,
+                &format!("/api/v1/namespaces/{namespace}/pods?dryRun=All&fieldManager={manager}"),
+            )
+            .with_json("application/json", &pod);
             let planned = match self.write(&target, &dry_run) {
                 Ok(Response::Json { body, .. }) => Ok(body),
                 Ok(_) => Ok(pod.clone()),
@@ -359,10 +365,11 @@ impl ApiServer {
                     let generated = pod["metadata"]["name"].as_str().is_none_or(str::is_empty);
                     let asker = Asker { user: &user, options: &options, name_generated: generated };
                     let identity = super::objects::Identity::of(&planned);
+                    let fields = Some(super::fields::Ownership::read(&planned));
                     match self.admit(&target, Operation::Create, planned, None, &asker).await {
                         Ok((admitted, _)) => {
                             let mut state = self.state();
-                            let opts = WriteOptions { identity, ..WriteOptions::controller(&manager) };
+                            let opts = WriteOptions { identity, fields, ..WriteOptions::controller(&manager) };
                             self.create_in(&mut state, &rt, admitted, &opts).map(|_| ())
                         }
                         Err(e) => Err(e),

@@ -46,6 +46,76 @@ fn cause(field: &str, reason: &'static str, message: String) -> Cause {
     Cause { field: field.to_string(), reason, message }
 }
 
+/// The defaults the real server's decoder fills in (the `SetDefaults_*` functions of each API
+/// group), before the field manager records who owns what: a creator owns these, unlike what
+/// admission plugins and the registry add later (a pod's token volume, tolerations and priority,
+/// a Service's ClusterIP, status).
+pub fn scheme_defaults(rt: &ResourceType, object: &mut Value) {
+    let name = object["metadata"]["name"].clone();
+    match (rt.id.group.as_str(), rt.id.plural.as_str()) {
+        ("", "namespaces") if name.is_string() => {
+            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+        }
+        ("", "services") => {
+            let spec = &mut object["spec"];
+            for port in spec["ports"].as_array_mut().into_iter().flatten() {
+                fill_defaults(port, [("protocol", json!("TCP")), ("targetPort", port["port"].clone())]);
+            }
+            fill_defaults(
+                spec,
+                [
+                    ("type", json!("ClusterIP")),
+                    ("sessionAffinity", json!("None")),
+                    ("internalTrafficPolicy", json!("Cluster")),
+                ],
+            );
+        }
+        ("", "pods") => {
+            let spec = &mut object["spec"];
+            fill_defaults(
+                spec,
+                [
+                    ("restartPolicy", json!("Always")),
+                    ("dnsPolicy", json!("ClusterFirst")),
+                    ("schedulerName", json!("default-scheduler")),
+                    ("enableServiceLinks", json!(true)),
+                    ("securityContext", json!({})),
+                    ("terminationGracePeriodSeconds", json!(30)),
+                ],
+            );
+            default_containers(spec);
+            default_volumes(spec);
+        }
+        ("", "persistentvolumeclaims") => fill_defaults(&mut object["spec"], [("volumeMode", json!("Filesystem"))]),
+        ("", "persistentvolumes") => {
+            fill_defaults(&mut object["spec"], [("persistentVolumeReclaimPolicy", json!("Retain"))]);
+        }
+        ("", "secrets") => fill_defaults(object, [("type", json!("Opaque"))]),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            fill_defaults(&mut object["spec"], [("conversion", json!({"strategy": "None"}))]);
+        }
+        ("apps", "statefulsets") => {
+            let spec = &mut object["spec"];
+            default_containers(&mut spec["template"]["spec"]);
+            fill_defaults(
+                spec,
+                [
+                    ("podManagementPolicy", json!("OrderedReady")),
+                    ("revisionHistoryLimit", json!(10)),
+                    ("updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})),
+                    ("persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"})),
+                    ("replicas", json!(1)),
+                ],
+            );
+        }
+        ("apps", "replicasets" | "deployments") => {
+            default_containers(&mut object["spec"]["template"]["spec"]);
+            fill_defaults(&mut object["spec"], [("replicas", json!(1))]);
+        }
+        _ => {}
+    }
+}
+
 /// Defaults and checks on create. `taken` says whether a ClusterIP is in use.
 pub fn on_create(
     rt: &ResourceType,
@@ -56,7 +126,6 @@ pub fn on_create(
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     match (rt.id.group.as_str(), rt.id.plural.as_str()) {
         ("", "namespaces") => {
-            object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             object["spec"]["finalizers"] = json!(["kubernetes"]);
             object["status"] = json!({"phase": "Active"});
         }
@@ -64,12 +133,6 @@ pub fn on_create(
             let spec = &mut object["spec"];
             if spec["ports"].as_array().is_none_or(Vec::is_empty) && spec["clusterIP"] != "None" {
                 return Err(invalid(rt, &name, &[cause("spec.ports", "FieldValueRequired", "Required value".into())]));
-            }
-            for port in spec["ports"].as_array_mut().into_iter().flatten() {
-                fill_defaults(port, [("protocol", json!("TCP")), ("targetPort", port["port"].clone())]);
-            }
-            if spec["type"].is_null() {
-                spec["type"] = json!("ClusterIP");
             }
             match spec["clusterIP"].as_str() {
                 Some("None") => spec["clusterIPs"] = json!(["None"]),
@@ -89,15 +152,7 @@ pub fn on_create(
                     spec["clusterIPs"] = json!([ip]);
                 }
             }
-            fill_defaults(
-                spec,
-                [
-                    ("sessionAffinity", json!("None")),
-                    ("internalTrafficPolicy", json!("Cluster")),
-                    ("ipFamilies", json!(["IPv4"])),
-                    ("ipFamilyPolicy", json!("SingleStack")),
-                ],
-            );
+            fill_defaults(spec, [("ipFamilies", json!(["IPv4"])), ("ipFamilyPolicy", json!("SingleStack"))]);
             object["status"] = json!({"loadBalancer": {}});
         }
         ("", "pods") => {
@@ -105,48 +160,29 @@ pub fn on_create(
             fill_defaults(
                 spec,
                 [
+                    // The ServiceAccount plugin's.
                     ("serviceAccountName", json!("default")),
                     ("serviceAccount", json!("default")),
-                    ("restartPolicy", json!("Always")),
-                    ("dnsPolicy", json!("ClusterFirst")),
-                    ("schedulerName", json!("default-scheduler")),
-                    ("enableServiceLinks", json!(true)),
-                    ("priority", json!(0)),
                     // The Priority plugin's, for a pod without a PriorityClass (none is modelled).
+                    ("priority", json!(0)),
                     ("preemptionPolicy", json!("PreemptLowerPriority")),
-                    ("securityContext", json!({})),
-                    ("terminationGracePeriodSeconds", json!(30)),
                 ],
             );
             default_tolerations(spec);
-            default_containers(spec);
-            default_volumes(spec);
             object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "persistentvolumeclaims") => {
             add_finalizer(object, "kubernetes.io/pvc-protection");
-            if object["spec"].get("volumeMode").is_none() {
-                object["spec"]["volumeMode"] = json!("Filesystem");
-            }
             object["status"] = json!({"phase": "Pending"});
         }
         ("", "persistentvolumes") => {
             add_finalizer(object, "kubernetes.io/pv-protection");
-            if object["spec"].get("persistentVolumeReclaimPolicy").is_none() {
-                object["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
-            }
             object["status"] = json!({"phase": "Available"});
         }
         ("", "secrets") => {
             merge_string_data(rt, object)?;
-            if object.get("type").is_none() {
-                object["type"] = json!("Opaque");
-            }
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            if object["spec"].get("conversion").is_none() {
-                object["spec"]["conversion"] = json!({"strategy": "None"});
-            }
             let stored: Vec<Value> = object["spec"]["versions"]
                 .as_array()
                 .into_iter()
@@ -157,20 +193,6 @@ pub fn on_create(
             object["status"] =
                 json!({"acceptedNames": {"kind": "", "plural": ""}, "conditions": null, "storedVersions": stored});
         }
-        ("apps", "statefulsets") => {
-            let spec = &mut object["spec"];
-            default_containers(&mut spec["template"]["spec"]);
-            fill_defaults(
-                spec,
-                [
-                    ("podManagementPolicy", json!("OrderedReady")),
-                    ("revisionHistoryLimit", json!(10)),
-                    ("updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})),
-                    ("persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"})),
-                    ("replicas", json!(1)),
-                ],
-            );
-        }
         ("events.k8s.io", "events") => {
             fill_defaults(
                 object,
@@ -180,12 +202,6 @@ pub fn on_create(
                     ("deprecatedSource", json!({})),
                 ],
             );
-        }
-        ("apps", "replicasets" | "deployments") => {
-            default_containers(&mut object["spec"]["template"]["spec"]);
-            if object["spec"].get("replicas").is_none() {
-                object["spec"]["replicas"] = json!(1);
-            }
         }
         _ => {}
     }
@@ -573,6 +589,9 @@ fn default_containers(pod_spec: &mut Value) {
                     ("terminationMessagePolicy", json!("File")),
                 ],
             );
+            for port in container.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                fill_defaults(port, [("protocol", json!("TCP"))]);
+            }
         }
     }
 }
@@ -590,6 +609,10 @@ fn default_volumes(pod_spec: &mut Value) {
 }
 
 fn fill_defaults<const N: usize>(target: &mut Value, defaults: [(&str, Value); N]) {
+    // A value of another shape is the validation's to refuse; indexing into it would panic.
+    if !(target.is_object() || target.is_null()) {
+        return;
+    }
     for (key, value) in defaults {
         if target.get(key).is_none() {
             target[key] = value;

@@ -37,7 +37,8 @@ impl<'a> ListKeys<'a> {
         }
     }
 
-    /// The key fields of the list at `path` (item segments included), if it is a map list.
+    /// The key fields of the list at `path` (item segments included), if it is a map list; an
+    /// empty list of keys for a set, whose items are their own keys.
     pub fn of(&self, path: &[String]) -> Option<Vec<String>> {
         match self {
             ListKeys::Schema(schema) => schema.list_map_keys(path),
@@ -47,9 +48,24 @@ impl<'a> ListKeys<'a> {
     }
 }
 
-/// The built-in map lists the system and kubectl meet, by field name, where every key field is
-/// required (lists keyed by a defaulted field, as container ports by `containerPort` and
-/// `protocol`, stay atomic here).
+impl ListKeys<'_> {
+    /// Whether the object at `path` is owned and applied whole (`x-kubernetes-map-type:
+    /// atomic`; for built-in kinds the label selectors and `nodeSelector`, atomic in their Go
+    /// types).
+    pub fn map_is_atomic(&self, path: &[String]) -> bool {
+        match self {
+            ListKeys::Schema(schema) => schema.map_is_atomic(path),
+            ListKeys::BuiltIn => path.last().is_some_and(|field| {
+                matches!(field.as_str(), "selector" | "nodeSelector" | "namespaceSelector" | "objectSelector")
+            }),
+            ListKeys::None => false,
+        }
+    }
+}
+
+/// The built-in map lists the system and kubectl meet, by field name (ports by where they are:
+/// a container's, keyed by `containerPort` and `protocol`, or a Service's, by `port` and
+/// `protocol`), and the sets (`finalizers`, no keys).
 fn builtin_list_keys(path: &[String]) -> Option<&'static [&'static str]> {
     let field = path.last()?;
     Some(match field.as_str() {
@@ -62,38 +78,73 @@ fn builtin_list_keys(path: &[String]) -> Option<&'static [&'static str]> {
         | "webhooks" => &["name"],
         "volumeMounts" => &["mountPath"],
         "conditions" => &["type"],
+        "ownerReferences" => &["uid"],
+        "finalizers" if path == ["metadata", "finalizers"] => &[],
+        "ports" if path.len() >= 2 && is_item(&path[path.len() - 2]) => &["containerPort", "protocol"],
+        "ports" if path == ["spec", "ports"] => &["port", "protocol"],
         _ => return None,
     })
 }
 
-/// Whether a path segment names a map list's item rather than an object key.
-fn is_item(segment: &str) -> bool {
-    segment.starts_with("k:")
+/// The value a key field takes when an item leaves it out: the OpenAPI schema's default, which
+/// structured-merge-diff uses to name the item (a port without `protocol` is a TCP port, so an
+/// applied configuration may leave it out). Only `protocol` has one among the keys above.
+fn key_default(field: &str) -> Option<Value> {
+    (field == "protocol").then(|| json!("TCP"))
 }
 
-/// The segment that names `item` of a map list keyed by `keys`: `k:{"name":"app"}`, its key
-/// fields sorted by name; None if the item lacks one.
+/// Whether a path segment names a list's item rather than an object key: a map list's by its
+/// keys (`k:{"name":"app"}`), a set's by its value (`v:"a"`).
+fn is_item(segment: &str) -> bool {
+    segment.starts_with("k:") || segment.starts_with("v:")
+}
+
+/// The segment that names `item` of a map list keyed by `keys` (`k:{"name":"app"}`, its key
+/// fields sorted by name), or of a set when `keys` is empty (`v:"a"`, scalars only); None if the
+/// item cannot be named so.
 fn item_segment(item: &Value, keys: &[String]) -> Option<String> {
+    if keys.is_empty() {
+        return match item {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(format!("v:{item}")),
+            _ => None,
+        };
+    }
     let mut fields = Map::new();
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     for key in sorted {
-        let value = item.get(key).filter(|v| !v.is_null())?;
-        fields.insert(key.clone(), value.clone());
+        let value = item.get(key).filter(|v| !v.is_null()).cloned().or_else(|| key_default(key))?;
+        fields.insert(key.clone(), value);
     }
     Some(format!("k:{}", Value::Object(fields)))
 }
 
-/// The key fields a segment names (`k:{...}`).
-fn item_key(segment: &str) -> Option<Map<String, Value>> {
-    match serde_json::from_str(segment.strip_prefix("k:")?) {
-        Ok(Value::Object(fields)) => Some(fields),
-        _ => None,
-    }
+/// Which item a segment names.
+enum ItemId {
+    /// A map list's item, by its key fields.
+    Keys(Map<String, Value>),
+    /// A set's item, by its value.
+    Value(Value),
 }
 
-fn item_matches(item: &Value, key: &Map<String, Value>) -> bool {
-    key.iter().all(|(field, value)| item.get(field) == Some(value))
+fn item_id(segment: &str) -> Option<ItemId> {
+    if let Some(keys) = segment.strip_prefix("k:") {
+        return match serde_json::from_str(keys) {
+            Ok(Value::Object(fields)) => Some(ItemId::Keys(fields)),
+            _ => None,
+        };
+    }
+    serde_json::from_str(segment.strip_prefix("v:")?).ok().map(ItemId::Value)
+}
+
+fn item_matches(item: &Value, id: &ItemId) -> bool {
+    match id {
+        ItemId::Keys(key) => key.iter().all(|(field, value)| match item.get(field).filter(|v| !v.is_null()) {
+            Some(found) => found == value,
+            None => key_default(field).as_ref() == Some(value),
+        }),
+        ItemId::Value(value) => item == value,
+    }
 }
 
 /// Parts of an object that belong to the server, never owned by a manager.
@@ -134,22 +185,40 @@ fn fields_and_maps(value: &Value, keys: ListKeys<'_>) -> FieldSet {
     out
 }
 
-/// A built-in kind's struct that is not a pointer in its Go type: present in the empty object
-/// the real server compares a create with, so never added and never owned as a map (a pod's
-/// `f:spec` has no `.`, a custom resource's has). The common ones only.
+/// A built-in kind's field that is in the empty object the real server compares a create with:
+/// a struct that is not a pointer in its Go type, or a list without `omitempty` (a pod's
+/// `containers`), reached through such fields only. It is never added, so never owned as a map
+/// or list (a pod's `f:spec` and `f:containers` have no `.`, a custom resource's `f:spec` has;
+/// a container's `f:resources` is owned, since the container is new). The common ones only.
 fn always_there(path: &[String], keys: ListKeys<'_>) -> bool {
     matches!(keys, ListKeys::BuiltIn)
-        && path.last().is_some_and(|field| {
+        && path.iter().all(|field| {
             matches!(
                 field.as_str(),
-                "spec" | "status" | "template" | "metadata" | "resources" | "strategy" | "updateStrategy"
+                "spec"
+                    | "status"
+                    | "template"
+                    | "metadata"
+                    | "resources"
+                    | "strategy"
+                    | "updateStrategy"
+                    | "containers"
             )
         })
 }
 
+/// Whether the list at `path` of `value` is a map list whose items all carry their keys (owned
+/// item by item, the list itself by whoever added it); otherwise a list is a value, owned whole.
+fn is_keyed_list(value: &Value, path: &[String], keys: ListKeys<'_>) -> bool {
+    match (value, keys.of(path)) {
+        (Value::Array(items), Some(key_fields)) => items.iter().all(|item| item_segment(item, &key_fields).is_some()),
+        _ => false,
+    }
+}
+
 fn collect(value: &Value, path: &mut FieldPath, keys: ListKeys<'_>, maps: bool, out: &mut FieldSet) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
+        Value::Object(map) if !map.is_empty() && !keys.map_is_atomic(path) => {
             if maps && !path.is_empty() {
                 out.insert(path.clone());
             }
@@ -160,23 +229,22 @@ fn collect(value: &Value, path: &mut FieldPath, keys: ListKeys<'_>, maps: bool, 
             }
         }
         Value::Array(items) if !items.is_empty() && !path.is_empty() => {
-            let Some(key_fields) = keys.of(path) else {
+            let Some(key_fields) = keys.of(path).filter(|_| is_keyed_list(value, path, keys)) else {
+                // An atomic list, or an item without its key, which cannot be named: the list is
+                // owned whole.
                 out.insert(path.clone());
                 return;
             };
+            if maps {
+                out.insert(path.clone());
+            }
             for item in items {
-                match item_segment(item, &key_fields) {
-                    Some(segment) => {
-                        path.push(segment);
-                        // The item itself (`.` in fieldsV1), and its fields.
-                        out.insert(path.clone());
-                        collect(item, path, keys, false, out);
-                        path.pop();
-                    }
-                    // An item without its key cannot be named: the list is owned whole.
-                    None => {
-                        out.insert(path.clone());
-                    }
+                if let Some(segment) = item_segment(item, &key_fields) {
+                    path.push(segment);
+                    // The item itself (`.` in fieldsV1), and its fields.
+                    out.insert(path.clone());
+                    collect(item, path, keys, maps, out);
+                    path.pop();
                 }
             }
         }
@@ -188,15 +256,15 @@ fn collect(value: &Value, path: &mut FieldPath, keys: ListKeys<'_>, maps: bool, 
 }
 
 pub fn get<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, segment| match item_key(segment).filter(|_| is_item(segment)) {
-        Some(key) => v.as_array()?.iter().find(|item| item_matches(item, &key)),
+    path.iter().try_fold(value, |v, segment| match item_id(segment) {
+        Some(id) => v.as_array()?.iter().find(|item| item_matches(item, &id)),
         None => v.get(segment),
     })
 }
 
 fn get_mut<'a>(value: &'a mut Value, segment: &str) -> Option<&'a mut Value> {
-    match item_key(segment).filter(|_| is_item(segment)) {
-        Some(key) => value.as_array_mut()?.iter_mut().find(|item| item_matches(item, &key)),
+    match item_id(segment) {
+        Some(id) => value.as_array_mut()?.iter_mut().find(|item| item_matches(item, &id)),
         None => value.get_mut(segment),
     }
 }
@@ -210,8 +278,8 @@ fn remove(value: &mut Value, path: &[String]) {
             None => return,
         }
     }
-    match (cursor, item_key(last).filter(|_| is_item(last))) {
-        (Value::Array(items), Some(key)) => items.retain(|item| !item_matches(item, &key)),
+    match (cursor, item_id(last)) {
+        (Value::Array(items), Some(id)) => items.retain(|item| !item_matches(item, &id)),
         (Value::Object(map), None) => {
             map.remove(last);
         }
@@ -219,11 +287,11 @@ fn remove(value: &mut Value, path: &[String]) {
     }
 }
 
-/// Deep-merges `config` into `target`: objects key by key, map lists item by item, everything
-/// else replaced.
+/// Deep-merges `config` into `target`: objects key by key (an atomic one is replaced), map lists
+/// item by item, sets value by value, everything else replaced.
 fn merge_into(target: &mut Value, config: &Value, path: &mut FieldPath, keys: ListKeys<'_>) {
     match (target, config) {
-        (Value::Object(t), Value::Object(c)) => {
+        (Value::Object(t), Value::Object(c)) if !keys.map_is_atomic(path) => {
             for (key, value) in c {
                 path.push(key.clone());
                 match t.get_mut(key) {
@@ -322,7 +390,8 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
         let name = if is_item(segment) { segment.clone() } else { format!("f:{segment}") };
         // Only objects are ever inserted here.
         if let Value::Object(child) = node.entry(name).or_insert_with(|| json!({})) {
-            if rest.is_empty() && (is_item(segment) || holds_more) {
+            // A map list's item is owned as an item (`.`); a set's value is a leaf.
+            if rest.is_empty() && (segment.starts_with("k:") || holds_more) {
                 child.insert(".".into(), json!({}));
             }
             insert(child, rest, holds_more);
@@ -373,11 +442,12 @@ pub fn from_fields_v1(fields: &Value) -> FieldSet {
 /// A path as the real server prints it in a conflict: `.status.conditions[type="Ready"].status`.
 fn describe_path(path: &[String]) -> String {
     path.iter()
-        .map(|segment| match item_key(segment).filter(|_| is_item(segment)) {
-            Some(key) => {
+        .map(|segment| match item_id(segment) {
+            Some(ItemId::Keys(key)) => {
                 let fields: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 format!("[{}]", fields.join(","))
             }
+            Some(ItemId::Value(value)) => format!("[={value}]"),
             None => format!(".{segment}"),
         })
         .collect()
@@ -463,11 +533,16 @@ impl Ownership {
         time: &str,
     ) {
         let new_fields = fields_and_maps(new, keys);
-        // A map, or a map list's item, is the updater's if it added it; a value, if it changed it.
+        // A map, a map list or its item is the updater's if it added it; a value, if it changed it.
         let changed: FieldSet = new_fields
             .iter()
             .filter(|p| match get(new, p) {
-                Some(Value::Object(map)) if !map.is_empty() => old.and_then(|o| get(o, p)).is_none(),
+                Some(Value::Object(map)) if !map.is_empty() && !keys.map_is_atomic(p) => {
+                    old.and_then(|o| get(o, p)).is_none()
+                }
+                Some(list @ Value::Array(items)) if !items.is_empty() && is_keyed_list(list, p, keys) => {
+                    old.and_then(|o| get(o, p)).is_none()
+                }
                 value => old.and_then(|o| get(o, p)) != value,
             })
             .cloned()
@@ -685,6 +760,162 @@ mod tests {
             "a built-in kind's spec is always there, the map b was added, and a is the editor's now"
         );
         assert_eq!(fields("editor"), Some(json!({"f:spec": {"f:a": {}}})));
+    }
+
+    /// A creator owns the map lists it added (`.`) and the maps inside their items, but not a
+    /// list that is in every empty object of its kind (a pod's containers); a later writer that
+    /// adds an item owns that item only.
+    #[test]
+    fn an_updater_owns_the_map_lists_it_added() {
+        let updater = |name: &str| Owner { manager: name.into(), apply: false, subresource: None };
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "app", "resources": {}, "securityContext": {"runAsUser": 1},
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        }});
+        let mut ownership = Ownership::default();
+        ownership.record_update(updater("create"), None, &pod, ListKeys::BuiltIn, "v1", "t");
+        let mut edited = pod.clone();
+        edited["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}, {"name": "more", "emptyDir": {}}]);
+        ownership.record_update(updater("edit"), Some(&pod), &edited, ListKeys::BuiltIn, "v1", "t");
+        ownership.write(&mut edited);
+        let fields = |manager: &str| {
+            edited["metadata"]["managedFields"]
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["manager"] == manager))
+                .map(|e| e["fieldsV1"].clone())
+        };
+        assert_eq!(
+            fields("create"),
+            Some(json!({"f:spec": {
+                "f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:resources": {},
+                    "f:securityContext": {".": {}, "f:runAsUser": {}},
+                    "f:volumeMounts": {".": {}, "k:{\"mountPath\":\"/data\"}": {".": {}, "f:mountPath": {}, "f:name": {}}}}},
+                "f:volumes": {".": {}, "k:{\"name\":\"data\"}": {".": {}, "f:emptyDir": {}, "f:name": {}}},
+            }}))
+        );
+        assert_eq!(
+            fields("edit"),
+            Some(
+                json!({"f:spec": {"f:volumes": {"k:{\"name\":\"more\"}": {".": {}, "f:emptyDir": {}, "f:name": {}}}}})
+            )
+        );
+    }
+
+    /// Ports are keyed by port and protocol; an applied port without a protocol is the TCP one,
+    /// as the schema's default makes it.
+    #[test]
+    fn ports_are_keyed_by_port_and_protocol_which_defaults_to_tcp() {
+        let service = |ports: Value| json!({"spec": {"ports": ports}});
+        let mut ownership = Ownership::default();
+        let live = apply(
+            &mut ownership,
+            "one",
+            &json!({}),
+            service(json!([{"port": 53, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "name": "http"}])),
+        );
+        let live = apply(&mut ownership, "two", &live, service(json!([{"port": 80, "targetPort": 8080}])));
+        assert_eq!(
+            live["spec"]["ports"],
+            json!([{"port": 53, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "name": "http", "targetPort": 8080}]),
+            "the second applier's port 80 is the first's TCP port 80, merged"
+        );
+        let refused = ownership.apply(
+            applier("two"),
+            Some(&live),
+            &service(json!([{"port": 80, "name": "web"}])),
+            false,
+            ListKeys::BuiltIn,
+            "v1",
+            "t",
+        );
+        assert_eq!(
+            refused.expect_err("the first applier's name"),
+            [("\"one\"".to_string(), vec![".spec.ports[port=80,protocol=\"TCP\"].name".to_string()])]
+        );
+        let pod = json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}]}]}});
+        let paths: Vec<String> = leaves(&pod, ListKeys::BuiltIn).iter().map(|p| p.join("/")).collect();
+        assert!(
+            paths.contains(
+                &"spec/containers/k:{\"name\":\"c\"}/ports/k:{\"containerPort\":80,\"protocol\":\"UDP\"}/protocol"
+                    .to_string()
+            ),
+            "{paths:#?}"
+        );
+    }
+
+    /// A set's values are owned one by one (`v:"..."`, no `.`), so two appliers keep each
+    /// other's finalizers and one that stops applying its own removes only that one.
+    #[test]
+    fn a_set_merges_value_by_value() {
+        let mut ownership = Ownership::default();
+        let named = json!({"metadata": {"name": "x"}});
+        let finalizers = |list: Value| json!({"metadata": {"finalizers": list}});
+        let live = apply(&mut ownership, "a", &named, finalizers(json!(["a.example/f"])));
+        let live = apply(&mut ownership, "b", &live, finalizers(json!(["b.example/f"])));
+        assert_eq!(live["metadata"]["finalizers"], json!(["a.example/f", "b.example/f"]));
+        let mut live = apply(&mut ownership, "a", &live, json!({"metadata": {"labels": {"k": "v"}}}));
+        assert_eq!(live["metadata"]["finalizers"], json!(["b.example/f"]), "a's went, b's stayed");
+        ownership.write(&mut live);
+        let b =
+            live["metadata"]["managedFields"].as_array().and_then(|e| e.iter().find(|e| e["manager"] == "b")).cloned();
+        assert_eq!(
+            b.map(|e| e["fieldsV1"].clone()),
+            Some(json!({"f:metadata": {"f:finalizers": {"v:\"b.example/f\"": {}}}}))
+        );
+        assert_eq!(Ownership::read(&live).entries, ownership.entries, "fieldsV1 reads back");
+    }
+
+    /// An atomic map (a Service's selector) is one value: another applier's different selector
+    /// conflicts as a whole, and a new one replaces it rather than merging.
+    #[test]
+    fn an_atomic_map_is_one_value() {
+        let mut ownership = Ownership::default();
+        let selector = |labels: Value| json!({"spec": {"selector": labels}});
+        let live = apply(&mut ownership, "a", &json!({}), selector(json!({"app": "x", "tier": "web"})));
+        let refused = ownership.apply(
+            applier("b"),
+            Some(&live),
+            &selector(json!({"app": "x"})),
+            false,
+            ListKeys::BuiltIn,
+            "v1",
+            "t",
+        );
+        assert_eq!(refused.expect_err("a's selector"), [("\"a\"".to_string(), vec![".spec.selector".to_string()])]);
+        let live = apply(&mut ownership, "a", &live, selector(json!({"app": "y"})));
+        assert_eq!(live["spec"]["selector"], json!({"app": "y"}), "replaced, not merged");
+    }
+
+    /// A custom resource's schema says the same: `x-kubernetes-list-type: set` merges by value,
+    /// `x-kubernetes-map-type: atomic` is one value, a list of no type is atomic.
+    #[test]
+    fn a_custom_resource_schema_names_its_sets_and_atomic_maps() {
+        let schema = super::super::schema::Schema::new(&json!({"type": "object", "properties": {"spec": {
+        "type": "object", "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "target": {"type": "object", "x-kubernetes-map-type": "atomic",
+                       "properties": {"host": {"type": "string"}, "port": {"type": "integer"}}},
+        }}}}));
+        let keys = ListKeys::Schema(&schema);
+        let object = json!({"spec": {"tags": ["a", "b"], "args": ["x"], "target": {"host": "h", "port": 1}}});
+        let paths: Vec<String> = leaves(&object, keys).iter().map(|p| p.join("/")).collect();
+        assert_eq!(paths, ["spec/args", "spec/tags/v:\"a\"", "spec/tags/v:\"b\"", "spec/target"]);
+        let mut ownership = Ownership::default();
+        let live = ownership
+            .apply(
+                applier("other"),
+                Some(&object),
+                &json!({"spec": {"tags": ["c"], "target": {"host": "g"}}}),
+                true,
+                keys,
+                "v1",
+                "t",
+            )
+            .expect("forced");
+        assert_eq!(live["spec"]["tags"], json!(["a", "b", "c"]));
+        assert_eq!(live["spec"]["target"], json!({"host": "g"}));
     }
 
     /// Without a map list, a list is one field, owned whole.

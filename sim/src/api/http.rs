@@ -84,6 +84,7 @@ pub async fn handle(
         bearer: header(http::header::AUTHORIZATION).strip_prefix("Bearer ").map(|t| t.trim().to_string()),
         user: None,
         planned: None,
+        planned_fields: None,
     };
     tracing::trace!(method = %parts.method, uri = %parts.uri, "api request");
     match server.handle(api_request).await {

@@ -275,6 +275,8 @@ pub struct Request {
     pub user: Option<auth::UserInfo>,
     /// For a create that passed admission: the name, uid and creation time its dry run drew.
     pub planned: Option<objects::Identity>,
+    /// For a write that passed admission: the managed fields its dry run recorded.
+    pub planned_fields: Option<fields::Ownership>,
 }
 
 impl Request {
@@ -292,6 +294,7 @@ impl Request {
             bearer: None,
             user: None,
             planned: None,
+            planned_fields: None,
         }
     }
 

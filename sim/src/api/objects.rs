@@ -31,6 +31,9 @@ pub struct WriteOptions {
     pub subresource: Option<String>,
     /// For a create after admission: what the dry run drew for the object.
     pub identity: Option<Identity>,
+    /// For a write after admission: the managed fields its dry run recorded, before mutating
+    /// admission changed the object (what admission adds is owned by nobody, as on a real server).
+    pub fields: Option<Ownership>,
 }
 
 /// What the server draws for a new object before validating admission (`BeforeCreate`): its name
@@ -61,6 +64,7 @@ impl WriteOptions {
             validation: FieldValidation::Ignore,
             subresource: None,
             identity: None,
+            fields: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl WriteOptions {
             validation,
             subresource: target.sub.clone(),
             identity: request.planned.clone(),
+            fields: request.planned_fields.clone(),
         })
     }
 }
@@ -363,6 +368,11 @@ impl ApiServer {
             }
         }
         let warnings = self.prune_and_validate(rt, &name, &mut object, None, opts)?;
+        builtin::scheme_defaults(rt, &mut object);
+        let ownership = match &opts.fields {
+            Some(planned) => planned.clone(),
+            None => self.creator_owns(rt, &object, opts),
+        };
         let taken = |ip: &str| cluster_ip_taken(&state.store, ip);
         let mut ips = state.ips.clone();
         builtin::on_create(rt, &mut object, &mut ips, &taken)?;
@@ -410,9 +420,6 @@ impl ApiServer {
         }
         builtin::validate(rt, None, &object)?;
         state.ips = ips;
-        let mut ownership = Ownership::default();
-        let keys = fields::ListKeys::of_type(rt);
-        ownership.record_update(self.owner(opts, false), None, &object, keys, &rt.id.api_version(), &self.now());
         ownership.write(&mut object);
         drop_empty_metadata(&mut object);
         if opts.dry_run {
@@ -424,6 +431,27 @@ impl ApiServer {
         }
         self.notify(state.store.resource_version());
         Ok(((*stored).clone(), warnings))
+    }
+
+    /// What the creator of `object` owns: the object as decoded and defaulted, before admission
+    /// plugins, mutating webhooks and the registry add to it (the real server records managed
+    /// fields before mutating admission), and without the status of a kind that has a status
+    /// subresource (the field manager resets it).
+    fn creator_owns(&self, rt: &ResourceType, object: &Value, opts: &WriteOptions) -> Ownership {
+        let mut ownership = Ownership::default();
+        let keys = fields::ListKeys::of_type(rt);
+        let owner = self.owner(opts, false);
+        let (api_version, now) = (rt.id.api_version(), self.now());
+        if rt.status && opts.subresource.is_none() && object.get("status").is_some() {
+            let mut without_status = object.clone();
+            if let Some(o) = without_status.as_object_mut() {
+                o.remove("status");
+            }
+            ownership.record_update(owner, None, &without_status, keys, &api_version, &now);
+        } else {
+            ownership.record_update(owner, None, object, keys, &api_version, &now);
+        }
+        ownership
     }
 
     fn owner(&self, opts: &WriteOptions, apply: bool) -> Owner {
@@ -581,6 +609,7 @@ impl ApiServer {
         builtin::validate(rt, Some(old), &object)?;
         let now = self.now();
         let ownership = match op {
+            FieldOp::Update(_) if opts.fields.is_some() => opts.fields.clone().unwrap_or_default(),
             FieldOp::Update(owner) => {
                 let mut ownership = Ownership::read(old);
                 ownership.record_update(

@@ -21,21 +21,39 @@ impl Schema {
     }
 
     /// The keys of the list at `path` if the schema makes it a map (`x-kubernetes-list-type:
-    /// map` with `x-kubernetes-list-map-keys`). Item segments of the path (`k:{...}`) step into
-    /// the list's items.
+    /// map` with `x-kubernetes-list-map-keys`), or none for a set (`x-kubernetes-list-type:
+    /// set`, whose items are their own keys). Item segments of the path (`k:{...}`, `v:...`)
+    /// step into the list's items.
     pub fn list_map_keys(&self, path: &[String]) -> Option<Vec<String>> {
+        let node = self.node_at(path)?;
+        match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("map") => {
+                let keys = node.get("x-kubernetes-list-map-keys")?.as_array()?;
+                Some(keys.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            }
+            Some("set") => Some(Vec::new()),
+            _ => None,
+        }
+    }
+
+    /// Whether the object at `path` is one value (`x-kubernetes-map-type: atomic`): owned and
+    /// replaced whole by server-side apply.
+    pub fn map_is_atomic(&self, path: &[String]) -> bool {
+        self.node_at(path)
+            .is_some_and(|node| node.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic"))
+    }
+
+    /// The schema of the value at `path`; item segments (`k:{...}`, `v:...`) step into a list's
+    /// items.
+    fn node_at(&self, path: &[String]) -> Option<&Value> {
         let mut node = &*self.0;
         for segment in path {
-            node = match segment.starts_with("k:") {
+            node = match segment.starts_with("k:") || segment.starts_with("v:") {
                 true => node.get("items")?,
                 false => property(node, segment)?,
             };
         }
-        if node.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
-            return None;
-        }
-        let keys = node.get("x-kubernetes-list-map-keys")?.as_array()?;
-        Some(keys.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        Some(node)
     }
 
     /// Drops fields the schema does not declare, returning their paths (for `fieldValidation`).
