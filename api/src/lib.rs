@@ -65,6 +65,16 @@ pub const NFS_ANON_UID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-uid";
 /// The anonymous gid squashed consumers get (default 65534).
 pub const NFS_ANON_GID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-gid";
 
+/// Annotation on a volume setting its syncer container's memory limit (a quantity; default
+/// [`DEFAULT_SYNCER_MEMORY_LIMIT`]). A git source holds the largest file of a revision whole
+/// while it fetches (docs/syncer.md, "Memory"), so a repository with files near the default needs
+/// more.
+pub const SYNCER_MEMORY_LIMIT_ANNOTATION: &str = "sv.sharedvolume.io/syncer-memory-limit";
+/// The syncer container's memory limit unless the volume's annotation says otherwise.
+pub const DEFAULT_SYNCER_MEMORY_LIMIT: &str = "512Mi";
+/// The smallest memory limit the annotation may set: below it the syncer cannot start.
+pub const MIN_SYNCER_MEMORY_LIMIT_BYTES: u64 = 64 << 20;
+
 /// Labels on every object the operator creates.
 pub mod labels {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

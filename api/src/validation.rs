@@ -176,6 +176,38 @@ pub fn validate_nfs_annotations(annotations: &std::collections::BTreeMap<String,
     v.errors
 }
 
+/// The syncer container's memory limit: the volume's annotation if it is a valid quantity of at
+/// least [`crate::MIN_SYNCER_MEMORY_LIMIT_BYTES`], else the default ([`validate_syncer_annotations`]
+/// reports a bad one).
+pub fn syncer_memory_limit(annotations: &std::collections::BTreeMap<String, String>) -> String {
+    annotations
+        .get(crate::SYNCER_MEMORY_LIMIT_ANNOTATION)
+        .map(|v| v.trim())
+        .filter(|v| crate::units::parse_quantity_bytes(v).is_ok_and(|b| b >= crate::MIN_SYNCER_MEMORY_LIMIT_BYTES))
+        .unwrap_or(crate::DEFAULT_SYNCER_MEMORY_LIMIT)
+        .to_string()
+}
+
+/// Errors in the annotations that set the syncer's resources.
+pub fn validate_syncer_annotations(annotations: &std::collections::BTreeMap<String, String>) -> Vec<FieldError> {
+    let mut v = Validation::default();
+    let key = crate::SYNCER_MEMORY_LIMIT_ANNOTATION;
+    if let Some(value) = annotations.get(key) {
+        match crate::units::parse_quantity_bytes(value) {
+            Ok(bytes) if bytes >= crate::MIN_SYNCER_MEMORY_LIMIT_BYTES => {}
+            Ok(_) => v.invalid(
+                format!("metadata.annotations[{key}]"),
+                format!("{value:?}: at least 64Mi, e.g. 2Gi for a git repository with files up to about 1.9 GiB"),
+            ),
+            Err(_) => v.invalid(
+                format!("metadata.annotations[{key}]"),
+                format!("{value:?}: must be a quantity such as 1Gi or 1536Mi"),
+            ),
+        }
+    }
+    v.errors
+}
+
 /// Sync schedule after defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncSchedule {
@@ -270,6 +302,7 @@ pub fn validate_volume(volume: VolumeInput<'_>, old: Option<&VolumeSpec>) -> Val
         Some(old) => validate_update(volume.kind, volume.namespace, old, volume.spec, volume.namespace_selector),
     };
     v.errors.extend(validate_nfs_annotations(volume.annotations));
+    v.errors.extend(validate_syncer_annotations(volume.annotations));
     v
 }
 

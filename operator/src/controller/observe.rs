@@ -284,7 +284,20 @@ pub fn waiting_pod(own_pods: &Store<Pod>, reference: &str, component: &str) -> O
                 .as_deref()
                 .map(|m| format!(": {}", sv_api::redact::scrub_userinfo(m)))
                 .unwrap_or_default();
-            Some(format!("pod {}: container {} is waiting: {reason}{message}", pod.name_any(), c.name))
+            let killed = c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.reason.as_deref());
+            let out_of_memory = match killed {
+                Some("OOMKilled") if component == components::SYNCER => format!(
+                    "; its last run was killed for using more memory than its limit (OOMKilled): a git source holds \
+                     the largest file of a revision in memory while it fetches; raise the limit with the volume's {} \
+                     annotation (docs/syncer.md, \"Memory\")",
+                    sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION
+                ),
+                Some("OOMKilled") => {
+                    "; its last run was killed for using more memory than its limit (OOMKilled)".into()
+                }
+                _ => String::new(),
+            };
+            Some(format!("pod {}: container {} is waiting: {reason}{message}{out_of_memory}", pod.name_any(), c.name))
         })
     })
 }
@@ -303,4 +316,50 @@ pub fn new_writer_token() -> Result<String, Error> {
     let mut bytes = [0u8; 16];
     sv_common::entropy::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn pods(pods: Vec<Pod>) -> Store<Pod> {
+        let mut writer = Writer::<Pod>::default();
+        for pod in pods {
+            writer.apply_watcher_event(&Event::Apply(pod));
+        }
+        writer.as_reader()
+    }
+
+    fn crash_looping(component: &str, last_reason: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{component}-x"), "namespace": "ns",
+                         "labels": {labels::REFERENCE: "ref", labels::COMPONENT: component}},
+            "status": {"containerStatuses": [{
+                "name": component, "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": 137, "reason": last_reason}},
+            }]},
+        }))
+        .expect("a pod")
+    }
+
+    /// A syncer the kernel killed for memory says so, and names the annotation that raises its
+    /// limit; another crash says neither.
+    #[test]
+    fn a_syncer_killed_for_memory_names_the_annotation_that_raises_its_limit() {
+        let problem =
+            waiting_pod(&pods(vec![crash_looping(components::SYNCER, "OOMKilled")]), "ref", components::SYNCER)
+                .expect("a problem");
+        assert!(problem.contains("CrashLoopBackOff") && problem.contains("OOMKilled"), "{problem}");
+        assert!(problem.contains(sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION), "{problem}");
+        let problem = waiting_pod(&pods(vec![crash_looping(components::SYNCER, "Error")]), "ref", components::SYNCER)
+            .expect("a problem");
+        assert!(!problem.contains("OOMKilled") && !problem.contains("memory"), "{problem}");
+        let server =
+            waiting_pod(&pods(vec![crash_looping(components::NFS_SERVER, "OOMKilled")]), "ref", components::NFS_SERVER)
+                .expect("a problem");
+        assert!(server.contains("OOMKilled") && !server.contains(sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION), "{server}");
+    }
 }

@@ -524,7 +524,7 @@ impl PlanContext<'_> {
             readiness_probe: Some(http_probe("/readyz", 5, 3)),
             liveness_probe: Some(http_probe("/healthz", 15, 4)),
             volume_mounts: Some(mounts),
-            resources: Some(resources("50m", "64Mi", "512Mi")),
+            resources: Some(resources("50m", "64Mi", &sv_api::validation::syncer_memory_limit(&o.annotations))),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),

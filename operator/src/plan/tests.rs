@@ -787,3 +787,36 @@ fn a_bad_identity_annotation_is_a_validation_error() {
     assert!(p.status.message.as_deref().unwrap_or_default().contains("nfs-squash"), "{:?}", p.status.message);
     assert!(p.objects.is_empty(), "nothing is created for an invalid volume");
 }
+
+/// The syncer's memory limit is 512Mi unless the volume's annotation sets another; a new limit
+/// is a new syncer ReplicaSet; a limit that is no quantity, or too small, fails the volume
+/// naming the annotation.
+#[test]
+fn the_syncer_memory_limit_follows_the_volume_annotation() {
+    let limit = |p: &Plan| {
+        p.objects.iter().find_map(|d| match d {
+            Desired::ReplicaSet(rs) => rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("memory"))
+                .map(|q| q.0.clone()),
+            _ => None,
+        })
+    };
+    let mut o = serving(base_observed(VolumeKind::SharedVolume, HTTP_SPEC));
+    assert_eq!(limit(&plan(&o, &settings())).as_deref(), Some("512Mi"));
+    o.annotations.insert(sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION.to_string(), "2Gi".to_string());
+    assert_eq!(limit(&plan(&o, &settings())).as_deref(), Some("2Gi"));
+    for bad in ["lots", "16Mi"] {
+        o.annotations.insert(sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION.to_string(), bad.to_string());
+        let p = plan(&o, &settings());
+        assert_eq!(p.status.phase(), Some(Phase::Failed), "{bad}");
+        let message = p.status.message.clone().unwrap_or_default();
+        assert!(message.contains(sv_api::SYNCER_MEMORY_LIMIT_ANNOTATION), "{bad}: {message}");
+    }
+}
