@@ -387,3 +387,36 @@ async fn immutable_fields_are_held_by_the_crds_validation_rules_case(client: Cli
         .await
         .expect("source and schedule may change");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_defaulted_as_a_create_is() {
+    common::against_both(an_update_is_defaulted_as_a_create_is_case).await;
+}
+
+/// An update is decoded, so defaulted, like a create: a Secret replaced without its type is an
+/// Opaque one, which may not replace a TLS Secret; a ConfigMap's replace keeps what it sends.
+async fn an_update_is_defaulted_as_a_create_is_case(client: Client) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "typed"}, "type": "kubernetes.io/tls",
+        "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"},
+    }))
+    .expect("secret");
+    let stored = secrets.create(&PostParams::default(), &tls).await.expect("create");
+    let mut untyped = stored.clone();
+    untyped.type_ = None;
+    let refused = api_error(secrets.replace("typed", &PostParams::default(), &untyped).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert!(refused.message.contains("type: Invalid value: \"Opaque\": field is immutable"), "{}", refused.message);
+
+    let plain: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "plain"}, "data": {"k": "dg=="}})).expect("secret");
+    let stored = secrets.create(&PostParams::default(), &plain).await.expect("create");
+    assert_eq!(stored.type_.as_deref(), Some("Opaque"), "a create is defaulted");
+    let mut again = stored.clone();
+    again.type_ = None;
+    let replaced =
+        secrets.replace("plain", &PostParams::default(), &again).await.expect("an Opaque secret stays Opaque");
+    assert_eq!(replaced.type_.as_deref(), Some("Opaque"), "a replace is defaulted");
+}

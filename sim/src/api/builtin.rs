@@ -614,7 +614,8 @@ fn fill_defaults<const N: usize>(target: &mut Value, defaults: [(&str, Value); N
         return;
     }
     for (key, value) in defaults {
-        if target.get(key).is_none() {
+        // A null decodes to Go's zero value, which the defaulting functions then fill.
+        if target.get(key).is_none_or(Value::is_null) {
             target[key] = value;
         }
     }

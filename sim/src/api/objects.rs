@@ -605,6 +605,11 @@ impl ApiServer {
             }
         }
         let warnings = self.prune_and_validate(rt, &name, &mut object, Some(old), opts)?;
+        // An update is decoded, so defaulted, as a create is (a status write keeps the stored
+        // spec, which has them).
+        if opts.subresource.is_none() {
+            builtin::scheme_defaults(rt, &mut object);
+        }
         builtin::on_update(rt, old, &mut object)?;
         builtin::validate(rt, Some(old), &object)?;
         let now = self.now();
