@@ -72,7 +72,8 @@ pub const NFS_ANON_GID_ANNOTATION: &str = "sv.sharedvolume.io/nfs-anon-gid";
 pub const SYNCER_MEMORY_LIMIT_ANNOTATION: &str = "sv.sharedvolume.io/syncer-memory-limit";
 /// The syncer container's memory limit unless the volume's annotation says otherwise.
 pub const DEFAULT_SYNCER_MEMORY_LIMIT: &str = "512Mi";
-/// The smallest memory limit the annotation may set: below it the syncer cannot start.
+/// The smallest memory limit the annotation may set: the syncer container's memory request (the
+/// API server refuses a limit below the request).
 pub const MIN_SYNCER_MEMORY_LIMIT_BYTES: u64 = 64 << 20;
 
 /// Labels on every object the operator creates.

@@ -651,6 +651,14 @@ mod tests {
             .collect()
     }
 
+    /// The `fieldsV1` of `manager`'s entry in `object`'s written managedFields.
+    fn fields_of(object: &Value, manager: &str) -> Option<Value> {
+        object["metadata"]["managedFields"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["manager"] == manager))
+            .map(|e| e["fieldsV1"].clone())
+    }
+
     fn condition(kind: &str, status: &str) -> Value {
         json!({"type": kind, "status": status})
     }
@@ -669,13 +677,8 @@ mod tests {
 
         let mut written = live.clone();
         ownership.write(&mut written);
-        let entry = written["metadata"]["managedFields"]
-            .as_array()
-            .and_then(|e| e.iter().find(|e| e["manager"] == "syncer"))
-            .cloned()
-            .expect("the syncer's entry");
         assert_eq!(
-            entry["fieldsV1"],
+            fields_of(&written, "syncer").expect("the syncer's entry"),
             json!({"f:status": {"f:conditions": {"k:{\"type\":\"Synced\"}": {".": {}, "f:status": {}, "f:type": {}}}}})
         );
         assert_eq!(Ownership::read(&written).entries, ownership.entries, "fieldsV1 reads back");
@@ -747,12 +750,7 @@ mod tests {
         second["spec"]["a"] = json!(3);
         ownership.record_update(updater("editor"), Some(&first), &second, ListKeys::BuiltIn, "v1", "t");
         ownership.write(&mut second);
-        let fields = |manager: &str| {
-            second["metadata"]["managedFields"]
-                .as_array()
-                .and_then(|e| e.iter().find(|e| e["manager"] == manager))
-                .map(|e| e["fieldsV1"].clone())
-        };
+        let fields = |manager: &str| fields_of(&second, manager);
         assert_eq!(
             fields("kubectl-create"),
             Some(json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
@@ -779,12 +777,7 @@ mod tests {
         edited["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}, {"name": "more", "emptyDir": {}}]);
         ownership.record_update(updater("edit"), Some(&pod), &edited, ListKeys::BuiltIn, "v1", "t");
         ownership.write(&mut edited);
-        let fields = |manager: &str| {
-            edited["metadata"]["managedFields"]
-                .as_array()
-                .and_then(|e| e.iter().find(|e| e["manager"] == manager))
-                .map(|e| e["fieldsV1"].clone())
-        };
+        let fields = |manager: &str| fields_of(&edited, manager);
         assert_eq!(
             fields("create"),
             Some(json!({"f:spec": {
@@ -857,12 +850,7 @@ mod tests {
         let mut live = apply(&mut ownership, "a", &live, json!({"metadata": {"labels": {"k": "v"}}}));
         assert_eq!(live["metadata"]["finalizers"], json!(["b.example/f"]), "a's went, b's stayed");
         ownership.write(&mut live);
-        let b =
-            live["metadata"]["managedFields"].as_array().and_then(|e| e.iter().find(|e| e["manager"] == "b")).cloned();
-        assert_eq!(
-            b.map(|e| e["fieldsV1"].clone()),
-            Some(json!({"f:metadata": {"f:finalizers": {"v:\"b.example/f\"": {}}}}))
-        );
+        assert_eq!(fields_of(&live, "b"), Some(json!({"f:metadata": {"f:finalizers": {"v:\"b.example/f\"": {}}}})));
         assert_eq!(Ownership::read(&live).entries, ownership.entries, "fieldsV1 reads back");
     }
 
