@@ -433,9 +433,6 @@ pub fn on_update(rt: &ResourceType, old: &Value, object: &mut Value) -> Result<(
     let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
     match (rt.id.group.as_str(), rt.id.plural.as_str()) {
         ("", "services") => {
-            for port in object["spec"]["ports"].as_array_mut().into_iter().flatten() {
-                fill_defaults(port, [("protocol", json!("TCP")), ("targetPort", port["port"].clone())]);
-            }
             for key in ["clusterIP", "clusterIPs"] {
                 if object["spec"].get(key).is_none_or(Value::is_null) {
                     object["spec"][key] = old["spec"][key].clone();

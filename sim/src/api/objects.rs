@@ -614,19 +614,22 @@ impl ApiServer {
         builtin::validate(rt, Some(old), &object)?;
         let now = self.now();
         let ownership = match op {
-            FieldOp::Update(_) if opts.fields.is_some() => opts.fields.clone().unwrap_or_default(),
-            FieldOp::Update(owner) => {
-                let mut ownership = Ownership::read(old);
-                ownership.record_update(
-                    owner,
-                    Some(old),
-                    &object,
-                    fields::ListKeys::of_type(rt),
-                    &rt.id.api_version(),
-                    &now,
-                );
-                ownership
-            }
+            FieldOp::Update(owner) => match &opts.fields {
+                // A write through admission keeps what its dry run recorded, before the webhooks.
+                Some(planned) => planned.clone(),
+                None => {
+                    let mut ownership = Ownership::read(old);
+                    ownership.record_update(
+                        owner,
+                        Some(old),
+                        &object,
+                        fields::ListKeys::of_type(rt),
+                        &rt.id.api_version(),
+                        &now,
+                    );
+                    ownership
+                }
+            },
             FieldOp::Applied(ownership) => ownership,
         };
         ownership.write(&mut object);
