@@ -313,6 +313,34 @@ impl Stage {
         self.create_file_claimed(path, executable)
     }
 
+    /// Starts a file of a known `size` that is written while the stage goes on with other files
+    /// (a large download beside many small ones). Its size counts against the capacity and the
+    /// free space at once, so the files written meanwhile are checked against it; it is recorded
+    /// by [`Stage::commit_reserved`] and must then hold exactly `size` bytes.
+    pub fn reserve_file(&mut self, path: &RelPath, executable: bool, size: u64) -> Result<ReservedFile, SyncError> {
+        self.check_capacity(size)?;
+        self.check_space(size)?;
+        self.claim(path)?;
+        let file = self.fs.create_new(&path.under(&self.dir), file_mode(executable))?;
+        self.bytes += size;
+        self.new_bytes += size;
+        Ok(ReservedFile { path: path.clone(), file, written: 0, size, executable })
+    }
+
+    /// Records a file begun with [`Stage::reserve_file`], with the source's `version` of it.
+    pub fn commit_reserved(&mut self, reserved: ReservedFile, version: &str) -> Result<(), SyncError> {
+        let ReservedFile { path, file, size, written, executable } = reserved;
+        if written != size {
+            return Err(SyncError::Source(format!(
+                "{path}: the source listed {size} bytes but sent {written}; it changed during the sync, the next one will fetch it again"
+            )));
+        }
+        close_checked(&path, file, written, executable)?;
+        self.transferred += size;
+        self.entries.insert(path, Entry::File { size, executable, version: version.to_string() });
+        Ok(())
+    }
+
     /// Starts writing a file whose path this stage has already claimed.
     fn create_file_claimed(&mut self, path: &RelPath, executable: bool) -> Result<StagedFile<'_>, SyncError> {
         let file = self.fs.create_new(&path.under(&self.dir), file_mode(executable))?;
@@ -534,6 +562,51 @@ fn check_links(entries: &BTreeMap<RelPath, Entry>) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Gives a finished file its mode and closes it, checking that it holds the `written` bytes: the
+/// manifest records the size, and later syncs link the file forward on its word.
+fn close_checked(
+    path: &RelPath,
+    mut file: Box<dyn WriteFile>,
+    written: u64,
+    executable: bool,
+) -> Result<(), SyncError> {
+    file.set_mode(file_mode(executable))?;
+    let on_disk = file.size()?;
+    if on_disk != written {
+        return Err(SyncError::Io(std::io::Error::other(format!(
+            "{path}: wrote {written} bytes but the volume holds {on_disk}"
+        ))));
+    }
+    file.close().map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{path}: closing failed: {e}"))))
+}
+
+/// A file of a known size written beside the stage ([`Stage::reserve_file`]); it holds no borrow
+/// of the stage, so other files can be staged while it is written.
+pub struct ReservedFile {
+    path: RelPath,
+    file: Box<dyn WriteFile>,
+    written: u64,
+    size: u64,
+    executable: bool,
+}
+
+impl ReservedFile {
+    /// Appends `data`; more than the reserved size is refused (the source changed under the sync,
+    /// and the capacity was checked for the size it listed).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), SyncError> {
+        let total = self.written.saturating_add(data.len() as u64);
+        if total > self.size {
+            return Err(SyncError::Source(format!(
+                "{}: the source listed {} bytes but sent more; it changed during the sync, the next one will fetch it again",
+                self.path, self.size
+            )));
+        }
+        self.file.write_all(data)?;
+        self.written = total;
+        Ok(())
+    }
+}
+
 /// A file being written into the stage; counts against the capacity as it grows.
 pub struct StagedFile<'a> {
     stage: &'a mut Stage,
@@ -574,20 +647,8 @@ impl StagedFile<'_> {
         self.commit_counted(version, false)
     }
 
-    fn commit_counted(mut self, version: &str, transferred: bool) -> Result<(), SyncError> {
-        self.file.set_mode(file_mode(self.executable))?;
-        // The manifest records the size, and later syncs link this file forward on its word: it
-        // must be the file on disk.
-        let on_disk = self.file.size()?;
-        if on_disk != self.written {
-            return Err(SyncError::Io(std::io::Error::other(format!(
-                "{}: wrote {} bytes but the volume holds {on_disk}",
-                self.path, self.written
-            ))));
-        }
-        self.file
-            .close()
-            .map_err(|e| SyncError::Io(std::io::Error::new(e.kind(), format!("{}: closing failed: {e}", self.path))))?;
+    fn commit_counted(self, version: &str, transferred: bool) -> Result<(), SyncError> {
+        close_checked(&self.path, self.file, self.written, self.executable)?;
         self.stage.bytes += self.written;
         self.stage.new_bytes += self.written;
         if transferred {
@@ -648,5 +709,37 @@ mod tests {
         stage.symlink(&p("a/b/c/up"), "../../..").expect("inside");
         let error = stage.finish("r", "s", BTreeMap::new()).expect_err("refused");
         assert!(error.to_string().contains("a/b/c/esc"), "{error}");
+    }
+
+    #[test]
+    fn a_reserved_file_counts_at_once_and_holds_exactly_the_size_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut stage = Stage::new(dir.path().to_path_buf(), None, Some(10));
+        let p = |s: &str| RelPath::parse(s).expect("path");
+        let mut big = stage.reserve_file(&p("big"), false, 8).expect("8 of 10 bytes");
+        // Written while the big file is still arriving: checked against its whole size.
+        let error = stage.write_file(&p("small"), b"1234", false, "v").expect_err("8 + 4 > 10");
+        assert!(matches!(error, SyncError::Capacity { needed: 12, capacity: 10 }), "{error}");
+        stage.write_file(&p("two"), b"12", false, "v").expect("8 + 2 fits");
+        let error = big.write(b"123456789").expect_err("more than listed");
+        assert!(error.to_string().contains("listed 8 bytes but sent more"), "{error}");
+        big.write(b"12345").expect("within the size");
+        let error = stage.commit_reserved(big, "v").expect_err("short");
+        assert!(error.to_string().contains("listed 8 bytes but sent 5"), "{error}");
+        assert!(stage.entry(&p("big")).is_none(), "a short file is not recorded");
+
+        let mut whole = Stage::new(dir.path().join("b"), None, Some(10));
+        std::fs::create_dir(dir.path().join("b")).expect("mkdir");
+        let mut file = whole.reserve_file(&p("x/big"), true, 8).expect("reserve");
+        file.write(b"1234").expect("write");
+        file.write(b"5678").expect("write");
+        whole.commit_reserved(file, "v8").expect("commit");
+        let staged = whole.finish("r", "s", BTreeMap::new()).expect("finish");
+        assert_eq!(std::fs::read(staged.dir.join("x/big")).expect("read"), b"12345678");
+        assert_eq!(staged.transferred, 8);
+        assert!(matches!(
+            staged.manifest.entries.get(&p("x/big")),
+            Some(Entry::File { size: 8, executable: true, version }) if version == "v8"
+        ));
     }
 }

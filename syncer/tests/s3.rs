@@ -93,6 +93,41 @@ async fn a_prefix_is_mirrored_incrementally_with_deletes() {
 }
 
 #[tokio::test]
+async fn a_large_object_streams_beside_small_ones_and_must_be_the_size_listed() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("bucket")).expect("bucket");
+    let server = s3_server(root.path()).await;
+    let endpoint = format!("http://{}", server.addr);
+    let store = client(&endpoint, "bucket");
+    // Above the 4 MiB at which an object stops being fetched into memory.
+    let large: Vec<u8> = (0..5 * 1024 * 1024 + 7).map(|i: u32| (i % 251) as u8).collect();
+    store.put(&ObjectPath::from("m/large.bin"), large.clone().into()).await.expect("put");
+    for i in 0..20 {
+        put(&store, &format!("{}/small-{i}.txt", ["a", "m", "z"][i % 3]), &format!("small {i}")).await;
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let creds = credentials(S3_ACCESS, S3_SECRET);
+    let volume = Volume::open(data.path()).expect("volume");
+    let syncer = syncer(data.path(), Some(creds.path()), None);
+    let first = sync(&syncer, &volume, &view(&spec(&endpoint, "bucket", ""))).await.expect("sync");
+    assert_eq!(first.files, 21);
+    assert_eq!(std::fs::read(data.path().join("m/large.bin")).expect("read"), large);
+    for i in 0..20 {
+        let path = data.path().join(format!("{}/small-{i}.txt", ["a", "m", "z"][i % 3]));
+        assert_eq!(std::fs::read_to_string(path).expect("read"), format!("small {i}"));
+    }
+    let before = tree(data.path());
+
+    // A server that lists 5 MiB and sends 4 bytes (the object was replaced between the listing
+    // and the GET, or the server is broken): nothing is published, the next sync tries again.
+    let short = serve(sized_listing_server(&["m/large.bin"], 5 << 20, "data"), None).await;
+    let error =
+        sync(&syncer, &volume, &view(&spec(&format!("http://{}", short.addr), "b", ""))).await.expect_err("short");
+    assert!(error.contains("m/large.bin: the source listed 5242880 bytes but sent 4"), "{error}");
+    assert_eq!(tree(data.path()), before);
+}
+
+#[tokio::test]
 async fn wrong_keys_a_missing_bucket_and_an_outage_are_reported() {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(root.path().join("bucket")).expect("bucket");
@@ -166,12 +201,17 @@ async fn hostile_keys_are_refused_and_the_published_tree_stays() {
 /// Answers ListObjectsV2 with `keys` and GETs with a fixed body, ignoring signatures: a server
 /// that is compromised or simply broken.
 fn listing_server(keys: &[&str]) -> Router {
+    sized_listing_server(keys, 4, "data")
+}
+
+/// [`listing_server`] listing every key with `size` bytes and answering every GET with `body`.
+fn sized_listing_server(keys: &[&str], size: u64, body: &'static str) -> Router {
     let contents: String = keys
         .iter()
         .map(|k| {
             format!(
                 "<Contents><Key>{k}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"e-{k}\"</ETag>\
-                 <Size>4</Size><StorageClass>STANDARD</StorageClass></Contents>"
+                 <Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
             )
         })
         .collect();
@@ -186,7 +226,7 @@ fn listing_server(keys: &[&str]) -> Router {
             if uri.query().is_some_and(|q| q.contains("list-type")) {
                 ([("content-type", "application/xml")], listing).into_response()
             } else {
-                ([("etag", "\"e\"")], "data").into_response()
+                ([("etag", "\"e\"")], body).into_response()
             }
         }
     })

@@ -67,6 +67,31 @@ async fn a_directory_is_mirrored_incrementally_with_deletes() {
 }
 
 #[tokio::test]
+async fn a_large_file_streams_beside_small_ones() {
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = shared_tempdir();
+    // Above the 4 MiB at which a file stops being read into memory.
+    let large: Vec<u8> = (0..5 * 1024 * 1024 + 7).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::create_dir_all(remote.path().join("m")).expect("mkdir");
+    std::fs::write(remote.path().join("m/large.bin"), &large).expect("write");
+    for i in 0..20 {
+        write(remote.path(), &format!("{}/small-{i}.txt", ["a", "m", "z"][i % 3]), &format!("small {i}"));
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    let creds = credentials("password", SSH_PASSWORD);
+    let volume = Volume::open(data.path()).expect("volume");
+    let syncer = syncer(data.path(), Some(creds.path()), None);
+    let first = sync(&syncer, &volume, &view(&spec(sshd.port, remote.path()))).await.expect("sync");
+    // "small N": 7 bytes for N < 10, 8 for the ten others.
+    assert_eq!((first.files, first.transferred), (21, large.len() as u64 + 10 * 7 + 10 * 8));
+    assert_eq!(std::fs::read(data.path().join("m/large.bin")).expect("read"), large);
+    for i in 0..20 {
+        let path = data.path().join(format!("{}/small-{i}.txt", ["a", "m", "z"][i % 3]));
+        assert_eq!(std::fs::read_to_string(path).expect("read"), format!("small {i}"));
+    }
+}
+
+#[tokio::test]
 async fn key_logins_in_both_encodings_and_wrong_credentials() {
     let Some(sshd) = Sshd::start() else { return };
     let remote = shared_tempdir();

@@ -25,7 +25,7 @@ use super::{BoxFuture, Fetched, Source, SourceOptions, digest, on_blocking_threa
 use crate::credentials::{Credentials, Secret};
 use crate::error::SyncError;
 use crate::paths::RelPath;
-use crate::tree::Stage;
+use crate::tree::{NewFile, Stage, WriteBatch};
 
 /// The local ref the fetched branch is stored at.
 const FETCHED_REF: &str = "refs/sharedvolume/fetched";
@@ -165,20 +165,43 @@ impl GitSource {
                 .tree_id()
                 .map_err(|e| SyncError::Source(e.to_string()))?
                 .detach();
-            write_tree(&repo, tree, None, stage, cancel)
+            write_tree(&repo, tree, stage, cancel)
         })
         .await?;
         Ok(Fetched::Tree { revision: commit.to_string(), meta: BTreeMap::new() })
     }
 }
 
-/// Writes the tree `id` (at `prefix`) into the stage.
+/// Writes the tree `id` into the stage: the blobs the previous revision has at the same path are
+/// linked forward together, the others written in batches (several directories at a time).
 fn write_tree(
+    repo: &gix::Repository,
+    id: ObjectId,
+    stage: &mut Stage,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
+    let mut blobs = Vec::new();
+    walk_tree(repo, id, None, stage, cancel, &mut blobs)?;
+    let mut batch = WriteBatch::default();
+    for (path, version, (oid, executable)) in stage.reuse_all(blobs)? {
+        if cancel.is_cancelled() {
+            return Err(SyncError::Source("the sync was abandoned".to_string()));
+        }
+        let blob = repo.find_object(oid).map_err(|e| SyncError::Source(format!("{path}: {e}")))?.detach();
+        batch.push(stage, NewFile { path, data: blob.data.into(), executable, version })?;
+    }
+    batch.flush(stage)
+}
+
+/// Records the directories and links of the tree `id` (at `prefix`) in the stage, and collects
+/// its blobs in `blobs`: path, version (the blob's id), and the id and whether it is executable.
+fn walk_tree(
     repo: &gix::Repository,
     id: ObjectId,
     prefix: Option<&RelPath>,
     stage: &mut Stage,
     cancel: &CancellationToken,
+    blobs: &mut Vec<(RelPath, String, (ObjectId, bool))>,
 ) -> Result<(), SyncError> {
     let object = repo.find_object(id).map_err(|e| SyncError::Source(format!("tree {id}: {e}")))?;
     let tree = object.try_into_tree().map_err(|e| SyncError::Source(e.to_string()))?;
@@ -197,18 +220,13 @@ fn write_tree(
             Some(p) => p.join(&name)?,
             None => RelPath::parse(&name)?,
         };
-        let version = oid.to_string();
         match kind {
             EntryKind::Tree => {
                 stage.mkdir(&path)?;
-                write_tree(repo, oid, Some(&path), stage, cancel)?;
+                walk_tree(repo, oid, Some(&path), stage, cancel, blobs)?;
             }
             EntryKind::Blob | EntryKind::BlobExecutable => {
-                if stage.reuse(&path, &version)? {
-                    continue;
-                }
-                let blob = repo.find_object(oid).map_err(|e| SyncError::Source(format!("{path}: {e}")))?;
-                stage.write_file(&path, &blob.data, kind == EntryKind::BlobExecutable, &version)?;
+                blobs.push((path, oid.to_string(), (oid, kind == EntryKind::BlobExecutable)));
             }
             EntryKind::Link => {
                 let blob = repo.find_object(oid).map_err(|e| SyncError::Source(format!("{path}: {e}")))?;

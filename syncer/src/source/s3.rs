@@ -130,40 +130,43 @@ impl S3Source {
             let v = version(&object);
             candidates.push((path, v, object));
         }
-        let wanted: Vec<_> =
-            stage.reuse_all(candidates)?.into_iter().map(|(path, version, object)| (path, object, version)).collect();
-        // Small objects are fetched several at a time into memory (latency, not bandwidth, bounds
-        // them); large ones stream straight into the stage.
-        let store = self.store.clone();
-        let mut fetches = futures::stream::iter(wanted.into_iter().map(|(path, object, version)| {
-            let store = store.clone();
-            async move {
-                let body = if object.size <= SMALL_OBJECT {
-                    let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
-                    Some(result.bytes().await.map_err(classify)?)
-                } else {
-                    None
-                };
-                Ok::<_, SyncError>((path, object, version, body))
-            }
-        }))
-        .buffered(PARALLEL_GETS);
-        let mut batch = WriteBatch::default();
-        while let Some(fetched) = fetches.next().await {
-            let (path, object, version, body) = fetched?;
-            if let Some(data) = body {
-                batch.push(stage, NewFile { path, data, executable: false, version })?;
-                continue;
-            }
-            let result = self.store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
-            let mut file = stage.create_file(&path, false)?;
-            let mut stream = result.into_stream();
-            while let Some(chunk) = stream.next().await {
-                file.write(&chunk.map_err(classify)?)?;
-            }
-            file.commit(&version)?;
+        let (small, large): (Vec<_>, Vec<_>) =
+            stage.reuse_all(candidates)?.into_iter().partition(|(_, _, object)| object.size <= SMALL_OBJECT);
+        // Large objects stream straight into their files while the small ones are fetched
+        // several at a time into memory (latency, not bandwidth, bounds those): one long download
+        // must not leave the other connections idle.
+        let mut reserved = Vec::with_capacity(large.len());
+        for (path, version, object) in large {
+            reserved.push((stage.reserve_file(&path, false, object.size)?, object, version));
         }
-        batch.flush(stage)?;
+        let store = &self.store;
+        let download_large = async {
+            for (file, object, _) in &mut reserved {
+                let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
+                let mut stream = result.into_stream();
+                while let Some(chunk) = stream.next().await {
+                    file.write(&chunk.map_err(classify)?)?;
+                }
+            }
+            Ok::<_, SyncError>(())
+        };
+        let fetch_small = async {
+            let mut fetches = futures::stream::iter(small.into_iter().map(|(path, version, object)| async move {
+                let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
+                let data = result.bytes().await.map_err(classify)?;
+                Ok::<_, SyncError>(NewFile { path, data, executable: false, version })
+            }))
+            .buffered(PARALLEL_GETS);
+            let mut batch = WriteBatch::default();
+            while let Some(file) = fetches.next().await {
+                batch.push(stage, file?)?;
+            }
+            batch.flush(stage)
+        };
+        futures::try_join!(download_large, fetch_small)?;
+        for (file, _, version) in reserved {
+            stage.commit_reserved(file, &version)?;
+        }
         Ok(Fetched::Tree { revision, meta: BTreeMap::new() })
     }
 }

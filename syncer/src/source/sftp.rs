@@ -294,41 +294,61 @@ impl SftpSource {
                 }
             }
         }
-        let wanted: Vec<_> = stage
-            .reuse_all(candidates)?
-            .into_iter()
-            .map(|(path, v, (remote, size, executable))| (path, remote, size, executable, v))
-            .collect();
-        // Small files are read several at a time into memory (each costs a few round trips, so
-        // latency bounds them); large ones stream into the stage, read-ahead by russh-sftp.
-        let sftp = &sftp;
-        let mut reads =
-            futures::stream::iter(wanted.into_iter().map(|(path, remote, size, executable, version)| async move {
-                let body = if size <= SMALL_FILE { Some(read_whole(sftp, &remote).await?) } else { None };
-                Ok::<_, SyncError>((path, remote, executable, version, body))
-            }))
-            .buffered(PARALLEL_READS);
-        let mut batch = WriteBatch::default();
-        while let Some(read) = reads.next().await {
-            let (path, remote, executable, version, body) = read?;
-            if let Some(body) = body {
-                batch.push(stage, NewFile { path, data: body.into(), executable, version })?;
-                continue;
-            }
-            let mut file = sftp.open(remote.as_str()).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
-            let mut out = stage.create_file(&path, executable)?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = file.read(&mut buf).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                out.write(&buf[..n])?;
-            }
-            out.commit(&version)?;
+        let (small, large): (Vec<_>, Vec<_>) =
+            stage.reuse_all(candidates)?.into_iter().partition(|(_, _, (_, size, _))| *size <= SMALL_FILE);
+        // Large files stream into their files, read ahead by russh-sftp, while the small ones are
+        // read several at a time into memory (each costs a few round trips, so latency bounds
+        // them): one long transfer must not hold up the rest.
+        let mut reserved = Vec::with_capacity(large.len());
+        for (path, version, (remote, size, executable)) in large {
+            reserved.push((stage.reserve_file(&path, executable, size)?, remote, size, version));
         }
-        batch.flush(stage)?;
-        drop(reads);
+        let sftp = &sftp;
+        let read_large = async {
+            if reserved.is_empty() {
+                return Ok(());
+            }
+            // On a connection of their own: an SSH connection is one encrypted stream, which one
+            // core on each side must keep up with (rclone spreads a large file over several).
+            let own = self.session().await?;
+            let mut buf = vec![0u8; 256 * 1024];
+            for (out, remote, size, _) in &mut reserved {
+                let mut file =
+                    own.open(remote.as_str()).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
+                // The size listed, no more: a file appended to meanwhile is taken as it was listed
+                // (its version names that size, so the next sync fetches the rest).
+                let mut left = *size;
+                while left > 0 {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n =
+                        file.read(&mut buf[..want]).await.map_err(|e| SyncError::Source(format!("{remote}: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.write(&buf[..n])?;
+                    left -= n as u64;
+                }
+            }
+            let _ = own.close().await;
+            Ok::<_, SyncError>(())
+        };
+        let reads = async {
+            let mut reads =
+                futures::stream::iter(small.into_iter().map(|(path, version, (remote, _, executable))| async move {
+                    let data = read_whole(sftp, &remote).await?.into();
+                    Ok::<_, SyncError>(NewFile { path, data, executable, version })
+                }))
+                .buffered(PARALLEL_READS);
+            let mut batch = WriteBatch::default();
+            while let Some(file) = reads.next().await {
+                batch.push(stage, file?)?;
+            }
+            batch.flush(stage)
+        };
+        futures::try_join!(read_large, reads)?;
+        for (file, _, _, version) in reserved {
+            stage.commit_reserved(file, &version)?;
+        }
         let _ = sftp.close().await;
         Ok(Fetched::Tree { revision, meta: BTreeMap::new() })
     }
