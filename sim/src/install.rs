@@ -57,7 +57,7 @@ pub fn operator_token(api: &ApiServer) -> String {
 /// The object `group/plural` `namespace/name` as stored, if any.
 pub fn stored(api: &ApiServer, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
     let state = api.state();
-    let rt = state.registry.types().find(|t| t.id.group == group && t.id.plural == plural)?.clone();
+    let rt = state.registry.by_plural(group, plural)?.clone();
     state.store.get(&rt.id, namespace, name).map(|o| (**o).clone())
 }
 

@@ -202,6 +202,10 @@ const BUILTINS: &[Builtin] = &[
 #[derive(Clone, Debug)]
 pub struct Registry {
     types: BTreeMap<ResourceId, ResourceType>,
+    /// The ids of each kind and of each plural, in the order of `types`: the garbage collector
+    /// and the controllers look types up by these on every pass.
+    kinds: BTreeMap<String, Vec<ResourceId>>,
+    plurals: BTreeMap<String, Vec<ResourceId>>,
 }
 
 impl Default for Registry {
@@ -234,11 +238,27 @@ impl Default for Registry {
                 },
             );
         }
-        Self { types }
+        let mut registry = Self { types, kinds: BTreeMap::new(), plurals: BTreeMap::new() };
+        registry.reindex();
+        registry
     }
 }
 
 impl Registry {
+    fn reindex(&mut self) {
+        self.kinds.clear();
+        self.plurals.clear();
+        for (id, t) in &self.types {
+            self.kinds.entry(t.kind.clone()).or_default().push(id.clone());
+            self.plurals.entry(id.plural.clone()).or_default().push(id.clone());
+        }
+    }
+
+    /// The first type (in id order, so the earliest version) of `group` and `plural`.
+    pub fn by_plural(&self, group: &str, plural: &str) -> Option<&ResourceType> {
+        self.plurals.get(plural)?.iter().find(|id| id.group == group).and_then(|id| self.types.get(id))
+    }
+
     pub fn get(&self, id: &ResourceId) -> Option<&ResourceType> {
         self.types.get(id)
     }
@@ -286,12 +306,14 @@ impl Registry {
                 },
             );
         }
+        self.reindex();
     }
 
     pub fn unregister_crd(&mut self, crd: &Value) {
         let group = crd["spec"]["group"].as_str().unwrap_or_default();
         let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
         self.types.retain(|id, t| !(t.custom && id.group == group && id.plural == plural));
+        self.reindex();
     }
 
     /// Groups and their versions, core excluded.
@@ -317,9 +339,12 @@ impl Registry {
     /// The resource type that stores objects of `apiVersion` + `kind`.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceType> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        // Kinds differ most, so they are compared first: the garbage collector asks this for every
-        // ownerReference of every object on each pass.
-        self.types.values().find(|t| t.kind == kind && t.id.version == version && t.id.group == group)
+        // The garbage collector asks this for every ownerReference of every object on each pass.
+        self.kinds
+            .get(kind)?
+            .iter()
+            .find(|id| id.version == version && id.group == group)
+            .and_then(|id| self.types.get(id))
     }
 
     pub fn api_versions_doc(&self, server_address: &str) -> Value {

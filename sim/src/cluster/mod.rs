@@ -78,7 +78,7 @@ impl<'a> Pass<'a> {
     /// Without the copy that writes need (they borrow the state mutably): reads are the most
     /// frequent calls of a pass.
     fn rt_ref(&self, group: &str, plural: &str) -> Option<&ResourceType> {
-        self.state.registry.types().find(|t| t.id.plural == plural && t.id.group == group)
+        self.state.registry.by_plural(group, plural)
     }
 
     fn new(server: &'a ApiServer, state: &'a mut State) -> Self {
