@@ -452,6 +452,20 @@ impl WriteBatch {
         let files = std::mem::take(&mut self.files);
         if files.is_empty() { Ok(()) } else { stage.write_files(files) }
     }
+
+    /// Writes every file `files` yields into `stage`, in batches; stops at the first error.
+    pub async fn write_stream(
+        stage: &mut Stage,
+        files: impl futures::Stream<Item = Result<NewFile, SyncError>>,
+    ) -> Result<(), SyncError> {
+        use futures::StreamExt as _;
+        let mut files = std::pin::pin!(files);
+        let mut batch = WriteBatch::default();
+        while let Some(file) = files.next().await {
+            batch.push(stage, file?)?;
+        }
+        batch.flush(stage)
+    }
 }
 
 /// A file linked forward from the previous revision.

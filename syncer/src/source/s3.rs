@@ -150,19 +150,13 @@ impl S3Source {
             }
             Ok::<_, SyncError>(())
         };
-        let fetch_small = async {
-            let mut fetches = futures::stream::iter(small.into_iter().map(|(path, version, object)| async move {
-                let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
-                let data = result.bytes().await.map_err(classify)?;
-                Ok::<_, SyncError>(NewFile { path, data, executable: false, version })
-            }))
-            .buffered(PARALLEL_GETS);
-            let mut batch = WriteBatch::default();
-            while let Some(file) = fetches.next().await {
-                batch.push(stage, file?)?;
-            }
-            batch.flush(stage)
-        };
+        let fetches = futures::stream::iter(small.into_iter().map(|(path, version, object)| async move {
+            let result = store.get_opts(&object.location, GetOptions::default()).await.map_err(classify)?;
+            let data = result.bytes().await.map_err(classify)?;
+            Ok::<_, SyncError>(NewFile { path, data, executable: false, version })
+        }))
+        .buffered(PARALLEL_GETS);
+        let fetch_small = WriteBatch::write_stream(stage, fetches);
         futures::try_join!(download_large, fetch_small)?;
         for (file, _, version) in reserved {
             stage.commit_reserved(file, &version)?;

@@ -332,20 +332,13 @@ impl SftpSource {
             let _ = own.close().await;
             Ok::<_, SyncError>(())
         };
-        let reads = async {
-            let mut reads =
-                futures::stream::iter(small.into_iter().map(|(path, version, (remote, _, executable))| async move {
-                    let data = read_whole(sftp, &remote).await?.into();
-                    Ok::<_, SyncError>(NewFile { path, data, executable, version })
-                }))
-                .buffered(PARALLEL_READS);
-            let mut batch = WriteBatch::default();
-            while let Some(file) = reads.next().await {
-                batch.push(stage, file?)?;
-            }
-            batch.flush(stage)
-        };
-        futures::try_join!(read_large, reads)?;
+        let reads =
+            futures::stream::iter(small.into_iter().map(|(path, version, (remote, _, executable))| async move {
+                let data = read_whole(sftp, &remote).await?.into();
+                Ok::<_, SyncError>(NewFile { path, data, executable, version })
+            }))
+            .buffered(PARALLEL_READS);
+        futures::try_join!(read_large, WriteBatch::write_stream(stage, reads))?;
         for (file, _, _, version) in reserved {
             stage.commit_reserved(file, &version)?;
         }
