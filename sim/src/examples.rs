@@ -179,6 +179,18 @@ pub fn install_into(api: &ApiServer) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Creates `objects` one after another by the API server's front door, as `kubectl create -f`
+/// does (see [`World::create`]): the refusals, as lines.
+fn create_each(world: &mut World, objects: Vec<Value>) -> Result<Vec<String>, String> {
+    let mut refused = Vec::new();
+    for object in objects {
+        if let Err(e) = world.create(object)? {
+            refused.push(format!("{e:?}"));
+        }
+    }
+    Ok(refused)
+}
+
 /// The StorageClass the examples name, as a cluster provides it: kind's is `standard` too, and the
 /// default one.
 pub fn storage_class() -> Value {
@@ -221,7 +233,7 @@ pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), Ru
         documents.extend(example(file)?);
     }
     let objects_created = documents.len();
-    errors.extend(world.create_all(documents).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+    errors.extend(create_each(&mut world, documents).map_err(RunError::Simulation)?);
 
     let started = world.elapsed();
     let all_settled = world
@@ -263,11 +275,11 @@ pub fn run_with(seed: u64, keep_trace: bool) -> Result<(Report, Vec<String>), Ru
     // Delete every volume and wait for the finalizers to clean up.
     for volume in volumes(&world.api) {
         let plural = if volume["kind"] == "SharedVolume" { "sharedvolumes" } else { "clustersharedvolumes" };
-        let mut state = world.api.state();
-        let Some(rt) = state.registry.types().find(|t| t.id.plural == plural).cloned() else { continue };
+        let rt = world.api.state().registry.types().find(|t| t.id.plural == plural).cloned();
+        let Some(rt) = rt else { continue };
         let namespace = volume["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = volume["metadata"]["name"].as_str().unwrap_or_default();
-        if let Err(e) = world.api.delete_in(&mut state, &rt, namespace, name, &Default::default()) {
+        if let Err(e) = world.delete(&rt, namespace, name).map_err(RunError::Simulation)? {
             errors.push(format!("deleting {name}: {e:?}"));
         }
     }
@@ -349,7 +361,7 @@ fn use_the_volumes(
     for namespace in ["team-a", "team-b"] {
         objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
     }
-    errors.extend(world.create_all(objects).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+    errors.extend(create_each(world, objects)?);
     if !world.run_until(Duration::from_secs(300), crate::install::webhook_serving)? {
         errors.push("the webhook did not serve within 300 simulated seconds".into());
         return Ok((Vec::new(), Vec::new()));
@@ -361,7 +373,7 @@ fn use_the_volumes(
             stateful_set(namespace, name, *volume, &args)
         })
         .collect();
-    errors.extend(world.create_all(sets).into_iter().filter_map(|r| r.err()).map(|e| format!("{e:?}")));
+    errors.extend(create_each(world, sets)?);
     let pods: Vec<String> = CONSUMERS.iter().map(|(namespace, name, ..)| format!("{namespace}/{name}-0")).collect();
     let wait_rounds =
         |world: &mut World, errors: &mut Vec<String>, what: &str| -> Result<(), Box<dyn std::error::Error>> {
@@ -420,9 +432,8 @@ fn use_the_volumes(
     }
     // The consumers go, and with the last consumer of a namespace its claims (the webhook's).
     for (namespace, name, ..) in CONSUMERS {
-        let mut state = world.api.state();
-        let Some(rt) = state.registry.find("apps", "v1", "statefulsets").cloned() else { continue };
-        if let Err(e) = world.api.delete_in(&mut state, &rt, namespace, name, &Default::default()) {
+        let Some(rt) = world.api.state().registry.find("apps", "v1", "statefulsets").cloned() else { continue };
+        if let Err(e) = world.delete(&rt, namespace, name)? {
             errors.push(format!("deleting consumer {namespace}/{name}: {e:?}"));
         }
     }

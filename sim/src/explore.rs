@@ -282,8 +282,9 @@ impl Generator {
         }
     }
 
-    /// A volume the operator's validation refuses (one wrong field), stored past admission as
-    /// while the webhook is down: the operator must mark it Failed naming the field (liveness).
+    /// A volume the operator's validation refuses (one wrong field): refused at admission when
+    /// the webhook answers, else stored, and then the operator must mark it Failed naming the
+    /// field (liveness).
     fn invalid_volume(&mut self) -> bool {
         self.made += 1;
         let n = self.made;

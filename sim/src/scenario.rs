@@ -72,10 +72,10 @@ pub enum Step {
     Install(bool),
     Example(String),
     Apply(String),
-    /// A volume whose spec is invalid (one object), stored past the admission webhooks as the
-    /// scenario's writes are (as when the webhook is down: its failure policy is Ignore). Liveness
-    /// holds the operator to marking it Failed with a message naming `field`, not to Ready. A
-    /// refusal (the API server's own checks) must name `field` too.
+    /// A volume whose spec is invalid (one object), sent as `kubectl create` sends it. A refusal
+    /// (the CRD's schema and rules, or the validating webhook) must name `field`. Stored (no
+    /// webhook installed, or it did not answer: its failure policy is Ignore), liveness holds the
+    /// operator to marking it Failed with a message naming `field`, not to Ready.
     ApplyInvalid {
         field: String,
         manifest: String,
@@ -800,12 +800,13 @@ impl Run {
             }
             Step::ApplyInvalid { field, manifest } => {
                 let document: Value = serde_saphyr::from_str(manifest).map_err(|e| e.to_string())?;
-                match self.world.api.create_object(document, "kubectl") {
+                match self.world.create(document)? {
                     Err(crate::api::ApiError::Status { body, .. })
                         if body["message"].as_str().is_some_and(|m| m.contains(field.as_str())) => {}
                     Err(e) => return Err(format!("refused, but the answer does not name {field}: {e:?}")),
-                    // Stored past admission: the operator must mark it Failed (liveness).
-                    Ok(_) => {}
+                    // Stored (no webhook refused it, or none answered): the operator must mark
+                    // it Failed (liveness).
+                    Ok(()) => {}
                 }
             }
             Step::RunFor(text) => run(world, duration(text)?)?,
@@ -954,18 +955,10 @@ impl Run {
                 })
             }
             Step::Delete { kind, namespace, name } => {
-                let mut state = world.api.state();
-                let rt = state
-                    .registry
-                    .types()
-                    .find(|t| t.kind == *kind)
-                    .cloned()
-                    .ok_or(format!("no kind {kind} is served"))?;
+                let rt = world.api.state().registry.types().find(|t| t.kind == *kind).cloned();
+                let rt = rt.ok_or(format!("no kind {kind} is served"))?;
                 let namespace = namespace.as_deref().unwrap_or_default();
-                world
-                    .api
-                    .delete_in(&mut state, &rt, namespace, name, &Default::default())
-                    .map_err(|e| format!("{e:?}"))?;
+                world.delete(&rt, namespace, name)?.map_err(|e| format!("{e:?}"))?;
             }
             Step::Webhook(_) => {
                 let documents: Vec<Value> = serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml"))
@@ -1087,43 +1080,15 @@ impl Run {
         Ok(())
     }
 
+    /// Applies `documents` one after another, as `kubectl apply` does (see [`World::apply`]).
     fn create(&mut self, documents: Vec<Value>) -> Result<(), String> {
-        // As `kubectl apply`: what exists already gets the document merged into it.
         let mut errors = Vec::new();
         for document in documents {
-            match self.world.api.create_object(document.clone(), "kubectl") {
-                Ok(_) => {}
-                Err(e) if e.code() == 409 && e.reason() == "AlreadyExists" => {
-                    if let Err(e) = self.merge(document) {
-                        errors.push(e);
-                    }
-                }
-                Err(e) => errors.push(format!("{e:?}")),
+            if let Err(e) = self.world.apply(document)? {
+                errors.push(format!("{e:?}"));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(format!("applying: {errors:?}")) }
-    }
-
-    /// Merges `document` into the stored object of its kind and name (a JSON merge patch).
-    fn merge(&mut self, document: Value) -> Result<(), String> {
-        let mut state = self.world.api.state();
-        let api_version = document["apiVersion"].as_str().unwrap_or_default();
-        let kind = document["kind"].as_str().unwrap_or_default();
-        let rt = state.registry.by_kind(api_version, kind).cloned().ok_or(format!("no kind {kind} is served"))?;
-        let namespace = match document["metadata"]["namespace"].as_str() {
-            Some(namespace) => namespace,
-            None if rt.namespaced => "default",
-            None => "",
-        };
-        let name = document["metadata"]["name"].as_str().unwrap_or_default();
-        let mut stored =
-            state.store.get(&rt.id, namespace, name).map(|o| (**o).clone()).ok_or(format!("{kind} {name} is gone"))?;
-        json_patch::merge(&mut stored, &document);
-        self.world
-            .api
-            .update_in(&mut state, &rt, stored, &crate::api::WriteOptions::controller("kubectl"))
-            .map(|_| ())
-            .map_err(|e| format!("{kind} {name}: {e:?}"))
     }
 
     /// The `mountPath` of a SharedVolume in `namespace`, or of a ClusterSharedVolume.

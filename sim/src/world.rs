@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiServer, Faults, Options, http};
+use crate::api::{ApiError, ApiServer, Faults, Options, Request, ResourceType, Response, http};
 use crate::cluster::{AlwaysReady, Cluster, PodRuntime};
 use crate::net::SimClock;
 use crate::programs::sources::{self, SOURCES_HOST, SourceCatalog};
@@ -159,6 +159,32 @@ impl std::fmt::Display for InvariantBroken {
 
 impl std::error::Error for InvariantBroken {}
 
+/// How often [`World::kubectl`] sends a request that failed in a way a client retries.
+pub const KUBECTL_ATTEMPTS: usize = 10;
+/// How long [`World::kubectl`] waits for one answer.
+pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`World::kubectl`] got back.
+#[derive(Debug)]
+pub struct Answered {
+    pub response: Response,
+    /// An earlier attempt may have been committed (its reply was lost, or none came): a create
+    /// may then find its object there, a delete find it gone.
+    pub uncertain: bool,
+}
+
+impl Answered {
+    /// The object (or Status) answered, or the error.
+    pub fn into_result(self) -> Result<Value, ApiError> {
+        match self.response {
+            Response::Json { code, body, .. } if code >= 400 => Err(ApiError::Status { code, body }),
+            Response::Json { body, .. } | Response::Discovery(body) | Response::Table(body) => Ok(body),
+            Response::Error(e) => Err(e),
+            Response::Watch(_) => Ok(Value::Null),
+        }
+    }
+}
+
 impl World {
     /// A new world. Fails only if its data directory cannot be made.
     pub fn new(config: WorldConfig) -> std::io::Result<Self> {
@@ -269,6 +295,8 @@ impl World {
                         cluster.add_node(node);
                     }
                     tokio::spawn(cluster.run(CancellationToken::new()));
+                    let submitted = api.clone();
+                    tokio::spawn(async move { submitted.answer_submitted().await });
                     http::serve_turmoil(api, listener).await;
                     Ok(())
                 }
@@ -382,6 +410,94 @@ impl World {
     /// Creates objects in-process, as `kubectl create -f` would (errors are returned per object).
     pub fn create_all(&self, objects: impl IntoIterator<Item = Value>) -> Vec<Result<Value, crate::api::ApiError>> {
         objects.into_iter().map(|o| self.api.create_object(o, "kubectl")).collect()
+    }
+
+    /// Sends `request` by the API server's front door, as an administrator's `kubectl` does (see
+    /// [`ApiServer::submit`]: faults, authentication and admission webhooks apply), and runs the
+    /// simulation until it is answered. What a client retries is sent again a second later, up
+    /// to [`KUBECTL_ATTEMPTS`] times: 429, 500, 503, 504 (the reply was lost, so the write may
+    /// have been committed: [`Answered::uncertain`] says so), and no answer within
+    /// [`KUBECTL_TIMEOUT`] (the API server's host is down).
+    pub fn kubectl(&mut self, request: Request) -> Result<Answered, String> {
+        let mut uncertain = false;
+        for _ in 0..KUBECTL_ATTEMPTS {
+            let answer = self.api.submit(request.clone());
+            let until = self.elapsed() + KUBECTL_TIMEOUT;
+            while !answer.answered() && self.elapsed() < until {
+                // One step of the simulation at a time: the answer usually comes within one.
+                self.run_for(Duration::from_millis(1)).map_err(|e| format!("the simulation failed: {e}"))?;
+            }
+            match answer.take() {
+                Some(response) if !matches!(response.code(), 429 | 500 | 503 | 504) => {
+                    return Ok(Answered { response, uncertain });
+                }
+                Some(response) => uncertain |= response.code() == 504,
+                None => {
+                    answer.abandon();
+                    uncertain = true;
+                }
+            }
+            self.run_for(Duration::from_secs(1)).map_err(|e| format!("the simulation failed: {e}"))?;
+        }
+        Err(format!(
+            "{} {}: no answer but errors to retry after {KUBECTL_ATTEMPTS} attempts",
+            request.method, request.path
+        ))
+    }
+
+    /// `kubectl create` of one object by the front door (see [`World::kubectl`]): the server's
+    /// answer, or why none came.
+    pub fn create(&mut self, object: Value) -> Result<Result<(), ApiError>, String> {
+        let (rt, namespace, _) = self.target_of(&object)?;
+        let path = format!("{}?fieldManager=kubectl", rt.path(&namespace, None));
+        let answered =
+            self.kubectl(Request::new(::http::Method::POST, &path).with_json("application/json", &object))?;
+        let uncertain = answered.uncertain;
+        Ok(match answered.into_result() {
+            // The object of an earlier attempt whose reply was lost.
+            Err(e) if uncertain && e.code() == 409 && e.reason() == "AlreadyExists" => Ok(()),
+            other => other.map(|_| ()),
+        })
+    }
+
+    /// `kubectl apply` of one object as the scenarios write it: created, or, when it exists, the
+    /// object merged into the stored one (a JSON merge patch; `kubectl apply` sends a strategic
+    /// one for built-in kinds, which differs for keyed lists).
+    pub fn apply(&mut self, object: Value) -> Result<Result<(), ApiError>, String> {
+        match self.create(object.clone())? {
+            Err(e) if e.code() == 409 && e.reason() == "AlreadyExists" => {}
+            other => return Ok(other),
+        }
+        let (rt, namespace, name) = self.target_of(&object)?;
+        let path = format!("{}?fieldManager=kubectl", rt.path(&namespace, Some(&name)));
+        let request = Request::new(::http::Method::PATCH, &path).with_json("application/merge-patch+json", &object);
+        Ok(self.kubectl(request)?.into_result().map(|_| ()))
+    }
+
+    /// `kubectl delete` of one object by the front door (see [`World::kubectl`]).
+    pub fn delete(&mut self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Result<(), ApiError>, String> {
+        let answered = self.kubectl(Request::new(::http::Method::DELETE, &rt.path(namespace, Some(name))))?;
+        let uncertain = answered.uncertain;
+        Ok(match answered.into_result() {
+            // Deleted by an earlier attempt whose reply was lost.
+            Err(e) if uncertain && e.code() == 404 => Ok(()),
+            other => other.map(|_| ()),
+        })
+    }
+
+    /// The type, namespace (`default` when a namespaced object names none) and name of `object`.
+    fn target_of(&self, object: &Value) -> Result<(ResourceType, String, String), String> {
+        let (api_version, kind) =
+            (object["apiVersion"].as_str().unwrap_or_default(), object["kind"].as_str().unwrap_or_default());
+        let rt = self.api.state().registry.by_kind(api_version, kind).cloned();
+        let rt = rt.ok_or(format!("no resource serves {kind} in {api_version}"))?;
+        let namespace = match object["metadata"]["namespace"].as_str() {
+            _ if !rt.namespaced => "",
+            Some(namespace) if !namespace.is_empty() => namespace,
+            _ => "default",
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        Ok((rt, namespace.to_string(), name))
     }
 
     /// Advances simulated time by `duration`.

@@ -164,6 +164,52 @@ fn consumer_pods_are_mutated_and_their_storage_follows_the_last_consumer() {
     );
 }
 
+/// What the scenarios and the main job send as the administrator (`World::create`, `apply`,
+/// `delete`) enters by the front door: the webhooks mutate and refuse it as they do a client's.
+#[test]
+fn the_administrators_writes_pass_the_webhooks() {
+    let mut world = world();
+    let ready = |api: &ApiServer| {
+        sv_sim::install::webhook_serving(api)
+            && get(api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data")
+                .is_some_and(|v| v["status"]["phase"] == "Ready")
+    };
+    assert!(world.run_until(Duration::from_secs(600), ready).expect("run"), "the webhook serves");
+
+    let mut consumer = serde_json::to_value(pod("consumer", json!({"sharedvolume.sv": "data"}))).expect("pod");
+    consumer["apiVersion"] = json!("v1");
+    consumer["kind"] = json!("Pod");
+    consumer["metadata"]["namespace"] = json!("team-a");
+    world.create(consumer).expect("answered").expect("the consumer is admitted");
+    let stored = get(&world.api, "", "pods", "team-a", "consumer").expect("stored");
+    assert_eq!(stored["metadata"]["labels"]["sv.sharedvolume.io/consumer"], "true", "mutated: {stored}");
+
+    let invalid = json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": "bad", "namespace": "team-a"},
+        "spec": {"mountPath": "relative/dir", "storageClassName": "standard",
+                 "storage": {"capacity": "1Gi", "accessMode": "ReadOnly"}},
+    });
+    let refused = world.create(invalid).expect("answered").expect_err("an invalid volume is refused");
+    let message = format!("{refused:?}");
+    assert!(message.contains("denied the request") && message.contains("spec.mountPath"), "{message}");
+    assert!(get(&world.api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "bad").is_none());
+
+    // An update is reviewed too: a source with credentials in its URL is refused.
+    let update = json!({
+        "apiVersion": "sv.sharedvolume.io/v1alpha1", "kind": "SharedVolume",
+        "metadata": {"name": "data", "namespace": "team-a"},
+        "spec": {"source": {"http": {"url": "ftp://someone:hunter2@files.example.com/data.tar.gz"}}},
+    });
+    let refused = world.apply(update).expect("answered").expect_err("the update is refused");
+    assert!(format!("{refused:?}").contains("denied the request"), "{refused:?}");
+    let volume = get(&world.api, "sv.sharedvolume.io", "sharedvolumes", "team-a", "data").expect("volume");
+    assert!(volume["spec"]["source"].is_null(), "the stored volume is unchanged: {volume}");
+
+    let rt = world.api.state().registry.find("", "v1", "pods").cloned().expect("pods");
+    world.delete(&rt, "team-a", "consumer").expect("answered").expect("deleted");
+}
+
 #[test]
 fn with_the_webhook_down_only_annotated_pods_are_refused() {
     let mut world = world();

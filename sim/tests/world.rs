@@ -522,3 +522,32 @@ fn a_write_whose_reply_is_lost_is_committed_and_answered_with_a_timeout() {
     world.set_api_faults(sv_sim::api::Faults::default());
     assert_eq!(futures::executor::block_on(world.api.handle(create("kept"))).code(), 201);
 }
+
+/// The administrator's requests (`World::create`) wait for an API server that is down, and one
+/// given up on is never sent once it is back.
+#[test]
+fn an_administrators_request_waits_for_the_api_server_and_one_given_up_on_is_never_sent() {
+    sv_sim::init_test_logging();
+    let config = WorldConfig { operator: false, programs: false, ..WorldConfig::default() };
+    let mut world = World::new(config).expect("a world");
+    let config_map = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    let exists = |world: &World, name: &str| {
+        let state = world.api.state();
+        let rt = state.registry.find("", "v1", "configmaps").expect("configmaps").clone();
+        state.store.get(&rt.id, "default", name).is_some()
+    };
+    world.create(config_map("first")).expect("answered").expect("created");
+    assert!(exists(&world, "first"), "a namespaced object without a namespace goes to default");
+
+    world.crash("api");
+    let started = world.elapsed();
+    let error = world.create(config_map("unsent")).expect_err("no answer while the API server is down");
+    assert!(error.contains("10 attempts"), "{error}");
+    let waited = world.elapsed() - started;
+    assert!(waited >= Duration::from_secs(300), "each attempt waits 30 s, then a second: {waited:?}");
+    world.bounce("api");
+    world.run_for(Duration::from_secs(5)).expect("run");
+    assert!(!exists(&world, "unsent"), "an abandoned request is not sent when the server is back");
+    world.create(config_map("later")).expect("answered").expect("created");
+    assert!(exists(&world, "later"));
+}

@@ -20,6 +20,7 @@ pub mod schema;
 pub mod selector;
 pub mod store;
 mod strategic;
+mod submitted;
 mod table;
 mod watch;
 
@@ -38,6 +39,7 @@ pub use errors::ApiError;
 pub use objects::{DeleteOptions, WriteOptions};
 pub use registry::{Registry, ResourceId, ResourceType};
 pub use store::{Change, ChangeKind, Store};
+pub use submitted::Answer;
 pub use watch::WatchStream;
 
 use selector::{FieldSelector, LabelSelector};
@@ -176,6 +178,10 @@ struct Inner {
     /// How late, and from what, watches deliver events (see [`ApiServer::set_watch_lag`],
     /// [`ApiServer::stall_watches`], [`ApiServer::set_stale_replica`]).
     watch_view: Mutex<WatchView>,
+    /// Requests the harness submitted for the administrator, not yet answered (see
+    /// [`ApiServer::submit`]).
+    submitted: Mutex<std::collections::VecDeque<(Request, submitted::Answer)>>,
+    submitted_ready: tokio::sync::Notify,
 }
 
 /// What the watch cache serves, when it is not the store as it is now.
@@ -436,6 +442,8 @@ impl ApiServer {
                 request_fault: std::sync::RwLock::new(None),
                 tokens: Mutex::new(auth::Tokens::default()),
                 watch_view: Mutex::new(WatchView::default()),
+                submitted: Mutex::default(),
+                submitted_ready: tokio::sync::Notify::new(),
             }),
         };
         server.create_system_namespaces();

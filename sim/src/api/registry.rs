@@ -62,6 +62,23 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
+    /// The URL path of the collection in `namespace` (ignored for a cluster-scoped type), or of
+    /// the object `name` in it.
+    pub fn path(&self, namespace: &str, name: Option<&str>) -> String {
+        let mut path = match self.id.group.as_str() {
+            "" => format!("/api/{}", self.id.version),
+            group => format!("/apis/{group}/{}", self.id.version),
+        };
+        if self.namespaced {
+            path.push_str(&format!("/namespaces/{namespace}"));
+        }
+        path.push_str(&format!("/{}", self.id.plural));
+        if let Some(name) = name {
+            path.push_str(&format!("/{name}"));
+        }
+        path
+    }
+
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
