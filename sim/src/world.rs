@@ -173,6 +173,14 @@ pub struct Answered {
     pub uncertain: bool,
 }
 
+/// Whether a client sends the request again after this answer.
+fn retried_by_clients(response: &Response) -> bool {
+    match response.code() {
+        409 => !matches!(response, Response::Error(e) if e.reason() == "AlreadyExists"),
+        code => matches!(code, 429 | 500 | 503 | 504),
+    }
+}
+
 impl Answered {
     /// The object (or Status) answered, or the error.
     pub fn into_result(self) -> Result<Value, ApiError> {
@@ -415,9 +423,10 @@ impl World {
     /// Sends `request` by the API server's front door, as an administrator's `kubectl` does (see
     /// [`ApiServer::submit`]: faults, authentication and admission webhooks apply), and runs the
     /// simulation until it is answered. What a client retries is sent again a second later, up
-    /// to [`KUBECTL_ATTEMPTS`] times: 429, 500, 503, 504 (the reply was lost, so the write may
-    /// have been committed: [`Answered::uncertain`] says so), and no answer within
-    /// [`KUBECTL_TIMEOUT`] (the API server's host is down).
+    /// to [`KUBECTL_ATTEMPTS`] times: 409 other than AlreadyExists (a conflict: `kubectl apply`
+    /// patches again), 429, 500, 503, 504 (the reply was lost, so the write may have been
+    /// committed: [`Answered::uncertain`] says so), and no answer within [`KUBECTL_TIMEOUT`] (the
+    /// API server's host is down).
     pub fn kubectl(&mut self, request: Request) -> Result<Answered, String> {
         let mut uncertain = false;
         for _ in 0..KUBECTL_ATTEMPTS {
@@ -428,9 +437,7 @@ impl World {
                 self.run_for(Duration::from_millis(1)).map_err(|e| format!("the simulation failed: {e}"))?;
             }
             match answer.take() {
-                Some(response) if !matches!(response.code(), 429 | 500 | 503 | 504) => {
-                    return Ok(Answered { response, uncertain });
-                }
+                Some(response) if !retried_by_clients(&response) => return Ok(Answered { response, uncertain }),
                 Some(response) => uncertain |= response.code() == 504,
                 None => {
                     answer.abandon();
