@@ -523,10 +523,10 @@ fn a_write_whose_reply_is_lost_is_committed_and_answered_with_a_timeout() {
     assert_eq!(futures::executor::block_on(world.api.handle(create("kept"))).code(), 201);
 }
 
-/// The administrator's requests (`World::create`) wait for an API server that is down, and one
-/// given up on is never sent once it is back.
+/// The administrator's requests (`World::create`) wait for an API server that is down (one given
+/// up on is never sent once it is back) and are sent again after a conflict or overload.
 #[test]
-fn an_administrators_request_waits_for_the_api_server_and_one_given_up_on_is_never_sent() {
+fn an_administrators_request_is_retried_as_a_clients_is_and_one_given_up_on_is_never_sent() {
     sv_sim::init_test_logging();
     let config = WorldConfig { operator: false, programs: false, ..WorldConfig::default() };
     let mut world = World::new(config).expect("a world");
@@ -550,4 +550,20 @@ fn an_administrators_request_waits_for_the_api_server_and_one_given_up_on_is_nev
     assert!(!exists(&world, "unsent"), "an abandoned request is not sent when the server is back");
     world.create(config_map("later")).expect("answered").expect("created");
     assert!(exists(&world, "later"));
+
+    // Conflicts and overload are sent again, as clients do; AlreadyExists is an answer.
+    let refused = Arc::new(Mutex::new(0));
+    let count = refused.clone();
+    world.api.set_request_fault(Some(Arc::new(move |peer, verb, _: &str| {
+        let mut count = count.lock().expect("lock");
+        (peer.is_none() && verb == "create" && *count < 4).then(|| {
+            *count += 1;
+            if *count % 2 == 0 { 409 } else { 429 }
+        })
+    })));
+    world.create(config_map("retried")).expect("answered").expect("created after two 409s and two 429s");
+    assert_eq!(*refused.lock().expect("lock"), 4);
+    assert!(exists(&world, "retried"));
+    let again = world.create(config_map("retried")).expect("answered").expect_err("it exists");
+    assert_eq!(again.reason(), "AlreadyExists", "{again:?}");
 }
