@@ -159,6 +159,11 @@ impl std::fmt::Display for InvariantBroken {
 
 impl std::error::Error for InvariantBroken {}
 
+/// The annotation in which `kubectl apply` keeps what it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The field manager of `kubectl apply` (client-side).
+const APPLY_MANAGER: &str = "kubectl-client-side-apply";
+
 /// How often [`World::kubectl`] sends a request that failed in a way a client retries.
 pub const KUBECTL_ATTEMPTS: usize = 10;
 /// How long [`World::kubectl`] waits for one answer.
@@ -455,8 +460,14 @@ impl World {
     /// `kubectl create` of one object by the front door (see [`World::kubectl`]): the server's
     /// answer, or why none came.
     pub fn create(&mut self, object: Value) -> Result<Result<(), ApiError>, String> {
+        self.create_as(object, "kubectl-create")
+    }
+
+    /// A create with the query kubectl (1.27 and later) sends: its field manager, and strict
+    /// field validation (an unknown field is refused).
+    fn create_as(&mut self, object: Value, manager: &str) -> Result<Result<(), ApiError>, String> {
         let (rt, namespace, _) = self.target_of(&object)?;
-        let path = format!("{}?fieldManager=kubectl", rt.path(&namespace, None));
+        let path = format!("{}?fieldManager={manager}&fieldValidation=Strict", rt.path(&namespace, None));
         let answered =
             self.kubectl(Request::new(::http::Method::POST, &path).with_json("application/json", &object))?;
         let uncertain = answered.uncertain;
@@ -467,16 +478,30 @@ impl World {
         })
     }
 
-    /// `kubectl apply` of one object as the scenarios write it: created, or, when it exists, the
-    /// object merged into the stored one (a JSON merge patch; `kubectl apply` sends a strategic
-    /// one for built-in kinds, which differs for keyed lists).
-    pub fn apply(&mut self, object: Value) -> Result<Result<(), ApiError>, String> {
-        match self.create(object.clone())? {
+    /// `kubectl apply` (client-side) of one object as the scenarios write it: created, or, when it
+    /// exists, the object merged into the stored one (a JSON merge patch of the whole object;
+    /// `kubectl apply` sends a three-way patch, strategic for built-in kinds, which also removes
+    /// what the last apply set and this one leaves out). Both carry the object in the
+    /// `kubectl.kubernetes.io/last-applied-configuration` annotation, as kubectl's do.
+    pub fn apply(&mut self, mut object: Value) -> Result<Result<(), ApiError>, String> {
+        let mut applied = object.clone();
+        if let Some(meta) = applied["metadata"].as_object_mut() {
+            meta.remove("resourceVersion");
+        }
+        let annotation = format!("{applied}\n");
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(LAST_APPLIED.to_string(), Value::String(annotation));
+            }
+        }
+        match self.create_as(object.clone(), APPLY_MANAGER)? {
             Err(e) if e.code() == 409 && e.reason() == "AlreadyExists" => {}
             other => return Ok(other),
         }
         let (rt, namespace, name) = self.target_of(&object)?;
-        let path = format!("{}?fieldManager=kubectl", rt.path(&namespace, Some(&name)));
+        let query = format!("fieldManager={APPLY_MANAGER}&fieldValidation=Strict");
+        let path = format!("{}?{query}", rt.path(&namespace, Some(&name)));
         let request = Request::new(::http::Method::PATCH, &path).with_json("application/merge-patch+json", &object);
         Ok(self.kubectl(request)?.into_result().map(|_| ()))
     }
