@@ -523,10 +523,12 @@ fn a_write_whose_reply_is_lost_is_committed_and_answered_with_a_timeout() {
     assert_eq!(futures::executor::block_on(world.api.handle(create("kept"))).code(), 201);
 }
 
-/// The administrator's requests (`World::create`) wait for an API server that is down (one given
-/// up on is never sent once it is back) and are sent again after a conflict or overload.
+/// The administrator's requests (`World::create`, `apply`) are sent as kubectl sends them: they
+/// wait for an API server that is down (one given up on is never sent once it is back), are sent
+/// again after a conflict or overload, and carry kubectl's field managers, strict validation and
+/// an apply's last-applied annotation.
 #[test]
-fn an_administrators_request_is_retried_as_a_clients_is_and_one_given_up_on_is_never_sent() {
+fn the_administrators_requests_are_sent_as_kubectl_sends_them() {
     sv_sim::init_test_logging();
     let config = WorldConfig { operator: false, programs: false, ..WorldConfig::default() };
     let mut world = World::new(config).expect("a world");
@@ -566,4 +568,28 @@ fn an_administrators_request_is_retried_as_a_clients_is_and_one_given_up_on_is_n
     assert!(exists(&world, "retried"));
     let again = world.create(config_map("retried")).expect("answered").expect_err("it exists");
     assert_eq!(again.reason(), "AlreadyExists", "{again:?}");
+    world.api.set_request_fault(None);
+
+    // What kubectl sends with them: an apply's annotation and field manager, strict validation.
+    world.apply(config_map("applied")).expect("answered").expect("applied");
+    let stored = {
+        let state = world.api.state();
+        let rt = state.registry.find("", "v1", "configmaps").expect("configmaps").clone();
+        (**state.store.get(&rt.id, "default", "applied").expect("stored")).clone()
+    };
+    let last_applied = stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+        .and_then(|a| serde_json::from_str::<Value>(a).ok())
+        .expect("the last-applied annotation holds the object as JSON");
+    assert_eq!(last_applied["metadata"]["name"], "applied");
+    assert_eq!(stored["metadata"]["managedFields"][0]["manager"], "kubectl-client-side-apply");
+    assert!(sv_sim::examples::install(&world).expect("install").is_empty());
+    let mut volume: Value = serde_saphyr::from_str(
+        "{apiVersion: sv.sharedvolume.io/v1alpha1, kind: SharedVolume, metadata: {name: v}, spec: {mountPath: /mnt/v, storageClassName: standard, storage: {capacity: 1Gi, accessMode: ReadWrite}}}",
+    )
+    .expect("yaml");
+    volume["spec"]["bogus"] = json!(1);
+    let refused = world.create(volume).expect("answered").expect_err("strict validation refuses unknown fields");
+    let sv_sim::api::ApiError::Status { body, .. } = &refused else { panic!("{refused:?}") };
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("unknown field \"spec.bogus\"")), "{body}");
 }
