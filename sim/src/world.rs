@@ -479,9 +479,9 @@ impl World {
     }
 
     /// `kubectl apply` (client-side) of one object as the scenarios write it: created, or, when it
-    /// exists, the object merged into the stored one (a JSON merge patch of the whole object;
-    /// `kubectl apply` sends a three-way patch, strategic for built-in kinds, which also removes
-    /// what the last apply set and this one leaves out). Both carry the object in the
+    /// exists, the object merged into the stored one (a patch of the whole object, where
+    /// `kubectl apply` sends a three-way one, which also removes what the last apply set and this
+    /// one leaves out). Both carry the object in the
     /// `kubectl.kubernetes.io/last-applied-configuration` annotation, as kubectl's do.
     pub fn apply(&mut self, mut object: Value) -> Result<Result<(), ApiError>, String> {
         let mut applied = object.clone();
@@ -502,7 +502,11 @@ impl World {
         let (rt, namespace, name) = self.target_of(&object)?;
         let query = format!("fieldManager={APPLY_MANAGER}&fieldValidation=Strict");
         let path = format!("{}?{query}", rt.path(&namespace, Some(&name)));
-        let request = Request::new(::http::Method::PATCH, &path).with_json("application/merge-patch+json", &object);
+        // kubectl's kinds of patch: strategic for a built-in kind (lists such as containers or
+        // webhooks merge by their keys, so what others set in an item, a caBundle, stays), a JSON
+        // merge patch for a custom resource.
+        let patch = if rt.custom { "application/merge-patch+json" } else { "application/strategic-merge-patch+json" };
+        let request = Request::new(::http::Method::PATCH, &path).with_json(patch, &object);
         Ok(self.kubectl(request)?.into_result().map(|_| ()))
     }
 

@@ -208,6 +208,20 @@ fn the_administrators_writes_pass_the_webhooks() {
 
     let rt = world.api.state().registry.find("", "v1", "pods").cloned().expect("pods");
     world.delete(&rt, "team-a", "consumer").expect("answered").expect("deleted");
+
+    // Applying the manifest again keeps the CA the webhook published: the webhooks merge by name.
+    let ca = |api: &ApiServer| {
+        get(api, "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "sharedvolume-webhook")
+            .map(|c| c["webhooks"][0]["clientConfig"]["caBundle"].clone())
+    };
+    let published = ca(&world.api).expect("the configuration");
+    assert!(published.as_str().is_some_and(|b| !b.is_empty()), "{published}");
+    let manifests: Vec<Value> =
+        serde_saphyr::from_multiple(include_str!("../../deploy/base/webhook.yaml")).expect("parses");
+    let mutating =
+        manifests.into_iter().find(|m| m["kind"] == "MutatingWebhookConfiguration").expect("in the manifest");
+    world.apply(mutating).expect("answered").expect("applied");
+    assert_eq!(ca(&world.api), Some(published), "the caBundle stays");
 }
 
 #[test]
