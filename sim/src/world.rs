@@ -434,6 +434,7 @@ impl World {
     /// API server's host is down).
     pub fn kubectl(&mut self, request: Request) -> Result<Answered, String> {
         let mut uncertain = false;
+        let mut last = String::new();
         for _ in 0..KUBECTL_ATTEMPTS {
             let answer = self.api.submit(request.clone());
             let until = self.elapsed() + KUBECTL_TIMEOUT;
@@ -443,16 +444,23 @@ impl World {
             }
             match answer.take() {
                 Some(response) if !retried_by_clients(&response) => return Ok(Answered { response, uncertain }),
-                Some(response) => uncertain |= response.code() == 504,
+                Some(response) => {
+                    uncertain |= response.code() == 504;
+                    last = match &response {
+                        Response::Error(e) => format!("{} {}", e.code(), e.reason()),
+                        other => other.code().to_string(),
+                    };
+                }
                 None => {
                     answer.abandon();
                     uncertain = true;
+                    last = format!("no answer within {KUBECTL_TIMEOUT:?}");
                 }
             }
             self.run_for(Duration::from_secs(1)).map_err(|e| format!("the simulation failed: {e}"))?;
         }
         Err(format!(
-            "{} {}: no answer but errors to retry after {KUBECTL_ATTEMPTS} attempts",
+            "{} {}: given up after {KUBECTL_ATTEMPTS} attempts; the last: {last}",
             request.method, request.path
         ))
     }
